@@ -1,0 +1,54 @@
+//! Layout of the per-segment index sidecar file (`<base:020>.idx`).
+//! Described in prose in `docs/FORMAT.md`. Little-endian throughout.
+
+pub use shardlog_segment::format::Endian;
+
+pub const INDEX_MAGIC: [u8; 8] = *b"SHRDLIDX";
+pub const INDEX_FORMAT_VERSION: u16 = 1;
+
+pub const IDX_MAGIC_OFFSET: usize = 0;
+pub const IDX_VERSION_OFFSET: usize = 8;
+/// `u16`, reserved, zero.
+pub const IDX_FLAGS_OFFSET: usize = 10;
+/// Number of entries (`u32`).
+pub const IDX_COUNT_OFFSET: usize = 12;
+/// First sequence number of the segment (`u64`).
+pub const IDX_BASE_SEQ_OFFSET: usize = 16;
+/// One past the last sequence number of the segment (`u64`).
+pub const IDX_END_SEQ_OFFSET: usize = 24;
+/// File id of the segment the index was built from (`u64`).
+pub const IDX_FILE_ID_OFFSET: usize = 32;
+/// Byte offset where the segment's frames end (`u64`).
+pub const IDX_END_OFFSET_OFFSET: usize = 40;
+/// Arrival time of the segment's last record (`i64`).
+pub const IDX_MAX_ARRIVAL_OFFSET: usize = 48;
+pub const IDX_HEADER_BYTES: usize = 56;
+
+/// One entry: `seq - base_seq` (`u32`), frame offset (`u32`), arrival (`i64`).
+pub const IDX_ENTRY_BYTES: usize = 16;
+pub const ENTRY_SEQ_DELTA_OFFSET: usize = 0;
+pub const ENTRY_FILE_OFFSET_OFFSET: usize = 4;
+pub const ENTRY_ARRIVAL_OFFSET: usize = 8;
+
+/// Trailing CRC-32 over every byte before it.
+pub const IDX_CRC_BYTES: usize = 4;
+
+pub const INDEX_FILE_SUFFIX: &str = ".idx";
+
+/// An entry is added at least every this many bytes of frames, so a lookup
+/// scans at most this much of a segment after its binary search.
+pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+
+/// Sealed-segment indexes kept in memory at once (least recently used are
+/// dropped and reloaded from their sidecar files on demand).
+pub const SEALED_INDEXES_CACHED_MAX: usize = 64;
+
+const _: () = assert!(IDX_MAX_ARRIVAL_OFFSET + 8 == IDX_HEADER_BYTES);
+const _: () = assert!(ENTRY_ARRIVAL_OFFSET + 8 == IDX_ENTRY_BYTES);
+// Segments hold fewer than 2^32 records (a frame is over 40 bytes and a
+// segment at most 1 GiB), so sequence deltas fit in u32.
+const _: () = assert!(
+    shardlog_segment::format::SEGMENT_BYTES_LIMIT
+        / (shardlog_segment::format::FRAME_HEADER_BYTES as u64)
+        < u32::MAX as u64
+);

@@ -1,0 +1,501 @@
+//! Shardlog's index layer: maps sequence numbers to segment positions and
+//! arrival times to sequence numbers, over a [`shardlog_segment::Log`].
+//!
+//! The index is derived data. Each sealed segment gets a sidecar file with its
+//! own checksum; the active segment's index lives in memory and is rebuilt
+//! from the log by recovery on open. A sidecar that is missing, truncated,
+//! zero-filled, or does not match its segment is never trusted: it is rebuilt
+//! from the segment when first needed.
+
+pub mod format;
+pub mod sparse;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use shardlog_segment::format::SEGMENT_HEADER_BYTES;
+use shardlog_segment::fs::{FileSystem, StdFs};
+use shardlog_segment::{
+    AppendObserver, Appended, Log, LogOptions, Placed, Position, ReadBatch, ReadLimits, RecordIn,
+    RecoveryReport, SealedInfo,
+};
+
+pub use shardlog_segment::{Error, Result};
+pub use sparse::{index_file_name, Entry, SparseIndex};
+
+use crate::format::{INDEX_FILE_SUFFIX, SEALED_INDEXES_CACHED_MAX};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data kept consistent between statements; see the segment crate.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Counters of index maintenance, for tests and metrics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IndexStats {
+    /// Sidecar files loaded and found valid.
+    pub loaded: u64,
+    /// Sidecar files rebuilt from their segment.
+    pub rebuilt: u64,
+    /// Sidecar files that could not be written (the index stays in memory).
+    pub write_failures: u64,
+}
+
+#[derive(Debug)]
+struct State {
+    active: SparseIndex,
+    sealed: HashMap<u64, (Arc<SparseIndex>, u64)>,
+    tick: u64,
+    stats: IndexStats,
+}
+
+#[derive(Debug)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn cache(&self, idx: Arc<SparseIndex>) {
+        let mut st = lock(&self.state);
+        st.tick += 1;
+        let tick = st.tick;
+        st.sealed.insert(idx.base_seq, (idx, tick));
+        while st.sealed.len() > SEALED_INDEXES_CACHED_MAX {
+            let oldest = st
+                .sealed
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(b, _)| *b);
+            match oldest {
+                Some(b) => {
+                    st.sealed.remove(&b);
+                }
+                None => break,
+            }
+        }
+    }
+}
+
+fn write_sidecar(fs: &dyn FileSystem, path: &Path, idx: &SparseIndex) -> std::io::Result<()> {
+    // Derived data: no fsync. A sidecar torn by a crash fails its checksum
+    // and is rebuilt.
+    if fs.exists(path) {
+        fs.remove_file(path)?;
+    }
+    let file = fs.create_new(path)?;
+    file.write_all_at(&idx.encode(), 0)
+}
+
+impl AppendObserver for Shared {
+    fn placed(&self, segment_base: u64, records: &[Placed]) {
+        let mut st = lock(&self.state);
+        if st.active.base_seq != segment_base {
+            st.active = SparseIndex::new(segment_base);
+        }
+        for r in records {
+            st.active.add(r.seq, r.offset, r.arrival_ms, r.frame_len);
+        }
+    }
+
+    fn sealed(&self, info: &SealedInfo) {
+        let mut idx = {
+            let mut st = lock(&self.state);
+            std::mem::replace(&mut st.active, SparseIndex::new(info.end_seq))
+        };
+        if idx.base_seq != info.segment_base {
+            // Nothing was placed in the sealed segment.
+            idx = SparseIndex::new(info.segment_base);
+        }
+        idx.end_seq = info.end_seq;
+        idx.end_offset = info.end_offset;
+        idx.file_id = info.file_id;
+        let path = info.dir.join(index_file_name(info.segment_base));
+        if write_sidecar(&*info.fs, &path, &idx).is_err() {
+            lock(&self.state).stats.write_failures += 1;
+        }
+        self.cache(Arc::new(idx));
+    }
+
+    fn removed(&self, segment_base: u64) {
+        lock(&self.state).sealed.remove(&segment_base);
+    }
+}
+
+/// A log with its index: the storage of one shard.
+#[derive(Debug)]
+pub struct IndexedLog {
+    log: Log,
+    shared: Arc<Shared>,
+}
+
+/// A reader's place in the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub pos: Position,
+    pub seq: u64,
+}
+
+impl IndexedLog {
+    /// Opens the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<IndexedLog> {
+        IndexedLog::open_with(Arc::new(StdFs), dir, opts).map(|(l, _)| l)
+    }
+
+    /// Opens the log in `dir` through `fs`.
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        opts: LogOptions,
+    ) -> Result<(IndexedLog, RecoveryReport)> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                active: SparseIndex::new(u64::MAX),
+                sealed: HashMap::new(),
+                tick: 0,
+                stats: IndexStats::default(),
+            }),
+        });
+        let (log, report) = Log::open_with(fs, dir, opts, shared.clone())?;
+        {
+            // The active index must describe the active segment even when
+            // recovery found no records in it.
+            let active_base = log.segments().last().map(|s| s.base_seq).unwrap_or(0);
+            let mut st = lock(&shared.state);
+            if st.active.base_seq != active_base {
+                st.active = SparseIndex::new(active_base);
+            }
+        }
+        let me = IndexedLog { log, shared };
+        me.remove_orphan_sidecars();
+        Ok((me, report))
+    }
+
+    fn remove_orphan_sidecars(&self) {
+        let fs = self.log.fs();
+        let Ok(names) = fs.read_dir(self.log.dir()) else {
+            return;
+        };
+        let segs: std::collections::HashSet<u64> =
+            self.log.segments().iter().map(|s| s.base_seq).collect();
+        for name in names {
+            let Some(digits) = name.strip_suffix(INDEX_FILE_SUFFIX) else {
+                continue;
+            };
+            if let Ok(base) = digits.parse::<u64>() {
+                if !segs.contains(&base) {
+                    // Left over from retention interrupted by a crash.
+                    let _ = fs.remove_file(&self.log.dir().join(&name));
+                }
+            }
+        }
+    }
+
+    /// The underlying log.
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    pub fn stats(&self) -> IndexStats {
+        lock(&self.shared.state).stats
+    }
+
+    /// Appends records (see [`Log::append`]).
+    pub fn append(&self, records: &[RecordIn<'_>]) -> Result<Appended> {
+        self.log.append(records)
+    }
+
+    fn sidecar_path(&self, base: u64) -> PathBuf {
+        self.log.dir().join(index_file_name(base))
+    }
+
+    /// The index of the sealed segment `base`: cached, loaded from its sidecar
+    /// (if valid), or rebuilt from the segment.
+    fn sealed_index(&self, base: u64, end_seq: u64) -> Result<Arc<SparseIndex>> {
+        {
+            let mut st = lock(&self.shared.state);
+            st.tick += 1;
+            let tick = st.tick;
+            if let Some((idx, used)) = st.sealed.get_mut(&base) {
+                *used = tick;
+                return Ok(idx.clone());
+            }
+        }
+        let path = self.sidecar_path(base);
+        let fs = self.log.fs();
+        let file_id = self.segment_file_id(base)?;
+        let loaded = shardlog_segment::fs::read_all(&**fs, &path)
+            .ok()
+            .and_then(|bytes| SparseIndex::decode(&bytes).ok())
+            .filter(|idx| idx.base_seq == base && idx.end_seq == end_seq && idx.file_id == file_id);
+        let idx = match loaded {
+            Some(idx) => {
+                lock(&self.shared.state).stats.loaded += 1;
+                idx
+            }
+            None => {
+                let idx = self.rebuild(base, file_id)?;
+                let mut st = lock(&self.shared.state);
+                st.stats.rebuilt += 1;
+                if write_sidecar(&**fs, &path, &idx).is_err() {
+                    st.stats.write_failures += 1;
+                }
+                idx
+            }
+        };
+        let idx = Arc::new(idx);
+        self.shared.cache(idx.clone());
+        Ok(idx)
+    }
+
+    fn segment_file_id(&self, base: u64) -> Result<u64> {
+        let batch = self.log.read_at(
+            Position {
+                segment_base: base,
+                offset: SEGMENT_HEADER_BYTES as u64,
+            },
+            base,
+            ReadLimits {
+                max_records: 0,
+                max_bytes: 0,
+            },
+        )?;
+        Ok(batch.segment().file_id())
+    }
+
+    fn rebuild(&self, base: u64, file_id: u64) -> Result<SparseIndex> {
+        let mut idx = SparseIndex::new(base);
+        idx.file_id = file_id;
+        let end = self.log.scan_segment(base, |r| {
+            idx.add(r.seq, r.offset, r.arrival_ms, r.frame_len);
+        })?;
+        idx.end_seq = end;
+        if idx.entries.is_empty() {
+            idx.end_offset = SEGMENT_HEADER_BYTES as u64;
+        }
+        Ok(idx)
+    }
+
+    /// Where the segment holding `seq` starts and its end (exclusive, `None`
+    /// for the active segment).
+    fn segment_of(&self, seq: u64) -> Result<(u64, Option<u64>)> {
+        let segs = self.log.segments();
+        let first = segs.first().map(|s| s.base_seq).unwrap_or(0);
+        let next = self.log.visible_next_seq();
+        if seq < first || seq > next {
+            return Err(Error::SequenceOutOfRange { seq, first, next });
+        }
+        let i = segs.partition_point(|s| s.base_seq <= seq);
+        let s = &segs[i.saturating_sub(1)];
+        Ok((s.base_seq, s.end_seq))
+    }
+
+    fn index_of(&self, base: u64, end: Option<u64>) -> Result<Arc<SparseIndex>> {
+        match end {
+            Some(end) => self.sealed_index(base, end),
+            None => {
+                let st = lock(&self.shared.state);
+                if st.active.base_seq == base {
+                    Ok(Arc::new(st.active.clone()))
+                } else {
+                    // The segment was sealed between the two lookups.
+                    drop(st);
+                    let end = self
+                        .log
+                        .segments()
+                        .iter()
+                        .find(|s| s.base_seq == base)
+                        .and_then(|s| s.end_seq)
+                        .unwrap_or(base);
+                    self.sealed_index(base, end)
+                }
+            }
+        }
+    }
+
+    /// The last index entry at or before `seq` in its segment, as a cursor.
+    fn floor_cursor(&self, seq: u64) -> Result<Cursor> {
+        let (base, end) = self.segment_of(seq)?;
+        let entry = if end.is_none() {
+            // Avoid copying the active index: search under the lock.
+            let st = lock(&self.shared.state);
+            if st.active.base_seq == base {
+                st.active.floor_seq(seq)
+            } else {
+                drop(st);
+                self.index_of(base, end)?.floor_seq(seq)
+            }
+        } else {
+            self.index_of(base, end)?.floor_seq(seq)
+        };
+        Ok(match entry {
+            Some(e) => Cursor {
+                pos: Position {
+                    segment_base: base,
+                    offset: e.offset as u64,
+                },
+                seq: e.seq,
+            },
+            None => Cursor {
+                pos: Position {
+                    segment_base: base,
+                    offset: SEGMENT_HEADER_BYTES as u64,
+                },
+                seq: base,
+            },
+        })
+    }
+
+    /// A cursor at the record with sequence number `seq` (or at the end of the
+    /// log when `seq` is the next sequence number).
+    pub fn cursor_at(&self, seq: u64) -> Result<Cursor> {
+        let mut cur = self.floor_cursor(seq)?;
+        // Bounded forward scan: at most one index interval of frames.
+        while cur.seq < seq {
+            let batch = self.log.read_at(
+                cur.pos,
+                cur.seq,
+                ReadLimits {
+                    max_records: (seq - cur.seq).min(4096) as usize,
+                    max_bytes: usize::MAX,
+                },
+            )?;
+            if batch.is_empty() && batch.next == cur.pos {
+                break;
+            }
+            cur = Cursor {
+                pos: batch.next,
+                seq: batch.next_seq,
+            };
+        }
+        Ok(cur)
+    }
+
+    /// A cursor at the oldest record still held.
+    pub fn cursor_first(&self) -> Cursor {
+        let base = self.log.first_seq();
+        Cursor {
+            pos: Position {
+                segment_base: base,
+                offset: SEGMENT_HEADER_BYTES as u64,
+            },
+            seq: base,
+        }
+    }
+
+    /// Sequence number of the first record that arrived at or after `ts_ms`,
+    /// or the next sequence number if none has.
+    pub fn seq_at_time(&self, ts_ms: i64) -> Result<u64> {
+        let segs = self.log.segments();
+        // Binary search over segments by their last arrival time.
+        let (mut lo, mut hi) = (0usize, segs.len());
+        while lo < hi {
+            let mid = (lo + hi) / 2;
+            let s = &segs[mid];
+            let max = match s.end_seq {
+                Some(end) => self.sealed_index(s.base_seq, end)?.max_arrival_ms,
+                None => {
+                    let st = lock(&self.shared.state);
+                    if st.active.base_seq == s.base_seq {
+                        st.active.max_arrival_ms
+                    } else {
+                        i64::MAX
+                    }
+                }
+            };
+            if max < ts_ms {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        let Some(s) = segs.get(lo) else {
+            return Ok(self.log.visible_next_seq());
+        };
+        let idx = self.index_of(s.base_seq, s.end_seq)?;
+        let mut cur = match idx.floor_time(ts_ms) {
+            Some(e) => Cursor {
+                pos: Position {
+                    segment_base: s.base_seq,
+                    offset: e.offset as u64,
+                },
+                seq: e.seq,
+            },
+            None => {
+                return Ok(self
+                    .log
+                    .visible_next_seq()
+                    .min(s.end_seq.unwrap_or(u64::MAX)))
+            }
+        };
+        loop {
+            let batch = self.log.read_at(
+                cur.pos,
+                cur.seq,
+                ReadLimits {
+                    max_records: 256,
+                    max_bytes: usize::MAX,
+                },
+            )?;
+            if let Some(r) = batch.iter().find(|r| r.arrival_ms >= ts_ms) {
+                return Ok(r.seq);
+            }
+            if batch.is_empty() && batch.next == cur.pos {
+                return Ok(batch.next_seq);
+            }
+            cur = Cursor {
+                pos: batch.next,
+                seq: batch.next_seq,
+            };
+        }
+    }
+
+    /// Reads from `cursor`, advancing it. Returns an empty batch at the end of
+    /// the visible log. Crosses segment boundaries.
+    pub fn read(&self, cursor: &mut Cursor, limits: ReadLimits) -> Result<ReadBatch> {
+        loop {
+            let batch = self.log.read_at(cursor.pos, cursor.seq, limits)?;
+            let moved = batch.next != cursor.pos;
+            cursor.pos = batch.next;
+            cursor.seq = batch.next_seq;
+            if !batch.is_empty() || !moved {
+                return Ok(batch);
+            }
+        }
+    }
+
+    /// Deletes sealed segments whose records all arrived before `cutoff_ms`.
+    /// Returns the number deleted.
+    pub fn remove_older_than(&self, cutoff_ms: i64) -> Result<usize> {
+        let mut before = None;
+        for s in self.log.segments() {
+            let Some(end) = s.end_seq else { break };
+            let idx = self.sealed_index(s.base_seq, end)?;
+            if idx.max_arrival_ms >= cutoff_ms {
+                break;
+            }
+            before = Some(end);
+        }
+        let Some(before) = before else { return Ok(0) };
+        let n = self.log.remove_segments_before(before)?;
+        let fs = self.log.fs();
+        for name in fs.read_dir(self.log.dir()).unwrap_or_default() {
+            if let Some(digits) = name.strip_suffix(INDEX_FILE_SUFFIX) {
+                if digits.parse::<u64>().is_ok_and(|b| b < before) {
+                    let _ = fs.remove_file(&self.log.dir().join(&name));
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Loads (and rebuilds where needed) the index of every sealed segment.
+    pub fn check_indexes(&self) -> Result<()> {
+        for s in self.log.segments() {
+            if let Some(end) = s.end_seq {
+                self.sealed_index(s.base_seq, end)?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,130 @@
+//! The on-disk format of segment files, written down once.
+//!
+//! `docs/FORMAT.md` describes the same layout in prose; every byte offset used by
+//! the encoder and decoder is a named constant here, so the two cannot drift
+//! apart silently. All integers are little-endian (`byteorder::LittleEndian`).
+
+use byteorder::LittleEndian;
+
+/// The one byte order of every integer on disk.
+pub type Endian = LittleEndian;
+
+// ---------------------------------------------------------------------------
+// Segment header
+// ---------------------------------------------------------------------------
+
+/// Magic bytes at offset 0 of every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"SHRDLSEG";
+/// Version of the segment format this code writes and reads.
+pub const SEGMENT_FORMAT_VERSION: u16 = 1;
+/// Total size of the segment header; the first frame starts right after it.
+pub const SEGMENT_HEADER_BYTES: usize = 64;
+
+pub const HDR_MAGIC_OFFSET: usize = 0;
+pub const HDR_VERSION_OFFSET: usize = 8;
+pub const HDR_HEADER_LEN_OFFSET: usize = 10;
+pub const HDR_FLAGS_OFFSET: usize = 12;
+pub const HDR_FILE_ID_OFFSET: usize = 16;
+pub const HDR_BASE_SEQ_OFFSET: usize = 24;
+pub const HDR_CREATED_MS_OFFSET: usize = 32;
+/// Bytes 40..60 are reserved and must be zero.
+pub const HDR_RESERVED_OFFSET: usize = 40;
+/// CRC-32 (IEEE, crc32fast) of header bytes `0..HDR_CRC_OFFSET`.
+pub const HDR_CRC_OFFSET: usize = 60;
+
+// ---------------------------------------------------------------------------
+// Record frame
+// ---------------------------------------------------------------------------
+
+/// Fixed part of every record frame; the partition key and the data follow.
+pub const FRAME_HEADER_BYTES: usize = 40;
+
+/// CRC-32 over: the segment's file id (8 bytes, little-endian, not stored in
+/// the frame), then frame bytes `FRAME_LEN_OFFSET..frame_len`. The file id
+/// takes part so that bytes left over from an older file never validate.
+pub const FRAME_CRC_OFFSET: usize = 0;
+/// Total frame length in bytes (header + key + data); 0 only in the all-zero
+/// end-of-data marker.
+pub const FRAME_LEN_OFFSET: usize = 4;
+/// The record's sequence number (a shard-local position, `u64`).
+pub const FRAME_SEQ_OFFSET: usize = 8;
+/// Arrival time in milliseconds since the Unix epoch (`i64`).
+pub const FRAME_ARRIVAL_MS_OFFSET: usize = 16;
+/// The file offset up to which this segment was known durable (fdatasync
+/// completed) when this frame was written (`u32`). Recovery uses it to tell a
+/// torn, never-acknowledged tail from corruption of acknowledged data.
+pub const FRAME_SYNCED_UPTO_OFFSET: usize = 24;
+/// Length of the partition key (`u16`).
+pub const FRAME_KEY_LEN_OFFSET: usize = 28;
+/// Record flags (`u16`); unknown bits are rejected. See [`FRAME_FLAGS_KNOWN`].
+pub const FRAME_FLAGS_OFFSET: usize = 30;
+/// Length of the data blob (`u32`).
+pub const FRAME_DATA_LEN_OFFSET: usize = 32;
+/// Bytes 36..40 are reserved and must be zero.
+pub const FRAME_RESERVED_OFFSET: usize = 36;
+
+/// Flag bit: the data blob is opaque to the segment layer but was transformed
+/// by an upper layer (for example, encrypted). The segment layer stores it.
+pub const FRAME_FLAG_TRANSFORMED: u16 = 0x0001;
+/// All flag bits this version understands.
+pub const FRAME_FLAGS_KNOWN: u16 = FRAME_FLAG_TRANSFORMED;
+
+// ---------------------------------------------------------------------------
+// Limits
+// ---------------------------------------------------------------------------
+
+/// Partition keys are 1..=256 bytes of UTF-8, as in Kinesis.
+pub const PARTITION_KEY_BYTES_MIN: usize = 1;
+pub const PARTITION_KEY_BYTES_MAX: usize = 256;
+/// Default maximum data blob size (Kinesis' default of 1 MiB).
+pub const RECORD_DATA_BYTES_DEFAULT_MAX: usize = 1024 * 1024;
+/// The largest configurable maximum (Kinesis allows up to 10240 KiB).
+pub const RECORD_DATA_BYTES_LIMIT: usize = 10 * 1024 * 1024;
+/// The smallest configurable maximum (Kinesis: 1024 KiB).
+pub const RECORD_DATA_BYTES_LIMIT_MIN: usize = 1024 * 1024;
+/// Largest possible frame.
+pub const FRAME_BYTES_MAX: usize =
+    FRAME_HEADER_BYTES + PARTITION_KEY_BYTES_MAX + RECORD_DATA_BYTES_LIMIT;
+
+/// Default segment roll size.
+pub const SEGMENT_BYTES_DEFAULT_MAX: u64 = 128 * 1024 * 1024;
+/// Segments never exceed 1 GiB, so in-file offsets fit in `u32`.
+pub const SEGMENT_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+/// Smallest allowed roll size (must hold at least one largest frame).
+pub const SEGMENT_BYTES_LIMIT_MIN: u64 = 64 * 1024;
+/// Default segment roll age: one hour.
+pub const SEGMENT_AGE_DEFAULT_MAX_MS: u64 = 60 * 60 * 1000;
+/// Space is reserved (fallocate) in steps of this size ahead of the writer, so
+/// ENOSPC surfaces before any byte of a record is written and fdatasync does
+/// not have to journal a size change on every append.
+pub const SEGMENT_PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Upper bound on records in one append call.
+pub const APPEND_RECORDS_MAX: usize = 100_000;
+
+/// Number of segment mappings kept open by one log (LRU beyond it).
+pub const MAPPED_SEGMENTS_DEFAULT_MAX: usize = 64;
+
+/// Width of the zero-padded sequence number in segment file names; 20 digits
+/// hold every `u64`.
+pub const SEGMENT_FILE_NAME_DIGITS: usize = 20;
+pub const SEGMENT_FILE_SUFFIX: &str = ".seg";
+pub const LOCK_FILE_NAME: &str = "LOCK";
+
+// Compile-time checks of the relations between the limits.
+const _: () = assert!(SEGMENT_HEADER_BYTES > HDR_CRC_OFFSET + 3);
+const _: () = assert!(HDR_RESERVED_OFFSET + 20 == HDR_CRC_OFFSET);
+const _: () = assert!(FRAME_RESERVED_OFFSET + 4 == FRAME_HEADER_BYTES);
+const _: () = assert!(SEGMENT_BYTES_LIMIT <= u32::MAX as u64);
+const _: () = assert!(PARTITION_KEY_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(RECORD_DATA_BYTES_LIMIT <= u32::MAX as usize);
+const _: () = assert!(RECORD_DATA_BYTES_DEFAULT_MAX <= RECORD_DATA_BYTES_LIMIT);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT_MAX <= SEGMENT_BYTES_LIMIT);
+const _: () = assert!(SEGMENT_PREALLOCATE_BYTES <= SEGMENT_BYTES_DEFAULT_MAX);
+const _: () = assert!((SEGMENT_HEADER_BYTES + FRAME_BYTES_MAX) as u64 <= SEGMENT_BYTES_LIMIT);
+
+/// Upper bound on the bytes of one append call (frames included). A batch is
+/// never split across segments, so a segment may exceed its roll size by at
+/// most this much.
+pub const APPEND_BYTES_MAX: usize = 64 * 1024 * 1024;
+const _: () = assert!(APPEND_BYTES_MAX >= 10 * FRAME_BYTES_MAX / 2);

@@ -1,0 +1,244 @@
+//! The small file-system interface every byte of storage I/O goes through.
+//!
+//! [`StdFs`] is the real implementation; [`crate::memfs::MemFs`] is an
+//! in-memory one that can lose unsynced writes, tear writes, fail fsync,
+//! run out of space and flip bits, so tests can prove the durability rules.
+
+use std::fmt::Debug;
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Bytes of a file made readable by [`FileHandle::map`]: a read-only memory
+/// map for real files, a snapshot for in-memory ones.
+#[derive(Debug)]
+pub enum Mapping {
+    Mmap(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Mapping {
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Mapping::Mmap(m) => m,
+            Mapping::Owned(v) => v,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An open file.
+pub trait FileHandle: Send + Sync + Debug {
+    /// Reads exactly `buf.len()` bytes at `offset`.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+    /// Writes all of `buf` at `offset` (a positioned write; no file cursor).
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()>;
+    /// `fdatasync`: makes the file's data (and its size) durable.
+    fn sync_data(&self) -> io::Result<()>;
+    /// Current length of the file in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Truncates or extends the file to `len` bytes.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Reserves disk blocks so that the file is at least `len` bytes long and
+    /// writes below `len` cannot fail for lack of space.
+    fn allocate(&self, len: u64) -> io::Result<()>;
+    /// Maps the first `len` bytes read-only.
+    fn map(&self, len: usize) -> io::Result<Mapping>;
+}
+
+/// A held exclusive lock; released when dropped.
+pub trait LockGuard: Send + Sync + Debug {}
+
+/// Directory and file operations.
+pub trait FileSystem: Send + Sync + Debug + 'static {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Names of the entries of a directory (files only matter to callers).
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    fn exists(&self, path: &Path) -> bool;
+    /// Creates a new file for reading and writing; fails if it exists.
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>>;
+    /// Opens an existing file for reading and writing.
+    fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>>;
+    /// Opens an existing file for reading.
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in a directory durable.
+    fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Takes an exclusive, non-blocking lock on `path` (created if missing).
+    /// Fails with `io::ErrorKind::WouldBlock` when it is held elsewhere.
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
+}
+
+/// Writes `bytes` to `path` atomically: temporary file, fsync, rename, fsync
+/// of the directory. Readers see the old or the new content, never a mix.
+pub fn write_atomic(fs: &dyn FileSystem, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_os_string();
+    tmp_name.push(".tmp");
+    let tmp = dir.join(tmp_name);
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp)?;
+    }
+    let file = fs.create_new(&tmp)?;
+    file.write_all_at(bytes, 0)?;
+    file.sync_data()?;
+    drop(file);
+    fs.rename(&tmp, path)?;
+    fs.sync_dir(dir)
+}
+
+/// Reads a whole (small) file.
+pub fn read_all(fs: &dyn FileSystem, path: &Path) -> io::Result<Vec<u8>> {
+    let file = fs.open_read(path)?;
+    let len = usize::try_from(file.len()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+    let mut buf = vec![0; len];
+    file.read_exact_at(&mut buf, 0)?;
+    Ok(buf)
+}
+
+/// The real file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct StdFs;
+
+#[derive(Debug)]
+struct StdFile {
+    file: File,
+}
+
+impl FileHandle for StdFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        FileExt::read_exact_at(&self.file, buf, offset)
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        FileExt::write_all_at(&self.file, buf, offset)
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.file.sync_data()
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.file.metadata()?.len())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.file.set_len(len)
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let current = self.len()?;
+        if current >= len {
+            return Ok(());
+        }
+        match rustix::fs::fallocate(
+            &self.file,
+            rustix::fs::FallocateFlags::empty(),
+            current,
+            len - current,
+        ) {
+            Ok(()) => Ok(()),
+            // File systems without fallocate (tmpfs on old kernels, some
+            // network file systems) still work: writes extend the file, and
+            // ENOSPC then surfaces from the write itself.
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+
+    fn map(&self, len: usize) -> io::Result<Mapping> {
+        if len == 0 {
+            return Ok(Mapping::Owned(Vec::new()));
+        }
+        crate::mmap::map_read_only(&self.file, len).map(Mapping::Mmap)
+    }
+}
+
+#[derive(Debug)]
+struct StdLock {
+    _file: File,
+}
+
+impl LockGuard for StdLock {}
+
+impl FileSystem for StdFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(path)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path)? {
+            let entry = entry?;
+            if let Ok(name) = entry.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)?;
+        Ok(Arc::new(StdFile { file }))
+    }
+
+    fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let file = OpenOptions::new().read(true).write(true).open(path)?;
+        Ok(Arc::new(StdFile { file }))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let file = OpenOptions::new().read(true).open(path)?;
+        Ok(Arc::new(StdFile { file }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        File::open(path)?.sync_all()
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(StdLock { _file: file })),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "lock is held by another process",
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
+    }
+}

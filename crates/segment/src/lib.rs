@@ -1,0 +1,22 @@
+//! Shardlog's segment layer: append-only, CRC-checked segment files in one
+//! directory per log, read through memory maps, with group commit and a named
+//! recovery policy. This crate knows nothing of shards or streams.
+
+pub mod error;
+pub mod format;
+pub mod frame;
+pub mod fs;
+pub mod log;
+pub mod memfs;
+mod mmap;
+pub mod segment;
+
+pub use error::{Error, Result};
+pub use frame::{Record, RecordIn};
+pub use fs::{FileHandle, FileSystem, Mapping, StdFs};
+pub use log::{
+    now_ms, AppendObserver, Appended, Log, LogOptions, Placed, Position, Problem, ReadBatch,
+    ReadLimits, RecoveryPolicy, RecoveryReport, SealedInfo, SegmentSummary, SyncPolicy,
+    VerifyReport,
+};
+pub use memfs::{CrashPlan, MemFs};

@@ -1,0 +1,1648 @@
+//! A log: one directory of segment files, with group-committed appends,
+//! recovery on open, zero-copy reads, retention and verification.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::frame::{self, Decoded, Record, RecordIn};
+use crate::fs::{FileHandle, FileSystem, LockGuard, Mapping};
+use crate::segment::{parse_segment_file_name, segment_file_name, SegmentHeader};
+
+/// When an append is acknowledged relative to `fdatasync`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum SyncPolicy {
+    /// An append returns only after an `fdatasync` covering it completed.
+    /// Appends that arrive while a sync is in flight share the next one
+    /// (group commit); a lone append is synced at once.
+    #[default]
+    Always,
+    /// Appends return after the write; a background thread syncs every
+    /// `n` milliseconds. A crash loses at most that window.
+    IntervalMs(u64),
+    /// Never sync appends (benchmarks). Segments are still synced when rolled.
+    Never,
+}
+
+/// What recovery does with a damaged tail of the active segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum RecoveryPolicy {
+    /// Truncate an incomplete or checksum-failing tail of the active segment,
+    /// provided no later frame proves that the damaged bytes had been synced.
+    #[default]
+    TolerateTornTail,
+    /// Refuse to open a log whose active segment has a damaged tail.
+    Strict,
+}
+
+/// Settings of a log.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub sync: SyncPolicy,
+    pub recovery: RecoveryPolicy,
+    /// Roll to a new segment once the active one would exceed this size.
+    pub segment_bytes_max: u64,
+    /// Roll once the active segment is older than this (and holds records).
+    pub segment_age_max_ms: u64,
+    /// Largest data blob accepted.
+    pub data_bytes_max: usize,
+    /// Segment mappings kept open at once (least recently used are dropped).
+    pub mapped_segments_max: usize,
+    /// Preallocation step.
+    pub preallocate_bytes: u64,
+    /// Sequence number of the first record of a new, empty log.
+    pub first_seq: u64,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            sync: SyncPolicy::Always,
+            recovery: RecoveryPolicy::TolerateTornTail,
+            segment_bytes_max: SEGMENT_BYTES_DEFAULT_MAX,
+            segment_age_max_ms: SEGMENT_AGE_DEFAULT_MAX_MS,
+            data_bytes_max: RECORD_DATA_BYTES_DEFAULT_MAX,
+            mapped_segments_max: MAPPED_SEGMENTS_DEFAULT_MAX,
+            preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
+            first_seq: 0,
+        }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<()> {
+        if !(SEGMENT_BYTES_LIMIT_MIN..=SEGMENT_BYTES_LIMIT - APPEND_BYTES_MAX as u64)
+            .contains(&self.segment_bytes_max)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "segment_bytes_max {} is outside {}..={}",
+                self.segment_bytes_max,
+                SEGMENT_BYTES_LIMIT_MIN,
+                SEGMENT_BYTES_LIMIT - APPEND_BYTES_MAX as u64
+            )));
+        }
+        if !(RECORD_DATA_BYTES_LIMIT_MIN..=RECORD_DATA_BYTES_LIMIT).contains(&self.data_bytes_max) {
+            return Err(Error::InvalidArgument(format!(
+                "data_bytes_max {} is outside {}..={} (Kinesis allows 1024 to 10240 KiB)",
+                self.data_bytes_max, RECORD_DATA_BYTES_LIMIT_MIN, RECORD_DATA_BYTES_LIMIT
+            )));
+        }
+        if self.mapped_segments_max == 0 {
+            return Err(Error::InvalidArgument(
+                "mapped_segments_max must be at least 1".into(),
+            ));
+        }
+        if let SyncPolicy::IntervalMs(0) = self.sync {
+            return Err(Error::InvalidArgument(
+                "sync interval must be at least 1 ms".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a record was placed, reported to an [`AppendObserver`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placed {
+    pub seq: u64,
+    pub offset: u64,
+    pub arrival_ms: i64,
+    pub frame_len: u32,
+}
+
+/// Receives every placement of records (including those found by recovery on
+/// open) and every change of the segment set, in log order. Calls happen
+/// under the writer's lock, so they must be quick and must not call back
+/// into the log's append path.
+pub trait AppendObserver: Send + Sync + fmt::Debug {
+    /// Records were written to (or recovered in) the segment `segment_base`.
+    fn placed(&self, segment_base: u64, records: &[Placed]);
+    /// The segment `segment_base` was sealed; it holds sequence numbers up to
+    /// `end_seq` (exclusive) and its frames end at `end_offset`.
+    fn sealed(&self, log: &SealedInfo);
+    /// The segment `segment_base` was deleted by retention.
+    fn removed(&self, segment_base: u64);
+}
+
+/// A sealed segment, as reported to observers.
+#[derive(Debug, Clone)]
+pub struct SealedInfo {
+    pub dir: PathBuf,
+    pub segment_base: u64,
+    pub end_seq: u64,
+    pub end_offset: u64,
+    pub file_id: u64,
+    pub fs: Arc<dyn FileSystem>,
+}
+
+#[derive(Debug)]
+struct NoObserver;
+
+impl AppendObserver for NoObserver {
+    fn placed(&self, _: u64, _: &[Placed]) {}
+    fn sealed(&self, _: &SealedInfo) {}
+    fn removed(&self, _: u64) {}
+}
+
+/// What an append assigned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Sequence number of the first record; the others follow contiguously.
+    pub first_seq: u64,
+    pub count: u32,
+    /// Arrival time actually stored (made non-decreasing by the log).
+    pub first_arrival_ms: i64,
+    pub last_arrival_ms: i64,
+}
+
+/// A position in the log: a segment and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub segment_base: u64,
+    pub offset: u64,
+}
+
+/// Counts and limits of one read.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadLimits {
+    pub max_records: usize,
+    pub max_bytes: usize,
+}
+
+/// Public description of one segment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSummary {
+    pub base_seq: u64,
+    /// Exclusive end (`None` for the active segment).
+    pub end_seq: Option<u64>,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Watermark {
+    next_seq: u64,
+    segment_base: u64,
+    offset: u64,
+}
+
+#[derive(Debug)]
+struct Active {
+    base_seq: u64,
+    file_id: u64,
+    created_ms: i64,
+    file: Arc<dyn FileHandle>,
+    path: PathBuf,
+    len: u64,
+    allocated: u64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    active: Active,
+    next_seq: u64,
+    last_arrival_ms: i64,
+    last_file_id: u64,
+    buf: Vec<u8>,
+    placed: Vec<Placed>,
+}
+
+#[derive(Debug)]
+struct SyncState {
+    written: Watermark,
+    durable: Watermark,
+    syncing: bool,
+    poisoned: Option<String>,
+    quarantine: Option<(PathBuf, u64)>,
+    /// The file the next group sync covers (the active segment).
+    active_file: Arc<dyn FileHandle>,
+}
+
+#[derive(Debug, Clone)]
+struct SegmentEntry {
+    path: PathBuf,
+    /// Exclusive end sequence; `None` while the segment is active.
+    end_seq: Option<u64>,
+}
+
+/// A segment made readable.
+#[derive(Debug)]
+pub struct MappedSegment {
+    base_seq: u64,
+    file_id: u64,
+    path: PathBuf,
+    map: Mapping,
+    /// For snapshot mappings: bytes valid when the snapshot was taken.
+    valid_upto: u64,
+    live: bool,
+    /// Mapped after the segment was sealed: holds all of its frames.
+    complete: bool,
+}
+
+impl MappedSegment {
+    pub fn bytes(&self) -> &[u8] {
+        self.map.as_slice()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn file_id(&self) -> u64 {
+        self.file_id
+    }
+
+    pub fn base_seq(&self) -> u64 {
+        self.base_seq
+    }
+}
+
+#[derive(Debug, Default)]
+struct MapCache {
+    maps: HashMap<u64, (Arc<MappedSegment>, u64)>,
+    tick: u64,
+}
+
+struct Inner {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    opts: LogOptions,
+    observer: Arc<dyn AppendObserver>,
+    writer: Mutex<Writer>,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    segments: RwLock<BTreeMap<u64, SegmentEntry>>,
+    maps: Mutex<MapCache>,
+    _lock: Box<dyn LockGuard>,
+}
+
+impl fmt::Debug for Inner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Log")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An open log directory. Cheap to share behind an `Arc`; appends from many
+/// threads are group-committed.
+#[derive(Debug)]
+pub struct Log {
+    inner: Arc<Inner>,
+    flusher: Option<(Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>)>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned std mutex only means another thread panicked while holding
+    // it; the protected state is plain data kept consistent between
+    // statements, so continuing is safe and better than cascading panics.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Milliseconds since the Unix epoch from the system clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// A batch of records read from one segment; the records borrow the mapped
+/// file (zero copy). Their checksums were verified by the read.
+#[derive(Debug)]
+pub struct ReadBatch {
+    segment: Arc<MappedSegment>,
+    records: Vec<RecordSpan>,
+    /// Where the next read continues.
+    pub next: Position,
+    /// Sequence number the next read expects.
+    pub next_seq: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RecordSpan {
+    seq: u64,
+    arrival_ms: i64,
+    offset: u32,
+    frame_len: u32,
+    key_len: u16,
+    flags: u16,
+}
+
+impl ReadBatch {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The records, borrowing the mapped segment.
+    pub fn iter(&self) -> impl Iterator<Item = Record<'_>> + '_ {
+        let bytes = self.segment.bytes();
+        self.records.iter().map(move |s| {
+            let start = s.offset as usize;
+            let key_start = start + FRAME_HEADER_BYTES;
+            let data_start = key_start + s.key_len as usize;
+            let end = start + s.frame_len as usize;
+            Record {
+                seq: s.seq,
+                arrival_ms: s.arrival_ms,
+                // The key was checked to be UTF-8 by the read that built this
+                // batch; an empty fallback is never taken.
+                partition_key: std::str::from_utf8(&bytes[key_start..data_start]).unwrap_or(""),
+                data: &bytes[data_start..end],
+                flags: s.flags,
+                offset: s.offset as u64,
+                frame_len: s.frame_len,
+            }
+        })
+    }
+
+    /// The segment the records come from.
+    pub fn segment(&self) -> &Arc<MappedSegment> {
+        &self.segment
+    }
+}
+
+/// One problem found by [`Log::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: PathBuf,
+    pub offset: u64,
+    pub reason: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} @ {}: {}",
+            self.path.display(),
+            self.offset,
+            self.reason
+        )
+    }
+}
+
+/// Result of [`Log::verify`].
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub segments: usize,
+    pub records: u64,
+    pub bytes: u64,
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// What open-time recovery found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Bytes of torn tail truncated from the active segment.
+    pub truncated_bytes: u64,
+    /// Where the tail was truncated.
+    pub truncated_at: Option<(PathBuf, u64)>,
+    /// Set when acknowledged data was found damaged: the log is read-only.
+    pub quarantined: Option<(PathBuf, u64, String)>,
+    /// Records found in the active segment.
+    pub active_records: u64,
+}
+
+struct Scan<'a> {
+    placed: Vec<Placed>,
+    end: u64,
+    next_seq: u64,
+    last_arrival_ms: i64,
+    stop: Option<&'static str>,
+    bytes: &'a [u8],
+}
+
+/// Scans the frames of a segment from its header to the first position that
+/// is not a valid, in-sequence frame.
+fn scan_frames<'a>(bytes: &'a [u8], header: &SegmentHeader, limit: usize) -> Scan<'a> {
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut next_seq = header.base_seq;
+    let mut last_arrival_ms = i64::MIN;
+    let mut placed = Vec::new();
+    let stop = loop {
+        if pos >= limit {
+            break None;
+        }
+        match frame::decode(&bytes[..limit], pos, header.file_id) {
+            Decoded::End => break None,
+            Decoded::Invalid(reason) => break Some(reason),
+            Decoded::Record(r) => {
+                if r.seq != next_seq {
+                    break Some("frame has an out-of-sequence number");
+                }
+                if r.arrival_ms < last_arrival_ms {
+                    break Some("frame arrival time goes backwards");
+                }
+                placed.push(Placed {
+                    seq: r.seq,
+                    offset: r.offset,
+                    arrival_ms: r.arrival_ms,
+                    frame_len: r.frame_len,
+                });
+                last_arrival_ms = r.arrival_ms;
+                next_seq += 1;
+                pos += r.frame_len as usize;
+            }
+        }
+    };
+    Scan {
+        placed,
+        end: pos as u64,
+        next_seq,
+        last_arrival_ms,
+        stop,
+        bytes,
+    }
+}
+
+impl Scan<'_> {
+    /// Looks past a damaged position for a valid frame of this file whose
+    /// `synced_upto` covers the damage: proof that the damaged bytes had been
+    /// made durable (and so acknowledged) before.
+    fn evidence_of_synced_damage(&self, file_id: u64) -> Option<u64> {
+        let damage = self.end;
+        let bytes = self.bytes;
+        let mut pos = damage as usize + 1;
+        while pos + FRAME_HEADER_BYTES <= bytes.len() {
+            // Cheap filter before the checksum: a plausible frame length.
+            let len = u32::from_le_bytes([
+                bytes[pos + FRAME_LEN_OFFSET],
+                bytes[pos + FRAME_LEN_OFFSET + 1],
+                bytes[pos + FRAME_LEN_OFFSET + 2],
+                bytes[pos + FRAME_LEN_OFFSET + 3],
+            ]) as usize;
+            if len <= FRAME_HEADER_BYTES || len > bytes.len() - pos {
+                pos += 1;
+                continue;
+            }
+            if let Decoded::Record(r) = frame::decode(bytes, pos, file_id) {
+                if frame::synced_upto(bytes, pos) as u64 > damage {
+                    return Some(r.offset);
+                }
+            }
+            pos += 1;
+        }
+        None
+    }
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: LogOptions) -> Result<Log> {
+        Log::open_with(Arc::new(crate::fs::StdFs), dir, opts, Arc::new(NoObserver)).map(|(l, _)| l)
+    }
+
+    /// Opens the log in `dir` through `fs`, reporting placements to
+    /// `observer`. Returns what recovery did.
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        opts: LogOptions,
+        observer: Arc<dyn AppendObserver>,
+    ) -> Result<(Log, RecoveryReport)> {
+        opts.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let lock_path = dir.join(LOCK_FILE_NAME);
+        let lock_guard = fs.lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Locked { path: dir.clone() }
+            } else {
+                Error::io("lock", &lock_path, e)
+            }
+        })?;
+        let names = fs
+            .read_dir(&dir)
+            .map_err(|e| Error::io("read directory", &dir, e))?;
+        let mut bases: Vec<u64> = names
+            .iter()
+            .filter_map(|n| parse_segment_file_name(n))
+            .collect();
+        bases.sort_unstable();
+
+        let mut report = RecoveryReport::default();
+        let mut segments = BTreeMap::new();
+        for pair in bases.windows(2) {
+            segments.insert(
+                pair[0],
+                SegmentEntry {
+                    path: dir.join(segment_file_name(pair[0])),
+                    end_seq: Some(pair[1]),
+                },
+            );
+        }
+
+        let (writer, quarantine) = match bases.last() {
+            None => (
+                Self::create_segment(&*fs, &dir, opts.first_seq, now_micros(), now_ms(), 0)?,
+                None,
+            ),
+            Some(&base) => Self::recover_active(&*fs, &dir, base, &opts, &*observer, &mut report)?,
+        };
+        let w = writer;
+        segments.insert(
+            w.active.base_seq,
+            SegmentEntry {
+                path: w.active.path.clone(),
+                end_seq: None,
+            },
+        );
+        let mark = Watermark {
+            next_seq: w.next_seq,
+            segment_base: w.active.base_seq,
+            offset: w.active.len,
+        };
+        let sync = SyncState {
+            written: mark,
+            durable: mark,
+            syncing: false,
+            poisoned: None,
+            quarantine,
+            active_file: w.active.file.clone(),
+        };
+        let inner = Arc::new(Inner {
+            fs,
+            dir,
+            opts,
+            observer,
+            writer: Mutex::new(w),
+            sync: Mutex::new(sync),
+            sync_cv: Condvar::new(),
+            segments: RwLock::new(segments),
+            maps: Mutex::new(MapCache::default()),
+            _lock: lock_guard,
+        });
+        let flusher = match inner.opts.sync {
+            SyncPolicy::IntervalMs(ms) => Some(spawn_flusher(Arc::downgrade(&inner), ms)),
+            _ => None,
+        };
+        Ok((Log { inner, flusher }, report))
+    }
+
+    fn create_segment(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        base_seq: u64,
+        file_id: u64,
+        created_ms: i64,
+        last_arrival_ms: i64,
+    ) -> Result<Writer> {
+        let path = dir.join(segment_file_name(base_seq));
+        let header = SegmentHeader {
+            file_id,
+            base_seq,
+            created_ms,
+        };
+        let file = fs
+            .create_new(&path)
+            .map_err(|e| Error::io("create segment", &path, e))?;
+        file.write_all_at(&header.encode(), 0)
+            .map_err(|e| Error::io("write segment header", &path, e))?;
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment", &path, e))?;
+        fs.sync_dir(dir)
+            .map_err(|e| Error::io("fsync directory", dir, e))?;
+        Ok(Writer {
+            active: Active {
+                base_seq,
+                file_id,
+                created_ms,
+                file,
+                path,
+                len: SEGMENT_HEADER_BYTES as u64,
+                allocated: SEGMENT_HEADER_BYTES as u64,
+            },
+            next_seq: base_seq,
+            last_arrival_ms,
+            last_file_id: file_id,
+            buf: Vec::new(),
+            placed: Vec::new(),
+        })
+    }
+
+    fn recover_active(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        base: u64,
+        opts: &LogOptions,
+        observer: &dyn AppendObserver,
+        report: &mut RecoveryReport,
+    ) -> Result<(Writer, Option<(PathBuf, u64)>)> {
+        let path = dir.join(segment_file_name(base));
+        let file = fs
+            .open_rw(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io("stat segment", &path, e))?;
+        // The map is dropped before any truncation below.
+        let map = file
+            .map(len as usize)
+            .map_err(|e| Error::io("map segment", &path, e))?;
+        let bytes = map.as_slice();
+        let header = match SegmentHeader::decode(bytes) {
+            Ok(h) => h,
+            Err(reason) => {
+                // A segment is created, its header written and synced, and only
+                // then its directory entry synced. A crash in between can leave
+                // an entry for a file with a missing or partial header and no
+                // records: that is a torn tail of the whole log.
+                let blank_tail = bytes.len() < SEGMENT_HEADER_BYTES
+                    || bytes[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0);
+                if !blank_tail {
+                    return Err(Error::corruption(&path, 0, reason));
+                }
+                if opts.recovery == RecoveryPolicy::Strict {
+                    return Err(Error::TornTail {
+                        path,
+                        offset: 0,
+                        reason: reason.to_string(),
+                    });
+                }
+                let torn_len = bytes.len() as u64;
+                drop(map);
+                drop(file);
+                fs.remove_file(&path)
+                    .map_err(|e| Error::io("remove torn segment", &path, e))?;
+                fs.sync_dir(dir)
+                    .map_err(|e| Error::io("fsync directory", dir, e))?;
+                report.truncated_bytes = torn_len;
+                report.truncated_at = Some((path, 0));
+                let w = Self::create_segment(fs, dir, base, now_micros(), now_ms(), i64::MIN)?;
+                return Ok((w, None));
+            }
+        };
+        if header.base_seq != base {
+            return Err(Error::corruption(
+                &path,
+                HDR_BASE_SEQ_OFFSET as u64,
+                format!(
+                    "header says base sequence {} but the file name says {base}",
+                    header.base_seq
+                ),
+            ));
+        }
+        let scan = scan_frames(bytes, &header, bytes.len());
+        let tail_dirty = scan.stop.is_some() || bytes[scan.end as usize..].iter().any(|&b| b != 0);
+        let evidence = if tail_dirty {
+            scan.evidence_of_synced_damage(header.file_id)
+        } else {
+            None
+        };
+        let Scan {
+            placed,
+            end: scan_end,
+            next_seq,
+            last_arrival_ms,
+            stop,
+            ..
+        } = scan;
+        drop(map);
+        let mut quarantine = None;
+        let mut valid_len = len;
+        if tail_dirty {
+            let reason = stop.unwrap_or("non-zero bytes after the end of data");
+            if let Some(later) = evidence {
+                // Damage below the synced point: acknowledged data is gone.
+                // Never truncate it; open read-only up to the damage.
+                report.quarantined = Some((
+                    path.clone(),
+                    scan_end,
+                    format!("{reason}; a valid frame at offset {later} shows these bytes had been synced"),
+                ));
+                quarantine = Some((path.clone(), scan_end));
+            } else if opts.recovery == RecoveryPolicy::Strict {
+                return Err(Error::TornTail {
+                    path,
+                    offset: scan_end,
+                    reason: reason.to_string(),
+                });
+            } else {
+                file.set_len(scan_end)
+                    .map_err(|e| Error::io("truncate torn tail", &path, e))?;
+                report.truncated_bytes = len - scan_end;
+                report.truncated_at = Some((path.clone(), scan_end));
+                valid_len = scan_end;
+            }
+        }
+        // What survived the crash may still sit only in the page cache (after
+        // a process crash); make it durable before anyone reads it.
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment", &path, e))?;
+        report.active_records = placed.len() as u64;
+        if !placed.is_empty() {
+            observer.placed(base, &placed);
+        }
+        let writer = Writer {
+            active: Active {
+                base_seq: base,
+                file_id: header.file_id,
+                created_ms: header.created_ms,
+                file,
+                path,
+                len: scan_end,
+                allocated: valid_len,
+            },
+            next_seq: next_seq,
+            last_arrival_ms: last_arrival_ms,
+            last_file_id: header.file_id,
+            buf: Vec::new(),
+            placed: Vec::new(),
+        };
+        Ok((writer, quarantine))
+    }
+
+    /// The log's directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The file system the log uses.
+    pub fn fs(&self) -> &Arc<dyn FileSystem> {
+        &self.inner.fs
+    }
+
+    pub fn options(&self) -> &LogOptions {
+        &self.inner.opts
+    }
+
+    /// Sequence number of the oldest record still held.
+    pub fn first_seq(&self) -> u64 {
+        let segs = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        segs.keys().next().copied().unwrap_or(0)
+    }
+
+    /// Sequence number the next appended record gets (visible or not).
+    pub fn next_seq(&self) -> u64 {
+        lock(&self.inner.sync).written.next_seq
+    }
+
+    /// One past the last record readers may see (durable under `Always`).
+    pub fn visible_next_seq(&self) -> u64 {
+        self.visible().next_seq
+    }
+
+    fn visible(&self) -> Watermark {
+        let st = lock(&self.inner.sync);
+        match self.inner.opts.sync {
+            SyncPolicy::Always => st.durable,
+            _ => st.written,
+        }
+    }
+
+    /// The segments, oldest first.
+    pub fn segments(&self) -> Vec<SegmentSummary> {
+        let segs = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        segs.iter()
+            .map(|(b, e)| SegmentSummary {
+                base_seq: *b,
+                end_seq: e.end_seq,
+                path: e.path.clone(),
+            })
+            .collect()
+    }
+
+    /// The error of a poisoned writer or quarantined log, if any.
+    pub fn health(&self) -> Result<()> {
+        let st = lock(&self.inner.sync);
+        self.check_writable(&st)
+    }
+
+    fn check_writable(&self, st: &SyncState) -> Result<()> {
+        if let Some((file, offset)) = &st.quarantine {
+            return Err(Error::Quarantined {
+                dir: self.inner.dir.clone(),
+                file: file.clone(),
+                offset: *offset,
+            });
+        }
+        if let Some(cause) = &st.poisoned {
+            return Err(Error::Poisoned {
+                cause: cause.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn poison(&self, cause: String) -> Error {
+        let mut st = lock(&self.inner.sync);
+        if st.poisoned.is_none() {
+            st.poisoned = Some(cause.clone());
+        }
+        self.inner.sync_cv.notify_all();
+        Error::Poisoned { cause }
+    }
+
+    /// Appends records; they get contiguous sequence numbers. Under
+    /// [`SyncPolicy::Always`] this returns once they are durable.
+    pub fn append(&self, records: &[RecordIn<'_>]) -> Result<Appended> {
+        if records.is_empty() {
+            return Err(Error::InvalidArgument(
+                "an append needs at least one record".into(),
+            ));
+        }
+        if records.len() > APPEND_RECORDS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "an append holds at most {APPEND_RECORDS_MAX} records"
+            )));
+        }
+        let mut total = 0usize;
+        for r in records {
+            frame::validate(r, self.inner.opts.data_bytes_max)?;
+            total += frame::frame_len(r.partition_key.len(), r.data.len());
+        }
+        if total > APPEND_BYTES_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "an append holds at most {APPEND_BYTES_MAX} bytes, got {total}"
+            )));
+        }
+        let appended = {
+            let mut w = lock(&self.inner.writer);
+            self.health()?;
+            let first_arrival = records[0].arrival_ms.max(w.last_arrival_ms);
+            let age = first_arrival.saturating_sub(w.active.created_ms);
+            let has_records = w.active.len > SEGMENT_HEADER_BYTES as u64;
+            if has_records
+                && (w.active.len + total as u64 > self.inner.opts.segment_bytes_max
+                    || age >= self.inner.opts.segment_age_max_ms as i64)
+            {
+                self.roll_locked(&mut w, first_arrival)?;
+            }
+            self.write_locked(&mut w, records, total)?
+        };
+        if self.inner.opts.sync == SyncPolicy::Always {
+            self.wait_durable(appended.first_seq + appended.count as u64)?;
+        }
+        Ok(appended)
+    }
+
+    fn write_locked(
+        &self,
+        w: &mut Writer,
+        records: &[RecordIn<'_>],
+        total: usize,
+    ) -> Result<Appended> {
+        let start = w.active.len;
+        let need = start + total as u64;
+        if need > w.active.allocated {
+            let step = self.inner.opts.preallocate_bytes.max(1);
+            let target = need.div_ceil(step) * step;
+            let target = target.max(need);
+            w.active
+                .file
+                .allocate(target)
+                .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
+            w.active.allocated = target;
+        }
+        let synced_upto = {
+            let st = lock(&self.inner.sync);
+            if st.durable.segment_base == w.active.base_seq {
+                st.durable.offset as u32
+            } else {
+                SEGMENT_HEADER_BYTES as u32
+            }
+        };
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        let mut placed = std::mem::take(&mut w.placed);
+        placed.clear();
+        let first_seq = w.next_seq;
+        let mut arrival = w.last_arrival_ms;
+        let mut first_arrival = i64::MIN;
+        for (i, r) in records.iter().enumerate() {
+            arrival = arrival.max(r.arrival_ms);
+            if i == 0 {
+                first_arrival = arrival;
+            }
+            let offset = start + buf.len() as u64;
+            let stored = RecordIn {
+                arrival_ms: arrival,
+                ..*r
+            };
+            frame::encode(
+                &mut buf,
+                w.active.file_id,
+                first_seq + i as u64,
+                synced_upto,
+                &stored,
+            );
+            placed.push(Placed {
+                seq: first_seq + i as u64,
+                offset,
+                arrival_ms: arrival,
+                frame_len: (start + buf.len() as u64 - offset) as u32,
+            });
+        }
+        if let Err(e) = w.active.file.write_all_at(&buf, start) {
+            let err = Error::io("write", &w.active.path, e);
+            // A failed write may have left part of the frames on disk. Cutting
+            // the file back to the end of valid data removes them; if that
+            // works, a full disk is an ordinary, retriable condition.
+            if err.is_retriable() && w.active.file.set_len(start).is_ok() {
+                w.active.allocated = start;
+                w.buf = buf;
+                w.placed = placed;
+                return Err(err);
+            }
+            w.buf = buf;
+            w.placed = placed;
+            return Err(self.poison(format!(
+                "write to {} failed: {err}",
+                w.active.path.display()
+            )));
+        }
+        w.active.len = start + buf.len() as u64;
+        w.next_seq = first_seq + records.len() as u64;
+        w.last_arrival_ms = arrival;
+        self.inner.observer.placed(w.active.base_seq, &placed);
+        {
+            let mut st = lock(&self.inner.sync);
+            st.written = Watermark {
+                next_seq: w.next_seq,
+                segment_base: w.active.base_seq,
+                offset: w.active.len,
+            };
+        }
+        w.buf = buf;
+        w.placed = placed;
+        Ok(Appended {
+            first_seq,
+            count: records.len() as u32,
+            first_arrival_ms: first_arrival,
+            last_arrival_ms: arrival,
+        })
+    }
+
+    /// Seals the active segment (fsync) and starts a new one.
+    fn roll_locked(&self, w: &mut Writer, created_ms: i64) -> Result<()> {
+        let old_path = w.active.path.clone();
+        // Sealed segments end exactly at their last frame: the preallocated
+        // zeros go, so a sealed file holds nothing but header and frames. The
+        // cut is at the end of valid data, at or above every reader's
+        // watermark (see the SAFETY note in mmap.rs).
+        let cut = if w.active.allocated > w.active.len {
+            w.active.file.set_len(w.active.len)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = cut.and_then(|()| w.active.file.sync_data()) {
+            return Err(self.poison(format!("fsync of {} failed: {e}", old_path.display())));
+        }
+        let end_seq = w.next_seq;
+        let end_offset = w.active.len;
+        let old_base = w.active.base_seq;
+        let old_file_id = w.active.file_id;
+        let file_id = (w.last_file_id + 1).max(now_micros());
+        let new = match Self::create_segment(
+            &*self.inner.fs,
+            &self.inner.dir,
+            end_seq,
+            file_id,
+            created_ms,
+            w.last_arrival_ms,
+        ) {
+            Ok(n) => n,
+            // The old segment is intact and synced; a failure to create the
+            // next one (disk full, say) leaves the log as it was.
+            Err(e) if e.is_retriable() => return Err(e),
+            Err(e) => return Err(self.poison(format!("could not start a new segment: {e}"))),
+        };
+        w.active = new.active;
+        w.last_file_id = file_id;
+        // A map made while the segment was active may be shorter than its
+        // final length; readers of the sealed segment must map it afresh.
+        lock(&self.inner.maps).maps.remove(&old_base);
+        {
+            let mut segs = self
+                .inner
+                .segments
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(e) = segs.get_mut(&old_base) {
+                e.end_seq = Some(end_seq);
+            }
+            segs.insert(
+                end_seq,
+                SegmentEntry {
+                    path: w.active.path.clone(),
+                    end_seq: None,
+                },
+            );
+        }
+        {
+            let mut st = lock(&self.inner.sync);
+            let mark = Watermark {
+                next_seq: end_seq,
+                segment_base: end_seq,
+                offset: SEGMENT_HEADER_BYTES as u64,
+            };
+            st.written = mark;
+            st.durable = mark;
+            st.active_file = w.active.file.clone();
+            self.inner.sync_cv.notify_all();
+        }
+        self.inner.observer.sealed(&SealedInfo {
+            dir: self.inner.dir.clone(),
+            segment_base: old_base,
+            end_seq,
+            end_offset,
+            file_id: old_file_id,
+            fs: self.inner.fs.clone(),
+        });
+        Ok(())
+    }
+
+    /// Rolls the active segment if it holds records and is older than the
+    /// age limit at `now_ms`. Lets idle shards age out their data.
+    pub fn roll_if_older(&self, now_ms: i64) -> Result<bool> {
+        let mut w = lock(&self.inner.writer);
+        self.health()?;
+        let has_records = w.active.len > SEGMENT_HEADER_BYTES as u64;
+        if has_records
+            && now_ms.saturating_sub(w.active.created_ms)
+                >= self.inner.opts.segment_age_max_ms as i64
+        {
+            let created = now_ms.max(w.last_arrival_ms);
+            self.roll_locked(&mut w, created)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Seals the active segment now (if it holds records).
+    pub fn roll(&self) -> Result<()> {
+        let mut w = lock(&self.inner.writer);
+        self.health()?;
+        if w.active.len > SEGMENT_HEADER_BYTES as u64 {
+            let created = now_ms().max(w.last_arrival_ms);
+            self.roll_locked(&mut w, created)?;
+        }
+        Ok(())
+    }
+
+    /// Waits until records below `target` are durable, leading a group sync
+    /// when none is in flight.
+    fn wait_durable(&self, target: u64) -> Result<()> {
+        let mut st = lock(&self.inner.sync);
+        loop {
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned {
+                    cause: cause.clone(),
+                });
+            }
+            if st.durable.next_seq >= target {
+                return Ok(());
+            }
+            if st.syncing {
+                st = self
+                    .inner
+                    .sync_cv
+                    .wait(st)
+                    .unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.syncing = true;
+            let goal = st.written;
+            let file = st.active_file.clone();
+            drop(st);
+            let result = file.sync_data();
+            st = lock(&self.inner.sync);
+            st.syncing = false;
+            match result {
+                Ok(()) => {
+                    if goal.next_seq > st.durable.next_seq {
+                        st.durable = goal;
+                    }
+                }
+                Err(e) => {
+                    if st.poisoned.is_none() {
+                        st.poisoned = Some(format!("fdatasync failed: {e}"));
+                    }
+                }
+            }
+            self.inner.sync_cv.notify_all();
+            if st.poisoned.is_some() {
+                drop(st);
+                self.discard_undurable();
+                st = lock(&self.inner.sync);
+            }
+        }
+    }
+
+    /// After a failed fsync the kernel may keep the unsynced pages in its
+    /// cache while never writing them; a reopen would then read records that
+    /// are not on disk and were never acknowledged. Under `Always`, cut the
+    /// active segment back to its durable end so that what a reopen sees is
+    /// what was acknowledged. Best effort: the writer is poisoned either way.
+    fn discard_undurable(&self) {
+        if self.inner.opts.sync != SyncPolicy::Always {
+            return;
+        }
+        let mut w = lock(&self.inner.writer);
+        let durable = lock(&self.inner.sync).durable;
+        if durable.segment_base == w.active.base_seq && w.active.len > durable.offset {
+            if w.active.file.set_len(durable.offset).is_ok() {
+                let _ = w.active.file.sync_data();
+            }
+            w.active.len = durable.offset;
+            w.active.allocated = durable.offset;
+        }
+    }
+
+    /// Makes everything written so far durable (and visible).
+    pub fn sync(&self) -> Result<()> {
+        let target = self.next_seq();
+        self.wait_durable(target)
+    }
+
+    /// Maps a segment. `need` is the readable end for the active segment, or
+    /// `None` to ask for a complete (sealed) segment.
+    fn mapped(&self, base: u64, need: Option<u64>) -> Result<Arc<MappedSegment>> {
+        {
+            let mut cache = lock(&self.inner.maps);
+            cache.tick += 1;
+            let tick = cache.tick;
+            if let Some((m, used)) = cache.maps.get_mut(&base) {
+                let fresh = match need {
+                    None => m.complete,
+                    Some(need) if m.live => m.map.len() as u64 >= need,
+                    Some(need) => m.valid_upto >= need,
+                };
+                if fresh {
+                    *used = tick;
+                    return Ok(m.clone());
+                }
+            }
+        }
+        let (path, complete) = {
+            let segs = self
+                .inner
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            match segs.get(&base) {
+                Some(e) => (e.path.clone(), e.end_seq.is_some()),
+                None => {
+                    return Err(Error::SequenceOutOfRange {
+                        seq: base,
+                        first: segs.keys().next().copied().unwrap_or(0),
+                        next: self.next_seq(),
+                    })
+                }
+            }
+        };
+        let file = self
+            .inner
+            .fs
+            .open_read(&path)
+            .map_err(|e| Error::io("open segment", &path, e))?;
+        let len = file
+            .len()
+            .map_err(|e| Error::io("stat segment", &path, e))?;
+        let need = need.unwrap_or(0);
+        if len < need {
+            return Err(Error::corruption(
+                &path,
+                len,
+                format!("segment is {len} bytes, expected at least {need}"),
+            ));
+        }
+        let map = file
+            .map(len as usize)
+            .map_err(|e| Error::io("map segment", &path, e))?;
+        let header =
+            SegmentHeader::decode(map.as_slice()).map_err(|r| Error::corruption(&path, 0, r))?;
+        if header.base_seq != base {
+            return Err(Error::corruption(
+                &path,
+                HDR_BASE_SEQ_OFFSET as u64,
+                format!(
+                    "header says base sequence {} but the file name says {base}",
+                    header.base_seq
+                ),
+            ));
+        }
+        let live = matches!(map, Mapping::Mmap(_));
+        let seg = Arc::new(MappedSegment {
+            base_seq: base,
+            file_id: header.file_id,
+            path,
+            map,
+            valid_upto: need,
+            live,
+            complete,
+        });
+        let mut cache = lock(&self.inner.maps);
+        cache.tick += 1;
+        let tick = cache.tick;
+        cache.maps.insert(base, (seg.clone(), tick));
+        while cache.maps.len() > self.inner.opts.mapped_segments_max {
+            let oldest = cache
+                .maps
+                .iter()
+                .min_by_key(|(_, (_, t))| *t)
+                .map(|(b, _)| *b);
+            match oldest {
+                Some(b) => {
+                    cache.maps.remove(&b);
+                }
+                None => break,
+            }
+        }
+        Ok(seg)
+    }
+
+    /// Position of the first record of the segment holding `seq`, found
+    /// without an index (callers with an index pass a closer position).
+    pub fn segment_start(&self, seq: u64) -> Result<Position> {
+        let segs = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let next = self.next_seq();
+        let first = segs.keys().next().copied().unwrap_or(0);
+        if seq < first || seq > next {
+            return Err(Error::SequenceOutOfRange { seq, first, next });
+        }
+        let (base, _) = segs
+            .range(..=seq)
+            .next_back()
+            .ok_or(Error::SequenceOutOfRange { seq, first, next })?;
+        Ok(Position {
+            segment_base: *base,
+            offset: SEGMENT_HEADER_BYTES as u64,
+        })
+    }
+
+    /// Reads records starting at `pos`, which must be the frame of sequence
+    /// number `expect_seq`, up to `limits` or the end of the segment. Only
+    /// records below the visible watermark are returned. At the end of a
+    /// sealed segment `next` moves to the following segment.
+    pub fn read_at(&self, pos: Position, expect_seq: u64, limits: ReadLimits) -> Result<ReadBatch> {
+        let visible = self.visible();
+        let end_seq = {
+            let segs = self
+                .inner
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            match segs.get(&pos.segment_base) {
+                Some(e) => e.end_seq,
+                None => {
+                    return Err(Error::SequenceOutOfRange {
+                        seq: expect_seq,
+                        first: segs.keys().next().copied().unwrap_or(0),
+                        next: visible.next_seq,
+                    })
+                }
+            }
+        };
+        // Bytes of this segment a reader may look at: all of a sealed one,
+        // the visible prefix of the active one, and nothing of a segment that
+        // became active after the watermark was read.
+        let readable_end = if visible.segment_base == pos.segment_base {
+            Some(visible.offset)
+        } else if end_seq.is_some() {
+            None
+        } else {
+            Some(SEGMENT_HEADER_BYTES as u64)
+        };
+        let seg = self.mapped(pos.segment_base, readable_end)?;
+        let bytes = seg.bytes();
+        let limit = match readable_end {
+            Some(end) => end as usize,
+            None => bytes.len(),
+        };
+        let mut out = ReadBatch {
+            segment: seg.clone(),
+            records: Vec::new(),
+            next: pos,
+            next_seq: expect_seq,
+        };
+        let mut p = pos.offset as usize;
+        let mut seq = expect_seq;
+        let mut size = 0usize;
+        while out.records.len() < limits.max_records {
+            if readable_end.is_some() && p >= limit {
+                break;
+            }
+            match frame::decode(&bytes[..limit], p, seg.file_id) {
+                Decoded::Record(r) => {
+                    if r.seq != seq {
+                        let err = Error::corruption(
+                            &seg.path,
+                            p as u64,
+                            format!("expected sequence number {seq}, found {}", r.seq),
+                        );
+                        return if out.records.is_empty() {
+                            Err(err)
+                        } else {
+                            Ok(out)
+                        };
+                    }
+                    if !out.records.is_empty() && size + r.frame_len as usize > limits.max_bytes {
+                        break;
+                    }
+                    size += r.frame_len as usize;
+                    out.records.push(RecordSpan {
+                        seq: r.seq,
+                        arrival_ms: r.arrival_ms,
+                        offset: p as u32,
+                        frame_len: r.frame_len,
+                        key_len: r.partition_key.len() as u16,
+                        flags: r.flags,
+                    });
+                    p += r.frame_len as usize;
+                    seq += 1;
+                }
+                Decoded::End if readable_end.is_none() => {
+                    // End of a sealed segment: it must end exactly where the
+                    // next one begins, or records went missing.
+                    match end_seq {
+                        Some(end) if end == seq => {
+                            out.next = Position {
+                                segment_base: end,
+                                offset: SEGMENT_HEADER_BYTES as u64,
+                            };
+                            out.next_seq = seq;
+                            return Ok(out);
+                        }
+                        Some(end) => {
+                            let err = Error::corruption(
+                                &seg.path,
+                                p as u64,
+                                format!("segment ends at sequence number {seq} but the next segment starts at {end}"),
+                            );
+                            return if out.records.is_empty() {
+                                Err(err)
+                            } else {
+                                Ok(out)
+                            };
+                        }
+                        None => break,
+                    }
+                }
+                Decoded::End => {
+                    let err = Error::corruption(
+                        &seg.path,
+                        p as u64,
+                        "zeroed bytes below the end of acknowledged data",
+                    );
+                    return if out.records.is_empty() {
+                        Err(err)
+                    } else {
+                        Ok(out)
+                    };
+                }
+                Decoded::Invalid(reason) => {
+                    let err = Error::corruption(&seg.path, p as u64, reason);
+                    return if out.records.is_empty() {
+                        Err(err)
+                    } else {
+                        Ok(out)
+                    };
+                }
+            }
+        }
+        out.next = Position {
+            segment_base: pos.segment_base,
+            offset: p as u64,
+        };
+        out.next_seq = seq;
+        Ok(out)
+    }
+
+    /// Reads every record of one segment (up to the visible watermark) and
+    /// reports its placement; used to rebuild indexes. Stops with an error at
+    /// the first damaged frame.
+    pub fn scan_segment(&self, base: u64, mut f: impl FnMut(&Record<'_>)) -> Result<u64> {
+        let mut pos = Position {
+            segment_base: base,
+            offset: SEGMENT_HEADER_BYTES as u64,
+        };
+        let mut seq = base;
+        loop {
+            let batch = self.read_at(
+                pos,
+                seq,
+                ReadLimits {
+                    max_records: 4096,
+                    max_bytes: usize::MAX,
+                },
+            )?;
+            for r in batch.iter() {
+                f(&r);
+            }
+            let done = batch.is_empty() || batch.next.segment_base != base;
+            seq = batch.next_seq;
+            pos = batch.next;
+            if done {
+                return Ok(seq);
+            }
+        }
+    }
+
+    /// Deletes sealed segments that hold only records below `seq`, oldest
+    /// first, syncing the directory after each so a crash never leaves a gap.
+    /// Returns how many were deleted. The active segment is never deleted.
+    pub fn remove_segments_before(&self, seq: u64) -> Result<usize> {
+        let victims: Vec<(u64, PathBuf)> = {
+            let segs = self
+                .inner
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            segs.iter()
+                .take_while(|(_, e)| matches!(e.end_seq, Some(end) if end <= seq))
+                .map(|(b, e)| (*b, e.path.clone()))
+                .collect()
+        };
+        let mut removed = 0;
+        for (base, path) in victims {
+            {
+                let mut segs = self
+                    .inner
+                    .segments
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
+                segs.remove(&base);
+            }
+            lock(&self.inner.maps).maps.remove(&base);
+            self.inner.observer.removed(base);
+            self.inner
+                .fs
+                .remove_file(&path)
+                .map_err(|e| Error::io("remove segment", &path, e))?;
+            self.inner
+                .fs
+                .sync_dir(&self.inner.dir)
+                .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Checks every record of every segment and reports each problem found.
+    pub fn verify(&self) -> VerifyReport {
+        let mut report = VerifyReport::default();
+        let visible = self.visible();
+        let segs = self.segments();
+        for s in &segs {
+            report.segments += 1;
+            let need = if s.end_seq.is_none() {
+                Some(if visible.segment_base == s.base_seq {
+                    visible.offset
+                } else {
+                    SEGMENT_HEADER_BYTES as u64
+                })
+            } else {
+                None
+            };
+            let seg = match self.mapped(s.base_seq, need) {
+                Ok(m) => m,
+                Err(e) => {
+                    report.problems.push(problem_of(&s.path, e));
+                    continue;
+                }
+            };
+            let bytes = seg.bytes();
+            report.bytes += bytes.len() as u64;
+            let header = SegmentHeader {
+                file_id: seg.file_id,
+                base_seq: s.base_seq,
+                created_ms: 0,
+            };
+            let limit = need.map_or(bytes.len(), |n| n as usize);
+            let scan = scan_frames(bytes, &header, limit.min(bytes.len()));
+            report.records += scan.placed.len() as u64;
+            if let Some(reason) = scan.stop {
+                report.problems.push(Problem {
+                    path: s.path.clone(),
+                    offset: scan.end,
+                    reason: reason.to_string(),
+                });
+                continue;
+            }
+            if let Some(end) = s.end_seq {
+                if scan.next_seq != end {
+                    report.problems.push(Problem {
+                        path: s.path.clone(),
+                        offset: scan.end,
+                        reason: format!(
+                            "segment ends at sequence number {} but the next segment starts at {end}",
+                            scan.next_seq
+                        ),
+                    });
+                } else if let Some(i) = bytes[scan.end as usize..].iter().position(|&b| b != 0) {
+                    report.problems.push(Problem {
+                        path: s.path.clone(),
+                        offset: scan.end + i as u64,
+                        reason: "non-zero bytes after the end of data".into(),
+                    });
+                }
+            }
+        }
+        report
+    }
+}
+
+fn problem_of(path: &Path, e: Error) -> Problem {
+    match e {
+        Error::Corruption {
+            path,
+            offset,
+            reason,
+        } => Problem {
+            path,
+            offset,
+            reason,
+        },
+        other => Problem {
+            path: path.to_path_buf(),
+            offset: 0,
+            reason: other.to_string(),
+        },
+    }
+}
+
+fn spawn_flusher(
+    inner: Weak<Inner>,
+    interval_ms: u64,
+) -> (Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>) {
+    let stop = Arc::new((Mutex::new(false), Condvar::new()));
+    let stop2 = stop.clone();
+    let handle = std::thread::Builder::new()
+        .name("shardlog-flusher".into())
+        .spawn(move || loop {
+            {
+                let (m, cv) = &*stop2;
+                let guard = lock(m);
+                let (guard, _) = cv
+                    .wait_timeout(guard, Duration::from_millis(interval_ms))
+                    .unwrap_or_else(|p| p.into_inner());
+                if *guard {
+                    return;
+                }
+            }
+            let Some(inner) = inner.upgrade() else { return };
+            let log = Log {
+                inner,
+                flusher: None,
+            };
+            // A failure poisons the log; appends report it.
+            let _ = log.sync();
+        });
+    match handle {
+        Ok(h) => (stop, h),
+        // Without a thread the policy degrades to syncing on close only;
+        // report it by syncing right away instead of silently.
+        Err(_) => {
+            let h = std::thread::spawn(|| {});
+            (stop, h)
+        }
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Some((stop, handle)) = self.flusher.take() {
+            *lock(&stop.0) = true;
+            stop.1.notify_all();
+            let _ = handle.join();
+            // Sync what the interval policy has not yet made durable.
+            let _ = self.sync();
+        }
+    }
+}

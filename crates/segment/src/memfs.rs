@@ -1,0 +1,637 @@
+//! An in-memory, fault-injecting file system for tests.
+//!
+//! Every file has a *durable* image (what survives a crash) and a list of
+//! *pending* operations (written but not yet covered by `sync_data`). Reads
+//! see the current state, durable plus pending. [`MemFs::crash`] throws the
+//! volatile state away and resolves each pending operation according to a
+//! [`CrashPlan`]. Directory entries work the same way: creations, renames and
+//! removals are pending until `sync_dir` of their directory.
+//!
+//! Faults follow Linux: after a failed `fsync` the pending pages count as
+//! clean, so they are dropped from the pending list and will never become
+//! durable even if a later `fsync` succeeds (Rebello et al., ATC'20).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::fs::{FileHandle, FileSystem, LockGuard, Mapping};
+
+/// How pending (unsynced) writes are resolved by a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPlan {
+    /// Every unsynced write is lost.
+    LoseUnsynced,
+    /// Every unsynced write reached the disk.
+    KeepUnsynced,
+    /// Pending writes landed in order up to `bytes` bytes in all (per file),
+    /// tearing the write that crosses that point at that exact byte.
+    TornPrefix { bytes: u64 },
+    /// Each pending write independently lost, landed, or torn at a 512-byte
+    /// sector boundary, decided by a seeded generator.
+    Random { seed: u64 },
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Write { offset: u64, data: Vec<u8> },
+    SetLen(u64),
+}
+
+#[derive(Debug, Default)]
+struct FileState {
+    durable: Vec<u8>,
+    current: Vec<u8>,
+    pending: Vec<Op>,
+}
+
+#[derive(Debug, Default)]
+struct DirState {
+    current: BTreeMap<String, u64>,
+    durable: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    /// Fail this many upcoming `sync_data` calls with EIO.
+    fail_syncs: u32,
+    /// Fail this many upcoming writes with EIO (nothing written).
+    fail_writes: u32,
+    /// Bytes all files together may occupy (current lengths); `None` is
+    /// unlimited.
+    capacity_bytes: Option<u64>,
+    /// Make the next write land only its first `n` bytes and then fail EIO.
+    short_write: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    files: HashMap<u64, FileState>,
+    dirs: HashMap<PathBuf, DirState>,
+    next_ino: u64,
+    locks: HashSet<PathBuf>,
+    faults: Faults,
+    syncs: u64,
+}
+
+impl Inner {
+    fn used_bytes(&self) -> u64 {
+        self.files.values().map(|f| f.current.len() as u64).sum()
+    }
+
+    fn lookup(&self, path: &Path) -> io::Result<u64> {
+        let (dir, name) = split(path)?;
+        self.dirs
+            .get(&dir)
+            .and_then(|d| d.current.get(&name))
+            .copied()
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn check_space(&self, old_len: usize, new_len: usize) -> io::Result<()> {
+        if let Some(cap) = self.faults.capacity_bytes {
+            if new_len > old_len && self.used_bytes() + (new_len - old_len) as u64 > cap {
+                return Err(io::Error::from_raw_os_error(28));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The in-memory file system. Cloning gives another handle to the same one.
+#[derive(Debug, Clone, Default)]
+pub struct MemFs {
+    inner: Arc<Mutex<Inner>>,
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
+}
+
+fn split(path: &Path) -> io::Result<(PathBuf, String)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "bad path"))?;
+    Ok((
+        path.parent().unwrap_or(Path::new("")).to_path_buf(),
+        name.to_string(),
+    ))
+}
+
+fn apply(buf: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Write { offset, data } => {
+            let start = *offset as usize;
+            let end = start + data.len();
+            if buf.len() < end {
+                buf.resize(end, 0);
+            }
+            buf[start..end].copy_from_slice(data);
+        }
+        Op::SetLen(len) => buf.resize(*len as usize, 0),
+    }
+}
+
+/// A tiny deterministic generator (xorshift64*), enough for crash plans.
+#[derive(Debug, Clone)]
+pub struct SimRng(u64);
+
+impl SimRng {
+    pub fn new(seed: u64) -> SimRng {
+        SimRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (`n > 0`).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+impl MemFs {
+    pub fn new() -> MemFs {
+        MemFs::default()
+    }
+
+    fn lock_inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding this lock can only come from a test assertion;
+        // the state is still usable for inspection afterwards.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Fails the next `n` `sync_data` calls with EIO.
+    pub fn fail_next_syncs(&self, n: u32) {
+        self.lock_inner().faults.fail_syncs = n;
+    }
+
+    /// Fails the next `n` writes with EIO.
+    pub fn fail_next_writes(&self, n: u32) {
+        self.lock_inner().faults.fail_writes = n;
+    }
+
+    /// The next write lands only its first `n` bytes, then fails with EIO.
+    pub fn short_next_write(&self, n: usize) {
+        self.lock_inner().faults.short_write = Some(n);
+    }
+
+    /// Limits the bytes all files may occupy; writes past it fail with ENOSPC.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.lock_inner().faults.capacity_bytes = bytes;
+    }
+
+    /// Bytes currently occupied by all files.
+    pub fn used_bytes(&self) -> u64 {
+        self.lock_inner().used_bytes()
+    }
+
+    /// Number of successful `sync_data` calls so far.
+    pub fn sync_count(&self) -> u64 {
+        self.lock_inner().syncs
+    }
+
+    /// Flips one bit of a file, in both its durable and current image (bit
+    /// rot at rest).
+    pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> io::Result<()> {
+        let mut inner = self.lock_inner();
+        let ino = inner.lookup(path)?;
+        let file = inner.files.get_mut(&ino).ok_or_else(|| not_found(path))?;
+        let off = offset as usize;
+        if off >= file.current.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "offset past end",
+            ));
+        }
+        file.current[off] ^= 1 << (bit % 8);
+        if off < file.durable.len() {
+            file.durable[off] ^= 1 << (bit % 8);
+        }
+        Ok(())
+    }
+
+    /// Overwrites bytes of a file durably (a misdirected or corrupting write).
+    pub fn corrupt(&self, path: &Path, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut inner = self.lock_inner();
+        let ino = inner.lookup(path)?;
+        let file = inner.files.get_mut(&ino).ok_or_else(|| not_found(path))?;
+        let op = Op::Write {
+            offset,
+            data: bytes.to_vec(),
+        };
+        apply(&mut file.current, &op);
+        apply(&mut file.durable, &op);
+        Ok(())
+    }
+
+    /// Truncates a file durably (as an operator or a bad tool might).
+    pub fn truncate_durably(&self, path: &Path, len: u64) -> io::Result<()> {
+        let mut inner = self.lock_inner();
+        let ino = inner.lookup(path)?;
+        let file = inner.files.get_mut(&ino).ok_or_else(|| not_found(path))?;
+        file.current.truncate(len as usize);
+        file.durable.truncate(len as usize);
+        Ok(())
+    }
+
+    /// Current bytes of a file.
+    pub fn contents(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let inner = self.lock_inner();
+        let ino = inner.lookup(path)?;
+        Ok(inner
+            .files
+            .get(&ino)
+            .map(|f| f.current.clone())
+            .unwrap_or_default())
+    }
+
+    /// Total bytes of pending (unsynced) writes of a file.
+    pub fn pending_bytes(&self, path: &Path) -> io::Result<u64> {
+        let inner = self.lock_inner();
+        let ino = inner.lookup(path)?;
+        Ok(inner
+            .files
+            .get(&ino)
+            .map(|f| {
+                f.pending
+                    .iter()
+                    .map(|op| match op {
+                        Op::Write { data, .. } => data.len() as u64,
+                        Op::SetLen(_) => 0,
+                    })
+                    .sum()
+            })
+            .unwrap_or(0))
+    }
+
+    /// Simulates a power loss: unsynced directory changes are lost, pending
+    /// file writes are resolved by `plan`, locks are released, and injected
+    /// faults are cleared. Open handles must not be used afterwards.
+    pub fn crash(&self, plan: CrashPlan) {
+        let mut inner = self.lock_inner();
+        let mut rng = match plan {
+            CrashPlan::Random { seed } => SimRng::new(seed),
+            _ => SimRng::new(0),
+        };
+        let mut inos: Vec<u64> = inner.files.keys().copied().collect();
+        inos.sort_unstable();
+        for ino in inos {
+            let Some(file) = inner.files.get_mut(&ino) else {
+                continue;
+            };
+            let pending = std::mem::take(&mut file.pending);
+            let mut image = std::mem::take(&mut file.durable);
+            match plan {
+                CrashPlan::LoseUnsynced => {}
+                CrashPlan::KeepUnsynced => pending.iter().for_each(|op| apply(&mut image, op)),
+                CrashPlan::TornPrefix { bytes } => {
+                    let mut budget = bytes;
+                    for op in &pending {
+                        match op {
+                            Op::SetLen(_) => apply(&mut image, op),
+                            Op::Write { offset, data } => {
+                                if budget == 0 {
+                                    break;
+                                }
+                                let take = (data.len() as u64).min(budget) as usize;
+                                budget -= take as u64;
+                                apply(
+                                    &mut image,
+                                    &Op::Write {
+                                        offset: *offset,
+                                        data: data[..take].to_vec(),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+                CrashPlan::Random { .. } => {
+                    for op in &pending {
+                        match op {
+                            Op::SetLen(_) => {
+                                if rng.below(2) == 0 {
+                                    apply(&mut image, op)
+                                }
+                            }
+                            Op::Write { offset, data } => {
+                                // Split into sectors; each lands or not.
+                                let mut start = 0usize;
+                                let choice = rng.below(3);
+                                while start < data.len() {
+                                    let sector_end = ((*offset as usize + start) / 512 + 1) * 512
+                                        - *offset as usize;
+                                    let end = sector_end.min(data.len());
+                                    let lands = match choice {
+                                        0 => false,
+                                        1 => true,
+                                        _ => rng.below(2) == 0,
+                                    };
+                                    if lands {
+                                        apply(
+                                            &mut image,
+                                            &Op::Write {
+                                                offset: *offset + start as u64,
+                                                data: data[start..end].to_vec(),
+                                            },
+                                        );
+                                    }
+                                    start = end;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            file.current = image.clone();
+            file.durable = image;
+        }
+        let mut live = HashSet::new();
+        for dir in inner.dirs.values_mut() {
+            dir.current = dir.durable.clone();
+            live.extend(dir.current.values().copied());
+        }
+        inner.files.retain(|ino, _| live.contains(ino));
+        inner.locks.clear();
+        inner.faults = Faults::default();
+    }
+
+    /// Names in a directory that are durable (would survive a crash).
+    pub fn durable_names(&self, dir: &Path) -> Vec<String> {
+        let inner = self.lock_inner();
+        inner
+            .dirs
+            .get(dir)
+            .map(|d| d.durable.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Debug)]
+struct MemFile {
+    fs: MemFs,
+    ino: u64,
+    writable: bool,
+}
+
+impl MemFile {
+    fn with<T>(&self, f: impl FnOnce(&mut Inner, u64) -> io::Result<T>) -> io::Result<T> {
+        let mut inner = self.fs.lock_inner();
+        if !inner.files.contains_key(&self.ino) {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "file vanished (crashed)",
+            ));
+        }
+        f(&mut inner, self.ino)
+    }
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("injected EIO on {what}"))
+}
+
+impl FileHandle for MemFile {
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.with(|inner, ino| {
+            let file = &inner.files[&ino];
+            let start = offset as usize;
+            let end = start + buf.len();
+            if end > file.current.len() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "read past end",
+                ));
+            }
+            buf.copy_from_slice(&file.current[start..end]);
+            Ok(())
+        })
+    }
+
+    fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        if !self.writable {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "read-only handle",
+            ));
+        }
+        self.with(|inner, ino| {
+            if inner.faults.fail_writes > 0 {
+                inner.faults.fail_writes -= 1;
+                return Err(eio("write"));
+            }
+            let old_len = inner.files[&ino].current.len();
+            let new_len = old_len.max(offset as usize + buf.len());
+            let short = inner.faults.short_write.take();
+            inner.check_space(old_len, new_len)?;
+            let data = match short {
+                Some(n) => buf[..n.min(buf.len())].to_vec(),
+                None => buf.to_vec(),
+            };
+            let op = Op::Write { offset, data };
+            let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write"))?;
+            apply(&mut file.current, &op);
+            file.pending.push(op);
+            if short.is_some() {
+                return Err(eio("write (short)"));
+            }
+            Ok(())
+        })
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.with(|inner, ino| {
+            let failed = inner.faults.fail_syncs > 0;
+            if failed {
+                inner.faults.fail_syncs -= 1;
+            } else {
+                inner.syncs += 1;
+            }
+            let file = inner.files.get_mut(&ino).ok_or_else(|| eio("fsync"))?;
+            let pending = std::mem::take(&mut file.pending);
+            if failed {
+                // Linux marks the pages clean after a failed writeback: the data
+                // stays readable in the cache but will never be written.
+                return Err(eio("fsync"));
+            }
+            for op in &pending {
+                apply(&mut file.durable, op);
+            }
+            Ok(())
+        })
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.with(|inner, ino| Ok(inner.files[&ino].current.len() as u64))
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.with(|inner, ino| {
+            let old_len = inner.files[&ino].current.len();
+            inner.check_space(old_len, len as usize)?;
+            let op = Op::SetLen(len);
+            let file = inner.files.get_mut(&ino).ok_or_else(|| eio("set_len"))?;
+            apply(&mut file.current, &op);
+            file.pending.push(op);
+            Ok(())
+        })
+    }
+
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        let current = self.len()?;
+        if current >= len {
+            return Ok(());
+        }
+        self.set_len(len)
+    }
+
+    fn map(&self, len: usize) -> io::Result<Mapping> {
+        self.with(|inner, ino| {
+            let file = &inner.files[&ino];
+            if len > file.current.len() {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "map past end"));
+            }
+            Ok(Mapping::Owned(file.current[..len].to_vec()))
+        })
+    }
+}
+
+#[derive(Debug)]
+struct MemLock {
+    fs: MemFs,
+    path: PathBuf,
+}
+
+impl LockGuard for MemLock {}
+
+impl Drop for MemLock {
+    fn drop(&mut self) {
+        self.fs.lock_inner().locks.remove(&self.path);
+    }
+}
+
+impl FileSystem for MemFs {
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        // Directories themselves are durable at once; only their entries
+        // (files) are subject to `sync_dir`.
+        let mut inner = self.lock_inner();
+        for ancestor in path.ancestors() {
+            inner.dirs.entry(ancestor.to_path_buf()).or_default();
+        }
+        Ok(())
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let inner = self.lock_inner();
+        let dir = inner.dirs.get(path).ok_or_else(|| not_found(path))?;
+        Ok(dir.current.keys().cloned().collect())
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        let inner = self.lock_inner();
+        inner.dirs.contains_key(path) || inner.lookup(path).is_ok()
+    }
+
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let (dir, name) = split(path)?;
+        let mut inner = self.lock_inner();
+        if inner.faults.fail_writes > 0 {
+            inner.faults.fail_writes -= 1;
+            return Err(eio("create"));
+        }
+        let ino = inner.next_ino;
+        let d = inner.dirs.get_mut(&dir).ok_or_else(|| not_found(&dir))?;
+        if d.current.contains_key(&name) {
+            return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists"));
+        }
+        d.current.insert(name, ino);
+        inner.next_ino += 1;
+        inner.files.insert(ino, FileState::default());
+        Ok(Arc::new(MemFile {
+            fs: self.clone(),
+            ino,
+            writable: true,
+        }))
+    }
+
+    fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let ino = self.lock_inner().lookup(path)?;
+        Ok(Arc::new(MemFile {
+            fs: self.clone(),
+            ino,
+            writable: true,
+        }))
+    }
+
+    fn open_read(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
+        let ino = self.lock_inner().lookup(path)?;
+        Ok(Arc::new(MemFile {
+            fs: self.clone(),
+            ino,
+            writable: false,
+        }))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (from_dir, from_name) = split(from)?;
+        let (to_dir, to_name) = split(to)?;
+        let mut inner = self.lock_inner();
+        let ino = inner
+            .dirs
+            .get_mut(&from_dir)
+            .and_then(|d| d.current.remove(&from_name))
+            .ok_or_else(|| not_found(from))?;
+        inner
+            .dirs
+            .get_mut(&to_dir)
+            .ok_or_else(|| not_found(&to_dir))?
+            .current
+            .insert(to_name, ino);
+        Ok(())
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        let (dir, name) = split(path)?;
+        let mut inner = self.lock_inner();
+        inner
+            .dirs
+            .get_mut(&dir)
+            .and_then(|d| d.current.remove(&name))
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut inner = self.lock_inner();
+        if inner.faults.fail_syncs > 0 {
+            inner.faults.fail_syncs -= 1;
+            return Err(eio("directory fsync"));
+        }
+        let dir = inner.dirs.get_mut(path).ok_or_else(|| not_found(path))?;
+        dir.durable = dir.current.clone();
+        Ok(())
+    }
+
+    fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {
+        let mut inner = self.lock_inner();
+        if !inner.locks.insert(path.to_path_buf()) {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "lock is held"));
+        }
+        Ok(Box::new(MemLock {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+        }))
+    }
+}
