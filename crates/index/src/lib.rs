@@ -396,7 +396,9 @@ impl IndexedLog {
                 Some(end) => self.sealed_index(s.base_seq, end)?.max_arrival_ms,
                 None => {
                     let st = lock(&self.shared.state);
-                    if st.active.base_seq == s.base_seq {
+                    // An active segment without records counts as holding
+                    // the future, which keeps the search's predicate monotonic.
+                    if st.active.base_seq == s.base_seq && !st.active.entries.is_empty() {
                         st.active.max_arrival_ms
                     } else {
                         i64::MAX

@@ -140,8 +140,9 @@ pub struct SealedInfo {
     pub fs: Arc<dyn FileSystem>,
 }
 
+/// An observer that ignores everything (tests and tools).
 #[derive(Debug)]
-struct NoObserver;
+pub struct NoObserver;
 
 impl AppendObserver for NoObserver {
     fn placed(&self, _: u64, _: &[Placed]) {}
@@ -557,10 +558,18 @@ impl Log {
 
         let (writer, quarantine) = match bases.last() {
             None => (
-                Self::create_segment(&*fs, &dir, opts.first_seq, now_micros(), now_ms(), 0)?,
+                Self::create_segment(&*fs, &dir, opts.first_seq, now_micros(), now_ms(), i64::MIN)?,
                 None,
             ),
-            Some(&base) => Self::recover_active(&*fs, &dir, base, &opts, &*observer, &mut report)?,
+            Some(&base) => Self::recover_active(
+                &*fs,
+                &dir,
+                base,
+                bases.len() > 1,
+                &opts,
+                &*observer,
+                &mut report,
+            )?,
         };
         let w = writer;
         segments.insert(
@@ -619,10 +628,22 @@ impl Log {
         let file = fs
             .create_new(&path)
             .map_err(|e| Error::io("create segment", &path, e))?;
-        file.write_all_at(&header.encode(), 0)
-            .map_err(|e| Error::io("write segment header", &path, e))?;
-        file.sync_data()
-            .map_err(|e| Error::io("fsync segment", &path, e))?;
+        let written = file
+            .write_all_at(&header.encode(), 0)
+            .map_err(|e| Error::io("write segment header", &path, e))
+            .and_then(|()| {
+                file.sync_data()
+                    .map_err(|e| Error::io("fsync segment", &path, e))
+            });
+        if let Err(e) = written {
+            // Leave no half-made segment behind: a retry after ENOSPC must be
+            // able to create it again, and a restart must not find it.
+            drop(file);
+            if fs.remove_file(&path).is_ok() {
+                let _ = fs.sync_dir(dir);
+            }
+            return Err(e);
+        }
         fs.sync_dir(dir)
             .map_err(|e| Error::io("fsync directory", dir, e))?;
         Ok(Writer {
@@ -647,6 +668,7 @@ impl Log {
         fs: &dyn FileSystem,
         dir: &Path,
         base: u64,
+        has_sealed_segments: bool,
         opts: &LogOptions,
         observer: &dyn AppendObserver,
         report: &mut RecoveryReport,
@@ -753,6 +775,8 @@ impl Log {
         file.sync_data()
             .map_err(|e| Error::io("fsync segment", &path, e))?;
         report.active_records = placed.len() as u64;
+        let placed_count = placed.len();
+        let has_sealed = has_sealed_segments;
         if !placed.is_empty() {
             observer.placed(base, &placed);
         }
@@ -766,8 +790,16 @@ impl Log {
                 len: scan_end,
                 allocated: valid_len,
             },
-            next_seq: next_seq,
-            last_arrival_ms: last_arrival_ms,
+            next_seq,
+            // Arrival times never go down across segments: a new segment's
+            // creation time is at or above every earlier arrival (see
+            // roll_locked), so an empty active segment after sealed ones
+            // carries that floor forward.
+            last_arrival_ms: if placed_count == 0 && has_sealed {
+                last_arrival_ms.max(header.created_ms)
+            } else {
+                last_arrival_ms
+            },
             last_file_id: header.file_id,
             buf: Vec::new(),
             placed: Vec::new(),
@@ -1366,11 +1398,7 @@ impl Log {
                             p as u64,
                             format!("expected sequence number {seq}, found {}", r.seq),
                         );
-                        return if out.records.is_empty() {
-                            Err(err)
-                        } else {
-                            Ok(out)
-                        };
+                        return stop_at(out, err, pos.segment_base, p, seq);
                     }
                     if !out.records.is_empty() && size + r.frame_len as usize > limits.max_bytes {
                         break;
@@ -1405,11 +1433,7 @@ impl Log {
                                 p as u64,
                                 format!("segment ends at sequence number {seq} but the next segment starts at {end}"),
                             );
-                            return if out.records.is_empty() {
-                                Err(err)
-                            } else {
-                                Ok(out)
-                            };
+                            return stop_at(out, err, pos.segment_base, p, seq);
                         }
                         None => break,
                     }
@@ -1420,19 +1444,23 @@ impl Log {
                         p as u64,
                         "zeroed bytes below the end of acknowledged data",
                     );
-                    return if out.records.is_empty() {
-                        Err(err)
-                    } else {
-                        Ok(out)
-                    };
+                    return stop_at(out, err, pos.segment_base, p, seq);
                 }
                 Decoded::Invalid(reason) => {
                     let err = Error::corruption(&seg.path, p as u64, reason);
-                    return if out.records.is_empty() {
-                        Err(err)
-                    } else {
-                        Ok(out)
-                    };
+                    return stop_at(out, err, pos.segment_base, p, seq);
+                }
+            }
+        }
+        if out.records.is_empty() {
+            let st = lock(&self.inner.sync);
+            if let Some((qpath, qoff)) = &st.quarantine {
+                if *qpath == seg.path && p as u64 >= *qoff {
+                    return Err(Error::corruption(
+                        qpath,
+                        *qoff,
+                        "damaged acknowledged data; the log is quarantined (read-only) at this point",
+                    ));
                 }
             }
         }
@@ -1576,6 +1604,20 @@ impl Log {
         }
         report
     }
+}
+
+/// Ends a read at damaged bytes: the records before them are returned (the
+/// next read, starting at the damage, gets the error); with none, the error.
+fn stop_at(mut out: ReadBatch, err: Error, base: u64, p: usize, seq: u64) -> Result<ReadBatch> {
+    if out.records.is_empty() {
+        return Err(err);
+    }
+    out.next = Position {
+        segment_base: base,
+        offset: p as u64,
+    };
+    out.next_seq = seq;
+    Ok(out)
 }
 
 fn problem_of(path: &Path, e: Error) -> Problem {

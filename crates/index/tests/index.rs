@@ -1,0 +1,182 @@
+//! Integration tests of the index: lookups agree with a brute-force scan, and
+//! every kind of bad sidecar file is rebuilt from its segment.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shardlog_index::{index_file_name, Cursor, IndexedLog};
+use shardlog_segment::{LogOptions, MemFs, ReadLimits, RecordIn};
+
+const ALL: ReadLimits = ReadLimits {
+    max_records: usize::MAX,
+    max_bytes: usize::MAX,
+};
+
+fn opts() -> LogOptions {
+    LogOptions {
+        segment_bytes_max: 64 * 1024,
+        preallocate_bytes: 16 * 1024,
+        ..LogOptions::default()
+    }
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from("/idx")
+}
+
+fn open(fs: &MemFs) -> IndexedLog {
+    IndexedLog::open_with(Arc::new(fs.clone()), dir(), opts())
+        .unwrap()
+        .0
+}
+
+/// Appends `n` records of varying size; arrival times advance irregularly,
+/// with runs of equal times.
+fn fill(log: &IndexedLog, n: u64) -> Vec<(u64, i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        let data = vec![(i % 251) as u8; (i * 37 % 700) as usize];
+        let ts = 1_000 + (i / 3) as i64 * 7;
+        let a = log.append(&[RecordIn::new("key", &data, ts)]).unwrap();
+        out.push((a.first_seq, a.first_arrival_ms, data));
+    }
+    out
+}
+
+fn read_from(log: &IndexedLog, mut cur: Cursor, max: usize) -> Vec<(u64, i64, Vec<u8>)> {
+    let mut out = Vec::new();
+    while out.len() < max {
+        let batch = log.read(&mut cur, ALL).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        out.extend(batch.iter().map(|r| (r.seq, r.arrival_ms, r.data.to_vec())));
+    }
+    out
+}
+
+#[test]
+fn lookups_by_sequence_and_time_match_a_brute_force_scan() {
+    let fs = MemFs::new();
+    let log = open(&fs);
+    let written = fill(&log, 2500);
+    assert!(log.log().segments().len() > 3);
+    let all = read_from(&log, log.cursor_first(), usize::MAX);
+    assert_eq!(all, written);
+    for seq in (0..2500).step_by(7).chain([0, 2499, 2500]) {
+        let cur = log.cursor_at(seq).unwrap();
+        assert_eq!(cur.seq, seq);
+        let got = read_from(&log, cur, 1);
+        assert_eq!(
+            got.first().map(|r| r.0),
+            written.get(seq as usize).map(|r| r.0)
+        );
+    }
+    for ts in (900..1_000 + 2500 / 3 * 7 + 20).step_by(5) {
+        let expect = written
+            .iter()
+            .find(|r| r.1 >= ts)
+            .map(|r| r.0)
+            .unwrap_or(2500);
+        assert_eq!(log.seq_at_time(ts).unwrap(), expect, "time {ts}");
+    }
+    // The same answers after a reopen, from the sidecar files.
+    drop(log);
+    let log = open(&fs);
+    for seq in (0..2500).step_by(11) {
+        assert_eq!(log.cursor_at(seq).unwrap().seq, seq);
+    }
+    assert_eq!(
+        log.seq_at_time(1_500).unwrap(),
+        written.iter().find(|r| r.1 >= 1_500).unwrap().0
+    );
+    assert!(log.stats().loaded > 0);
+    assert_eq!(log.stats().rebuilt, 0);
+}
+
+#[test]
+fn out_of_range_sequence_numbers_are_a_typed_error() {
+    let fs = MemFs::new();
+    let log = open(&fs);
+    fill(&log, 10);
+    assert!(matches!(
+        log.cursor_at(11),
+        Err(shardlog_index::Error::SequenceOutOfRange { seq: 11, .. })
+    ));
+}
+
+fn sidecar(log: &IndexedLog) -> PathBuf {
+    let base = log.log().segments()[1].base_seq;
+    dir().join(index_file_name(base))
+}
+
+fn check_rebuilt(fs: &MemFs, damage: impl Fn(&MemFs, &Path)) {
+    let written;
+    let path;
+    {
+        let log = open(fs);
+        written = fill(&log, 1500);
+        path = sidecar(&log);
+        assert!(fs.exists(&path));
+    }
+    damage(fs, &path);
+    let log = open(fs);
+    for seq in (0..1500).step_by(13) {
+        let got = read_from(&log, log.cursor_at(seq).unwrap(), 1);
+        assert_eq!(got[0], written[seq as usize]);
+    }
+    assert!(log.stats().rebuilt >= 1, "a bad sidecar must be rebuilt");
+    // The rebuilt sidecar is valid again.
+    drop(log);
+    let log = open(fs);
+    log.check_indexes().unwrap();
+    assert_eq!(log.stats().rebuilt, 0);
+}
+
+use shardlog_segment::FileSystem;
+
+#[test]
+fn missing_index_file_is_rebuilt_from_the_segment() {
+    check_rebuilt(&MemFs::new(), |fs, p| fs.remove_file(p).unwrap());
+}
+
+#[test]
+fn truncated_index_file_is_rebuilt_from_the_segment() {
+    check_rebuilt(&MemFs::new(), |fs, p| fs.truncate_durably(p, 30).unwrap());
+}
+
+#[test]
+fn zero_filled_index_file_is_rebuilt_from_the_segment() {
+    check_rebuilt(&MemFs::new(), |fs, p| {
+        let len = fs.contents(p).unwrap().len();
+        fs.corrupt(p, 0, &vec![0u8; len]).unwrap();
+    });
+}
+
+#[test]
+fn index_file_of_another_segment_is_rebuilt_from_the_segment() {
+    check_rebuilt(&MemFs::new(), |fs, p| {
+        // A valid sidecar, but of a different segment.
+        let other = p.with_file_name(index_file_name(0));
+        let bytes = fs.contents(&other).unwrap();
+        fs.remove_file(p).unwrap();
+        let f = fs.create_new(p).unwrap();
+        f.write_all_at(&bytes, 0).unwrap();
+    });
+}
+
+#[test]
+fn time_retention_deletes_old_segments_and_their_indexes() {
+    let fs = MemFs::new();
+    let log = open(&fs);
+    let written = fill(&log, 2500);
+    let segs = log.log().segments();
+    let cutoff = written[segs[3].base_seq as usize].1;
+    let removed = log.remove_older_than(cutoff).unwrap();
+    assert!(removed >= 2, "removed {removed}");
+    let first = log.log().first_seq();
+    assert!(written[first as usize - 1].1 < cutoff);
+    assert!(!fs.exists(&dir().join(index_file_name(0))));
+    let rest = read_from(&log, log.cursor_first(), usize::MAX);
+    assert_eq!(rest, written[first as usize..].to_vec());
+}

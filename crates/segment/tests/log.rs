@@ -1,0 +1,705 @@
+//! Integration tests of the segment log: durability rules proven through the
+//! fault-injecting file system, and the real file system for locks and maps.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use shardlog_segment::format::SEGMENT_HEADER_BYTES;
+use shardlog_segment::{
+    CrashPlan, Error, FileSystem, Log, LogOptions, MemFs, NoObserverForTests, Position, ReadLimits,
+    RecordIn, RecoveryPolicy, SyncPolicy,
+};
+
+const ALL: ReadLimits = ReadLimits {
+    max_records: usize::MAX,
+    max_bytes: usize::MAX,
+};
+
+fn dir() -> PathBuf {
+    PathBuf::from("/shard")
+}
+
+fn small_opts() -> LogOptions {
+    LogOptions {
+        segment_bytes_max: 64 * 1024,
+        preallocate_bytes: 16 * 1024,
+        ..LogOptions::default()
+    }
+}
+
+fn open(fs: &MemFs, opts: LogOptions) -> shardlog_segment::Result<Log> {
+    Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        opts,
+        Arc::new(NoObserverForTests),
+    )
+    .map(|(l, _)| l)
+}
+
+fn payload(i: u64) -> Vec<u8> {
+    format!("record-{i}-{}", "x".repeat((i % 37) as usize)).into_bytes()
+}
+
+/// Reads every visible record as (seq, key, data, arrival).
+fn read_all(log: &Log) -> shardlog_segment::Result<Vec<(u64, String, Vec<u8>, i64)>> {
+    let mut out = Vec::new();
+    let first = log.first_seq();
+    let mut pos = Position {
+        segment_base: first,
+        offset: SEGMENT_HEADER_BYTES as u64,
+    };
+    let mut seq = first;
+    loop {
+        let batch = log.read_at(pos, seq, ALL)?;
+        for r in batch.iter() {
+            out.push((
+                r.seq,
+                r.partition_key.to_string(),
+                r.data.to_vec(),
+                r.arrival_ms,
+            ));
+        }
+        let moved = batch.next != pos;
+        pos = batch.next;
+        seq = batch.next_seq;
+        if batch.is_empty() && !moved {
+            return Ok(out);
+        }
+    }
+}
+
+fn append_n(log: &Log, from: u64, n: u64) -> Vec<u64> {
+    (from..from + n)
+        .map(|i| {
+            let data = payload(i);
+            let key = format!("pk{i}");
+            log.append(&[RecordIn::new(&key, &data, 1_000 + i as i64)])
+                .expect("append")
+                .first_seq
+        })
+        .collect()
+}
+
+fn assert_records(log: &Log, expected: u64) {
+    let got = read_all(log).expect("read");
+    assert_eq!(got.len() as u64, expected, "record count");
+    for (i, (seq, key, data, _)) in got.iter().enumerate() {
+        assert_eq!(*seq, i as u64);
+        assert_eq!(key, &format!("pk{i}"));
+        assert_eq!(data, &payload(i as u64));
+    }
+}
+
+#[test]
+fn appended_records_read_back_in_order_across_segment_rolls() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    let seqs = append_n(&log, 0, 3000);
+    assert_eq!(seqs, (0..3000).collect::<Vec<_>>());
+    assert!(log.segments().len() > 2, "expected several segments");
+    assert_records(&log, 3000);
+    drop(log);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_records(&log, 3000);
+    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+}
+
+#[test]
+fn batch_append_assigns_contiguous_sequence_numbers_and_monotonic_arrival() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    let recs = [
+        RecordIn::new("a", b"1", 50),
+        RecordIn::new("b", b"2", 40),
+        RecordIn::new("c", b"3", 60),
+    ];
+    let a = log.append(&recs).unwrap();
+    assert_eq!((a.first_seq, a.count), (0, 3));
+    let got = read_all(&log).unwrap();
+    let arrivals: Vec<i64> = got.iter().map(|r| r.3).collect();
+    assert_eq!(
+        arrivals,
+        vec![50, 50, 60],
+        "arrival times are made non-decreasing"
+    );
+}
+
+#[test]
+fn invalid_records_are_rejected_before_anything_is_written() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    let big = vec![0u8; 1024 * 1024 + 1];
+    let err = log
+        .append(&[RecordIn::new("ok", b"x", 1), RecordIn::new("k", &big, 1)])
+        .unwrap_err();
+    assert!(matches!(err, Error::DataTooLarge { .. }), "{err}");
+    assert!(matches!(
+        log.append(&[RecordIn::new("", b"x", 1)]),
+        Err(Error::InvalidPartitionKey { .. })
+    ));
+    assert!(matches!(log.append(&[]), Err(Error::InvalidArgument(_))));
+    assert_eq!(log.next_seq(), 0);
+    assert!(read_all(&log).unwrap().is_empty());
+}
+
+#[test]
+fn first_seq_of_a_new_log_is_honoured() {
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        LogOptions {
+            first_seq: 500,
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        log.append(&[RecordIn::new("k", b"v", 1)])
+            .unwrap()
+            .first_seq,
+        500
+    );
+}
+
+/// Builds a log with `acked` acknowledged records, then one more append whose
+/// fsync fails (so it is never acknowledged), and returns the bytes pending.
+fn log_with_unacked_tail(fs: &MemFs, acked: u64) -> u64 {
+    let log = open(fs, small_opts()).unwrap();
+    append_n(&log, 0, acked);
+    fs.fail_next_syncs(1);
+    let data = payload(acked);
+    let keys: Vec<String> = (0..3).map(|i| format!("pk{}", acked + i)).collect();
+    let recs: Vec<RecordIn<'_>> = keys
+        .iter()
+        .map(|k| RecordIn::new(k, &data, 5_000))
+        .collect();
+    let err = log.append(&recs).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    let seg = dir().join(shardlog_segment::segment::segment_file_name(
+        log.segments().last().unwrap().base_seq,
+    ));
+    let _ = seg;
+    drop(log);
+    3
+}
+
+#[test]
+fn write_torn_at_every_byte_recovers_exactly_the_acknowledged_records() {
+    // Size the torn write: the three frames of the unacknowledged append.
+    let probe = MemFs::new();
+    let log = open(&probe, small_opts()).unwrap();
+    append_n(&log, 0, 5);
+    let before = log.segments().last().map(|s| s.path.clone()).unwrap();
+    let len_before = probe.contents(&before).unwrap().len();
+    drop(log);
+    let frame_bytes = 3 * (40 + 3 + payload(5).len());
+    let _ = len_before;
+
+    for torn_at in 0..=frame_bytes as u64 + 1 {
+        let fs = MemFs::new();
+        // Record the acknowledged appends, then write an unsynced tail by
+        // hand through the Never policy so that exactly those bytes pend.
+        {
+            let log = open(&fs, small_opts()).unwrap();
+            append_n(&log, 0, 5);
+        }
+        {
+            let log = open(
+                &fs,
+                LogOptions {
+                    sync: SyncPolicy::Never,
+                    ..small_opts()
+                },
+            )
+            .unwrap();
+            let data = payload(5);
+            log.append(&[
+                RecordIn::new("pk5", &data, 9_000),
+                RecordIn::new("pk6", &data, 9_000),
+                RecordIn::new("pk7", &data, 9_000),
+            ])
+            .unwrap();
+            std::mem::forget(log); // a crash runs no destructors
+        }
+        fs.crash(CrashPlan::TornPrefix { bytes: torn_at });
+        let log = open(&fs, small_opts()).unwrap();
+        let got = read_all(&log).unwrap();
+        assert!(
+            got.len() >= 5,
+            "torn at {torn_at}: acknowledged records lost"
+        );
+        for (i, (seq, key, _, _)) in got.iter().enumerate() {
+            assert_eq!(*seq, i as u64, "torn at {torn_at}");
+            assert_eq!(key, &format!("pk{i}"), "torn at {torn_at}");
+        }
+        // Only whole frames of the torn batch may survive, in order.
+        assert!(got.len() <= 8);
+        // The log is writable again and the next record follows on.
+        let next = log.append(&[RecordIn::new("after", b"x", 10_000)]).unwrap();
+        assert_eq!(next.first_seq, got.len() as u64, "torn at {torn_at}");
+        assert!(
+            log.verify().is_ok(),
+            "torn at {torn_at}: {:?}",
+            log.verify().problems
+        );
+    }
+}
+
+#[test]
+fn failed_fsync_append_is_never_acknowledged_and_never_reappears() {
+    for plan in [CrashPlan::LoseUnsynced, CrashPlan::KeepUnsynced] {
+        let fs = MemFs::new();
+        log_with_unacked_tail(&fs, 10);
+        fs.crash(plan);
+        let log = open(&fs, small_opts()).unwrap();
+        assert_records(&log, 10);
+    }
+    // Without a crash: reopening in the same "boot" must not serve the
+    // unsynced records the kernel may still hold in its cache.
+    let fs = MemFs::new();
+    log_with_unacked_tail(&fs, 10);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_records(&log, 10);
+}
+
+#[test]
+fn random_crashes_keep_every_acknowledged_record() {
+    for seed in 0..200u64 {
+        let fs = MemFs::new();
+        let acked;
+        {
+            let log = open(&fs, small_opts()).unwrap();
+            acked = 20 + seed % 50;
+            append_n(&log, 0, acked);
+        }
+        {
+            let log = open(
+                &fs,
+                LogOptions {
+                    sync: SyncPolicy::Never,
+                    ..small_opts()
+                },
+            )
+            .unwrap();
+            let n = 1 + seed % 40;
+            append_n(&log, acked, n);
+            std::mem::forget(log);
+        }
+        fs.crash(CrashPlan::Random { seed });
+        let log = open(&fs, small_opts()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let got = read_all(&log).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(
+            got.len() as u64 >= acked,
+            "seed {seed}: lost acknowledged records"
+        );
+        for (i, (seq, key, data, _)) in got.iter().enumerate() {
+            assert_eq!(*seq, i as u64, "seed {seed}");
+            assert_eq!(key, &format!("pk{i}"), "seed {seed}");
+            assert_eq!(data, &payload(i as u64), "seed {seed}");
+        }
+    }
+}
+
+#[test]
+fn lost_unsynced_data_under_interval_policy_loses_only_the_unsynced_window() {
+    let fs = MemFs::new();
+    {
+        let log = open(
+            &fs,
+            LogOptions {
+                sync: SyncPolicy::IntervalMs(3_600_000),
+                ..small_opts()
+            },
+        )
+        .unwrap();
+        append_n(&log, 0, 50);
+        log.sync().unwrap();
+        append_n(&log, 50, 25);
+        assert_eq!(
+            read_all(&log).unwrap().len(),
+            75,
+            "written records are visible under Interval"
+        );
+        std::mem::forget(log);
+    }
+    fs.crash(CrashPlan::LoseUnsynced);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_records(&log, 50);
+}
+
+#[test]
+fn poisoned_writer_refuses_appends_until_reopened() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 3);
+    fs.fail_next_syncs(1);
+    assert!(matches!(
+        log.append(&[RecordIn::new("k", b"v", 1)]),
+        Err(Error::Poisoned { .. })
+    ));
+    // The fault is gone, but the writer must not pretend nothing happened.
+    assert!(matches!(
+        log.append(&[RecordIn::new("k", b"v", 1)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(log.health().is_err());
+    assert_eq!(
+        read_all(&log).unwrap().len(),
+        3,
+        "readers still see acknowledged data"
+    );
+    drop(log);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_records(&log, 3);
+    append_n(&log, 3, 2);
+    assert_records(&log, 5);
+}
+
+#[test]
+fn failed_write_poisons_the_writer() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 3);
+    fs.short_next_write(10);
+    assert!(matches!(
+        log.append(&[RecordIn::new("pk3", b"v", 1)]),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(log);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_records(&log, 3);
+}
+
+#[test]
+fn no_space_is_retriable_and_damages_nothing() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 10);
+    fs.set_capacity(Some(fs.used_bytes()));
+    // Fill the preallocated space, then hit the limit.
+    let mut next = 10;
+    let err = loop {
+        let data = payload(next);
+        let key = format!("pk{next}");
+        match log.append(&[RecordIn::new(&key, &data, 2_000)]) {
+            Ok(_) => next += 1,
+            Err(e) => break e,
+        }
+        assert!(next < 10_000, "capacity never reached");
+    };
+    assert!(matches!(err, Error::NoSpace { .. }), "{err}");
+    assert!(err.is_retriable());
+    assert!(log.health().is_ok(), "ENOSPC must not poison the writer");
+    assert_records(&log, next);
+    fs.set_capacity(None);
+    append_n(&log, next, 5);
+    drop(log);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_records(&log, next + 5);
+}
+
+#[test]
+fn a_second_opener_gets_a_clear_lock_error() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    let err = open(&fs, small_opts()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    drop(log);
+    open(&fs, small_opts()).unwrap();
+
+    let tmp = tempfile::tempdir().unwrap();
+    let real = Log::open(tmp.path(), LogOptions::default()).unwrap();
+    let err = Log::open(tmp.path(), LogOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Locked { .. }), "{err}");
+    assert!(err.to_string().contains("locked by another process"));
+    drop(real);
+    Log::open(tmp.path(), LogOptions::default()).unwrap();
+}
+
+fn sealed_segment_path(log: &Log) -> PathBuf {
+    log.segments().first().unwrap().path.clone()
+}
+
+#[test]
+fn bit_flips_anywhere_in_a_sealed_segment_are_detected() {
+    let opts = || LogOptions {
+        segment_bytes_max: 64 * 1024,
+        ..small_opts()
+    };
+    let build = || {
+        let fs = MemFs::new();
+        let log = open(&fs, opts()).unwrap();
+        for i in 0..12u64 {
+            let data = payload(i);
+            log.append(&[RecordIn::new(&format!("pk{i}"), &data, i as i64)])
+                .unwrap();
+        }
+        log.roll().unwrap();
+        append_n(&log, 12, 1);
+        let path = sealed_segment_path(&log);
+        drop(log);
+        (fs, path)
+    };
+    let (fs0, path0) = build();
+    let len = fs0.contents(&path0).unwrap().len() as u64;
+    for offset in (0..len).take(
+        std::env::var("FLIP_MAX")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(usize::MAX),
+    ) {
+        let (fs, path) = build();
+        fs.flip_bit(&path, offset, (offset % 8) as u8).unwrap();
+        let log = open(&fs, opts()).unwrap();
+        let report = log.verify();
+        assert!(!report.is_ok(), "flip at {offset} not detected by verify");
+        match read_all(&log) {
+            Err(e) => assert!(e.is_corruption(), "flip at {offset}: {e}"),
+            Ok(records) => panic!(
+                "flip at {offset} served {} records without error",
+                records.len()
+            ),
+        }
+        // Whatever was returned before the error is intact (read in pieces).
+        let batch = log.read_at(
+            Position {
+                segment_base: 0,
+                offset: SEGMENT_HEADER_BYTES as u64,
+            },
+            0,
+            ALL,
+        );
+        if let Ok(batch) = batch {
+            for (i, r) in batch.iter().enumerate() {
+                assert_eq!(r.data, payload(i as u64).as_slice(), "flip at {offset}");
+            }
+        }
+    }
+}
+
+#[test]
+fn mid_log_corruption_of_synced_data_quarantines_instead_of_truncating() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 20);
+    let path = log.segments().last().unwrap().path.clone();
+    drop(log);
+    // Damage the 6th record; later records carry proof it had been synced.
+    let offset = SEGMENT_HEADER_BYTES as u64
+        + (0..5)
+            .map(|i| 40 + 3 + payload(i).len() as u64)
+            .sum::<u64>()
+        + 41;
+    fs.flip_bit(&path, offset, 3).unwrap();
+    for policy in [RecoveryPolicy::TolerateTornTail, RecoveryPolicy::Strict] {
+        let (log, report) = Log::open_with(
+            Arc::new(fs.clone()),
+            dir(),
+            LogOptions {
+                recovery: policy,
+                ..small_opts()
+            },
+            Arc::new(NoObserverForTests),
+        )
+        .unwrap();
+        let (qpath, qoff, _) = report.quarantined.clone().expect("quarantined");
+        assert_eq!(qpath, path);
+        assert!(qoff < offset + 1);
+        assert!(matches!(
+            log.append(&[RecordIn::new("k", b"v", 1)]),
+            Err(Error::Quarantined { .. })
+        ));
+        let err = read_all(&log).unwrap_err();
+        assert!(err.is_corruption());
+        assert!(
+            err.to_string().contains(&path.display().to_string()),
+            "{err}"
+        );
+        let batch = log
+            .read_at(
+                Position {
+                    segment_base: 0,
+                    offset: SEGMENT_HEADER_BYTES as u64,
+                },
+                0,
+                ALL,
+            )
+            .unwrap();
+        assert_eq!(batch.len(), 5, "records before the damage stay readable");
+        drop(log);
+        // Nothing was truncated.
+        assert!(fs.contents(&path).unwrap().len() as u64 > offset + 1000);
+    }
+}
+
+#[test]
+fn strict_policy_refuses_a_torn_tail_and_tolerant_policy_truncates_it() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 4);
+    let path = log.segments().last().unwrap().path.clone();
+    drop(log);
+    let end = SEGMENT_HEADER_BYTES as u64
+        + (0..4)
+            .map(|i| 40 + 3 + payload(i).len() as u64)
+            .sum::<u64>();
+    // A torn frame: a plausible header with garbage after it.
+    fs.corrupt(&path, end, &[7u8; 30]).unwrap();
+    let strict = LogOptions {
+        recovery: RecoveryPolicy::Strict,
+        ..small_opts()
+    };
+    let err = open(&fs, strict).unwrap_err();
+    assert!(matches!(err, Error::TornTail { .. }), "{err}");
+    let (log, report) = Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        small_opts(),
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap();
+    assert_eq!(report.truncated_at, Some((path.clone(), end)));
+    assert_records(&log, 4);
+}
+
+#[test]
+fn crash_while_creating_a_segment_recovers() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 4);
+    log.roll().unwrap();
+    let active = log.segments().last().unwrap().path.clone();
+    drop(log);
+    // The new segment's header was lost, though its name was not.
+    fs.truncate_durably(&active, 10).unwrap();
+    let log = open(&fs, small_opts()).unwrap();
+    assert_records(&log, 4);
+    append_n(&log, 4, 2);
+    assert_records(&log, 6);
+}
+
+#[test]
+fn retention_removes_whole_sealed_segments_oldest_first() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 3000);
+    let segs = log.segments();
+    let cut = segs[2].base_seq;
+    assert_eq!(log.remove_segments_before(cut).unwrap(), 2);
+    assert_eq!(log.first_seq(), cut);
+    assert!(!fs.exists(&segs[0].path));
+    assert_eq!(
+        fs.durable_names(&dir())
+            .iter()
+            .filter(|n| n.ends_with(".seg"))
+            .count(),
+        segs.len() - 2
+    );
+    // Never the active segment.
+    log.remove_segments_before(u64::MAX).unwrap();
+    assert_eq!(log.segments().len(), 1);
+    assert_eq!(log.next_seq(), 3000);
+}
+
+#[test]
+fn idle_segment_rolls_by_age() {
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        LogOptions {
+            segment_age_max_ms: 1_000,
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    log.append(&[RecordIn::new("k", b"v", 10_000)]).unwrap();
+    let created = log.segments().len();
+    assert!(!log
+        .roll_if_older(shardlog_segment::now_ms().min(0))
+        .unwrap());
+    assert!(log.roll_if_older(i64::MAX / 2).unwrap());
+    assert_eq!(log.segments().len(), created + 1);
+    // An append whose arrival is past the age limit rolls too.
+    log.append(&[RecordIn::new("k", b"v", i64::MAX / 2)])
+        .unwrap();
+    log.append(&[RecordIn::new("k", b"v", i64::MAX / 2 + 5_000)])
+        .unwrap();
+    assert_eq!(log.segments().len(), created + 2);
+}
+
+#[test]
+fn concurrent_appenders_share_fsyncs_through_group_commit() {
+    let fs = MemFs::new();
+    let log = Arc::new(open(&fs, small_opts()).unwrap());
+    let syncs_before = fs.sync_count();
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                let mut seqs = Vec::new();
+                for i in 0..200 {
+                    let key = format!("t{t}");
+                    let data = format!("{t}-{i}");
+                    seqs.push(
+                        log.append(&[RecordIn::new(&key, data.as_bytes(), 1)])
+                            .unwrap()
+                            .first_seq,
+                    );
+                }
+                seqs
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for t in threads {
+        let seqs = t.join().unwrap();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(all, (0..1600).collect::<Vec<_>>());
+    let syncs = fs.sync_count() - syncs_before;
+    assert!(
+        syncs <= 1600 + 20,
+        "at most one fsync per append (plus rolls), got {syncs}"
+    );
+    // Every record of every thread is there, in per-thread order.
+    let got = read_all(&log).unwrap();
+    assert_eq!(got.len(), 1600);
+    for t in 0..8 {
+        let mine: Vec<String> = got
+            .iter()
+            .filter(|r| r.1 == format!("t{t}"))
+            .map(|r| String::from_utf8(r.2.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            mine,
+            (0..200).map(|i| format!("{t}-{i}")).collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn real_files_round_trip_through_memory_maps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = || LogOptions {
+        segment_bytes_max: 64 * 1024,
+        ..LogOptions::default()
+    };
+    {
+        let log = Log::open(tmp.path(), opts()).unwrap();
+        append_n(&log, 0, 2000);
+        assert_records(&log, 2000);
+    }
+    let log = Log::open(tmp.path(), opts()).unwrap();
+    assert_records(&log, 2000);
+    let report = log.verify();
+    assert!(report.is_ok(), "{:?}", report.problems);
+    assert_eq!(report.records, 2000);
+    // Sealed segments hold no preallocated slack.
+    let sealed = &log.segments()[0];
+    let len = std::fs::metadata(&sealed.path).unwrap().len();
+    assert!(len <= 64 * 1024, "sealed segment is {len} bytes");
+    assert!(Path::new(&sealed.path).exists());
+}
