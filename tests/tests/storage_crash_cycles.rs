@@ -100,10 +100,7 @@ fn acknowledged_records_survive_random_crash_cycles_and_indexes_agree() {
                 let ids: Vec<u64> = (0..n).map(|k| next_id + k).collect();
                 next_id += n;
                 let datas: Vec<Vec<u8>> = ids.iter().map(|i| data_of(*i)).collect();
-                let recs: Vec<RecordIn<'_>> = datas
-                    .iter()
-                    .map(|d| RecordIn::new("pk", d, clock))
-                    .collect();
+                let recs: Vec<RecordIn<'_>> = datas.iter().map(|d| RecordIn::new("pk", d, clock)).collect();
                 let a = log.append(&recs).unwrap();
                 assert_eq!(a.first_seq as usize, model.len(), "seed {seed}");
                 for id in ids {

@@ -48,7 +48,6 @@ const _: () = assert!(ENTRY_ARRIVAL_OFFSET + 8 == IDX_ENTRY_BYTES);
 // Segments hold fewer than 2^32 records (a frame is over 40 bytes and a
 // segment at most 1 GiB), so sequence deltas fit in u32.
 const _: () = assert!(
-    shardlog_segment::format::SEGMENT_BYTES_LIMIT
-        / (shardlog_segment::format::FRAME_HEADER_BYTES as u64)
+    shardlog_segment::format::SEGMENT_BYTES_LIMIT / (shardlog_segment::format::FRAME_HEADER_BYTES as u64)
         < u32::MAX as u64
 );

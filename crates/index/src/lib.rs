@@ -24,7 +24,7 @@ use shardlog_segment::{
 pub use shardlog_segment::{Error, Result};
 pub use sparse::{index_file_name, Entry, SparseIndex};
 
-use crate::format::{INDEX_FILE_SUFFIX, SEALED_INDEXES_CACHED_MAX};
+use crate::format::{INDEX_FILE_SUFFIX, INDEX_INTERVAL_BYTES, SEALED_INDEXES_CACHED_MAX};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data kept consistent between statements; see the segment crate.
@@ -62,11 +62,7 @@ impl Shared {
         let tick = st.tick;
         st.sealed.insert(idx.base_seq, (idx, tick));
         while st.sealed.len() > SEALED_INDEXES_CACHED_MAX {
-            let oldest = st
-                .sealed
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(b, _)| *b);
+            let oldest = st.sealed.iter().min_by_key(|(_, (_, t))| *t).map(|(b, _)| *b);
             match oldest {
                 Some(b) => {
                     st.sealed.remove(&b);
@@ -129,6 +125,11 @@ pub struct IndexedLog {
     shared: Arc<Shared>,
 }
 
+struct Seg {
+    base_seq: u64,
+    end_seq: Option<u64>,
+}
+
 /// A reader's place in the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor {
@@ -176,8 +177,7 @@ impl IndexedLog {
         let Ok(names) = fs.read_dir(self.log.dir()) else {
             return;
         };
-        let segs: std::collections::HashSet<u64> =
-            self.log.segments().iter().map(|s| s.base_seq).collect();
+        let segs: std::collections::HashSet<u64> = self.log.segments().iter().map(|s| s.base_seq).collect();
         for name in names {
             let Some(digits) = name.strip_suffix(INDEX_FILE_SUFFIX) else {
                 continue;
@@ -279,15 +279,14 @@ impl IndexedLog {
     /// Where the segment holding `seq` starts and its end (exclusive, `None`
     /// for the active segment).
     fn segment_of(&self, seq: u64) -> Result<(u64, Option<u64>)> {
-        let segs = self.log.segments();
-        let first = segs.first().map(|s| s.base_seq).unwrap_or(0);
+        let first = self.log.first_seq();
         let next = self.log.visible_next_seq();
         if seq < first || seq > next {
             return Err(Error::SequenceOutOfRange { seq, first, next });
         }
-        let i = segs.partition_point(|s| s.base_seq <= seq);
-        let s = &segs[i.saturating_sub(1)];
-        Ok((s.base_seq, s.end_seq))
+        self.log
+            .segment_of(seq)
+            .ok_or(Error::SequenceOutOfRange { seq, first, next })
     }
 
     fn index_of(&self, base: u64, end: Option<u64>) -> Result<Arc<SparseIndex>> {
@@ -386,7 +385,12 @@ impl IndexedLog {
     /// Sequence number of the first record that arrived at or after `ts_ms`,
     /// or the next sequence number if none has.
     pub fn seq_at_time(&self, ts_ms: i64) -> Result<u64> {
-        let segs = self.log.segments();
+        let segs: Vec<Seg> = self
+            .log
+            .segment_bounds()
+            .into_iter()
+            .map(|(base_seq, end_seq)| Seg { base_seq, end_seq })
+            .collect();
         // Binary search over segments by their last arrival time.
         let (mut lo, mut hi) = (0usize, segs.len());
         while lo < hi {
@@ -423,20 +427,17 @@ impl IndexedLog {
                 },
                 seq: e.seq,
             },
-            None => {
-                return Ok(self
-                    .log
-                    .visible_next_seq()
-                    .min(s.end_seq.unwrap_or(u64::MAX)))
-            }
+            None => return Ok(self.log.visible_next_seq().min(s.end_seq.unwrap_or(u64::MAX))),
         };
         loop {
             let batch = self.log.read_at(
                 cur.pos,
                 cur.seq,
+                // Entries are at most one interval apart, so the answer is
+                // normally within the first interval's worth of frames.
                 ReadLimits {
-                    max_records: 256,
-                    max_bytes: usize::MAX,
+                    max_records: 64,
+                    max_bytes: 2 * INDEX_INTERVAL_BYTES as usize,
                 },
             )?;
             if let Some(r) = batch.iter().find(|r| r.arrival_ms >= ts_ms) {

@@ -71,8 +71,7 @@ impl SparseIndex {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out =
-            vec![0u8; IDX_HEADER_BYTES + self.entries.len() * IDX_ENTRY_BYTES + IDX_CRC_BYTES];
+        let mut out = vec![0u8; IDX_HEADER_BYTES + self.entries.len() * IDX_ENTRY_BYTES + IDX_CRC_BYTES];
         out[IDX_MAGIC_OFFSET..IDX_MAGIC_OFFSET + 8].copy_from_slice(&INDEX_MAGIC);
         Endian::write_u16(&mut out[IDX_VERSION_OFFSET..], INDEX_FORMAT_VERSION);
         Endian::write_u16(&mut out[IDX_FLAGS_OFFSET..], 0);

@@ -67,17 +67,10 @@ fn lookups_by_sequence_and_time_match_a_brute_force_scan() {
         let cur = log.cursor_at(seq).unwrap();
         assert_eq!(cur.seq, seq);
         let got = read_from(&log, cur, 1);
-        assert_eq!(
-            got.first().map(|r| r.0),
-            written.get(seq as usize).map(|r| r.0)
-        );
+        assert_eq!(got.first().map(|r| r.0), written.get(seq as usize).map(|r| r.0));
     }
     for ts in (900..1_000 + 2500 / 3 * 7 + 20).step_by(5) {
-        let expect = written
-            .iter()
-            .find(|r| r.1 >= ts)
-            .map(|r| r.0)
-            .unwrap_or(2500);
+        let expect = written.iter().find(|r| r.1 >= ts).map(|r| r.0).unwrap_or(2500);
         assert_eq!(log.seq_at_time(ts).unwrap(), expect, "time {ts}");
     }
     // The same answers after a reopen, from the sidecar files.

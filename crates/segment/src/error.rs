@@ -102,11 +102,7 @@ impl Error {
         )
     }
 
-    pub(crate) fn corruption(
-        path: impl Into<PathBuf>,
-        offset: u64,
-        reason: impl Into<String>,
-    ) -> Error {
+    pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Error {
         Error::Corruption {
             path: path.into(),
             offset,

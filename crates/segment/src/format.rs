@@ -83,8 +83,7 @@ pub const RECORD_DATA_BYTES_LIMIT: usize = 10 * 1024 * 1024;
 /// The smallest configurable maximum (Kinesis: 1024 KiB).
 pub const RECORD_DATA_BYTES_LIMIT_MIN: usize = 1024 * 1024;
 /// Largest possible frame.
-pub const FRAME_BYTES_MAX: usize =
-    FRAME_HEADER_BYTES + PARTITION_KEY_BYTES_MAX + RECORD_DATA_BYTES_LIMIT;
+pub const FRAME_BYTES_MAX: usize = FRAME_HEADER_BYTES + PARTITION_KEY_BYTES_MAX + RECORD_DATA_BYTES_LIMIT;
 
 /// Default segment roll size.
 pub const SEGMENT_BYTES_DEFAULT_MAX: u64 = 128 * 1024 * 1024;

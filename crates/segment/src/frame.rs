@@ -219,10 +219,7 @@ mod tests {
     fn frame_from_another_file_id_fails_its_checksum() {
         let mut buf = Vec::new();
         encode(&mut buf, 1, 0, 0, &RecordIn::new("key", b"data", 5));
-        assert_eq!(
-            decode(&buf, 0, 2),
-            Decoded::Invalid("frame checksum mismatch")
-        );
+        assert_eq!(decode(&buf, 0, 2), Decoded::Invalid("frame checksum mismatch"));
     }
 
     #[test]

@@ -37,6 +37,7 @@ impl Mapping {
 }
 
 /// An open file.
+#[allow(clippy::len_without_is_empty)] // a file's length is what matters here
 pub trait FileHandle: Send + Sync + Debug {
     /// Reads exactly `buf.len()` bytes at `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;

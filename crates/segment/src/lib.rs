@@ -15,8 +15,8 @@ pub use error::{Error, Result};
 pub use frame::{Record, RecordIn};
 pub use fs::{FileHandle, FileSystem, Mapping, StdFs};
 pub use log::{
-    now_ms, AppendObserver, Appended, Log, LogOptions, NoObserver,
-    NoObserver as NoObserverForTests, Placed, Position, Problem, ReadBatch, ReadLimits,
-    RecoveryPolicy, RecoveryReport, SealedInfo, SegmentSummary, SyncPolicy, VerifyReport,
+    now_ms, AppendObserver, Appended, Log, LogOptions, NoObserver, NoObserver as NoObserverForTests, Placed,
+    Position, Problem, ReadBatch, ReadLimits, RecoveryPolicy, RecoveryReport, SealedInfo, SegmentSummary,
+    SyncPolicy, VerifyReport,
 };
 pub use memfs::{CrashPlan, MemFs};

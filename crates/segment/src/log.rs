@@ -289,12 +289,15 @@ impl fmt::Debug for Inner {
     }
 }
 
+/// The background thread of the interval policy and its stop signal.
+type Flusher = (Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>);
+
 /// An open log directory. Cheap to share behind an `Arc`; appends from many
 /// threads are group-committed.
 #[derive(Debug)]
 pub struct Log {
     inner: Arc<Inner>,
-    flusher: Option<(Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>)>,
+    flusher: Option<Flusher>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -388,13 +391,7 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} @ {}: {}",
-            self.path.display(),
-            self.offset,
-            self.reason
-        )
+        write!(f, "{} @ {}: {}", self.path.display(), self.offset, self.reason)
     }
 }
 
@@ -538,10 +535,7 @@ impl Log {
         let names = fs
             .read_dir(&dir)
             .map_err(|e| Error::io("read directory", &dir, e))?;
-        let mut bases: Vec<u64> = names
-            .iter()
-            .filter_map(|n| parse_segment_file_name(n))
-            .collect();
+        let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
         bases.sort_unstable();
 
         let mut report = RecoveryReport::default();
@@ -561,15 +555,9 @@ impl Log {
                 Self::create_segment(&*fs, &dir, opts.first_seq, now_micros(), now_ms(), i64::MIN)?,
                 None,
             ),
-            Some(&base) => Self::recover_active(
-                &*fs,
-                &dir,
-                base,
-                bases.len() > 1,
-                &opts,
-                &*observer,
-                &mut report,
-            )?,
+            Some(&base) => {
+                Self::recover_active(&*fs, &dir, base, bases.len() > 1, &opts, &*observer, &mut report)?
+            }
         };
         let w = writer;
         segments.insert(
@@ -605,7 +593,10 @@ impl Log {
             _lock: lock_guard,
         });
         let flusher = match inner.opts.sync {
-            SyncPolicy::IntervalMs(ms) => Some(spawn_flusher(Arc::downgrade(&inner), ms)),
+            SyncPolicy::IntervalMs(ms) => Some(
+                spawn_flusher(Arc::downgrade(&inner), ms)
+                    .map_err(|e| Error::io("start the sync thread", &inner.dir, e))?,
+            ),
             _ => None,
         };
         Ok((Log { inner, flusher }, report))
@@ -631,10 +622,7 @@ impl Log {
         let written = file
             .write_all_at(&header.encode(), 0)
             .map_err(|e| Error::io("write segment header", &path, e))
-            .and_then(|()| {
-                file.sync_data()
-                    .map_err(|e| Error::io("fsync segment", &path, e))
-            });
+            .and_then(|()| file.sync_data().map_err(|e| Error::io("fsync segment", &path, e)));
         if let Err(e) = written {
             // Leave no half-made segment behind: a retry after ENOSPC must be
             // able to create it again, and a restart must not find it.
@@ -677,9 +665,7 @@ impl Log {
         let file = fs
             .open_rw(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        let len = file
-            .len()
-            .map_err(|e| Error::io("stat segment", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
         // The map is dropped before any truncation below.
         let map = file
             .map(len as usize)
@@ -823,11 +809,7 @@ impl Log {
 
     /// Sequence number of the oldest record still held.
     pub fn first_seq(&self) -> u64 {
-        let segs = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
         segs.keys().next().copied().unwrap_or(0)
     }
 
@@ -851,11 +833,7 @@ impl Log {
 
     /// The segments, oldest first.
     pub fn segments(&self) -> Vec<SegmentSummary> {
-        let segs = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
         segs.iter()
             .map(|(b, e)| SegmentSummary {
                 base_seq: *b,
@@ -863,6 +841,19 @@ impl Log {
                 path: e.path.clone(),
             })
             .collect()
+    }
+
+    /// `(base_seq, end_seq)` of every segment, oldest first, without paths:
+    /// cheap enough for lookups.
+    pub fn segment_bounds(&self) -> Vec<(u64, Option<u64>)> {
+        let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
+        segs.iter().map(|(b, e)| (*b, e.end_seq)).collect()
+    }
+
+    /// `(base_seq, end_seq)` of the segment that holds (or will hold) `seq`.
+    pub fn segment_of(&self, seq: u64) -> Option<(u64, Option<u64>)> {
+        let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
+        segs.range(..=seq).next_back().map(|(b, e)| (*b, e.end_seq))
     }
 
     /// The error of a poisoned writer or quarantined log, if any.
@@ -880,9 +871,7 @@ impl Log {
             });
         }
         if let Some(cause) = &st.poisoned {
-            return Err(Error::Poisoned {
-                cause: cause.clone(),
-            });
+            return Err(Error::Poisoned { cause: cause.clone() });
         }
         Ok(())
     }
@@ -939,12 +928,7 @@ impl Log {
         Ok(appended)
     }
 
-    fn write_locked(
-        &self,
-        w: &mut Writer,
-        records: &[RecordIn<'_>],
-        total: usize,
-    ) -> Result<Appended> {
+    fn write_locked(&self, w: &mut Writer, records: &[RecordIn<'_>], total: usize) -> Result<Appended> {
         let start = w.active.len;
         let need = start + total as u64;
         if need > w.active.allocated {
@@ -1009,10 +993,7 @@ impl Log {
             }
             w.buf = buf;
             w.placed = placed;
-            return Err(self.poison(format!(
-                "write to {} failed: {err}",
-                w.active.path.display()
-            )));
+            return Err(self.poison(format!("write to {} failed: {err}", w.active.path.display())));
         }
         w.active.len = start + buf.len() as u64;
         w.next_seq = first_seq + records.len() as u64;
@@ -1076,11 +1057,7 @@ impl Log {
         // final length; readers of the sealed segment must map it afresh.
         lock(&self.inner.maps).maps.remove(&old_base);
         {
-            let mut segs = self
-                .inner
-                .segments
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
+            let mut segs = self.inner.segments.write().unwrap_or_else(|p| p.into_inner());
             if let Some(e) = segs.get_mut(&old_base) {
                 e.end_seq = Some(end_seq);
             }
@@ -1122,8 +1099,7 @@ impl Log {
         self.health()?;
         let has_records = w.active.len > SEGMENT_HEADER_BYTES as u64;
         if has_records
-            && now_ms.saturating_sub(w.active.created_ms)
-                >= self.inner.opts.segment_age_max_ms as i64
+            && now_ms.saturating_sub(w.active.created_ms) >= self.inner.opts.segment_age_max_ms as i64
         {
             let created = now_ms.max(w.last_arrival_ms);
             self.roll_locked(&mut w, created)?;
@@ -1149,19 +1125,13 @@ impl Log {
         let mut st = lock(&self.inner.sync);
         loop {
             if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
+                return Err(Error::Poisoned { cause: cause.clone() });
             }
             if st.durable.next_seq >= target {
                 return Ok(());
             }
             if st.syncing {
-                st = self
-                    .inner
-                    .sync_cv
-                    .wait(st)
-                    .unwrap_or_else(|p| p.into_inner());
+                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
             st.syncing = true;
@@ -1238,11 +1208,7 @@ impl Log {
             }
         }
         let (path, complete) = {
-            let segs = self
-                .inner
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
             match segs.get(&base) {
                 Some(e) => (e.path.clone(), e.end_seq.is_some()),
                 None => {
@@ -1259,9 +1225,7 @@ impl Log {
             .fs
             .open_read(&path)
             .map_err(|e| Error::io("open segment", &path, e))?;
-        let len = file
-            .len()
-            .map_err(|e| Error::io("stat segment", &path, e))?;
+        let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
         let need = need.unwrap_or(0);
         if len < need {
             return Err(Error::corruption(
@@ -1273,8 +1237,7 @@ impl Log {
         let map = file
             .map(len as usize)
             .map_err(|e| Error::io("map segment", &path, e))?;
-        let header =
-            SegmentHeader::decode(map.as_slice()).map_err(|r| Error::corruption(&path, 0, r))?;
+        let header = SegmentHeader::decode(map.as_slice()).map_err(|r| Error::corruption(&path, 0, r))?;
         if header.base_seq != base {
             return Err(Error::corruption(
                 &path,
@@ -1300,11 +1263,7 @@ impl Log {
         let tick = cache.tick;
         cache.maps.insert(base, (seg.clone(), tick));
         while cache.maps.len() > self.inner.opts.mapped_segments_max {
-            let oldest = cache
-                .maps
-                .iter()
-                .min_by_key(|(_, (_, t))| *t)
-                .map(|(b, _)| *b);
+            let oldest = cache.maps.iter().min_by_key(|(_, (_, t))| *t).map(|(b, _)| *b);
             match oldest {
                 Some(b) => {
                     cache.maps.remove(&b);
@@ -1318,20 +1277,16 @@ impl Log {
     /// Position of the first record of the segment holding `seq`, found
     /// without an index (callers with an index pass a closer position).
     pub fn segment_start(&self, seq: u64) -> Result<Position> {
-        let segs = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
         let next = self.next_seq();
         let first = segs.keys().next().copied().unwrap_or(0);
         if seq < first || seq > next {
             return Err(Error::SequenceOutOfRange { seq, first, next });
         }
-        let (base, _) = segs
-            .range(..=seq)
-            .next_back()
-            .ok_or(Error::SequenceOutOfRange { seq, first, next })?;
+        let (base, _) =
+            segs.range(..=seq)
+                .next_back()
+                .ok_or(Error::SequenceOutOfRange { seq, first, next })?;
         Ok(Position {
             segment_base: *base,
             offset: SEGMENT_HEADER_BYTES as u64,
@@ -1345,11 +1300,7 @@ impl Log {
     pub fn read_at(&self, pos: Position, expect_seq: u64, limits: ReadLimits) -> Result<ReadBatch> {
         let visible = self.visible();
         let end_seq = {
-            let segs = self
-                .inner
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
             match segs.get(&pos.segment_base) {
                 Some(e) => e.end_seq,
                 None => {
@@ -1507,11 +1458,7 @@ impl Log {
     /// Returns how many were deleted. The active segment is never deleted.
     pub fn remove_segments_before(&self, seq: u64) -> Result<usize> {
         let victims: Vec<(u64, PathBuf)> = {
-            let segs = self
-                .inner
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner());
+            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
             segs.iter()
                 .take_while(|(_, e)| matches!(e.end_seq, Some(end) if end <= seq))
                 .map(|(b, e)| (*b, e.path.clone()))
@@ -1520,11 +1467,7 @@ impl Log {
         let mut removed = 0;
         for (base, path) in victims {
             {
-                let mut segs = self
-                    .inner
-                    .segments
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner());
+                let mut segs = self.inner.segments.write().unwrap_or_else(|p| p.into_inner());
                 segs.remove(&base);
             }
             lock(&self.inner.maps).maps.remove(&base);
@@ -1622,15 +1565,7 @@ fn stop_at(mut out: ReadBatch, err: Error, base: u64, p: usize, seq: u64) -> Res
 
 fn problem_of(path: &Path, e: Error) -> Problem {
     match e {
-        Error::Corruption {
-            path,
-            offset,
-            reason,
-        } => Problem {
-            path,
-            offset,
-            reason,
-        },
+        Error::Corruption { path, offset, reason } => Problem { path, offset, reason },
         other => Problem {
             path: path.to_path_buf(),
             offset: 0,
@@ -1639,10 +1574,7 @@ fn problem_of(path: &Path, e: Error) -> Problem {
     }
 }
 
-fn spawn_flusher(
-    inner: Weak<Inner>,
-    interval_ms: u64,
-) -> (Arc<(Mutex<bool>, Condvar)>, JoinHandle<()>) {
+fn spawn_flusher(inner: Weak<Inner>, interval_ms: u64) -> std::io::Result<Flusher> {
     let stop = Arc::new((Mutex::new(false), Condvar::new()));
     let stop2 = stop.clone();
     let handle = std::thread::Builder::new()
@@ -1659,22 +1591,11 @@ fn spawn_flusher(
                 }
             }
             let Some(inner) = inner.upgrade() else { return };
-            let log = Log {
-                inner,
-                flusher: None,
-            };
+            let log = Log { inner, flusher: None };
             // A failure poisons the log; appends report it.
             let _ = log.sync();
         });
-    match handle {
-        Ok(h) => (stop, h),
-        // Without a thread the policy degrades to syncing on close only;
-        // report it by syncing right away instead of silently.
-        Err(_) => {
-            let h = std::thread::spawn(|| {});
-            (stop, h)
-        }
-    }
+    handle.map(|h| (stop, h))
 }
 
 impl Drop for Log {

@@ -106,10 +106,7 @@ pub struct MemFs {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{} not found", path.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
 }
 
 fn split(path: &Path) -> io::Result<(PathBuf, String)> {
@@ -210,10 +207,7 @@ impl MemFs {
         let file = inner.files.get_mut(&ino).ok_or_else(|| not_found(path))?;
         let off = offset as usize;
         if off >= file.current.len() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "offset past end",
-            ));
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "offset past end"));
         }
         file.current[off] ^= 1 << (bit % 8);
         if off < file.durable.len() {
@@ -331,8 +325,8 @@ impl MemFs {
                                 let mut start = 0usize;
                                 let choice = rng.below(3);
                                 while start < data.len() {
-                                    let sector_end = ((*offset as usize + start) / 512 + 1) * 512
-                                        - *offset as usize;
+                                    let sector_end =
+                                        ((*offset as usize + start) / 512 + 1) * 512 - *offset as usize;
                                     let end = sector_end.min(data.len());
                                     let lands = match choice {
                                         0 => false,
@@ -390,10 +384,7 @@ impl MemFile {
     fn with<T>(&self, f: impl FnOnce(&mut Inner, u64) -> io::Result<T>) -> io::Result<T> {
         let mut inner = self.fs.lock_inner();
         if !inner.files.contains_key(&self.ino) {
-            return Err(io::Error::new(
-                io::ErrorKind::NotFound,
-                "file vanished (crashed)",
-            ));
+            return Err(io::Error::new(io::ErrorKind::NotFound, "file vanished (crashed)"));
         }
         f(&mut inner, self.ino)
     }
@@ -410,10 +401,7 @@ impl FileHandle for MemFile {
             let start = offset as usize;
             let end = start + buf.len();
             if end > file.current.len() {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "read past end",
-                ));
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"));
             }
             buf.copy_from_slice(&file.current[start..end]);
             Ok(())

@@ -83,10 +83,7 @@ mod tests {
             .map(|s| segment_file_name(*s))
             .collect();
         names.sort();
-        let parsed: Vec<u64> = names
-            .iter()
-            .filter_map(|n| parse_segment_file_name(n))
-            .collect();
+        let parsed: Vec<u64> = names.iter().filter_map(|n| parse_segment_file_name(n)).collect();
         assert_eq!(parsed, vec![0, 9, 10, 1_000_000, u64::MAX]);
         assert_eq!(parse_segment_file_name("12.seg"), None);
         assert_eq!(parse_segment_file_name("0000000000000000000a.seg"), None);

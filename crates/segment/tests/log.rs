@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use shardlog_segment::format::SEGMENT_HEADER_BYTES;
 use shardlog_segment::{
-    CrashPlan, Error, FileSystem, Log, LogOptions, MemFs, NoObserverForTests, Position, ReadLimits,
-    RecordIn, RecoveryPolicy, SyncPolicy,
+    CrashPlan, Error, FileSystem, Log, LogOptions, MemFs, NoObserverForTests, Position, ReadLimits, RecordIn,
+    RecoveryPolicy, SyncPolicy,
 };
 
 const ALL: ReadLimits = ReadLimits {
@@ -28,21 +28,17 @@ fn small_opts() -> LogOptions {
 }
 
 fn open(fs: &MemFs, opts: LogOptions) -> shardlog_segment::Result<Log> {
-    Log::open_with(
-        Arc::new(fs.clone()),
-        dir(),
-        opts,
-        Arc::new(NoObserverForTests),
-    )
-    .map(|(l, _)| l)
+    Log::open_with(Arc::new(fs.clone()), dir(), opts, Arc::new(NoObserverForTests)).map(|(l, _)| l)
 }
 
 fn payload(i: u64) -> Vec<u8> {
     format!("record-{i}-{}", "x".repeat((i % 37) as usize)).into_bytes()
 }
 
+type Row = (u64, String, Vec<u8>, i64);
+
 /// Reads every visible record as (seq, key, data, arrival).
-fn read_all(log: &Log) -> shardlog_segment::Result<Vec<(u64, String, Vec<u8>, i64)>> {
+fn read_all(log: &Log) -> shardlog_segment::Result<Vec<Row>> {
     let mut out = Vec::new();
     let first = log.first_seq();
     let mut pos = Position {
@@ -53,12 +49,7 @@ fn read_all(log: &Log) -> shardlog_segment::Result<Vec<(u64, String, Vec<u8>, i6
     loop {
         let batch = log.read_at(pos, seq, ALL)?;
         for r in batch.iter() {
-            out.push((
-                r.seq,
-                r.partition_key.to_string(),
-                r.data.to_vec(),
-                r.arrival_ms,
-            ));
+            out.push((r.seq, r.partition_key.to_string(), r.data.to_vec(), r.arrival_ms));
         }
         let moved = batch.next != pos;
         pos = batch.next;
@@ -154,12 +145,7 @@ fn first_seq_of_a_new_log_is_honoured() {
         },
     )
     .unwrap();
-    assert_eq!(
-        log.append(&[RecordIn::new("k", b"v", 1)])
-            .unwrap()
-            .first_seq,
-        500
-    );
+    assert_eq!(log.append(&[RecordIn::new("k", b"v", 1)]).unwrap().first_seq, 500);
 }
 
 /// Builds a log with `acked` acknowledged records, then one more append whose
@@ -170,10 +156,7 @@ fn log_with_unacked_tail(fs: &MemFs, acked: u64) -> u64 {
     fs.fail_next_syncs(1);
     let data = payload(acked);
     let keys: Vec<String> = (0..3).map(|i| format!("pk{}", acked + i)).collect();
-    let recs: Vec<RecordIn<'_>> = keys
-        .iter()
-        .map(|k| RecordIn::new(k, &data, 5_000))
-        .collect();
+    let recs: Vec<RecordIn<'_>> = keys.iter().map(|k| RecordIn::new(k, &data, 5_000)).collect();
     let err = log.append(&recs).unwrap_err();
     assert!(matches!(err, Error::Poisoned { .. }), "{err}");
     let seg = dir().join(shardlog_segment::segment::segment_file_name(
@@ -225,10 +208,7 @@ fn write_torn_at_every_byte_recovers_exactly_the_acknowledged_records() {
         fs.crash(CrashPlan::TornPrefix { bytes: torn_at });
         let log = open(&fs, small_opts()).unwrap();
         let got = read_all(&log).unwrap();
-        assert!(
-            got.len() >= 5,
-            "torn at {torn_at}: acknowledged records lost"
-        );
+        assert!(got.len() >= 5, "torn at {torn_at}: acknowledged records lost");
         for (i, (seq, key, _, _)) in got.iter().enumerate() {
             assert_eq!(*seq, i as u64, "torn at {torn_at}");
             assert_eq!(key, &format!("pk{i}"), "torn at {torn_at}");
@@ -456,10 +436,7 @@ fn bit_flips_anywhere_in_a_sealed_segment_are_detected() {
         assert!(!report.is_ok(), "flip at {offset} not detected by verify");
         match read_all(&log) {
             Err(e) => assert!(e.is_corruption(), "flip at {offset}: {e}"),
-            Ok(records) => panic!(
-                "flip at {offset} served {} records without error",
-                records.len()
-            ),
+            Ok(records) => panic!("flip at {offset} served {} records without error", records.len()),
         }
         // Whatever was returned before the error is intact (read in pieces).
         let batch = log.read_at(
@@ -486,11 +463,8 @@ fn mid_log_corruption_of_synced_data_quarantines_instead_of_truncating() {
     let path = log.segments().last().unwrap().path.clone();
     drop(log);
     // Damage the 6th record; later records carry proof it had been synced.
-    let offset = SEGMENT_HEADER_BYTES as u64
-        + (0..5)
-            .map(|i| 40 + 3 + payload(i).len() as u64)
-            .sum::<u64>()
-        + 41;
+    let offset =
+        SEGMENT_HEADER_BYTES as u64 + (0..5).map(|i| 40 + 3 + payload(i).len() as u64).sum::<u64>() + 41;
     fs.flip_bit(&path, offset, 3).unwrap();
     for policy in [RecoveryPolicy::TolerateTornTail, RecoveryPolicy::Strict] {
         let (log, report) = Log::open_with(
@@ -512,10 +486,7 @@ fn mid_log_corruption_of_synced_data_quarantines_instead_of_truncating() {
         ));
         let err = read_all(&log).unwrap_err();
         assert!(err.is_corruption());
-        assert!(
-            err.to_string().contains(&path.display().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&path.display().to_string()), "{err}");
         let batch = log
             .read_at(
                 Position {
@@ -540,10 +511,7 @@ fn strict_policy_refuses_a_torn_tail_and_tolerant_policy_truncates_it() {
     append_n(&log, 0, 4);
     let path = log.segments().last().unwrap().path.clone();
     drop(log);
-    let end = SEGMENT_HEADER_BYTES as u64
-        + (0..4)
-            .map(|i| 40 + 3 + payload(i).len() as u64)
-            .sum::<u64>();
+    let end = SEGMENT_HEADER_BYTES as u64 + (0..4).map(|i| 40 + 3 + payload(i).len() as u64).sum::<u64>();
     // A torn frame: a plausible header with garbage after it.
     fs.corrupt(&path, end, &[7u8; 30]).unwrap();
     let strict = LogOptions {
@@ -615,14 +583,11 @@ fn idle_segment_rolls_by_age() {
     .unwrap();
     log.append(&[RecordIn::new("k", b"v", 10_000)]).unwrap();
     let created = log.segments().len();
-    assert!(!log
-        .roll_if_older(shardlog_segment::now_ms().min(0))
-        .unwrap());
+    assert!(!log.roll_if_older(shardlog_segment::now_ms().min(0)).unwrap());
     assert!(log.roll_if_older(i64::MAX / 2).unwrap());
     assert_eq!(log.segments().len(), created + 1);
     // An append whose arrival is past the age limit rolls too.
-    log.append(&[RecordIn::new("k", b"v", i64::MAX / 2)])
-        .unwrap();
+    log.append(&[RecordIn::new("k", b"v", i64::MAX / 2)]).unwrap();
     log.append(&[RecordIn::new("k", b"v", i64::MAX / 2 + 5_000)])
         .unwrap();
     assert_eq!(log.segments().len(), created + 2);
@@ -673,10 +638,7 @@ fn concurrent_appenders_share_fsyncs_through_group_commit() {
             .filter(|r| r.1 == format!("t{t}"))
             .map(|r| String::from_utf8(r.2.clone()).unwrap())
             .collect();
-        assert_eq!(
-            mine,
-            (0..200).map(|i| format!("{t}-{i}")).collect::<Vec<_>>()
-        );
+        assert_eq!(mine, (0..200).map(|i| format!("{t}-{i}")).collect::<Vec<_>>());
     }
 }
 
