@@ -437,7 +437,7 @@ impl IndexedLog {
                 // normally within the first interval's worth of frames.
                 ReadLimits {
                     max_records: 64,
-                    max_bytes: 2 * INDEX_INTERVAL_BYTES as usize,
+                    max_bytes: INDEX_INTERVAL_BYTES as usize,
                 },
             )?;
             if let Some(r) = batch.iter().find(|r| r.arrival_ms >= ts_ms) {

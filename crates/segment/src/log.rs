@@ -1135,6 +1135,12 @@ impl Log {
                 continue;
             }
             st.syncing = true;
+            drop(st);
+            // Let appenders that are already runnable add their records to
+            // this group before it closes. This is a yield, not a timer: with
+            // no other appender runnable it returns at once.
+            std::thread::yield_now();
+            st = lock(&self.inner.sync);
             let goal = st.written;
             let file = st.active_file.clone();
             drop(st);
