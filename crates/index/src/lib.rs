@@ -492,6 +492,14 @@ impl IndexedLog {
         Ok(n)
     }
 
+    /// The oldest sealed segment: `(end_seq, arrival time of its last record)`.
+    pub fn oldest_sealed(&self) -> Result<Option<(u64, i64)>> {
+        let Some((base, Some(end))) = self.log.segment_bounds().first().copied() else {
+            return Ok(None);
+        };
+        Ok(Some((end, self.sealed_index(base, end)?.max_arrival_ms)))
+    }
+
     /// Loads (and rebuilds where needed) the index of every sealed segment.
     pub fn check_indexes(&self) -> Result<()> {
         for s in self.log.segments() {

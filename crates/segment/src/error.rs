@@ -54,7 +54,7 @@ pub enum Error {
     DataTooLarge { len: usize, max: usize },
 
     /// A partition key is empty, too long or not UTF-8.
-    #[error("partition key is invalid: {reason} (must be 1 to 256 bytes of UTF-8)")]
+    #[error("partition key is invalid: {reason} (must be 1 to 1024 bytes of UTF-8)")]
     InvalidPartitionKey { reason: String },
 
     /// An argument is out of its allowed range.

@@ -73,9 +73,10 @@ pub const FRAME_FLAGS_KNOWN: u16 = FRAME_FLAG_TRANSFORMED;
 // Limits
 // ---------------------------------------------------------------------------
 
-/// Partition keys are 1..=256 bytes of UTF-8, as in Kinesis.
+/// Partition keys are 1 to 256 Unicode characters in Kinesis, so up to 1024
+/// bytes of UTF-8; the stream layer checks the character count.
 pub const PARTITION_KEY_BYTES_MIN: usize = 1;
-pub const PARTITION_KEY_BYTES_MAX: usize = 256;
+pub const PARTITION_KEY_BYTES_MAX: usize = 1024;
 /// Default maximum data blob size (Kinesis' default of 1 MiB).
 pub const RECORD_DATA_BYTES_DEFAULT_MAX: usize = 1024 * 1024;
 /// The largest configurable maximum (Kinesis allows up to 10240 KiB).

@@ -240,7 +240,7 @@ mod tests {
             validate(&RecordIn::new("", b"", 0), 10),
             Err(Error::InvalidPartitionKey { .. })
         ));
-        let long = "x".repeat(257);
+        let long = "x".repeat(1025);
         assert!(matches!(
             validate(&RecordIn::new(&long, b"", 0), 10),
             Err(Error::InvalidPartitionKey { .. })

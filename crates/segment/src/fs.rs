@@ -76,6 +76,8 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals in a directory durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Removes a directory and everything in it (no error if it is missing).
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Takes an exclusive, non-blocking lock on `path` (created if missing).
     /// Fails with `io::ErrorKind::WouldBlock` when it is held elsewhere.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
@@ -224,6 +226,13 @@ impl FileSystem for StdFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        match std::fs::remove_dir_all(path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            other => other,
+        }
     }
 
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>> {

@@ -856,6 +856,15 @@ impl Log {
         segs.range(..=seq).next_back().map(|(b, e)| (*b, e.end_seq))
     }
 
+    /// Bytes the log's segment files occupy (their lengths, preallocation of
+    /// the active segment included).
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.segments()
+            .iter()
+            .filter_map(|s| self.inner.fs.open_read(&s.path).and_then(|f| f.len()).ok())
+            .sum()
+    }
+
     /// The error of a poisoned writer or quarantined log, if any.
     pub fn health(&self) -> Result<()> {
         let st = lock(&self.inner.sync);

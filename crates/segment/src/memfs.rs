@@ -63,6 +63,9 @@ struct Faults {
     capacity_bytes: Option<u64>,
     /// Make the next write land only its first `n` bytes and then fail EIO.
     short_write: Option<usize>,
+    /// Mutating operations allowed before every further one fails with EIO
+    /// (the process "dies" at that point); `None` is unlimited.
+    ops_budget: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -76,6 +79,18 @@ struct Inner {
 }
 
 impl Inner {
+    /// Counts a mutating operation against the budget.
+    fn consume_op(&mut self) -> io::Result<()> {
+        match &mut self.faults.ops_budget {
+            None => Ok(()),
+            Some(0) => Err(io::Error::other("injected EIO: operation budget exhausted")),
+            Some(n) => {
+                *n -= 1;
+                Ok(())
+            }
+        }
+    }
+
     fn used_bytes(&self) -> u64 {
         self.files.values().map(|f| f.current.len() as u64).sum()
     }
@@ -182,6 +197,18 @@ impl MemFs {
     /// The next write lands only its first `n` bytes, then fails with EIO.
     pub fn short_next_write(&self, n: usize) {
         self.lock_inner().faults.short_write = Some(n);
+    }
+
+    /// Lets `n` more mutating operations (writes, syncs, creations, renames,
+    /// removals) succeed; every later one fails with EIO, as if the process
+    /// had died there. A following [`MemFs::crash`] clears it.
+    pub fn fail_after_ops(&self, n: u64) {
+        self.lock_inner().faults.ops_budget = Some(n);
+    }
+
+    /// Mutating operations left in the budget (`None`: unlimited).
+    pub fn ops_left(&self) -> Option<u64> {
+        self.lock_inner().faults.ops_budget
     }
 
     /// Limits the bytes all files may occupy; writes past it fail with ENOSPC.
@@ -416,6 +443,7 @@ impl FileHandle for MemFile {
             ));
         }
         self.with(|inner, ino| {
+            inner.consume_op()?;
             if inner.faults.fail_writes > 0 {
                 inner.faults.fail_writes -= 1;
                 return Err(eio("write"));
@@ -441,6 +469,7 @@ impl FileHandle for MemFile {
 
     fn sync_data(&self) -> io::Result<()> {
         self.with(|inner, ino| {
+            inner.consume_op()?;
             let failed = inner.faults.fail_syncs > 0;
             if failed {
                 inner.faults.fail_syncs -= 1;
@@ -467,6 +496,7 @@ impl FileHandle for MemFile {
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|inner, ino| {
+            inner.consume_op()?;
             let old_len = inner.files[&ino].current.len();
             inner.check_space(old_len, len as usize)?;
             let op = Op::SetLen(len);
@@ -524,7 +554,24 @@ impl FileSystem for MemFs {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let inner = self.lock_inner();
         let dir = inner.dirs.get(path).ok_or_else(|| not_found(path))?;
-        Ok(dir.current.keys().cloned().collect())
+        let mut names: Vec<String> = dir.current.keys().cloned().collect();
+        for sub in inner.dirs.keys() {
+            if sub.parent() == Some(path) {
+                if let Some(name) = sub.file_name().and_then(|n| n.to_str()) {
+                    names.push(name.to_string());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        // Directory removal is durable at once in this model, like creation.
+        let mut inner = self.lock_inner();
+        inner.consume_op()?;
+        inner.dirs.retain(|d, _| !d.starts_with(path));
+        Ok(())
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -535,6 +582,7 @@ impl FileSystem for MemFs {
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
         let (dir, name) = split(path)?;
         let mut inner = self.lock_inner();
+        inner.consume_op()?;
         if inner.faults.fail_writes > 0 {
             inner.faults.fail_writes -= 1;
             return Err(eio("create"));
@@ -576,6 +624,7 @@ impl FileSystem for MemFs {
         let (from_dir, from_name) = split(from)?;
         let (to_dir, to_name) = split(to)?;
         let mut inner = self.lock_inner();
+        inner.consume_op()?;
         let ino = inner
             .dirs
             .get_mut(&from_dir)
@@ -593,6 +642,7 @@ impl FileSystem for MemFs {
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         let (dir, name) = split(path)?;
         let mut inner = self.lock_inner();
+        inner.consume_op()?;
         inner
             .dirs
             .get_mut(&dir)
@@ -603,6 +653,7 @@ impl FileSystem for MemFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.lock_inner();
+        inner.consume_op()?;
         if inner.faults.fail_syncs > 0 {
             inner.faults.fail_syncs -= 1;
             return Err(eio("directory fsync"));

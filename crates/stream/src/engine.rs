@@ -1,0 +1,1735 @@
+//! The engine: streams of shards over indexed segment logs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+
+use shardlog_index::IndexedLog;
+use shardlog_segment::fs::{FileSystem, LockGuard, StdFs};
+use shardlog_segment::{LogOptions, ReadLimits, RecordIn, SyncPolicy};
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::hashkey::{even_ranges, hash_key_of, parse_explicit_hash_key, HashRange};
+use crate::iterator::IteratorToken;
+use crate::meta::{self, Checkpoints, ClosedMeta, ConsumerMeta, EngineMeta, ShardMeta, StreamMeta, StreamMode};
+use crate::seqnum::{is_valid_sequence_number_syntax, SeqNum, GENERATION_MAX, SHARD_INDEX_MAX};
+
+/// Kinesis's limits, with units in their names.
+pub mod limits {
+    pub const STREAM_NAME_CHARS_MAX: usize = 128;
+    pub const PARTITION_KEY_CHARS_MAX: usize = 256;
+    pub const PUT_RECORDS_COUNT_MAX: usize = 500;
+    pub const PUT_RECORDS_BYTES_MAX: usize = 5 * 1024 * 1024;
+    pub const GET_RECORDS_COUNT_MAX: usize = 10_000;
+    pub const GET_RECORDS_BYTES_MAX: usize = 10 * 1024 * 1024;
+    pub const RECORD_BYTES_DEFAULT_MAX: usize = 1024 * 1024;
+    pub const RECORD_BYTES_LIMIT: usize = 10 * 1024 * 1024;
+    pub const RETENTION_HOURS_DEFAULT: u32 = 24;
+    pub const RETENTION_HOURS_MIN: u32 = 24;
+    pub const RETENTION_HOURS_MAX: u32 = 8760;
+    pub const CONSUMERS_PER_STREAM_MAX: usize = 20;
+    pub const TAGS_PER_STREAM_MAX: usize = 50;
+    pub const TAG_KEY_CHARS_MAX: usize = 128;
+    pub const TAG_VALUE_CHARS_MAX: usize = 256;
+    pub const SHARDS_PER_STREAM_MAX: u32 = 10_000;
+    pub const SCALING_OPS_PER_DAY_MAX: usize = 10;
+    pub const DAY_MS: i64 = 24 * 3600 * 1000;
+    pub const HOUR_MS: i64 = 3600 * 1000;
+}
+use limits::*;
+
+/// Settings of an engine.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Default durability of new streams (`Always`: acknowledge after fsync).
+    pub sync: SyncPolicy,
+    /// Shards the whole engine may hold (open and closed).
+    pub shards_max: u64,
+    /// How often the background task enforces retention (0: never; call
+    /// [`Engine::enforce_retention`] yourself).
+    pub retention_check_interval_ms: u64,
+    /// Segment settings of every shard log (sync policy is per stream).
+    pub log: LogOptions,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            sync: SyncPolicy::Always,
+            shards_max: 20_000,
+            retention_check_interval_ms: 60_000,
+            log: LogOptions::default(),
+        }
+    }
+}
+
+/// Options of [`Engine::create_stream`].
+#[derive(Debug, Clone, Default)]
+pub struct CreateStreamOptions {
+    pub mode: Option<StreamMode>,
+    pub tags: BTreeMap<String, String>,
+    /// Largest record in KiB (1024..=10240); default 1024.
+    pub max_record_kib: Option<u32>,
+    /// Durability of this stream; default the engine's.
+    pub sync: Option<SyncPolicy>,
+    /// Cap on bytes kept on disk (beyond Kinesis).
+    pub retention_bytes_max: Option<u64>,
+}
+
+/// Status of a stream as Kinesis reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamStatus {
+    Creating,
+    Active,
+    Updating,
+    Deleting,
+}
+
+impl StreamStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StreamStatus::Creating => "CREATING",
+            StreamStatus::Active => "ACTIVE",
+            StreamStatus::Updating => "UPDATING",
+            StreamStatus::Deleting => "DELETING",
+        }
+    }
+}
+
+/// A shard as listed by DescribeStream / ListShards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardDescription {
+    pub shard_id: String,
+    pub parent_shard_id: Option<String>,
+    pub adjacent_parent_shard_id: Option<String>,
+    pub hash_range: HashRange,
+    pub starting_sequence_number: String,
+    pub ending_sequence_number: Option<String>,
+}
+
+/// A stream as described by DescribeStream.
+#[derive(Debug, Clone)]
+pub struct StreamDescription {
+    pub name: String,
+    pub id: u64,
+    pub status: StreamStatus,
+    pub created_ms: i64,
+    pub retention_hours: u32,
+    pub mode: StreamMode,
+    pub shards: Vec<ShardDescription>,
+    pub open_shard_count: usize,
+    pub consumer_count: usize,
+    pub max_record_kib: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// One record to put.
+#[derive(Debug, Clone, Copy)]
+pub struct PutRecordInput<'a> {
+    pub partition_key: &'a str,
+    pub data: &'a [u8],
+    pub explicit_hash_key: Option<&'a str>,
+    pub sequence_number_for_ordering: Option<&'a str>,
+}
+
+impl<'a> PutRecordInput<'a> {
+    pub fn new(partition_key: &'a str, data: &'a [u8]) -> Self {
+        PutRecordInput {
+            partition_key,
+            data,
+            explicit_hash_key: None,
+            sequence_number_for_ordering: None,
+        }
+    }
+}
+
+/// Where a record went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRecordOutput {
+    pub shard_id: String,
+    pub sequence_number: String,
+}
+
+/// A record that PutRecords could not store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutRecordFailure {
+    pub error_code: String,
+    pub error_message: String,
+}
+
+/// Where a shard iterator starts.
+#[derive(Debug, Clone)]
+pub enum StartingPosition {
+    TrimHorizon,
+    Latest,
+    AtSequenceNumber(String),
+    AfterSequenceNumber(String),
+    AtTimestamp(i64),
+}
+
+/// A record read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub sequence_number: String,
+    pub approximate_arrival_ms: i64,
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+/// A child of a closed shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildShard {
+    pub shard_id: String,
+    pub parent_shards: Vec<String>,
+    pub hash_range: HashRange,
+}
+
+/// The result of a read at a position.
+#[derive(Debug, Clone)]
+pub struct ReadOutput {
+    pub records: Vec<StoredRecord>,
+    /// Position to continue from; `None` at the end of a closed shard.
+    pub next_position: Option<u64>,
+    pub millis_behind_latest: i64,
+    /// At the end of a closed shard: its children.
+    pub child_shards: Vec<ChildShard>,
+}
+
+/// The result of [`Engine::get_records`].
+#[derive(Debug, Clone)]
+pub struct GetRecordsOutput {
+    pub records: Vec<StoredRecord>,
+    pub next_shard_iterator: Option<String>,
+    pub millis_behind_latest: i64,
+    pub child_shards: Vec<ChildShard>,
+}
+
+/// A registered consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerDescription {
+    pub name: String,
+    pub stream_name: String,
+    pub created_ms: i64,
+    pub status: &'static str,
+}
+
+/// A stream in a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSummary {
+    pub name: String,
+    pub status: StreamStatus,
+    pub created_ms: i64,
+    pub mode: StreamMode,
+}
+
+pub fn shard_id(index: u64) -> String {
+    format!("shardId-{index:012}")
+}
+
+/// Parses `shardId-000000000042` (and, as AWS does, a bare number) to 42.
+pub fn parse_shard_id(s: &str) -> Option<u64> {
+    let digits = s.strip_prefix("shardId-").unwrap_or(s);
+    if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Kinesis's name rule: 1–128 characters of `[a-zA-Z0-9_.-]`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= STREAM_NAME_CHARS_MAX
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Plain data kept consistent between statements; a panic elsewhere does
+    // not make it unusable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    m.write().unwrap_or_else(|p| p.into_inner())
+}
+
+#[derive(Debug)]
+struct ShardRt {
+    log: Arc<IndexedLog>,
+    notify: Arc<tokio::sync::Notify>,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    meta: StreamMeta,
+    shards: HashMap<u64, ShardRt>,
+    /// Open shards sorted by range start, for routing.
+    open: Vec<(HashRange, u64)>,
+    deleted: bool,
+}
+
+impl StreamState {
+    fn rebuild_routes(&mut self) {
+        self.open = self
+            .meta
+            .shards
+            .iter()
+            .filter(|s| s.closed.is_none())
+            .map(|s| (s.range, s.index))
+            .collect();
+        self.open.sort();
+    }
+
+    fn route(&self, key: u128) -> Option<u64> {
+        let i = self.open.partition_point(|(r, _)| r.start <= key);
+        let (range, index) = self.open.get(i.checked_sub(1)?)?;
+        range.contains(key).then_some(*index)
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    id: u64,
+    dir: PathBuf,
+    state: RwLock<StreamState>,
+    checkpoints: Mutex<Checkpoints>,
+}
+
+struct Inner {
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
+    clock: Arc<dyn Clock>,
+    opts: EngineOptions,
+    meta: Mutex<EngineMeta>,
+    iterator_key: Vec<u8>,
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    /// Serializes stream creation and deletion (the name map and ids).
+    admin: Mutex<()>,
+    _lock: Box<dyn LockGuard>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// A stream engine on a data directory. Cloning is cheap (shared state).
+#[derive(Debug, Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    _retention: Option<Arc<RetentionTask>>,
+}
+
+#[derive(Debug)]
+struct RetentionTask {
+    stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
+    handle: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for RetentionTask {
+    fn drop(&mut self) {
+        *lock(&self.stop.0) = true;
+        self.stop.1.notify_all();
+        if let Some(h) = lock(&self.handle).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn not_found_stream(name: &str) -> Error {
+    Error::ResourceNotFound(format!("Stream {name} under account 000000000000 not found."))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len() / 2)
+        .filter_map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+impl Engine {
+    /// Opens (creating if needed) an engine on `dir` on the real file system.
+    pub fn open(dir: impl AsRef<Path>, opts: EngineOptions) -> Result<Engine> {
+        Engine::open_with(Arc::new(StdFs), dir, opts, Arc::new(SystemClock))
+    }
+
+    /// Opens an engine through `fs` with `clock`.
+    pub fn open_with(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Engine> {
+        let dir = dir.as_ref().to_path_buf();
+        let io = |op: &'static str, p: &Path, e| Error::Storage(shardlog_segment::Error::io(op, p, e));
+        fs.create_dir_all(&meta::streams_dir(&dir))
+            .map_err(|e| io("create directory", &dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let guard = fs.lock(&lock_path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::WouldBlock {
+                Error::Storage(shardlog_segment::Error::Locked { path: dir.clone() })
+            } else {
+                io("lock", &lock_path, e)
+            }
+        })?;
+        let engine_path = dir.join(meta::ENGINE_FILE);
+        let engine_meta: EngineMeta = if fs.exists(&engine_path) {
+            meta::load(&*fs, &engine_path)?
+        } else {
+            let mut key = [0u8; 16];
+            getrandom::fill(&mut key).map_err(|e| Error::meta(&engine_path, e))?;
+            let m = EngineMeta {
+                version: meta::META_FORMAT_VERSION,
+                next_stream_id: 1,
+                iterator_key: hex(&key),
+            };
+            meta::store(&*fs, &engine_path, &m)?;
+            m
+        };
+        let iterator_key = unhex(&engine_meta.iterator_key);
+        let inner = Arc::new(Inner {
+            fs,
+            dir,
+            clock,
+            opts,
+            meta: Mutex::new(engine_meta),
+            iterator_key,
+            streams: RwLock::new(BTreeMap::new()),
+            admin: Mutex::new(()),
+            _lock: guard,
+        });
+        let mut engine = Engine {
+            inner,
+            _retention: None,
+        };
+        engine.load_streams()?;
+        if engine.inner.opts.retention_check_interval_ms > 0 {
+            engine._retention = Some(engine.spawn_retention());
+        }
+        Ok(engine)
+    }
+
+    fn spawn_retention(&self) -> Arc<RetentionTask> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let weak = Arc::downgrade(&self.inner);
+        let stop2 = stop.clone();
+        let interval = self.inner.opts.retention_check_interval_ms;
+        let handle = std::thread::Builder::new()
+            .name("shardlog-retention".into())
+            .spawn(move || loop {
+                {
+                    let (m, cv) = &*stop2;
+                    let g = lock(m);
+                    let (g, _) = cv
+                        .wait_timeout(g, Duration::from_millis(interval))
+                        .unwrap_or_else(|p| p.into_inner());
+                    if *g {
+                        return;
+                    }
+                }
+                let Some(inner) = weak.upgrade() else { return };
+                let engine = Engine {
+                    inner,
+                    _retention: None,
+                };
+                // Failures are retried at the next tick; the logs report
+                // their own poisoning to writers.
+                let _ = engine.enforce_retention();
+            })
+            .ok();
+        Arc::new(RetentionTask {
+            stop,
+            handle: Mutex::new(handle),
+        })
+    }
+
+    fn log_options(&self, sync: SyncPolicy, max_record_bytes: usize) -> LogOptions {
+        LogOptions {
+            sync,
+            data_bytes_max: max_record_bytes.clamp(
+                shardlog_segment::format::RECORD_DATA_BYTES_LIMIT_MIN,
+                shardlog_segment::format::RECORD_DATA_BYTES_LIMIT,
+            ),
+            first_seq: 0,
+            ..self.inner.opts.log.clone()
+        }
+    }
+
+    fn open_shard_log(&self, stream_dir: &Path, index: u64, m: &StreamMeta) -> Result<ShardRt> {
+        let dir = meta::shard_dir(stream_dir, index);
+        let (log, _report) =
+            IndexedLog::open_with(self.inner.fs.clone(), &dir, self.log_options(m.sync, m.max_record_bytes))?;
+        Ok(ShardRt {
+            log: Arc::new(log),
+            notify: Arc::new(tokio::sync::Notify::new()),
+        })
+    }
+
+    /// Loads every stream; removes what a crash left half-made (a stream
+    /// directory without STREAM.json, shard directories not in the metadata).
+    fn load_streams(&self) -> Result<()> {
+        let fs = &*self.inner.fs;
+        let root = meta::streams_dir(&self.inner.dir);
+        let names = fs
+            .read_dir(&root)
+            .map_err(|e| Error::Storage(shardlog_segment::Error::io("read directory", &root, e)))?;
+        let mut streams = BTreeMap::new();
+        for name in names {
+            let Ok(id) = name.parse::<u64>() else { continue };
+            let sdir = root.join(&name);
+            let mpath = sdir.join(meta::STREAM_FILE);
+            if !fs.exists(&mpath) {
+                let _ = fs.remove_dir_all(&sdir);
+                continue;
+            }
+            let m: StreamMeta = meta::load(fs, &mpath)?;
+            if m.id != id {
+                return Err(Error::meta(&mpath, format!("stream id {} does not match directory {name}", m.id)));
+            }
+            let known: std::collections::HashSet<u64> = m.shards.iter().map(|s| s.index).collect();
+            let shards_root = sdir.join(meta::SHARDS_DIR);
+            for d in fs.read_dir(&shards_root).unwrap_or_default() {
+                if d.parse::<u64>().is_ok_and(|i| !known.contains(&i)) {
+                    let _ = fs.remove_dir_all(&shards_root.join(&d));
+                }
+            }
+            let mut shards = HashMap::new();
+            for s in &m.shards {
+                shards.insert(s.index, self.open_shard_log(&sdir, s.index, &m)?);
+            }
+            let cpath = sdir.join(meta::CHECKPOINTS_FILE);
+            let checkpoints: Checkpoints = if fs.exists(&cpath) { meta::load(fs, &cpath)? } else { Checkpoints::new() };
+            let mut state = StreamState {
+                meta: m,
+                shards,
+                open: Vec::new(),
+                deleted: false,
+            };
+            state.rebuild_routes();
+            streams.insert(
+                state.meta.name.clone(),
+                Arc::new(Stream {
+                    id,
+                    dir: sdir,
+                    state: RwLock::new(state),
+                    checkpoints: Mutex::new(checkpoints),
+                }),
+            );
+        }
+        *write(&self.inner.streams) = streams;
+        Ok(())
+    }
+
+    /// The engine's clock (now, in ms).
+    pub fn now_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
+    fn stream(&self, name: &str) -> Result<Arc<Stream>> {
+        read(&self.inner.streams).get(name).cloned().ok_or_else(|| not_found_stream(name))
+    }
+
+    fn total_shards(&self) -> u64 {
+        read(&self.inner.streams)
+            .values()
+            .map(|s| read(&s.state).meta.shards.len() as u64)
+            .sum()
+    }
+
+    fn persist(&self, stream: &Stream, m: &StreamMeta) -> Result<()> {
+        meta::store(&*self.inner.fs, &stream.dir.join(meta::STREAM_FILE), m)
+    }
+
+    // ----------------------------------------------------------------------
+    // Streams
+    // ----------------------------------------------------------------------
+
+    /// Creates a stream with `shard_count` shards dividing the key space evenly.
+    pub fn create_stream(&self, name: &str, shard_count: u32, opts: CreateStreamOptions) -> Result<()> {
+        if !is_valid_name(name) {
+            return Err(Error::InvalidArgument(format!(
+                "Stream name {name} is invalid: it must be 1 to 128 characters of [a-zA-Z0-9_.-]."
+            )));
+        }
+        if shard_count == 0 || shard_count > SHARDS_PER_STREAM_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "ShardCount {shard_count} must be between 1 and {SHARDS_PER_STREAM_MAX}."
+            )));
+        }
+        let max_record_bytes = match opts.max_record_kib {
+            None => RECORD_BYTES_DEFAULT_MAX,
+            Some(k) if (1024..=10240).contains(&k) => k as usize * 1024,
+            Some(k) => {
+                return Err(Error::InvalidArgument(format!(
+                    "MaxRecordSizeInKiB {k} must be between 1024 and 10240."
+                )))
+            }
+        };
+        validate_tags(&opts.tags, 0)?;
+        let _admin = lock(&self.inner.admin);
+        if read(&self.inner.streams).contains_key(name) {
+            return Err(Error::ResourceInUse(format!(
+                "Stream {name} under account 000000000000 already exists."
+            )));
+        }
+        if self.total_shards() + shard_count as u64 > self.inner.opts.shards_max {
+            return Err(Error::LimitExceeded(format!(
+                "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
+                self.inner.opts.shards_max
+            )));
+        }
+        let id = {
+            let mut em = lock(&self.inner.meta);
+            let id = em.next_stream_id;
+            let mut next = em.clone();
+            next.next_stream_id += 1;
+            meta::store(&*self.inner.fs, &self.inner.dir.join(meta::ENGINE_FILE), &next)?;
+            *em = next;
+            id
+        };
+        let now = self.now_ms();
+        let sdir = meta::stream_dir(&self.inner.dir, id);
+        let m = StreamMeta {
+            version: meta::META_FORMAT_VERSION,
+            id,
+            name: name.to_string(),
+            created_ms: now,
+            retention_hours: RETENTION_HOURS_DEFAULT,
+            mode: opts.mode.unwrap_or(StreamMode::Provisioned),
+            tags: opts.tags,
+            shards: even_ranges(shard_count)
+                .into_iter()
+                .enumerate()
+                .map(|(i, range)| ShardMeta {
+                    index: i as u64,
+                    generation: 1,
+                    range,
+                    parent: None,
+                    adjacent_parent: None,
+                    created_ms: now,
+                    closed: None,
+                })
+                .collect(),
+            next_shard_index: shard_count as u64,
+            consumers: Vec::new(),
+            sync: opts.sync.unwrap_or(self.inner.opts.sync),
+            max_record_bytes,
+            retention_bytes_max: opts.retention_bytes_max,
+            scaling_ops_ms: Vec::new(),
+        };
+        // Shard logs first, metadata last: the stream exists once STREAM.json
+        // is durable; a crash before leaves a directory that open removes.
+        let mut shards = HashMap::new();
+        for s in &m.shards {
+            shards.insert(s.index, self.open_shard_log(&sdir, s.index, &m)?);
+        }
+        let stream = Stream {
+            id,
+            dir: sdir,
+            state: RwLock::new(StreamState {
+                meta: m.clone(),
+                shards,
+                open: Vec::new(),
+                deleted: false,
+            }),
+            checkpoints: Mutex::new(Checkpoints::new()),
+        };
+        self.persist(&stream, &m)?;
+        write(&stream.state).rebuild_routes();
+        write(&self.inner.streams).insert(name.to_string(), Arc::new(stream));
+        Ok(())
+    }
+
+    /// Deletes a stream and all its data. With registered consumers it needs
+    /// `enforce_consumer_deletion`, as on Kinesis.
+    pub fn delete_stream(&self, name: &str, enforce_consumer_deletion: bool) -> Result<()> {
+        let _admin = lock(&self.inner.admin);
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        if !st.meta.consumers.is_empty() && !enforce_consumer_deletion {
+            return Err(Error::ResourceInUse(format!(
+                "Stream {name} under account 000000000000 has registered consumers; set EnforceConsumerDeletion to delete them with it."
+            )));
+        }
+        // Removing STREAM.json (durably) is the commit point; the rest is
+        // garbage that open would remove anyway.
+        let mpath = stream.dir.join(meta::STREAM_FILE);
+        let fs = &*self.inner.fs;
+        fs.remove_file(&mpath)
+            .and_then(|()| fs.sync_dir(&stream.dir))
+            .map_err(|e| Error::Storage(shardlog_segment::Error::io("delete stream metadata", &mpath, e)))?;
+        st.deleted = true;
+        for rt in st.shards.values() {
+            rt.notify.notify_waiters();
+        }
+        st.shards.clear();
+        st.open.clear();
+        drop(st);
+        write(&self.inner.streams).remove(name);
+        let _ = fs.remove_dir_all(&stream.dir);
+        Ok(())
+    }
+
+    /// Streams, sorted by name.
+    pub fn list_streams(&self) -> Vec<StreamSummary> {
+        read(&self.inner.streams)
+            .values()
+            .map(|s| {
+                let st = read(&s.state);
+                StreamSummary {
+                    name: st.meta.name.clone(),
+                    status: StreamStatus::Active,
+                    created_ms: st.meta.created_ms,
+                    mode: st.meta.mode,
+                }
+            })
+            .collect()
+    }
+
+    fn describe_shard(m: &StreamMeta, s: &ShardMeta, log: &IndexedLog) -> ShardDescription {
+        let seq = |position: u64| {
+            SeqNum {
+                generation: s.generation,
+                shard_index: s.index,
+                position,
+            }
+            .encode()
+        };
+        let _ = m;
+        ShardDescription {
+            shard_id: shard_id(s.index),
+            parent_shard_id: s.parent.map(shard_id),
+            adjacent_parent_shard_id: s.adjacent_parent.map(shard_id),
+            hash_range: s.range,
+            starting_sequence_number: seq(log.log().first_seq()),
+            ending_sequence_number: s.closed.map(|c| seq(c.end_next_position.saturating_sub(1))),
+        }
+    }
+
+    /// Describes a stream and its shards (closed ones included until their
+    /// data has expired).
+    pub fn describe_stream(&self, name: &str) -> Result<StreamDescription> {
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        let m = &st.meta;
+        let mut shards: Vec<ShardDescription> = m
+            .shards
+            .iter()
+            .filter_map(|s| st.shards.get(&s.index).map(|rt| Self::describe_shard(m, s, &rt.log)))
+            .collect();
+        shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        Ok(StreamDescription {
+            name: m.name.clone(),
+            id: stream.id,
+            status: StreamStatus::Active,
+            created_ms: m.created_ms,
+            retention_hours: m.retention_hours,
+            mode: m.mode,
+            open_shard_count: st.open.len(),
+            shards,
+            consumer_count: m.consumers.len(),
+            max_record_kib: (m.max_record_bytes / 1024) as u32,
+            tags: m.tags.clone(),
+        })
+    }
+
+    /// The shards of a stream (as ListShards).
+    pub fn list_shards(&self, name: &str) -> Result<Vec<ShardDescription>> {
+        Ok(self.describe_stream(name)?.shards)
+    }
+
+    /// Bytes a stream occupies on disk.
+    pub fn stream_bytes_on_disk(&self, name: &str) -> Result<u64> {
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        Ok(st.shards.values().map(|rt| rt.log.log().bytes_on_disk()).sum())
+    }
+
+    // ----------------------------------------------------------------------
+    // Writes
+    // ----------------------------------------------------------------------
+
+    fn validate_record(st: &StreamState, r: &PutRecordInput<'_>) -> Result<u128> {
+        let chars = r.partition_key.chars().count();
+        if chars == 0 || chars > PARTITION_KEY_CHARS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "Partition key must be 1 to {PARTITION_KEY_CHARS_MAX} characters long, got {chars}."
+            )));
+        }
+        let size = r.data.len() + r.partition_key.len();
+        if size > st.meta.max_record_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "Record size {size} bytes (data plus partition key) exceeds the stream's maximum of {} bytes.",
+                st.meta.max_record_bytes
+            )));
+        }
+        if let Some(s) = r.sequence_number_for_ordering {
+            if !is_valid_sequence_number_syntax(s) {
+                return Err(Error::InvalidArgument(format!(
+                    "SequenceNumberForOrdering {s} is not a valid sequence number."
+                )));
+            }
+        }
+        match r.explicit_hash_key {
+            Some(k) => parse_explicit_hash_key(k).ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {k}"
+                ))
+            }),
+            None => Ok(hash_key_of(r.partition_key)),
+        }
+    }
+
+    fn seq_of(st: &StreamState, index: u64, position: u64) -> String {
+        let generation = st.meta.shard(index).map(|s| s.generation).unwrap_or(1);
+        SeqNum {
+            generation,
+            shard_index: index,
+            position,
+        }
+        .encode()
+    }
+
+    /// Puts one record (PutRecord).
+    pub fn put_record(&self, name: &str, record: PutRecordInput<'_>) -> Result<PutRecordOutput> {
+        let mut out = self.put_records_inner(name, &[record], false)?;
+        out.pop()
+            .unwrap_or_else(|| Err(Failure::Err(Error::InvalidArgument("no record".into()))))
+            .map_err(|f| match f {
+                Failure::Err(e) => e,
+                Failure::Record(f) => Error::InvalidArgument(f.error_message),
+            })
+    }
+
+    /// Puts a batch (PutRecords): up to 500 records and 5 MiB. Records may go
+    /// to different shards; each gets its own result.
+    pub fn put_records(
+        &self,
+        name: &str,
+        records: &[PutRecordInput<'_>],
+    ) -> Result<Vec<Result<PutRecordOutput, PutRecordFailure>>> {
+        if records.is_empty() || records.len() > PUT_RECORDS_COUNT_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "PutRecords takes 1 to {PUT_RECORDS_COUNT_MAX} records, got {}.",
+                records.len()
+            )));
+        }
+        let total: usize = records.iter().map(|r| r.data.len() + r.partition_key.len()).sum();
+        if total > PUT_RECORDS_BYTES_MAX {
+            return Err(Error::InvalidArgument("Records size exceeds 5 MB limit".into()));
+        }
+        let out = self.put_records_inner(name, records, true)?;
+        Ok(out
+            .into_iter()
+            .map(|r| {
+                r.map_err(|f| match f {
+                    Failure::Record(f) => f,
+                    Failure::Err(e) => PutRecordFailure {
+                        error_code: e.kinesis_name().to_string(),
+                        error_message: e.to_string(),
+                    },
+                })
+            })
+            .collect())
+    }
+
+    fn put_records_inner(
+        &self,
+        name: &str,
+        records: &[PutRecordInput<'_>],
+        batch: bool,
+    ) -> Result<Vec<Result<PutRecordOutput, Failure>>> {
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
+        // Validate everything first: an invalid record fails the whole call,
+        // as Kinesis's request validation does.
+        let mut routed: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        for (i, r) in records.iter().enumerate() {
+            let key = Self::validate_record(&st, r)?;
+            let index = st.route(key).ok_or_else(|| {
+                Error::InvalidArgument(format!("No open shard covers hash key {key} in stream {name}."))
+            })?;
+            routed.entry(index).or_default().push(i);
+        }
+        let now = self.now_ms();
+        let mut results: Vec<Option<Result<PutRecordOutput, Failure>>> = (0..records.len()).map(|_| None).collect();
+        for (index, idxs) in routed {
+            let Some(rt) = st.shards.get(&index) else { continue };
+            let ins: Vec<RecordIn<'_>> = idxs
+                .iter()
+                .map(|&i| RecordIn::new(records[i].partition_key, records[i].data, now))
+                .collect();
+            match rt.log.append(&ins) {
+                Ok(a) => {
+                    rt.notify.notify_waiters();
+                    for (k, &i) in idxs.iter().enumerate() {
+                        results[i] = Some(Ok(PutRecordOutput {
+                            shard_id: shard_id(index),
+                            sequence_number: Self::seq_of(&st, index, a.first_seq + k as u64),
+                        }));
+                    }
+                }
+                Err(e) => {
+                    if !batch {
+                        return Err(e.into());
+                    }
+                    let e: Error = e.into();
+                    for &i in &idxs {
+                        results[i] = Some(Err(Failure::Record(PutRecordFailure {
+                            error_code: e.kinesis_name().to_string(),
+                            error_message: e.to_string(),
+                        })));
+                    }
+                }
+            }
+        }
+        Ok(results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(Failure::Record(PutRecordFailure {
+                        error_code: "InternalFailure".into(),
+                        error_message: "shard vanished during the write".into(),
+                    }))
+                })
+            })
+            .collect())
+    }
+
+    // ----------------------------------------------------------------------
+    // Reads
+    // ----------------------------------------------------------------------
+
+    fn shard_meta<'a>(st: &'a StreamState, name: &str, shard: &str) -> Result<&'a ShardMeta> {
+        let missing = || {
+            Error::ResourceNotFound(format!(
+                "Could not find shard {shard} in stream {name} under account 000000000000."
+            ))
+        };
+        let index = parse_shard_id(shard).ok_or_else(missing)?;
+        let s = st.meta.shard(index).ok_or_else(missing)?;
+        if !st.shards.contains_key(&index) {
+            return Err(missing());
+        }
+        Ok(s)
+    }
+
+    /// Resolves a starting position to a shard position.
+    pub fn position_of(&self, name: &str, shard: &str, start: &StartingPosition) -> Result<u64> {
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        let s = Self::shard_meta(&st, name, shard)?;
+        let log = &st.shards[&s.index].log;
+        let first = log.log().first_seq();
+        let parse = |seq: &str| -> Result<u64> {
+            let n = SeqNum::parse(seq).ok_or_else(|| {
+                Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account 000000000000 is invalid."))
+            })?;
+            if n.shard_index != s.index || n.generation != s.generation {
+                return Err(Error::InvalidArgument(format!(
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                    shard_id(n.shard_index),
+                    shard_id(s.index)
+                )));
+            }
+            Ok(n.position)
+        };
+        Ok(match start {
+            StartingPosition::TrimHorizon => first,
+            StartingPosition::Latest => log.log().visible_next_seq(),
+            StartingPosition::AtSequenceNumber(seq) => parse(seq)?.max(first),
+            StartingPosition::AfterSequenceNumber(seq) => parse(seq)?.saturating_add(1).max(first),
+            StartingPosition::AtTimestamp(ts) => {
+                let now = self.now_ms();
+                if *ts > now {
+                    return Err(Error::InvalidArgument(format!(
+                        "The timestampInMillis parameter cannot be greater than the currentTimestampInMillis. timestampInMillis: {ts}, currentTimestampInMillis: {now}"
+                    )));
+                }
+                log.seq_at_time(*ts)?.max(first)
+            }
+        })
+    }
+
+    /// Issues a shard iterator (GetShardIterator).
+    pub fn get_shard_iterator(&self, name: &str, shard: &str, start: StartingPosition) -> Result<String> {
+        let position = self.position_of(name, shard, &start)?;
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        let s = Self::shard_meta(&st, name, shard)?;
+        Ok(IteratorToken {
+            stream_id: stream.id,
+            stream_created_ms: st.meta.created_ms,
+            shard_index: s.index,
+            position,
+            issued_ms: self.now_ms(),
+        }
+        .encode(&self.inner.iterator_key))
+    }
+
+    fn stream_by_id(&self, id: u64) -> Option<Arc<Stream>> {
+        read(&self.inner.streams).values().find(|s| s.id == id).cloned()
+    }
+
+    /// Reads with a shard iterator (GetRecords).
+    pub fn get_records(&self, iterator: &str, limit: Option<usize>) -> Result<GetRecordsOutput> {
+        let now = self.now_ms();
+        let t = IteratorToken::decode(iterator, &self.inner.iterator_key, now)?;
+        let limit = limit.unwrap_or(GET_RECORDS_COUNT_MAX);
+        if limit == 0 || limit > GET_RECORDS_COUNT_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "Limit must be between 1 and {GET_RECORDS_COUNT_MAX}, got {limit}."
+            )));
+        }
+        let stream = self
+            .stream_by_id(t.stream_id)
+            .filter(|s| read(&s.state).meta.created_ms == t.stream_created_ms)
+            .ok_or_else(|| {
+                Error::ResourceNotFound(format!(
+                    "Shard {} in stream with id {} under account 000000000000 does not exist",
+                    shard_id(t.shard_index),
+                    t.stream_id
+                ))
+            })?;
+        let name = read(&stream.state).meta.name.clone();
+        let out = self.read_shard(&name, &shard_id(t.shard_index), t.position, limit, GET_RECORDS_BYTES_MAX)?;
+        let next_shard_iterator = out.next_position.map(|position| {
+            IteratorToken {
+                issued_ms: now,
+                position,
+                ..t
+            }
+            .encode(&self.inner.iterator_key)
+        });
+        Ok(GetRecordsOutput {
+            records: out.records,
+            next_shard_iterator,
+            millis_behind_latest: out.millis_behind_latest,
+            child_shards: out.child_shards,
+        })
+    }
+
+    fn children_of(st: &StreamState, index: u64) -> Vec<ChildShard> {
+        let mut out: Vec<ChildShard> = st
+            .meta
+            .shards
+            .iter()
+            .filter(|c| c.parent == Some(index) || c.adjacent_parent == Some(index))
+            .map(|c| ChildShard {
+                shard_id: shard_id(c.index),
+                parent_shards: c.parent.iter().chain(c.adjacent_parent.iter()).map(|p| shard_id(*p)).collect(),
+                hash_range: c.range,
+            })
+            .collect();
+        out.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+        out
+    }
+
+    /// Reads up to `limit` records / `max_bytes` bytes of data from a shard
+    /// position. A position before the trim horizon continues from it.
+    pub fn read_shard(
+        &self,
+        name: &str,
+        shard: &str,
+        position: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<ReadOutput> {
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        let s = Self::shard_meta(&st, name, shard)?.clone();
+        let log = st.shards[&s.index].log.clone();
+        let now = self.now_ms();
+        let first = log.log().first_seq();
+        let tip = log.log().visible_next_seq();
+        let mut pos = position.max(first);
+        let end = s.closed.map(|c| c.end_next_position);
+        if let Some(end) = end {
+            if pos >= end {
+                return Ok(ReadOutput {
+                    records: Vec::new(),
+                    next_position: None,
+                    millis_behind_latest: 0,
+                    child_shards: Self::children_of(&st, s.index),
+                });
+            }
+        }
+        let mut records = Vec::new();
+        let mut bytes = 0usize;
+        let mut last_arrival = None;
+        if pos < tip {
+            let mut cur = log.cursor_at(pos)?;
+            'outer: while records.len() < limit {
+                let batch = log.read(
+                    &mut cur,
+                    ReadLimits {
+                        max_records: limit - records.len(),
+                        max_bytes: max_bytes.saturating_sub(bytes).max(1),
+                    },
+                )?;
+                if batch.is_empty() {
+                    break;
+                }
+                for r in batch.iter() {
+                    if !records.is_empty() && bytes + r.data.len() > max_bytes {
+                        break 'outer;
+                    }
+                    bytes += r.data.len();
+                    last_arrival = Some(r.arrival_ms);
+                    records.push(StoredRecord {
+                        sequence_number: SeqNum {
+                            generation: s.generation,
+                            shard_index: s.index,
+                            position: r.seq,
+                        }
+                        .encode(),
+                        approximate_arrival_ms: r.arrival_ms,
+                        partition_key: r.partition_key.to_string(),
+                        data: r.data.to_vec(),
+                    });
+                    pos = r.seq + 1;
+                }
+            }
+        }
+        let at_tip = pos >= tip;
+        let millis_behind_latest = if at_tip {
+            0
+        } else {
+            last_arrival.map(|a| (now - a).max(0)).unwrap_or(0)
+        };
+        let (next_position, child_shards) = match end {
+            Some(end) if pos >= end => (None, Self::children_of(&st, s.index)),
+            _ => (Some(pos), Vec::new()),
+        };
+        Ok(ReadOutput {
+            records,
+            next_position,
+            millis_behind_latest,
+            child_shards,
+        })
+    }
+
+    /// Waits until the shard has records at or after `position`, the shard
+    /// closes, or `timeout` passes. Returns whether there is something to read.
+    /// Suits tokio: it awaits a notification instead of polling.
+    pub async fn wait_for_records(&self, name: &str, shard: &str, position: u64, timeout: Duration) -> Result<bool> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (notify, ready) = {
+                let stream = self.stream(name)?;
+                let st = read(&stream.state);
+                let s = Self::shard_meta(&st, name, shard)?;
+                let rt = &st.shards[&s.index];
+                let notify = rt.notify.clone();
+                let ready = rt.log.log().visible_next_seq() > position || s.closed.is_some();
+                (notify, ready)
+            };
+            if ready {
+                return Ok(true);
+            }
+            let notified = notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Re-check after registering, so a put between the check and the
+            // registration is not missed.
+            {
+                let stream = self.stream(name)?;
+                let st = read(&stream.state);
+                let s = Self::shard_meta(&st, name, shard)?;
+                if st.shards[&s.index].log.log().visible_next_seq() > position || s.closed.is_some() {
+                    return Ok(true);
+                }
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Ok(false);
+            }
+        }
+    }
+
+    // ----------------------------------------------------------------------
+    // Resharding
+    // ----------------------------------------------------------------------
+
+    /// Closes `parent` (no writes can be in flight: the caller holds the write
+    /// lock) and returns its end position.
+    fn seal_parent(st: &StreamState, index: u64) -> Result<u64> {
+        let log = &st.shards[&index].log;
+        log.log().sync()?;
+        log.log().roll()?;
+        Ok(log.log().next_seq())
+    }
+
+    fn split_in(&self, stream: &Stream, st: &mut StreamState, index: u64, key: u128, now: i64) -> Result<()> {
+        let parent = st.meta.shard(index).cloned().ok_or_else(|| {
+            Error::ResourceNotFound(format!(
+                "Could not find shard {} in stream {} under account 000000000000.",
+                shard_id(index),
+                st.meta.name
+            ))
+        })?;
+        if parent.closed.is_some() {
+            return Err(Error::InvalidArgument(format!(
+                "Shard {} in stream {} under account 000000000000 has already been merged or split, and thus is not eligible for merging or splitting.",
+                shard_id(index),
+                st.meta.name
+            )));
+        }
+        if !(key > parent.range.start.saturating_add(1) && key < parent.range.end) {
+            return Err(Error::InvalidArgument(format!(
+                "NewStartingHashKey {key} used in SplitShard() on shard {} in stream {} under account 000000000000 is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
+                shard_id(index),
+                st.meta.name,
+                parent.range.start,
+                parent.range.end
+            )));
+        }
+        let generation = parent.generation + 1;
+        let kids = [
+            HashRange {
+                start: parent.range.start,
+                end: key - 1,
+            },
+            HashRange {
+                start: key,
+                end: parent.range.end,
+            },
+        ];
+        self.close_and_add(stream, st, &[index], &kids, generation, now)
+    }
+
+    fn merge_in(&self, stream: &Stream, st: &mut StreamState, a: u64, b: u64, now: i64) -> Result<()> {
+        let get = |i: u64| {
+            st.meta.shard(i).cloned().ok_or_else(|| {
+                Error::ResourceNotFound(format!(
+                    "Could not find shard {} in stream {} under account 000000000000.",
+                    shard_id(i),
+                    st.meta.name
+                ))
+            })
+        };
+        let (sa, sb) = (get(a)?, get(b)?);
+        for s in [&sa, &sb] {
+            if s.closed.is_some() {
+                return Err(Error::InvalidArgument(format!(
+                    "Shard {} in stream {} under account 000000000000 has already been merged or split, and thus is not eligible for merging or splitting.",
+                    shard_id(s.index),
+                    st.meta.name
+                )));
+            }
+        }
+        let adjacent = sa.range.end.checked_add(1) == Some(sb.range.start)
+            || sb.range.end.checked_add(1) == Some(sa.range.start);
+        if !adjacent || a == b {
+            return Err(Error::InvalidArgument(format!(
+                "Shards {} and {} in stream {} under account 000000000000 are not an adjacent pair of shards eligible for merging",
+                shard_id(a),
+                shard_id(b),
+                st.meta.name
+            )));
+        }
+        let range = HashRange {
+            start: sa.range.start.min(sb.range.start),
+            end: sa.range.end.max(sb.range.end),
+        };
+        let generation = sa.generation.max(sb.generation) + 1;
+        self.close_and_add(stream, st, &[a, b], &[range], generation, now)
+    }
+
+    /// Closes `parents`, creates children with `ranges` (logs first), and
+    /// updates the in-memory metadata. The caller persists it.
+    fn close_and_add(
+        &self,
+        stream: &Stream,
+        st: &mut StreamState,
+        parents: &[u64],
+        ranges: &[HashRange],
+        generation: u64,
+        now: i64,
+    ) -> Result<()> {
+        if generation > GENERATION_MAX || st.meta.next_shard_index + ranges.len() as u64 > SHARD_INDEX_MAX {
+            return Err(Error::LimitExceeded("Shard generation or index space exhausted.".into()));
+        }
+        if self.total_shards() + ranges.len() as u64 > self.inner.opts.shards_max {
+            return Err(Error::LimitExceeded(format!(
+                "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
+                self.inner.opts.shards_max
+            )));
+        }
+        let mut ends = Vec::new();
+        for &p in parents {
+            ends.push(Self::seal_parent(st, p)?);
+        }
+        let mut added = Vec::new();
+        for range in ranges {
+            let index = st.meta.next_shard_index;
+            st.meta.next_shard_index += 1;
+            let rt = self.open_shard_log(&stream.dir, index, &st.meta)?;
+            st.shards.insert(index, rt);
+            added.push(ShardMeta {
+                index,
+                generation,
+                range: *range,
+                parent: Some(parents[0]),
+                adjacent_parent: parents.get(1).copied(),
+                created_ms: now,
+                closed: None,
+            });
+        }
+        for (&p, end) in parents.iter().zip(ends) {
+            if let Some(s) = st.meta.shard_mut(p) {
+                s.closed = Some(ClosedMeta {
+                    end_next_position: end,
+                    closed_ms: now,
+                });
+            }
+        }
+        st.meta.shards.extend(added);
+        Ok(())
+    }
+
+    /// Runs `f` on a copy of the stream's state under the write lock and
+    /// persists the result atomically; on error nothing changes (child logs
+    /// already made are removed).
+    fn reshard(&self, name: &str, f: impl FnOnce(&Self, &Stream, &mut StreamState) -> Result<()>) -> Result<()> {
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
+        let before_meta = st.meta.clone();
+        let before_shards: std::collections::HashSet<u64> = st.shards.keys().copied().collect();
+        let result = f(self, &stream, &mut st).and_then(|()| self.persist(&stream, &st.meta));
+        match result {
+            Ok(()) => {
+                st.rebuild_routes();
+                for rt in st.shards.values() {
+                    rt.notify.notify_waiters();
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let added: Vec<u64> = st.shards.keys().filter(|k| !before_shards.contains(k)).copied().collect();
+                for k in added {
+                    st.shards.remove(&k);
+                    let _ = self.inner.fs.remove_dir_all(&meta::shard_dir(&stream.dir, k));
+                }
+                st.meta = before_meta;
+                st.rebuild_routes();
+                Err(e)
+            }
+        }
+    }
+
+    /// Splits a shard at `new_starting_hash_key` (SplitShard).
+    pub fn split_shard(&self, name: &str, shard: &str, new_starting_hash_key: &str) -> Result<()> {
+        let key = parse_explicit_hash_key(new_starting_hash_key).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "NewStartingHashKey {new_starting_hash_key} is not a number in [0, 2^128-1]."
+            ))
+        })?;
+        let index = parse_shard_id(shard).ok_or_else(|| {
+            Error::ResourceNotFound(format!("Could not find shard {shard} in stream {name} under account 000000000000."))
+        })?;
+        let now = self.now_ms();
+        self.reshard(name, |e, s, st| e.split_in(s, st, index, key, now))
+    }
+
+    /// Merges two adjacent open shards (MergeShards).
+    pub fn merge_shards(&self, name: &str, shard: &str, adjacent: &str) -> Result<()> {
+        let parse = |s: &str| {
+            parse_shard_id(s).ok_or_else(|| {
+                Error::ResourceNotFound(format!("Could not find shard {s} in stream {name} under account 000000000000."))
+            })
+        };
+        let (a, b) = (parse(shard)?, parse(adjacent)?);
+        let now = self.now_ms();
+        self.reshard(name, |e, s, st| e.merge_in(s, st, a, b, now))
+    }
+
+    /// Scales to `target` open shards of equal ranges (UpdateShardCount with
+    /// UNIFORM_SCALING), by splits and merges. Returns the previous count.
+    pub fn update_shard_count(&self, name: &str, target: u32) -> Result<u32> {
+        let now = self.now_ms();
+        let mut previous = 0;
+        self.reshard(name, |e, s, st| {
+            let current = st.open.len() as u32;
+            previous = current;
+            if target == 0 || target > SHARDS_PER_STREAM_MAX {
+                return Err(Error::InvalidArgument(format!(
+                    "TargetShardCount {target} must be between 1 and {SHARDS_PER_STREAM_MAX}."
+                )));
+            }
+            if target > current.saturating_mul(2) || target.saturating_mul(2) < current {
+                return Err(Error::InvalidArgument(format!(
+                    "UpdateShardCount cannot scale from {current} to {target} shards: the target must be between half and double the current open shard count."
+                )));
+            }
+            st.meta.scaling_ops_ms.retain(|t| now - t < DAY_MS);
+            if st.meta.scaling_ops_ms.len() >= SCALING_OPS_PER_DAY_MAX {
+                return Err(Error::LimitExceeded(format!(
+                    "UpdateShardCount can be called at most {SCALING_OPS_PER_DAY_MAX} times in 24 hours for stream {name}."
+                )));
+            }
+            st.meta.scaling_ops_ms.push(now);
+            let wanted = even_ranges(target);
+            // 1. Split wherever a wanted boundary falls inside an open shard.
+            for w in wanted.iter().skip(1) {
+                let b = w.start;
+                let inside = st.open.iter().find(|(r, _)| r.start < b && b <= r.end).map(|(r, i)| (*r, *i));
+                if let Some((r, i)) = inside {
+                    if b > r.start + 1 {
+                        e.split_in(s, st, i, b, now)?;
+                        st.rebuild_routes();
+                    }
+                }
+            }
+            // 2. Merge the open shards inside each wanted range into one.
+            for w in &wanted {
+                loop {
+                    let inside: Vec<(HashRange, u64)> = st
+                        .open
+                        .iter()
+                        .filter(|(r, _)| r.start >= w.start && r.end <= w.end)
+                        .copied()
+                        .collect();
+                    if inside.len() < 2 {
+                        break;
+                    }
+                    e.merge_in(s, st, inside[0].1, inside[1].1, now)?;
+                    st.rebuild_routes();
+                }
+            }
+            Ok(())
+        })?;
+        Ok(previous)
+    }
+
+    // ----------------------------------------------------------------------
+    // Retention
+    // ----------------------------------------------------------------------
+
+    fn set_retention(&self, name: &str, hours: u32, increase: bool) -> Result<()> {
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        let current = st.meta.retention_hours;
+        if !(RETENTION_HOURS_MIN..=RETENTION_HOURS_MAX).contains(&hours) {
+            return Err(Error::InvalidArgument(format!(
+                "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours. Maximum allowed retention period is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is out of range."
+            )));
+        }
+        if increase && hours < current {
+            return Err(Error::InvalidArgument(format!(
+                "Requested retention period ({hours} hours) for stream {name} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API."
+            )));
+        }
+        if !increase && hours > current {
+            return Err(Error::InvalidArgument(format!(
+                "Requested retention period ({hours} hours) for stream {name} can not be longer than existing retention period ({current} hours). Use IncreaseRetentionPeriod API."
+            )));
+        }
+        let mut m = st.meta.clone();
+        m.retention_hours = hours;
+        self.persist(&stream, &m)?;
+        st.meta = m;
+        Ok(())
+    }
+
+    /// IncreaseStreamRetentionPeriod.
+    pub fn increase_retention(&self, name: &str, hours: u32) -> Result<()> {
+        self.set_retention(name, hours, true)
+    }
+
+    /// DecreaseStreamRetentionPeriod.
+    pub fn decrease_retention(&self, name: &str, hours: u32) -> Result<()> {
+        self.set_retention(name, hours, false)
+    }
+
+    /// Deletes expired data now: whole segments whose newest record is past
+    /// retention (or beyond the byte cap), and closed shards with nothing
+    /// left. Returns the number of segments deleted.
+    pub fn enforce_retention(&self) -> Result<usize> {
+        let now = self.now_ms();
+        let streams: Vec<Arc<Stream>> = read(&self.inner.streams).values().cloned().collect();
+        let mut removed = 0;
+        for stream in streams {
+            let (cutoff, cap, logs) = {
+                let st = read(&stream.state);
+                let logs: Vec<(u64, Arc<IndexedLog>)> =
+                    st.shards.iter().map(|(i, rt)| (*i, rt.log.clone())).collect();
+                (now - st.meta.retention_hours as i64 * HOUR_MS, st.meta.retention_bytes_max, logs)
+            };
+            // Active segments roll at min(retention / 8, the log's age limit),
+            // so an idle shard's data expires at most an eighth late. The log
+            // compares against its own age limit; shift the clock to match.
+            let log_age_ms = self.inner.opts.log.segment_age_max_ms as i64;
+            let age_roll_ms = log_age_ms.min((now - cutoff) / 8);
+            let shifted_now = now.saturating_add(log_age_ms - age_roll_ms);
+            for (_, log) in &logs {
+                if log.log().health().is_ok() {
+                    log.log().roll_if_older(shifted_now)?;
+                }
+                removed += log.remove_older_than(cutoff)?;
+            }
+            if let Some(cap) = cap {
+                loop {
+                    let total: u64 = logs.iter().map(|(_, l)| l.log().bytes_on_disk()).sum();
+                    if total <= cap {
+                        break;
+                    }
+                    let mut oldest: Option<(i64, u64, &Arc<IndexedLog>)> = None;
+                    for (_, l) in &logs {
+                        if let Some((end, max_arrival)) = l.oldest_sealed()? {
+                            if oldest.is_none_or(|(a, _, _)| max_arrival < a) {
+                                oldest = Some((max_arrival, end, l));
+                            }
+                        }
+                    }
+                    let Some((_, end, l)) = oldest else { break };
+                    removed += l.log().remove_segments_before(end)?;
+                }
+            }
+            self.expire_closed_shards(&stream, now)?;
+        }
+        Ok(removed)
+    }
+
+    /// Drops closed shards whose records have all expired.
+    fn expire_closed_shards(&self, stream: &Stream, now: i64) -> Result<()> {
+        let mut st = write(&stream.state);
+        let retention_ms = st.meta.retention_hours as i64 * HOUR_MS;
+        let expired: Vec<u64> = st
+            .meta
+            .shards
+            .iter()
+            .filter(|s| {
+                s.closed.is_some_and(|c| {
+                    let empty = st
+                        .shards
+                        .get(&s.index)
+                        .is_none_or(|rt| rt.log.log().first_seq() >= c.end_next_position);
+                    empty && now - c.closed_ms >= retention_ms
+                })
+            })
+            .map(|s| s.index)
+            .collect();
+        if expired.is_empty() {
+            return Ok(());
+        }
+        let mut m = st.meta.clone();
+        m.shards.retain(|s| !expired.contains(&s.index));
+        self.persist(stream, &m)?;
+        st.meta = m;
+        for i in expired {
+            st.shards.remove(&i);
+            let _ = self.inner.fs.remove_dir_all(&meta::shard_dir(&stream.dir, i));
+        }
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------
+    // Tags
+    // ----------------------------------------------------------------------
+
+    pub fn add_tags(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        let mut m = st.meta.clone();
+        for (k, v) in tags {
+            m.tags.insert(k.clone(), v.clone());
+        }
+        validate_tags(&m.tags, 0)?;
+        self.persist(&stream, &m)?;
+        st.meta = m;
+        Ok(())
+    }
+
+    pub fn remove_tags(&self, name: &str, keys: &[String]) -> Result<()> {
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        let mut m = st.meta.clone();
+        for k in keys {
+            m.tags.remove(k);
+        }
+        self.persist(&stream, &m)?;
+        st.meta = m;
+        Ok(())
+    }
+
+    pub fn list_tags(&self, name: &str) -> Result<BTreeMap<String, String>> {
+        Ok(read(&self.stream(name)?.state).meta.tags.clone())
+    }
+
+    // ----------------------------------------------------------------------
+    // Consumers
+    // ----------------------------------------------------------------------
+
+    pub fn register_consumer(&self, name: &str, consumer: &str) -> Result<ConsumerDescription> {
+        if !is_valid_name(consumer) {
+            return Err(Error::InvalidArgument(format!(
+                "Consumer name {consumer} is invalid: it must be 1 to 128 characters of [a-zA-Z0-9_.-]."
+            )));
+        }
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        if st.meta.consumers.iter().any(|c| c.name == consumer) {
+            return Err(Error::ResourceInUse(format!(
+                "Consumer {consumer} under stream {name} already exists for account 000000000000."
+            )));
+        }
+        if st.meta.consumers.len() >= CONSUMERS_PER_STREAM_MAX {
+            return Err(Error::LimitExceeded(format!(
+                "Stream {name} under account 000000000000 already has {CONSUMERS_PER_STREAM_MAX} registered consumers."
+            )));
+        }
+        let mut m = st.meta.clone();
+        let c = ConsumerMeta {
+            name: consumer.to_string(),
+            created_ms: self.now_ms(),
+        };
+        m.consumers.push(c.clone());
+        self.persist(&stream, &m)?;
+        st.meta = m;
+        Ok(ConsumerDescription {
+            name: c.name,
+            stream_name: name.to_string(),
+            created_ms: c.created_ms,
+            status: "ACTIVE",
+        })
+    }
+
+    pub fn deregister_consumer(&self, name: &str, consumer: &str) -> Result<()> {
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        if !st.meta.consumers.iter().any(|c| c.name == consumer) {
+            return Err(Error::ResourceNotFound(format!(
+                "Consumer {consumer} under stream {name} not found for account 000000000000."
+            )));
+        }
+        let mut m = st.meta.clone();
+        m.consumers.retain(|c| c.name != consumer);
+        self.persist(&stream, &m)?;
+        st.meta = m;
+        Ok(())
+    }
+
+    pub fn list_consumers(&self, name: &str) -> Result<Vec<ConsumerDescription>> {
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        Ok(st
+            .meta
+            .consumers
+            .iter()
+            .map(|c| ConsumerDescription {
+                name: c.name.clone(),
+                stream_name: name.to_string(),
+                created_ms: c.created_ms,
+                status: "ACTIVE",
+            })
+            .collect())
+    }
+
+    pub fn describe_consumer(&self, name: &str, consumer: &str) -> Result<ConsumerDescription> {
+        self.list_consumers(name)?
+            .into_iter()
+            .find(|c| c.name == consumer)
+            .ok_or_else(|| {
+                Error::ResourceNotFound(format!(
+                    "Consumer {consumer} under stream {name} not found for account 000000000000."
+                ))
+            })
+    }
+
+    // ----------------------------------------------------------------------
+    // Checkpoints
+    // ----------------------------------------------------------------------
+
+    /// The checkpoint of `application` on `shard`.
+    pub fn get_checkpoint(&self, name: &str, application: &str, shard: &str) -> Result<Option<String>> {
+        let stream = self.stream(name)?;
+        {
+            let st = read(&stream.state);
+            Self::shard_meta(&st, name, shard)?;
+        }
+        let cps = lock(&stream.checkpoints);
+        Ok(cps.get(application).and_then(|m| m.get(shard)).cloned())
+    }
+
+    /// Sets a checkpoint if the current value is `expected` (compare-and-set),
+    /// durably. `sequence_number` must be one of the shard's numbers.
+    pub fn set_checkpoint(
+        &self,
+        name: &str,
+        application: &str,
+        shard: &str,
+        sequence_number: &str,
+        expected: Option<&str>,
+    ) -> Result<()> {
+        if !is_valid_name(application) {
+            return Err(Error::InvalidArgument(format!("Application name {application} is invalid.")));
+        }
+        let stream = self.stream(name)?;
+        {
+            let st = read(&stream.state);
+            let s = Self::shard_meta(&st, name, shard)?;
+            let n = SeqNum::parse(sequence_number).ok_or_else(|| {
+                Error::InvalidArgument(format!("Sequence number {sequence_number} is invalid."))
+            })?;
+            if n.shard_index != s.index || n.generation != s.generation {
+                return Err(Error::InvalidArgument(format!(
+                    "Sequence number {sequence_number} does not belong to shard {shard}."
+                )));
+            }
+        }
+        let shard_key = shard_id(parse_shard_id(shard).unwrap_or(0));
+        let mut cps = lock(&stream.checkpoints);
+        let current = cps.get(application).and_then(|m| m.get(&shard_key)).cloned();
+        if current.as_deref() != expected {
+            return Err(Error::CheckpointConflict {
+                application: application.to_string(),
+                shard_id: shard_key,
+                current,
+                expected: expected.map(str::to_string),
+            });
+        }
+        let mut next = cps.clone();
+        next.entry(application.to_string())
+            .or_default()
+            .insert(shard_key, sequence_number.to_string());
+        meta::store(&*self.inner.fs, &stream.dir.join(meta::CHECKPOINTS_FILE), &next)?;
+        *cps = next;
+        Ok(())
+    }
+}
+
+enum Failure {
+    Record(PutRecordFailure),
+    Err(Error),
+}
+
+fn validate_tags(tags: &BTreeMap<String, String>, _existing: usize) -> Result<()> {
+    if tags.len() > TAGS_PER_STREAM_MAX {
+        return Err(Error::LimitExceeded(format!(
+            "A stream can have at most {TAGS_PER_STREAM_MAX} tags."
+        )));
+    }
+    for (k, v) in tags {
+        if k.is_empty() || k.chars().count() > TAG_KEY_CHARS_MAX || v.chars().count() > TAG_VALUE_CHARS_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "Tag {k} is invalid: keys are 1 to {TAG_KEY_CHARS_MAX} characters, values at most {TAG_VALUE_CHARS_MAX}."
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! Shardlog's stream engine: Kinesis-style streams of shards over indexed
+//! segment logs. This is the library other services embed; the HTTP server is
+//! a thin layer over it.
+//!
+//! ```
+//! use shardlog_stream::{CreateStreamOptions, Engine, EngineOptions, PutRecordInput, StartingPosition};
+//!
+//! let dir = tempfile::tempdir().unwrap();
+//! let engine = Engine::open(dir.path(), EngineOptions::default()).unwrap();
+//! engine.create_stream("orders", 2, CreateStreamOptions::default()).unwrap();
+//! let put = engine.put_record("orders", PutRecordInput::new("customer-7", b"hello")).unwrap();
+//! let it = engine
+//!     .get_shard_iterator("orders", &put.shard_id, StartingPosition::TrimHorizon)
+//!     .unwrap();
+//! let out = engine.get_records(&it, Some(100)).unwrap();
+//! assert_eq!(out.records[0].data, b"hello");
+//! assert_eq!(out.records[0].sequence_number, put.sequence_number);
+//! ```
+
+pub mod clock;
+pub mod engine;
+pub mod error;
+pub mod hashkey;
+pub mod iterator;
+pub mod meta;
+pub mod seqnum;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use engine::{
+    limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, Engine, EngineOptions,
+    GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput, ShardDescription,
+    StartingPosition, StoredRecord, StreamDescription, StreamStatus, StreamSummary,
+};
+pub use error::{Error, Result};
+pub use hashkey::HashRange;
+pub use meta::StreamMode;
+pub use seqnum::SeqNum;
+pub use shardlog_segment::SyncPolicy;

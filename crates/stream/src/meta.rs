@@ -1,0 +1,143 @@
+//! Durable metadata: what the engine knows about streams, shards, consumers
+//! and checkpoints, as JSON files replaced atomically (temporary file, fsync,
+//! rename, fsync of the directory), so a crash leaves the old or the new
+//! state and never a mix.
+//!
+//! Layout of a data directory (see docs/FORMAT.md):
+//!
+//! ```text
+//! ENGINE.json                       engine metadata (next stream id, iterator key)
+//! LOCK                              one process at a time
+//! streams/<id:016>/STREAM.json      a stream, its shards, lineage, consumers
+//! streams/<id:016>/CHECKPOINTS.json per (application, shard) checkpoints
+//! streams/<id:016>/shards/<index:012>/  the shard's segment log
+//! ```
+//!
+//! Directory names are numeric ids, never user input, so no stream name can
+//! reach outside the data directory.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shardlog_segment::fs::{read_all, write_atomic, FileSystem};
+use shardlog_segment::SyncPolicy;
+
+use crate::error::{Error, Result};
+use crate::hashkey::HashRange;
+
+pub const ENGINE_FILE: &str = "ENGINE.json";
+pub const STREAM_FILE: &str = "STREAM.json";
+pub const CHECKPOINTS_FILE: &str = "CHECKPOINTS.json";
+pub const STREAMS_DIR: &str = "streams";
+pub const SHARDS_DIR: &str = "shards";
+pub const META_FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EngineMeta {
+    pub version: u32,
+    pub next_stream_id: u64,
+    /// Key that authenticates shard iterators (hex), so they survive restarts
+    /// but cannot be forged by accident.
+    pub iterator_key: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StreamMode {
+    Provisioned,
+    OnDemand,
+}
+
+impl StreamMode {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StreamMode::Provisioned => "PROVISIONED",
+            StreamMode::OnDemand => "ON_DEMAND",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardMeta {
+    pub index: u64,
+    pub generation: u64,
+    pub range: HashRange,
+    pub parent: Option<u64>,
+    pub adjacent_parent: Option<u64>,
+    pub created_ms: i64,
+    /// Set when the shard was closed by a split or merge.
+    pub closed: Option<ClosedMeta>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClosedMeta {
+    /// One past the position of the shard's last record.
+    pub end_next_position: u64,
+    pub closed_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerMeta {
+    pub name: String,
+    pub created_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StreamMeta {
+    pub version: u32,
+    pub id: u64,
+    pub name: String,
+    pub created_ms: i64,
+    pub retention_hours: u32,
+    pub mode: StreamMode,
+    pub tags: BTreeMap<String, String>,
+    pub shards: Vec<ShardMeta>,
+    pub next_shard_index: u64,
+    pub consumers: Vec<ConsumerMeta>,
+    /// Durability of this stream's appends.
+    pub sync: SyncPolicy,
+    /// Largest record (data plus partition key) accepted, in bytes.
+    pub max_record_bytes: usize,
+    /// Optional cap on the bytes the stream keeps on disk.
+    pub retention_bytes_max: Option<u64>,
+    /// Times (ms) of recent UpdateShardCount calls, for the 24-hour limit.
+    #[serde(default)]
+    pub scaling_ops_ms: Vec<i64>,
+}
+
+impl StreamMeta {
+    pub fn shard(&self, index: u64) -> Option<&ShardMeta> {
+        self.shards.iter().find(|s| s.index == index)
+    }
+
+    pub fn shard_mut(&mut self, index: u64) -> Option<&mut ShardMeta> {
+        self.shards.iter_mut().find(|s| s.index == index)
+    }
+}
+
+/// `application -> shard id -> sequence number`.
+pub type Checkpoints = BTreeMap<String, BTreeMap<String, String>>;
+
+pub fn streams_dir(root: &Path) -> PathBuf {
+    root.join(STREAMS_DIR)
+}
+
+pub fn stream_dir(root: &Path, id: u64) -> PathBuf {
+    streams_dir(root).join(format!("{id:016}"))
+}
+
+pub fn shard_dir(stream_dir: &Path, index: u64) -> PathBuf {
+    stream_dir.join(SHARDS_DIR).join(format!("{index:012}"))
+}
+
+pub fn store<T: Serialize>(fs: &dyn FileSystem, path: &Path, value: &T) -> Result<()> {
+    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::meta(path, e))?;
+    write_atomic(fs, path, &bytes).map_err(|e| Error::Storage(shardlog_segment::Error::io("write metadata", path, e)))
+}
+
+pub fn load<T: for<'de> Deserialize<'de>>(fs: &dyn FileSystem, path: &Path) -> Result<T> {
+    let bytes =
+        read_all(fs, path).map_err(|e| Error::Storage(shardlog_segment::Error::io("read metadata", path, e)))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::meta(path, format!("cannot parse: {e}")))
+}
