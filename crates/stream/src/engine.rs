@@ -13,7 +13,9 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
 use crate::hashkey::{even_ranges, hash_key_of, parse_explicit_hash_key, HashRange};
 use crate::iterator::IteratorToken;
-use crate::meta::{self, Checkpoints, ClosedMeta, ConsumerMeta, EngineMeta, ShardMeta, StreamMeta, StreamMode};
+use crate::meta::{
+    self, Checkpoints, ClosedMeta, ConsumerMeta, EngineMeta, ShardMeta, StreamMeta, StreamMode,
+};
 use crate::seqnum::{is_valid_sequence_number_syntax, SeqNum, GENERATION_MAX, SHARD_INDEX_MAX};
 
 /// Kinesis's limits, with units in their names.
@@ -241,7 +243,9 @@ pub fn parse_shard_id(s: &str) -> Option<u64> {
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= STREAM_NAME_CHARS_MAX
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.' || b == b'-')
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -315,7 +319,9 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -466,8 +472,11 @@ impl Engine {
 
     fn open_shard_log(&self, stream_dir: &Path, index: u64, m: &StreamMeta) -> Result<ShardRt> {
         let dir = meta::shard_dir(stream_dir, index);
-        let (log, _report) =
-            IndexedLog::open_with(self.inner.fs.clone(), &dir, self.log_options(m.sync, m.max_record_bytes))?;
+        let (log, _report) = IndexedLog::open_with(
+            self.inner.fs.clone(),
+            &dir,
+            self.log_options(m.sync, m.max_record_bytes),
+        )?;
         Ok(ShardRt {
             log: Arc::new(log),
             notify: Arc::new(tokio::sync::Notify::new()),
@@ -493,7 +502,10 @@ impl Engine {
             }
             let m: StreamMeta = meta::load(fs, &mpath)?;
             if m.id != id {
-                return Err(Error::meta(&mpath, format!("stream id {} does not match directory {name}", m.id)));
+                return Err(Error::meta(
+                    &mpath,
+                    format!("stream id {} does not match directory {name}", m.id),
+                ));
             }
             let known: std::collections::HashSet<u64> = m.shards.iter().map(|s| s.index).collect();
             let shards_root = sdir.join(meta::SHARDS_DIR);
@@ -507,7 +519,11 @@ impl Engine {
                 shards.insert(s.index, self.open_shard_log(&sdir, s.index, &m)?);
             }
             let cpath = sdir.join(meta::CHECKPOINTS_FILE);
-            let checkpoints: Checkpoints = if fs.exists(&cpath) { meta::load(fs, &cpath)? } else { Checkpoints::new() };
+            let checkpoints: Checkpoints = if fs.exists(&cpath) {
+                meta::load(fs, &cpath)?
+            } else {
+                Checkpoints::new()
+            };
             let mut state = StreamState {
                 meta: m,
                 shards,
@@ -535,12 +551,18 @@ impl Engine {
     }
 
     fn stream(&self, name: &str) -> Result<Arc<Stream>> {
-        read(&self.inner.streams).get(name).cloned().ok_or_else(|| not_found_stream(name))
+        read(&self.inner.streams)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| not_found_stream(name))
     }
 
-    fn total_shards(&self) -> u64 {
+    /// Shards of all streams but `except` (whose state lock the caller may
+    /// hold; taking it again would deadlock).
+    fn total_shards_except(&self, except: Option<u64>) -> u64 {
         read(&self.inner.streams)
             .values()
+            .filter(|s| Some(s.id) != except)
             .map(|s| read(&s.state).meta.shards.len() as u64)
             .sum()
     }
@@ -581,7 +603,7 @@ impl Engine {
                 "Stream {name} under account 000000000000 already exists."
             )));
         }
-        if self.total_shards() + shard_count as u64 > self.inner.opts.shards_max {
+        if self.total_shards_except(None) + shard_count as u64 > self.inner.opts.shards_max {
             return Err(Error::LimitExceeded(format!(
                 "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
                 self.inner.opts.shards_max
@@ -724,7 +746,11 @@ impl Engine {
         let mut shards: Vec<ShardDescription> = m
             .shards
             .iter()
-            .filter_map(|s| st.shards.get(&s.index).map(|rt| Self::describe_shard(m, s, &rt.log)))
+            .filter_map(|s| {
+                st.shards
+                    .get(&s.index)
+                    .map(|rt| Self::describe_shard(m, s, &rt.log))
+            })
             .collect();
         shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
         Ok(StreamDescription {
@@ -864,7 +890,8 @@ impl Engine {
             routed.entry(index).or_default().push(i);
         }
         let now = self.now_ms();
-        let mut results: Vec<Option<Result<PutRecordOutput, Failure>>> = (0..records.len()).map(|_| None).collect();
+        let mut results: Vec<Option<Result<PutRecordOutput, Failure>>> =
+            (0..records.len()).map(|_| None).collect();
         for (index, idxs) in routed {
             let Some(rt) = st.shards.get(&index) else { continue };
             let ins: Vec<RecordIn<'_>> = idxs
@@ -1004,7 +1031,13 @@ impl Engine {
                 ))
             })?;
         let name = read(&stream.state).meta.name.clone();
-        let out = self.read_shard(&name, &shard_id(t.shard_index), t.position, limit, GET_RECORDS_BYTES_MAX)?;
+        let out = self.read_shard(
+            &name,
+            &shard_id(t.shard_index),
+            t.position,
+            limit,
+            GET_RECORDS_BYTES_MAX,
+        )?;
         let next_shard_iterator = out.next_position.map(|position| {
             IteratorToken {
                 issued_ms: now,
@@ -1029,7 +1062,12 @@ impl Engine {
             .filter(|c| c.parent == Some(index) || c.adjacent_parent == Some(index))
             .map(|c| ChildShard {
                 shard_id: shard_id(c.index),
-                parent_shards: c.parent.iter().chain(c.adjacent_parent.iter()).map(|p| shard_id(*p)).collect(),
+                parent_shards: c
+                    .parent
+                    .iter()
+                    .chain(c.adjacent_parent.iter())
+                    .map(|p| shard_id(*p))
+                    .collect(),
                 hash_range: c.range,
             })
             .collect();
@@ -1124,7 +1162,13 @@ impl Engine {
     /// Waits until the shard has records at or after `position`, the shard
     /// closes, or `timeout` passes. Returns whether there is something to read.
     /// Suits tokio: it awaits a notification instead of polling.
-    pub async fn wait_for_records(&self, name: &str, shard: &str, position: u64, timeout: Duration) -> Result<bool> {
+    pub async fn wait_for_records(
+        &self,
+        name: &str,
+        shard: &str,
+        position: u64,
+        timeout: Duration,
+    ) -> Result<bool> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let (notify, ready) = {
@@ -1171,7 +1215,18 @@ impl Engine {
         Ok(log.log().next_seq())
     }
 
-    fn split_in(&self, stream: &Stream, st: &mut StreamState, index: u64, key: u128, now: i64) -> Result<()> {
+    /// Splits `index` at `key`. User requests follow Kinesis's rule
+    /// (`start + 1 < key < end`); scaling (`kinesis_rule = false`) may split
+    /// anywhere that leaves two non-empty ranges.
+    fn split_in(
+        &self,
+        stream: &Stream,
+        st: &mut StreamState,
+        index: u64,
+        key: u128,
+        now: i64,
+        kinesis_rule: bool,
+    ) -> Result<()> {
         let parent = st.meta.shard(index).cloned().ok_or_else(|| {
             Error::ResourceNotFound(format!(
                 "Could not find shard {} in stream {} under account 000000000000.",
@@ -1186,7 +1241,12 @@ impl Engine {
                 st.meta.name
             )));
         }
-        if !(key > parent.range.start.saturating_add(1) && key < parent.range.end) {
+        let allowed = if kinesis_rule {
+            key > parent.range.start.saturating_add(1) && key < parent.range.end
+        } else {
+            key > parent.range.start && key <= parent.range.end
+        };
+        if !allowed {
             return Err(Error::InvalidArgument(format!(
                 "NewStartingHashKey {key} used in SplitShard() on shard {} in stream {} under account 000000000000 is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
                 shard_id(index),
@@ -1259,9 +1319,12 @@ impl Engine {
         now: i64,
     ) -> Result<()> {
         if generation > GENERATION_MAX || st.meta.next_shard_index + ranges.len() as u64 > SHARD_INDEX_MAX {
-            return Err(Error::LimitExceeded("Shard generation or index space exhausted.".into()));
+            return Err(Error::LimitExceeded(
+                "Shard generation or index space exhausted.".into(),
+            ));
         }
-        if self.total_shards() + ranges.len() as u64 > self.inner.opts.shards_max {
+        let total = self.total_shards_except(Some(stream.id)) + st.meta.shards.len() as u64;
+        if total + ranges.len() as u64 > self.inner.opts.shards_max {
             return Err(Error::LimitExceeded(format!(
                 "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
                 self.inner.opts.shards_max
@@ -1302,7 +1365,11 @@ impl Engine {
     /// Runs `f` on a copy of the stream's state under the write lock and
     /// persists the result atomically; on error nothing changes (child logs
     /// already made are removed).
-    fn reshard(&self, name: &str, f: impl FnOnce(&Self, &Stream, &mut StreamState) -> Result<()>) -> Result<()> {
+    fn reshard(
+        &self,
+        name: &str,
+        f: impl FnOnce(&Self, &Stream, &mut StreamState) -> Result<()>,
+    ) -> Result<()> {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
@@ -1320,7 +1387,12 @@ impl Engine {
                 Ok(())
             }
             Err(e) => {
-                let added: Vec<u64> = st.shards.keys().filter(|k| !before_shards.contains(k)).copied().collect();
+                let added: Vec<u64> = st
+                    .shards
+                    .keys()
+                    .filter(|k| !before_shards.contains(k))
+                    .copied()
+                    .collect();
                 for k in added {
                     st.shards.remove(&k);
                     let _ = self.inner.fs.remove_dir_all(&meta::shard_dir(&stream.dir, k));
@@ -1340,17 +1412,21 @@ impl Engine {
             ))
         })?;
         let index = parse_shard_id(shard).ok_or_else(|| {
-            Error::ResourceNotFound(format!("Could not find shard {shard} in stream {name} under account 000000000000."))
+            Error::ResourceNotFound(format!(
+                "Could not find shard {shard} in stream {name} under account 000000000000."
+            ))
         })?;
         let now = self.now_ms();
-        self.reshard(name, |e, s, st| e.split_in(s, st, index, key, now))
+        self.reshard(name, |e, s, st| e.split_in(s, st, index, key, now, true))
     }
 
     /// Merges two adjacent open shards (MergeShards).
     pub fn merge_shards(&self, name: &str, shard: &str, adjacent: &str) -> Result<()> {
         let parse = |s: &str| {
             parse_shard_id(s).ok_or_else(|| {
-                Error::ResourceNotFound(format!("Could not find shard {s} in stream {name} under account 000000000000."))
+                Error::ResourceNotFound(format!(
+                    "Could not find shard {s} in stream {name} under account 000000000000."
+                ))
             })
         };
         let (a, b) = (parse(shard)?, parse(adjacent)?);
@@ -1388,11 +1464,9 @@ impl Engine {
             for w in wanted.iter().skip(1) {
                 let b = w.start;
                 let inside = st.open.iter().find(|(r, _)| r.start < b && b <= r.end).map(|(r, i)| (*r, *i));
-                if let Some((r, i)) = inside {
-                    if b > r.start + 1 {
-                        e.split_in(s, st, i, b, now)?;
-                        st.rebuild_routes();
-                    }
+                if let Some((_, i)) = inside {
+                    e.split_in(s, st, i, b, now, false)?;
+                    st.rebuild_routes();
                 }
             }
             // 2. Merge the open shards inside each wanted range into one.
@@ -1468,7 +1542,11 @@ impl Engine {
                 let st = read(&stream.state);
                 let logs: Vec<(u64, Arc<IndexedLog>)> =
                     st.shards.iter().map(|(i, rt)| (*i, rt.log.clone())).collect();
-                (now - st.meta.retention_hours as i64 * HOUR_MS, st.meta.retention_bytes_max, logs)
+                (
+                    now - st.meta.retention_hours as i64 * HOUR_MS,
+                    st.meta.retention_bytes_max,
+                    logs,
+                )
             };
             // Active segments roll at min(retention / 8, the log's age limit),
             // so an idle shard's data expires at most an eighth late. The log
@@ -1677,7 +1755,9 @@ impl Engine {
         expected: Option<&str>,
     ) -> Result<()> {
         if !is_valid_name(application) {
-            return Err(Error::InvalidArgument(format!("Application name {application} is invalid.")));
+            return Err(Error::InvalidArgument(format!(
+                "Application name {application} is invalid."
+            )));
         }
         let stream = self.stream(name)?;
         {

@@ -32,7 +32,10 @@ pub fn hash_key_of(partition_key: &str) -> u128 {
 /// Parses an explicit hash key: a decimal number in [0, 2^128 − 1] without
 /// leading zeros (Kinesis's pattern `0|([1-9]\d{0,38})`).
 pub fn parse_explicit_hash_key(s: &str) -> Option<u128> {
-    if s.is_empty() || s.len() > 39 || !s.bytes().all(|b| b.is_ascii_digit()) || (s.len() > 1 && s.starts_with('0'))
+    if s.is_empty()
+        || s.len() > 39
+        || !s.bytes().all(|b| b.is_ascii_digit())
+        || (s.len() > 1 && s.starts_with('0'))
     {
         return None;
     }
@@ -43,8 +46,11 @@ pub fn parse_explicit_hash_key(s: &str) -> Option<u128> {
 /// floor(2^128 / n), shard i gets [i·step, (i+1)·step − 1], and the last one
 /// ends at 2^128 − 1.
 pub fn even_ranges(n: u32) -> Vec<HashRange> {
-    if n == 0 {
-        return Vec::new();
+    match n {
+        0 => return Vec::new(),
+        // 2^128 itself does not fit in u128.
+        1 => return vec![HashRange::FULL],
+        _ => {}
     }
     let n = n as u128;
     // floor(2^128 / n) computed without overflowing u128.
@@ -77,6 +83,11 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn one_shard_covers_the_whole_space() {
+        assert_eq!(even_ranges(1), vec![HashRange::FULL]);
+    }
+
+    #[test]
     fn two_shards_split_at_two_to_the_127() {
         let r = even_ranges(2);
         assert_eq!(r[0].end, (1u128 << 127) - 1);
@@ -95,8 +106,14 @@ mod tests {
     #[test]
     fn explicit_hash_keys_are_validated() {
         assert_eq!(parse_explicit_hash_key("0"), Some(0));
-        assert_eq!(parse_explicit_hash_key("340282366920938463463374607431768211455"), Some(u128::MAX));
-        assert_eq!(parse_explicit_hash_key("340282366920938463463374607431768211456"), None);
+        assert_eq!(
+            parse_explicit_hash_key("340282366920938463463374607431768211455"),
+            Some(u128::MAX)
+        );
+        assert_eq!(
+            parse_explicit_hash_key("340282366920938463463374607431768211456"),
+            None
+        );
         assert_eq!(parse_explicit_hash_key("01"), None);
         assert_eq!(parse_explicit_hash_key("-1"), None);
         assert_eq!(parse_explicit_hash_key(""), None);
@@ -115,7 +132,11 @@ mod tests {
             }
             if let Some(step) = step {
                 // step = floor(2^128 / n)
-                prop_assert!(step.checked_mul(n as u128).is_some() || n as u128 * (step - 1) <= u128::MAX);
+                // 2^128 − step·n must lie in [0, n).
+                match step.checked_mul(n as u128) {
+                    Some(v) => prop_assert!(u128::MAX - v < n as u128),
+                    None => prop_assert!(n.is_power_of_two() && step == 1u128 << (128 - n.trailing_zeros())),
+                }
                 prop_assert_eq!(r[1].start, step);
             }
         }

@@ -58,7 +58,12 @@ impl IteratorToken {
         if b.len() != TOKEN_BYTES || b[0] != ITERATOR_VERSION {
             return Err(invalid());
         }
-        let stored = u32::from_le_bytes([b[BODY_BYTES], b[BODY_BYTES + 1], b[BODY_BYTES + 2], b[BODY_BYTES + 3]]);
+        let stored = u32::from_le_bytes([
+            b[BODY_BYTES],
+            b[BODY_BYTES + 1],
+            b[BODY_BYTES + 2],
+            b[BODY_BYTES + 3],
+        ]);
         if mac(key, &b[..BODY_BYTES]) != stored {
             return Err(invalid());
         }
@@ -104,18 +109,30 @@ mod tests {
         let s = token().encode(b"key");
         assert!(s.len() <= 512);
         assert_eq!(IteratorToken::decode(&s, b"key", 10_001).unwrap(), token());
-        assert_eq!(IteratorToken::decode(&format!("\"{s}\""), b"key", 10_001).unwrap(), token());
+        assert_eq!(
+            IteratorToken::decode(&format!("\"{s}\""), b"key", 10_001).unwrap(),
+            token()
+        );
     }
 
     #[test]
     fn tampered_or_foreign_iterators_are_invalid() {
         let s = token().encode(b"key");
-        assert!(matches!(IteratorToken::decode(&s, b"other", 10_001), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            IteratorToken::decode(&s, b"other", 10_001),
+            Err(Error::InvalidArgument(_))
+        ));
         let mut raw = base64::engine::general_purpose::STANDARD.decode(&s).unwrap();
         raw[20] ^= 1;
         let t = base64::engine::general_purpose::STANDARD.encode(raw);
-        assert!(matches!(IteratorToken::decode(&t, b"key", 10_001), Err(Error::InvalidArgument(_))));
-        assert!(matches!(IteratorToken::decode("garbage!", b"key", 0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(
+            IteratorToken::decode(&t, b"key", 10_001),
+            Err(Error::InvalidArgument(_))
+        ));
+        assert!(matches!(
+            IteratorToken::decode("garbage!", b"key", 0),
+            Err(Error::InvalidArgument(_))
+        ));
     }
 
     #[test]

@@ -27,9 +27,9 @@ pub mod seqnum;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
-    limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, Engine, EngineOptions,
-    GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput, ShardDescription,
-    StartingPosition, StoredRecord, StreamDescription, StreamStatus, StreamSummary,
+    limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, Engine,
+    EngineOptions, GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput,
+    ShardDescription, StartingPosition, StoredRecord, StreamDescription, StreamStatus, StreamSummary,
 };
 pub use error::{Error, Result};
 pub use hashkey::HashRange;

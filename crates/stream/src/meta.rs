@@ -133,11 +133,12 @@ pub fn shard_dir(stream_dir: &Path, index: u64) -> PathBuf {
 
 pub fn store<T: Serialize>(fs: &dyn FileSystem, path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::meta(path, e))?;
-    write_atomic(fs, path, &bytes).map_err(|e| Error::Storage(shardlog_segment::Error::io("write metadata", path, e)))
+    write_atomic(fs, path, &bytes)
+        .map_err(|e| Error::Storage(shardlog_segment::Error::io("write metadata", path, e)))
 }
 
 pub fn load<T: for<'de> Deserialize<'de>>(fs: &dyn FileSystem, path: &Path) -> Result<T> {
-    let bytes =
-        read_all(fs, path).map_err(|e| Error::Storage(shardlog_segment::Error::io("read metadata", path, e)))?;
+    let bytes = read_all(fs, path)
+        .map_err(|e| Error::Storage(shardlog_segment::Error::io("read metadata", path, e)))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::meta(path, format!("cannot parse: {e}")))
 }

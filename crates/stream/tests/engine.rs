@@ -1,0 +1,806 @@
+//! Integration tests of the stream engine, on the real file system and on the
+//! fault-injecting one.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shardlog_segment::{CrashPlan, MemFs, SyncPolicy};
+use shardlog_stream::limits::HOUR_MS;
+use shardlog_stream::{
+    CreateStreamOptions, Engine, EngineOptions, Error, ManualClock, PutRecordInput, SeqNum, StartingPosition,
+    StoredRecord,
+};
+
+const T0: i64 = 1_800_000_000_000;
+
+fn opts() -> EngineOptions {
+    EngineOptions {
+        retention_check_interval_ms: 0,
+        ..EngineOptions::default()
+    }
+}
+
+fn small_opts() -> EngineOptions {
+    let mut o = opts();
+    o.log.segment_bytes_max = 64 * 1024;
+    o.log.preallocate_bytes = 8 * 1024;
+    o
+}
+
+fn mem_engine(fs: &MemFs, clock: &ManualClock) -> Engine {
+    Engine::open_with(
+        Arc::new(fs.clone()),
+        PathBuf::from("/data"),
+        small_opts(),
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
+}
+
+fn read_all(engine: &Engine, stream: &str, shard: &str) -> Vec<StoredRecord> {
+    let mut it = engine
+        .get_shard_iterator(stream, shard, StartingPosition::TrimHorizon)
+        .unwrap();
+    let mut out = Vec::new();
+    loop {
+        let r = engine.get_records(&it, Some(1000)).unwrap();
+        let empty = r.records.is_empty();
+        out.extend(r.records);
+        match r.next_shard_iterator {
+            Some(next) if !empty => it = next,
+            _ => return out,
+        }
+    }
+}
+
+#[test]
+fn create_describe_and_list_follow_kinesis_arithmetic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 3, CreateStreamOptions::default()).unwrap();
+    let d = e.describe_stream("s").unwrap();
+    assert_eq!(d.shards.len(), 3);
+    assert_eq!(d.shards[0].shard_id, "shardId-000000000000");
+    assert_eq!(d.shards[2].shard_id, "shardId-000000000002");
+    let step = u128::MAX / 3 + u128::from(u128::MAX % 3 == 2);
+    assert_eq!(d.shards[1].hash_range.start, step);
+    assert_eq!(d.shards[2].hash_range.end, u128::MAX);
+    assert_eq!(d.retention_hours, 24);
+    assert_eq!(d.shards[0].starting_sequence_number.len(), 56);
+    assert!(matches!(
+        e.create_stream("s", 1, CreateStreamOptions::default()),
+        Err(Error::ResourceInUse(_))
+    ));
+    assert!(matches!(
+        e.create_stream("bad/name", 1, CreateStreamOptions::default()),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        e.describe_stream("nope"),
+        Err(Error::ResourceNotFound(_))
+    ));
+    // Dot names are valid stream names and never become paths.
+    for name in [".", "..", "a..b"] {
+        e.create_stream(name, 1, CreateStreamOptions::default()).unwrap();
+        e.put_record(name, PutRecordInput::new("k", b"v")).unwrap();
+    }
+    let names: Vec<String> = e.list_streams().into_iter().map(|s| s.name).collect();
+    assert_eq!(names, vec![".", "..", "a..b", "s"]);
+    for entry in std::fs::read_dir(tmp.path().join("streams")).unwrap() {
+        let n = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            n.bytes().all(|b| b.is_ascii_digit()),
+            "stream directory {n} is not an id"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        3,
+        "ENGINE.json, LOCK, streams only"
+    );
+}
+
+#[test]
+fn records_route_by_md5_or_explicit_hash_key_and_read_back_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 4, CreateStreamOptions::default()).unwrap();
+    let d = e.describe_stream("s").unwrap();
+    let mut by_shard: HashMap<String, Vec<String>> = HashMap::new();
+    for i in 0..200 {
+        let key = format!("key-{i}");
+        let data = format!("data-{i}");
+        let out = e
+            .put_record("s", PutRecordInput::new(&key, data.as_bytes()))
+            .unwrap();
+        let h = shardlog_stream::hashkey::hash_key_of(&key);
+        let owner = d.shards.iter().find(|s| s.hash_range.contains(h)).unwrap();
+        assert_eq!(out.shard_id, owner.shard_id, "record routed by MD5 of its key");
+        by_shard
+            .entry(out.shard_id)
+            .or_default()
+            .push(out.sequence_number);
+    }
+    // An explicit hash key overrides the partition key.
+    let last = &d.shards[3];
+    let out = e
+        .put_record(
+            "s",
+            PutRecordInput {
+                explicit_hash_key: Some(&last.hash_range.start.to_string()),
+                ..PutRecordInput::new("key-0", b"x")
+            },
+        )
+        .unwrap();
+    assert_eq!(out.shard_id, last.shard_id);
+    by_shard.get_mut(&out.shard_id).unwrap().push(out.sequence_number);
+    for (shard, seqs) in &by_shard {
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1] && w[0].len() == 56),
+            "increasing, fixed width"
+        );
+        let got: Vec<String> = read_all(&e, "s", shard)
+            .into_iter()
+            .map(|r| r.sequence_number)
+            .collect();
+        assert_eq!(&got, seqs);
+    }
+    let bad = PutRecordInput {
+        explicit_hash_key: Some("340282366920938463463374607431768211456"),
+        ..PutRecordInput::new("k", b"x")
+    };
+    assert!(matches!(e.put_record("s", bad), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        e.put_record("s", PutRecordInput::new("", b"x")),
+        Err(Error::InvalidArgument(_))
+    ));
+    let long = "é".repeat(256);
+    e.put_record("s", PutRecordInput::new(&long, b"x")).unwrap();
+    assert!(e
+        .put_record("s", PutRecordInput::new(&"é".repeat(257), b"x"))
+        .is_err());
+    let big = vec![0u8; 1024 * 1024];
+    assert!(matches!(
+        e.put_record("s", PutRecordInput::new("k", &big)),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn put_records_spans_shards_and_reports_per_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 4, CreateStreamOptions::default()).unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    let recs: Vec<PutRecordInput<'_>> = keys
+        .iter()
+        .map(|k| PutRecordInput::new(k, k.as_bytes()))
+        .collect();
+    let out = e.put_records("s", &recs).unwrap();
+    assert_eq!(out.len(), 500);
+    let shards: std::collections::HashSet<&str> = out
+        .iter()
+        .map(|r| r.as_ref().unwrap().shard_id.as_str())
+        .collect();
+    assert_eq!(shards.len(), 4);
+    let too_many: Vec<PutRecordInput<'_>> = (0..501).map(|_| PutRecordInput::new("k", b"")).collect();
+    assert!(matches!(
+        e.put_records("s", &too_many),
+        Err(Error::InvalidArgument(_))
+    ));
+    let big = vec![0u8; 900 * 1024];
+    let six: Vec<PutRecordInput<'_>> = (0..6).map(|_| PutRecordInput::new("k", &big)).collect();
+    let err = e.put_records("s", &six).unwrap_err();
+    assert!(err.to_string().contains("5 MB"), "{err}");
+}
+
+#[test]
+fn iterator_types_resolve_as_kinesis_does() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+    let mut seqs = Vec::new();
+    for i in 0..10 {
+        clock.advance(1000);
+        seqs.push(
+            e.put_record(
+                "s",
+                PutRecordInput {
+                    explicit_hash_key: Some("0"),
+                    ..PutRecordInput::new("k", format!("{i}").as_bytes())
+                },
+            )
+            .unwrap(),
+        );
+    }
+    let shard = seqs[0].shard_id.clone();
+    let first_of = |p: StartingPosition| {
+        let it = e.get_shard_iterator("s", &shard, p).unwrap();
+        e.get_records(&it, Some(1))
+            .unwrap()
+            .records
+            .first()
+            .map(|r| r.data.clone())
+    };
+    assert_eq!(first_of(StartingPosition::TrimHorizon), Some(b"0".to_vec()));
+    assert_eq!(first_of(StartingPosition::Latest), None);
+    assert_eq!(
+        first_of(StartingPosition::AtSequenceNumber(
+            seqs[4].sequence_number.clone()
+        )),
+        Some(b"4".to_vec())
+    );
+    assert_eq!(
+        first_of(StartingPosition::AfterSequenceNumber(
+            seqs[4].sequence_number.clone()
+        )),
+        Some(b"5".to_vec())
+    );
+    assert_eq!(
+        first_of(StartingPosition::AtTimestamp(T0 + 3_000)),
+        Some(b"2".to_vec())
+    );
+    assert_eq!(
+        first_of(StartingPosition::AtTimestamp(T0 + 3_500)),
+        Some(b"3".to_vec()),
+        "next later record"
+    );
+    assert_eq!(
+        first_of(StartingPosition::AtTimestamp(0)),
+        Some(b"0".to_vec()),
+        "before trim horizon"
+    );
+    let err = e
+        .get_shard_iterator("s", &shard, StartingPosition::AtTimestamp(clock.now() + 1))
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)));
+    // A sequence number of another shard is rejected, saying which.
+    let other = if shard.ends_with('0') {
+        "shardId-000000000001"
+    } else {
+        "shardId-000000000000"
+    };
+    let err = e
+        .get_shard_iterator(
+            "s",
+            other,
+            StartingPosition::AtSequenceNumber(seqs[0].sequence_number.clone()),
+        )
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Invalid StartingSequenceNumber. It encodes"),
+        "{err}"
+    );
+    // LATEST then a new put: the iterator sees it; MillisBehindLatest is 0 at the tip.
+    let it = e
+        .get_shard_iterator("s", &shard, StartingPosition::Latest)
+        .unwrap();
+    e.put_record(
+        "s",
+        PutRecordInput {
+            explicit_hash_key: Some("0"),
+            ..PutRecordInput::new("k", b"new")
+        },
+    )
+    .unwrap();
+    let r = e.get_records(&it, None).unwrap();
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(r.millis_behind_latest, 0);
+    // Behind the tip, MillisBehindLatest is real.
+    let it = e
+        .get_shard_iterator("s", &shard, StartingPosition::TrimHorizon)
+        .unwrap();
+    clock.advance(5_000);
+    let r = e.get_records(&it, Some(2)).unwrap();
+    assert!(r.millis_behind_latest >= 5_000, "{}", r.millis_behind_latest);
+    // Iterators expire after five minutes.
+    clock.advance(300_001);
+    assert!(matches!(e.get_records(&it, None), Err(Error::ExpiredIterator(_))));
+}
+
+trait Now {
+    fn now(&self) -> i64;
+}
+impl Now for ManualClock {
+    fn now(&self) -> i64 {
+        shardlog_stream::Clock::now_ms(self)
+    }
+}
+
+/// Writes `per_key` records for each of `keys` keys and returns the expected
+/// per-key data in order.
+fn write_keys(
+    e: &Engine,
+    keys: usize,
+    per_key: usize,
+    tag: &str,
+    expect: &mut BTreeMap<String, Vec<String>>,
+) {
+    for n in 0..per_key {
+        for k in 0..keys {
+            let key = format!("key-{k}");
+            let data = format!("{tag}-{n}");
+            e.put_record("s", PutRecordInput::new(&key, data.as_bytes()))
+                .unwrap();
+            expect.entry(key).or_default().push(data);
+        }
+    }
+}
+
+/// Reads the whole stream the way a KCL worker does: parents before
+/// children, following ChildShards; returns per-key data in read order.
+fn read_by_lineage(e: &Engine) -> BTreeMap<String, Vec<String>> {
+    let shards = e.list_shards("s").unwrap();
+    let mut done: std::collections::HashSet<String> = Default::default();
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut queue: Vec<String> = shards
+        .iter()
+        .filter(|s| s.parent_shard_id.is_none())
+        .map(|s| s.shard_id.clone())
+        .collect();
+    while let Some(shard) = queue.pop() {
+        let desc = shards.iter().find(|s| s.shard_id == shard).unwrap();
+        let parents_done = desc
+            .parent_shard_id
+            .iter()
+            .chain(desc.adjacent_parent_shard_id.iter())
+            .all(|p| done.contains(p));
+        if !parents_done || done.contains(&shard) {
+            continue;
+        }
+        let mut it = e
+            .get_shard_iterator("s", &shard, StartingPosition::TrimHorizon)
+            .unwrap();
+        loop {
+            let r = e.get_records(&it, Some(500)).unwrap();
+            for rec in &r.records {
+                out.entry(rec.partition_key.clone())
+                    .or_default()
+                    .push(String::from_utf8(rec.data.clone()).unwrap());
+            }
+            match r.next_shard_iterator {
+                Some(n) => {
+                    if r.records.is_empty() {
+                        break; // open shard at its tip
+                    }
+                    it = n;
+                }
+                None => {
+                    assert!(
+                        !r.child_shards.is_empty(),
+                        "end of a closed shard names its children"
+                    );
+                    for c in r.child_shards {
+                        queue.insert(0, c.shard_id);
+                    }
+                    break;
+                }
+            }
+        }
+        done.insert(shard);
+    }
+    out
+}
+
+#[test]
+fn every_key_reads_in_write_order_across_a_split_and_a_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+    let mut expect = BTreeMap::new();
+    write_keys(&e, 40, 5, "before", &mut expect);
+    e.split_shard("s", "shardId-000000000000", &(1u128 << 126).to_string())
+        .unwrap();
+    let d = e.describe_stream("s").unwrap();
+    assert_eq!(d.shards.len(), 4);
+    assert_eq!(d.open_shard_count, 3);
+    let parent = &d.shards[0];
+    assert!(parent.ending_sequence_number.is_some());
+    let kid = &d.shards[2];
+    assert_eq!(kid.shard_id, "shardId-000000000002");
+    assert_eq!(kid.parent_shard_id.as_deref(), Some("shardId-000000000000"));
+    assert!(
+        kid.starting_sequence_number > *parent.ending_sequence_number.as_ref().unwrap(),
+        "children sort after parents"
+    );
+    write_keys(&e, 40, 5, "split", &mut expect);
+    e.merge_shards("s", "shardId-000000000003", "shardId-000000000001")
+        .unwrap();
+    let d = e.describe_stream("s").unwrap();
+    assert_eq!(d.open_shard_count, 2);
+    let merged = d
+        .shards
+        .iter()
+        .find(|s| s.shard_id == "shardId-000000000004")
+        .unwrap();
+    assert_eq!(merged.parent_shard_id.as_deref(), Some("shardId-000000000003"));
+    assert_eq!(
+        merged.adjacent_parent_shard_id.as_deref(),
+        Some("shardId-000000000001")
+    );
+    write_keys(&e, 40, 5, "merged", &mut expect);
+    assert_eq!(read_by_lineage(&e), expect);
+    // And the same after a restart.
+    drop(e);
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    assert_eq!(read_by_lineage(&e), expect);
+    // Kinesis's rules.
+    let err = e.split_shard("s", "shardId-000000000000", "5").unwrap_err();
+    assert!(err.to_string().contains("already been merged or split"), "{err}");
+    let err = e.split_shard("s", "shardId-000000000002", "1").unwrap_err();
+    assert!(
+        err.to_string().contains("not both greater than one plus"),
+        "{err}"
+    );
+    e.create_stream("m", 3, CreateStreamOptions::default()).unwrap();
+    let err = e
+        .merge_shards("m", "shardId-000000000000", "shardId-000000000002")
+        .unwrap_err();
+    assert!(err.to_string().contains("not an adjacent pair"), "{err}");
+}
+
+#[test]
+fn update_shard_count_reaches_even_ranges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 4, CreateStreamOptions::default()).unwrap();
+    let mut expect = BTreeMap::new();
+    write_keys(&e, 20, 2, "a", &mut expect);
+    for target in [8u32, 5, 3, 6] {
+        e.update_shard_count("s", target).unwrap();
+        let d = e.describe_stream("s").unwrap();
+        let mut open: Vec<_> = d
+            .shards
+            .iter()
+            .filter(|s| s.ending_sequence_number.is_none())
+            .map(|s| s.hash_range)
+            .collect();
+        open.sort();
+        assert_eq!(
+            open,
+            shardlog_stream::hashkey::even_ranges(target),
+            "target {target}"
+        );
+        write_keys(&e, 20, 2, &format!("t{target}"), &mut expect);
+    }
+    assert_eq!(read_by_lineage(&e), expect);
+    assert!(matches!(
+        e.update_shard_count("s", 13),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+#[test]
+fn retention_moves_the_trim_horizon_and_expires_closed_shards() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let data = vec![1u8; 1000];
+    for _ in 0..200 {
+        e.put_record("s", PutRecordInput::new("k", &data)).unwrap();
+    }
+    let old_it = e
+        .get_shard_iterator("s", "shardId-000000000000", StartingPosition::TrimHorizon)
+        .unwrap();
+    clock.advance(20 * HOUR_MS);
+    for _ in 0..50 {
+        e.put_record("s", PutRecordInput::new("k", &data)).unwrap();
+    }
+    clock.advance(5 * HOUR_MS);
+    assert!(e.enforce_retention().unwrap() > 0);
+    let rest = read_all(&e, "s", "shardId-000000000000");
+    assert!(rest.len() >= 50 && rest.len() < 250, "{}", rest.len());
+    assert!(rest
+        .iter()
+        .all(|r| r.approximate_arrival_ms >= T0 + 20 * HOUR_MS - 3_600_000));
+    // A reader holding an old position continues from the trim horizon.
+    let r = e.get_records(&old_it, Some(1));
+    // The old iterator expired by time; take a fresh one at the old number.
+    assert!(r.is_err());
+    let first_seq = SeqNum {
+        generation: 1,
+        shard_index: 0,
+        position: 0,
+    }
+    .encode();
+    let it = e
+        .get_shard_iterator(
+            "s",
+            "shardId-000000000000",
+            StartingPosition::AtSequenceNumber(first_seq),
+        )
+        .unwrap();
+    let r = e.get_records(&it, Some(1)).unwrap();
+    assert_eq!(r.records[0].sequence_number, rest[0].sequence_number);
+    // Closed shards disappear once their data expired.
+    e.split_shard("s", "shardId-000000000000", &(1u128 << 127).to_string())
+        .unwrap();
+    clock.advance(25 * HOUR_MS);
+    e.enforce_retention().unwrap();
+    clock.advance(25 * HOUR_MS);
+    e.enforce_retention().unwrap();
+    let ids: Vec<String> = e
+        .list_shards("s")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.shard_id)
+        .collect();
+    assert_eq!(ids, vec!["shardId-000000000001", "shardId-000000000002"]);
+    // Retention changes follow Kinesis's rules.
+    assert!(e.increase_retention("s", 12).is_err());
+    e.increase_retention("s", 48).unwrap();
+    assert!(e.decrease_retention("s", 72).is_err());
+    assert!(e.increase_retention("s", 8761).is_err());
+    e.decrease_retention("s", 24).unwrap();
+}
+
+#[test]
+fn byte_cap_deletes_oldest_segments_first() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    e.create_stream(
+        "s",
+        2,
+        CreateStreamOptions {
+            retention_bytes_max: Some(300 * 1024),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let data = vec![1u8; 1000];
+    for i in 0..1000 {
+        clock.advance(1);
+        e.put_record("s", PutRecordInput::new(&format!("k{i}"), &data))
+            .unwrap();
+    }
+    assert!(e.stream_bytes_on_disk("s").unwrap() > 300 * 1024);
+    assert!(e.enforce_retention().unwrap() > 0);
+    assert!(e.stream_bytes_on_disk("s").unwrap() <= 300 * 1024);
+}
+
+#[test]
+fn consumers_and_checkpoints_survive_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let seq;
+    {
+        let e = Engine::open(tmp.path(), opts()).unwrap();
+        e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+        e.register_consumer("s", "app-1").unwrap();
+        assert!(matches!(
+            e.register_consumer("s", "app-1"),
+            Err(Error::ResourceInUse(_))
+        ));
+        for i in 2..=20 {
+            e.register_consumer("s", &format!("app-{i}")).unwrap();
+        }
+        assert!(matches!(
+            e.register_consumer("s", "app-21"),
+            Err(Error::LimitExceeded(_))
+        ));
+        e.deregister_consumer("s", "app-20").unwrap();
+        seq = e
+            .put_record("s", PutRecordInput::new("k", b"v"))
+            .unwrap()
+            .sequence_number;
+        e.set_checkpoint("s", "worker", "shardId-000000000000", &seq, None)
+            .unwrap();
+        let err = e
+            .set_checkpoint("s", "worker", "shardId-000000000000", &seq, None)
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::CheckpointConflict { .. }),
+            "compare-and-set refuses a stale expectation"
+        );
+        let mut tags = BTreeMap::new();
+        tags.insert("team".to_string(), "data".to_string());
+        e.add_tags("s", &tags).unwrap();
+        e.increase_retention("s", 100).unwrap();
+    }
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    assert_eq!(e.list_consumers("s").unwrap().len(), 19);
+    assert_eq!(
+        e.get_checkpoint("s", "worker", "shardId-000000000000").unwrap(),
+        Some(seq.clone())
+    );
+    e.set_checkpoint("s", "worker", "shardId-000000000000", &seq, Some(&seq))
+        .unwrap();
+    assert_eq!(
+        e.list_tags("s").unwrap().get("team").map(String::as_str),
+        Some("data")
+    );
+    assert_eq!(e.describe_stream("s").unwrap().retention_hours, 100);
+    assert!(matches!(
+        e.delete_stream("s", false),
+        Err(Error::ResourceInUse(_))
+    ));
+    e.delete_stream("s", true).unwrap();
+    drop(e);
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    assert!(e.list_streams().is_empty());
+}
+
+#[test]
+fn a_second_engine_on_the_same_directory_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let _e = Engine::open(tmp.path(), opts()).unwrap();
+    let err = Engine::open(tmp.path(), opts()).unwrap_err();
+    assert!(err.to_string().contains("locked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tailing_reader_wakes_when_a_record_arrives() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let e2 = e.clone();
+    let waiter = tokio::spawn(async move {
+        e2.wait_for_records("s", "shardId-000000000000", 0, Duration::from_secs(10))
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let e3 = e.clone();
+    tokio::task::spawn_blocking(move || e3.put_record("s", PutRecordInput::new("k", b"v")).unwrap())
+        .await
+        .unwrap();
+    assert!(waiter.await.unwrap());
+    assert!(!e
+        .wait_for_records("s", "shardId-000000000000", 1, Duration::from_millis(50))
+        .await
+        .unwrap());
+}
+
+#[test]
+fn concurrent_writers_keep_per_shard_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 3, CreateStreamOptions::default()).unwrap();
+    std::thread::scope(|s| {
+        for t in 0..8 {
+            let e = &e;
+            s.spawn(move || {
+                for i in 0..100 {
+                    let key = format!("t{t}");
+                    e.put_record("s", PutRecordInput::new(&key, format!("{i}").as_bytes()))
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let mut per_key: HashMap<String, Vec<u32>> = HashMap::new();
+    for shard in e.list_shards("s").unwrap() {
+        for r in read_all(&e, "s", &shard.shard_id) {
+            per_key
+                .entry(r.partition_key)
+                .or_default()
+                .push(String::from_utf8(r.data).unwrap().parse().unwrap());
+        }
+    }
+    assert_eq!(per_key.len(), 8);
+    for v in per_key.values() {
+        assert_eq!(*v, (0..100).collect::<Vec<_>>());
+    }
+}
+
+/// Snapshot of everything durable about the engine.
+fn snapshot(e: &Engine) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in e.list_streams() {
+        let d = e.describe_stream(&s.name).unwrap();
+        out.push(format!("{} {} {:?}", d.name, d.retention_hours, d.tags));
+        for mut sh in d.shards {
+            // The trim horizon moves with retention one segment at a time;
+            // it is data, not metadata.
+            sh.starting_sequence_number.clear();
+            out.push(format!("{sh:?}"));
+        }
+        for c in e.list_consumers(&s.name).unwrap() {
+            out.push(c.name);
+        }
+    }
+    out
+}
+
+fn crash_setup(fs: &MemFs, clock: &ManualClock, name: &str) -> Engine {
+    let e = mem_engine(fs, clock);
+    e.create_stream(
+        "s",
+        2,
+        CreateStreamOptions {
+            sync: Some(SyncPolicy::Always),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for i in 0..20 {
+        e.put_record("s", PutRecordInput::new(&format!("k{i}"), b"v"))
+            .unwrap();
+    }
+    if name == "expire" {
+        e.split_shard("s", "shardId-000000000000", &(1u128 << 126).to_string())
+            .unwrap();
+        clock.advance(49 * HOUR_MS);
+    }
+    e
+}
+
+#[test]
+fn metadata_is_old_or_new_after_a_crash_at_every_step() {
+    type Op = fn(&Engine) -> shardlog_stream::Result<()>;
+    let ops: Vec<(&str, Op)> = vec![
+        ("create", |e| {
+            e.create_stream("t", 3, CreateStreamOptions::default())
+        }),
+        ("delete", |e| e.delete_stream("s", true)),
+        ("split", |e| {
+            e.split_shard("s", "shardId-000000000000", &(1u128 << 126).to_string())
+        }),
+        ("merge", |e| {
+            e.merge_shards("s", "shardId-000000000000", "shardId-000000000001")
+        }),
+        ("scale", |e| e.update_shard_count("s", 3).map(|_| ())),
+        ("retention", |e| e.increase_retention("s", 48)),
+        ("consumer", |e| e.register_consumer("s", "c").map(|_| ())),
+        ("tags", |e| {
+            e.add_tags("s", &BTreeMap::from([("a".to_string(), "b".to_string())]))
+        }),
+        ("expire", |e| e.enforce_retention().map(|_| ())),
+    ];
+    for (name, op) in ops {
+        // The state the operation leads to, from a fault-free run.
+        let (before, after) = {
+            let fs = MemFs::new();
+            let clock = ManualClock::new(T0);
+            let e = crash_setup(&fs, &clock, name);
+            let before = snapshot(&e);
+            op(&e).unwrap();
+            (before, snapshot(&e))
+        };
+        assert_ne!(before, after, "{name} changes nothing visible");
+        let mut step = 0u64;
+        loop {
+            let fs = MemFs::new();
+            let clock = ManualClock::new(T0);
+            let e = crash_setup(&fs, &clock, name);
+            fs.fail_after_ops(step);
+            let finished = op(&e).is_ok();
+            std::mem::forget(e);
+            fs.crash(CrashPlan::Random { seed: step });
+            let e = mem_engine(&fs, &clock);
+            let now = snapshot(&e);
+            if finished {
+                assert_eq!(now, after, "{name}: a completed operation was lost in a crash");
+            } else {
+                assert!(
+                    now == before || now == after,
+                    "{name} step {step}: torn metadata {now:#?}"
+                );
+            }
+            // Every shard is readable, and no acknowledged record is lost
+            // (retention may legitimately remove all of them).
+            let mut total = 0;
+            for s in e.list_streams() {
+                for sh in e.list_shards(&s.name).unwrap() {
+                    let n = read_all(&e, &s.name, &sh.shard_id).len();
+                    if s.name == "s" {
+                        total += n;
+                    }
+                }
+            }
+            if e.list_streams().iter().any(|s| s.name == "s") && name != "expire" {
+                assert_eq!(total, 20, "{name} step {step}: acknowledged records lost");
+            }
+            if finished {
+                break;
+            }
+            step += 1;
+            assert!(step < 500, "{name} never completed");
+        }
+    }
+}
