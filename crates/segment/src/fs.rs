@@ -54,6 +54,14 @@ pub trait FileHandle: Send + Sync + Debug {
     fn allocate(&self, len: u64) -> io::Result<()>;
     /// Maps the first `len` bytes read-only.
     fn map(&self, len: usize) -> io::Result<Mapping>;
+    /// Byte ranges at or after `from` that may hold non-zero data. Holes and
+    /// preallocated, never-written space may be left out, which saves
+    /// recovery from reading megabytes of zeros per log. The default claims
+    /// everything.
+    fn data_ranges(&self, from: u64) -> io::Result<Vec<(u64, u64)>> {
+        let len = self.len()?;
+        Ok(if from < len { vec![(from, len)] } else { Vec::new() })
+    }
 }
 
 /// A held exclusive lock; released when dropped.
@@ -76,6 +84,9 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn remove_file(&self, path: &Path) -> io::Result<()>;
     /// Makes creations, renames and removals in a directory durable.
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Makes every file of the file system holding `path` durable at once
+    /// (`syncfs`): one call instead of an fsync per file when many logs open.
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()>;
     /// Removes a directory and everything in it (no error if it is missing).
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Takes an exclusive, non-blocking lock on `path` (created if missing).
@@ -167,6 +178,32 @@ impl FileHandle for StdFile {
         }
         crate::mmap::map_read_only(&self.file, len).map(Mapping::Mmap)
     }
+
+    fn data_ranges(&self, from: u64) -> io::Result<Vec<(u64, u64)>> {
+        use rustix::fs::{seek, SeekFrom};
+        let len = self.len()?;
+        let mut out = Vec::new();
+        let mut at = from;
+        while at < len {
+            let start = match seek(&self.file, SeekFrom::Data(at)) {
+                Ok(s) => s,
+                // No data after `at`.
+                Err(rustix::io::Errno::NXIO) => break,
+                // SEEK_DATA unsupported: claim the rest.
+                Err(_) => {
+                    out.push((at, len));
+                    break;
+                }
+            };
+            let end = seek(&self.file, SeekFrom::Hole(start)).unwrap_or(len).min(len);
+            if end <= start {
+                break;
+            }
+            out.push((start, end));
+            at = end;
+        }
+        Ok(out)
+    }
 }
 
 #[derive(Debug)]
@@ -226,6 +263,11 @@ impl FileSystem for StdFs {
 
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         File::open(path)?.sync_all()
+    }
+
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
+        let dir = File::open(path)?;
+        rustix::fs::syncfs(&dir).map_err(io::Error::from)
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {

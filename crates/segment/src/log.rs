@@ -57,6 +57,10 @@ pub struct LogOptions {
     pub preallocate_bytes: u64,
     /// Sequence number of the first record of a new, empty log.
     pub first_seq: u64,
+    /// Fsync the active segment when opening. A caller that opens many logs
+    /// may turn this off and make them all durable with one
+    /// [`FileSystem::sync_filesystem`] before serving any reader.
+    pub sync_on_open: bool,
 }
 
 impl Default for LogOptions {
@@ -70,6 +74,7 @@ impl Default for LogOptions {
             mapped_segments_max: MAPPED_SEGMENTS_DEFAULT_MAX,
             preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
             first_seq: 0,
+            sync_on_open: true,
         }
     }
 }
@@ -714,7 +719,17 @@ impl Log {
             ));
         }
         let scan = scan_frames(bytes, &header, bytes.len());
-        let tail_dirty = scan.stop.is_some() || bytes[scan.end as usize..].iter().any(|&b| b != 0);
+        // Only ranges the file system reports as data need checking for
+        // stray bytes; preallocated space that was never written reads as
+        // zeros by definition.
+        let data_ranges = file
+            .data_ranges(scan.end)
+            .map_err(|e| Error::io("find data ranges", &path, e))?;
+        let tail_dirty = scan.stop.is_some()
+            || data_ranges.iter().any(|&(a, b)| {
+                let (a, b) = (a.min(len) as usize, b.min(len) as usize);
+                bytes[a..b].iter().any(|&x| x != 0)
+            });
         let evidence = if tail_dirty {
             scan.evidence_of_synced_damage(header.file_id)
         } else {
@@ -731,6 +746,7 @@ impl Log {
         drop(map);
         let mut quarantine = None;
         let mut valid_len = len;
+        let mut truncated = false;
         if tail_dirty {
             let reason = stop.unwrap_or("non-zero bytes after the end of data");
             if let Some(later) = evidence {
@@ -754,12 +770,15 @@ impl Log {
                 report.truncated_bytes = len - scan_end;
                 report.truncated_at = Some((path.clone(), scan_end));
                 valid_len = scan_end;
+                truncated = true;
             }
         }
         // What survived the crash may still sit only in the page cache (after
         // a process crash); make it durable before anyone reads it.
-        file.sync_data()
-            .map_err(|e| Error::io("fsync segment", &path, e))?;
+        if opts.sync_on_open || truncated {
+            file.sync_data()
+                .map_err(|e| Error::io("fsync segment", &path, e))?;
+        }
         report.active_records = placed.len() as u64;
         let placed_count = placed.len();
         let has_sealed = has_sealed_segments;

@@ -566,6 +566,24 @@ impl FileSystem for MemFs {
         Ok(names)
     }
 
+    fn sync_filesystem(&self, _path: &Path) -> io::Result<()> {
+        let mut inner = self.lock_inner();
+        inner.consume_op()?;
+        if inner.faults.fail_syncs > 0 {
+            inner.faults.fail_syncs -= 1;
+            return Err(eio("syncfs"));
+        }
+        for file in inner.files.values_mut() {
+            for op in std::mem::take(&mut file.pending) {
+                apply(&mut file.durable, &op);
+            }
+        }
+        for dir in inner.dirs.values_mut() {
+            dir.durable = dir.current.clone();
+        }
+        Ok(())
+    }
+
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         // Directory removal is durable at once in this model, like creation.
         let mut inner = self.lock_inner();

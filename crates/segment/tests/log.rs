@@ -665,3 +665,39 @@ fn real_files_round_trip_through_memory_maps() {
     assert!(len <= 64 * 1024, "sealed segment is {len} bytes");
     assert!(Path::new(&sealed.path).exists());
 }
+
+#[test]
+fn stray_bytes_in_preallocated_space_of_a_real_file_are_found_and_cut() {
+    use std::os::unix::fs::FileExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let path;
+    let end;
+    {
+        let log = Log::open(tmp.path(), LogOptions::default()).unwrap();
+        append_n(&log, 0, 10);
+        path = log.segments()[0].path.clone();
+        end = SEGMENT_HEADER_BYTES as u64 + (0..10).map(|i| 40 + 3 + payload(i).len() as u64).sum::<u64>();
+    }
+    // A torn write's later sector landed far past the end of data, in the
+    // preallocated (never written) space.
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    let len = f.metadata().unwrap().len();
+    assert!(len > end + 300_000, "segment is preallocated");
+    f.write_all_at(&[0xAB; 512], end + 200_000).unwrap();
+    drop(f);
+    let strict = LogOptions {
+        recovery: RecoveryPolicy::Strict,
+        ..LogOptions::default()
+    };
+    assert!(matches!(
+        Log::open(tmp.path(), strict),
+        Err(Error::TornTail { .. })
+    ));
+    let log = Log::open(tmp.path(), LogOptions::default()).unwrap();
+    assert_records(&log, 10);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        end,
+        "cut back to the end of data"
+    );
+}

@@ -466,6 +466,8 @@ impl Engine {
                 shardlog_segment::format::RECORD_DATA_BYTES_LIMIT,
             ),
             first_seq: 0,
+            // One syncfs after all logs are open replaces a thousand fsyncs.
+            sync_on_open: false,
             ..self.inner.opts.log.clone()
         }
     }
@@ -541,6 +543,12 @@ impl Engine {
                 }),
             );
         }
+        // Recovered data may sit only in the page cache after a process crash:
+        // make all of it durable, with one call, before anything is served.
+        self.inner
+            .fs
+            .sync_filesystem(&self.inner.dir)
+            .map_err(|e| Error::Storage(shardlog_segment::Error::io("syncfs", &self.inner.dir, e)))?;
         *write(&self.inner.streams) = streams;
         Ok(())
     }
