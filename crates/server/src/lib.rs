@@ -1,0 +1,158 @@
+//! Shardlog's Kinesis-compatible server: the Kinesis Data Streams API over
+//! HTTP/1.1 and cleartext HTTP/2 (prior knowledge), in awsJson 1.1 and the
+//! Java SDK's CBOR, over the stream engine. A thin layer: every semantic lives
+//! in `shardlog-stream`; this crate decodes, validates and encodes.
+
+pub mod error;
+pub mod ops;
+pub mod protocol;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{to_bytes, Body};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use shardlog_stream::Engine;
+use tokio::net::TcpListener;
+
+use crate::error::ApiError;
+use crate::protocol::Format;
+
+/// Largest request body accepted (a 10 MiB record, base64-encoded, plus room).
+pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
+pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
+
+#[derive(Clone)]
+struct AppState {
+    engine: Engine,
+}
+
+/// The HTTP routes: `POST /` for the API, health endpoints for scripts.
+pub fn router(engine: Engine) -> Router {
+    Router::new()
+        .route("/", post(api))
+        .route("/_health", get(health))
+        .route("/_health/ready", get(health))
+        .fallback(post(api))
+        .with_state(Arc::new(AppState { engine }))
+}
+
+async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+fn request_id() -> String {
+    let mut b = [0u8; 16];
+    if getrandom::fill(&mut b).is_err() {
+        b = shardlog_segment::now_ms()
+            .to_le_bytes()
+            .repeat(2)
+            .try_into()
+            .unwrap_or([0; 16]);
+    }
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
+}
+
+fn respond(format: Format, status: u16, body: Option<&Value>) -> Response {
+    let bytes = body.map(|b| protocol::encode(format, b)).unwrap_or_default();
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert("content-type", HeaderValue::from_static(format.content_type()));
+    if let Ok(v) = HeaderValue::from_str(&request_id()) {
+        h.insert("x-amzn-requestid", v.clone());
+        h.insert("x-amz-id-2", v);
+    }
+    resp
+}
+
+fn error_response(format: Format, e: &ApiError) -> Response {
+    let mut resp = respond(format, e.status, Some(&e.body()));
+    if let Ok(v) = HeaderValue::from_str(e.kind) {
+        resp.headers_mut().insert("x-amzn-errortype", v);
+    }
+    resp
+}
+
+async fn api(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let format = Format::from_content_type(headers.get("content-type").and_then(|v| v.to_str().ok()));
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(op) = target.strip_prefix(TARGET_PREFIX).map(str::to_string) else {
+        return error_response(
+            format,
+            &ApiError::new("UnknownOperationException", format!("Unknown target '{target}'.")),
+        );
+    };
+    let bytes = match to_bytes(body, REQUEST_BODY_BYTES_MAX).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(
+                format,
+                &ApiError::serialization(format!("Request body exceeds {REQUEST_BODY_BYTES_MAX} bytes.")),
+            )
+        }
+    };
+    let value = match protocol::decode(format, &bytes) {
+        Ok(v) => v,
+        Err(m) => return error_response(format, &ApiError::serialization(m)),
+    };
+    let engine = state.engine.clone();
+    let op_name = op.clone();
+    // The engine blocks on fdatasync; keep it off the async workers.
+    let result = tokio::task::spawn_blocking(move || ops::dispatch(&engine, &op_name, &value)).await;
+    match result {
+        Ok(Ok(Value::Null)) => respond(format, 200, None),
+        Ok(Ok(v)) => respond(format, 200, Some(&v)),
+        Ok(Err(e)) => {
+            tracing::debug!(operation = %op, error = %e.kind, message = %e.message, "request failed");
+            error_response(format, &e)
+        }
+        Err(join) => {
+            tracing::error!(operation = %op, error = %join, "operation panicked");
+            error_response(
+                format,
+                &ApiError::new("InternalFailure", "Internal service failure."),
+            )
+        }
+    }
+}
+
+/// Serves the API on `listener` until `shutdown` completes; in-flight
+/// requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    engine: Engine,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Binds `addr` and returns the listener and the address actually bound
+/// (useful with port 0).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)> {
+    let l = TcpListener::bind(addr).await?;
+    let a = l.local_addr()?;
+    Ok((l, a))
+}

@@ -1,0 +1,960 @@
+//! The Kinesis operations: decode and validate members, call the engine,
+//! shape the response. Runs on a blocking thread (the engine fsyncs).
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use shardlog_stream::{
+    limits, CreateStreamOptions, Engine, PutRecordInput, ShardDescription, StartingPosition, StreamMode,
+};
+
+use crate::error::{ApiError, Violations};
+use crate::protocol::timestamp;
+
+pub const ACCOUNT: &str = "000000000000";
+pub const REGION: &str = "us-east-1";
+const NAME_PATTERN: &str = "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+";
+
+type R = Result<Value, ApiError>;
+
+fn stream_arn(name: &str) -> String {
+    format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}")
+}
+
+fn consumer_arn(stream: &str, consumer: &str, created_ms: i64) -> String {
+    format!("{}/consumer/{consumer}:{}", stream_arn(stream), created_ms / 1000)
+}
+
+fn type_error(member: &str, expected: &str) -> ApiError {
+    ApiError::serialization(format!("Member {member} must be {expected}"))
+}
+
+fn opt_str<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(type_error(key, "a string")),
+    }
+}
+
+fn opt_int(v: &Value, key: &str) -> Result<Option<i64>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| type_error(key, "an integer")),
+        Some(_) => Err(ApiError::serialization(format!(
+            "class java.lang.String can not be converted to an Integer ({key})"
+        ))),
+    }
+}
+
+fn opt_bool(v: &Value, key: &str) -> Result<Option<bool>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(type_error(key, "a boolean")),
+    }
+}
+
+fn opt_timestamp_ms(v: &Value, key: &str) -> Result<Option<i64>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_f64().map(|s| (s * 1000.0).round() as i64)),
+        Some(_) => Err(type_error(key, "a timestamp")),
+    }
+}
+
+fn blob(v: &Value, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
+    match opt_str(v, key)? {
+        None => Ok(None),
+        Some(s) => base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .map(Some)
+            .map_err(|_| {
+                ApiError::serialization(format!(
+                    "'{s:.32}' can not be converted to a Blob: Base64 encoded length is expected a multiple of 4 bytes but found: {}",
+                    s.len()
+                ))
+            }),
+    }
+}
+
+fn lower_camel(member: &str) -> String {
+    let mut c = member.chars();
+    match c.next() {
+        Some(f) => f.to_lowercase().chain(c).collect(),
+        None => String::new(),
+    }
+}
+
+fn check_name(viol: &mut Violations, member: &str, value: Option<&str>, required: bool) {
+    let m = lower_camel(member);
+    match value {
+        None if required => viol.add(None, &m, "Member must not be null"),
+        None => {}
+        Some(s) => {
+            if s.is_empty() {
+                viol.add(Some(s), &m, "Member must have length greater than or equal to 1");
+            } else if s.len() > 128 {
+                viol.add(Some(s), &m, "Member must have length less than or equal to 128");
+            } else if !shardlog_stream::engine::is_valid_name(s) {
+                viol.add(Some(s), &m, NAME_PATTERN);
+            }
+        }
+    }
+}
+
+/// The stream an operation names, by `StreamName` or `StreamARN`.
+fn stream_name(v: &Value, viol: &mut Violations) -> Result<String, ApiError> {
+    let name = opt_str(v, "StreamName")?;
+    let arn = opt_str(v, "StreamARN")?;
+    let from_arn = arn.and_then(|a| {
+        a.rsplit_once(":stream/")
+            .map(|(_, n)| n.split('/').next().unwrap_or(n))
+    });
+    if arn.is_some() && from_arn.is_none() {
+        viol.add(
+            arn,
+            "streamARN",
+            "Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+",
+        );
+    }
+    match (name, from_arn) {
+        (Some(n), Some(a)) if n != a => {
+            return Err(ApiError::invalid(format!(
+                "StreamName {n} and StreamARN {} do not name the same stream.",
+                arn.unwrap_or("")
+            )))
+        }
+        _ => {}
+    }
+    let chosen = name.or(from_arn);
+    if chosen.is_none() && arn.is_none() {
+        check_name(viol, "StreamName", None, true);
+    } else {
+        check_name(viol, "StreamName", chosen, false);
+    }
+    Ok(chosen.unwrap_or("").to_string())
+}
+
+fn int_range(viol: &mut Violations, member: &str, value: Option<i64>, min: i64, max: i64) {
+    if let Some(x) = value {
+        let m = lower_camel(member);
+        if x < min {
+            viol.add(
+                Some(&x.to_string()),
+                &m,
+                &format!("Member must have value greater than or equal to {min}"),
+            );
+        } else if x > max {
+            viol.add(
+                Some(&x.to_string()),
+                &m,
+                &format!("Member must have value less than or equal to {max}"),
+            );
+        }
+    }
+}
+
+fn shard_json(s: &ShardDescription) -> Value {
+    let mut m = Map::new();
+    m.insert("ShardId".into(), json!(s.shard_id));
+    if let Some(p) = &s.parent_shard_id {
+        m.insert("ParentShardId".into(), json!(p));
+    }
+    if let Some(p) = &s.adjacent_parent_shard_id {
+        m.insert("AdjacentParentShardId".into(), json!(p));
+    }
+    m.insert(
+        "HashKeyRange".into(),
+        json!({"StartingHashKey": s.hash_range.start.to_string(), "EndingHashKey": s.hash_range.end.to_string()}),
+    );
+    let mut range = Map::new();
+    range.insert("StartingSequenceNumber".into(), json!(s.starting_sequence_number));
+    if let Some(e) = &s.ending_sequence_number {
+        range.insert("EndingSequenceNumber".into(), json!(e));
+    }
+    m.insert("SequenceNumberRange".into(), Value::Object(range));
+    Value::Object(m)
+}
+
+fn mode_json(mode: StreamMode) -> Value {
+    json!({"StreamMode": mode.as_str()})
+}
+
+fn tags_of(v: &Value, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m
+            .iter()
+            .map(|(k, x)| match x {
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                _ => Err(type_error(key, "a map of strings")),
+            })
+            .collect(),
+        Some(_) => Err(type_error(key, "a map of strings")),
+    }
+}
+
+/// Runs one operation.
+pub fn dispatch(engine: &Engine, op: &str, v: &Value) -> R {
+    match op {
+        "CreateStream" => create_stream(engine, v),
+        "DeleteStream" => delete_stream(engine, v),
+        "DescribeStream" => describe_stream(engine, v),
+        "DescribeStreamSummary" => describe_stream_summary(engine, v),
+        "ListStreams" => list_streams(engine, v),
+        "ListShards" => list_shards(engine, v),
+        "PutRecord" => put_record(engine, v),
+        "PutRecords" => put_records(engine, v),
+        "GetShardIterator" => get_shard_iterator(engine, v),
+        "GetRecords" => get_records(engine, v),
+        "SplitShard" => split_shard(engine, v),
+        "MergeShards" => merge_shards(engine, v),
+        "UpdateShardCount" => update_shard_count(engine, v),
+        "IncreaseStreamRetentionPeriod" => retention(engine, v, true),
+        "DecreaseStreamRetentionPeriod" => retention(engine, v, false),
+        "AddTagsToStream" => add_tags(engine, v),
+        "RemoveTagsFromStream" => remove_tags(engine, v),
+        "ListTagsForStream" => list_tags(engine, v),
+        "RegisterStreamConsumer" => register_consumer(engine, v),
+        "DeregisterStreamConsumer" => deregister_consumer(engine, v),
+        "DescribeStreamConsumer" => describe_consumer(engine, v),
+        "ListStreamConsumers" => list_consumers(engine, v),
+        "DescribeLimits" => describe_limits(engine),
+        "SubscribeToShard" => Err(ApiError::invalid(
+            "SubscribeToShard (enhanced fan-out) is not available on this server yet; read with GetRecords.",
+        )),
+        other if KNOWN_NOT_YET.contains(&other) => Err(ApiError::invalid(format!(
+            "Operation {other} is part of the Kinesis API but not supported by this server yet (see docs/API.md)."
+        ))),
+        other => Err(ApiError::new(
+            "UnknownOperationException",
+            format!("Operation {other} is not a Kinesis operation."),
+        )),
+    }
+}
+
+/// Kinesis operations this server does not serve yet (docs/API.md).
+pub const KNOWN_NOT_YET: &[&str] = &[
+    "DeleteResourcePolicy",
+    "DescribeAccountSettings",
+    "DisableEnhancedMonitoring",
+    "EnableEnhancedMonitoring",
+    "GetResourcePolicy",
+    "ListTagsForResource",
+    "PutResourcePolicy",
+    "StartStreamEncryption",
+    "StopStreamEncryption",
+    "TagResource",
+    "UntagResource",
+    "UpdateAccountSettings",
+    "UpdateMaxRecordSize",
+    "UpdateStreamMode",
+    "UpdateStreamWarmThroughput",
+];
+
+fn create_stream(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = opt_str(v, "StreamName")?;
+    check_name(&mut viol, "StreamName", name, true);
+    let count = opt_int(v, "ShardCount")?;
+    int_range(&mut viol, "ShardCount", count, 1, 100_000);
+    let mode = match v
+        .get("StreamModeDetails")
+        .and_then(|m| m.get("StreamMode"))
+        .and_then(Value::as_str)
+    {
+        None => None,
+        Some("PROVISIONED") => Some(StreamMode::Provisioned),
+        Some("ON_DEMAND") => Some(StreamMode::OnDemand),
+        Some(other) => {
+            viol.add(
+                Some(other),
+                "streamModeDetails.streamMode",
+                "Member must satisfy enum value set: [ON_DEMAND, PROVISIONED]",
+            );
+            None
+        }
+    };
+    let kib = opt_int(v, "MaxRecordSizeInKiB")?;
+    int_range(&mut viol, "MaxRecordSizeInKiB", kib, 1024, 10240);
+    viol.into_result()?;
+    let shards = match (mode, count) {
+        (Some(StreamMode::OnDemand), Some(_)) => {
+            return Err(ApiError::new(
+                "ValidationException",
+                "ShardCount must not be specified for an ON_DEMAND stream.",
+            ))
+        }
+        (Some(StreamMode::OnDemand), None) | (None, None) => 4,
+        (_, Some(c)) => c as u32,
+        (Some(StreamMode::Provisioned), None) => {
+            return Err(ApiError::invalid(
+                "ShardCount is required for a PROVISIONED stream.",
+            ))
+        }
+    };
+    e.create_stream(
+        name.unwrap_or(""),
+        shards,
+        CreateStreamOptions {
+            mode,
+            tags: tags_of(v, "Tags")?,
+            max_record_kib: kib.map(|k| k as u32),
+            ..Default::default()
+        },
+    )?;
+    Ok(Value::Null)
+}
+
+fn delete_stream(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let enforce = opt_bool(v, "EnforceConsumerDeletion")?.unwrap_or(false);
+    viol.into_result()?;
+    e.delete_stream(&name, enforce)?;
+    Ok(Value::Null)
+}
+
+fn describe_stream(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let limit = opt_int(v, "Limit")?;
+    int_range(&mut viol, "Limit", limit, 1, 10_000);
+    let start = opt_str(v, "ExclusiveStartShardId")?;
+    viol.into_result()?;
+    let d = e.describe_stream(&name)?;
+    let limit = limit.unwrap_or(100) as usize;
+    let after: Vec<&ShardDescription> = d
+        .shards
+        .iter()
+        .filter(|s| start.is_none_or(|st| s.shard_id.as_str() > st))
+        .collect();
+    let has_more = after.len() > limit;
+    let shards: Vec<Value> = after.into_iter().take(limit).map(shard_json).collect();
+    Ok(json!({"StreamDescription": {
+        "StreamName": d.name,
+        "StreamARN": stream_arn(&d.name),
+        "StreamStatus": d.status.as_str(),
+        "StreamModeDetails": mode_json(d.mode),
+        "Shards": shards,
+        "HasMoreShards": has_more,
+        "RetentionPeriodHours": d.retention_hours,
+        "StreamCreationTimestamp": timestamp(d.created_ms),
+        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+        "EncryptionType": "NONE",
+    }}))
+}
+
+fn describe_stream_summary(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    viol.into_result()?;
+    let d = e.describe_stream(&name)?;
+    Ok(json!({"StreamDescriptionSummary": {
+        "StreamName": d.name,
+        "StreamARN": stream_arn(&d.name),
+        "StreamStatus": d.status.as_str(),
+        "StreamModeDetails": mode_json(d.mode),
+        "RetentionPeriodHours": d.retention_hours,
+        "StreamCreationTimestamp": timestamp(d.created_ms),
+        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+        "EncryptionType": "NONE",
+        "OpenShardCount": d.open_shard_count,
+        "ConsumerCount": d.consumer_count,
+        "MaxRecordSizeInKiB": d.max_record_kib,
+    }}))
+}
+
+fn token_encode(parts: &[&str]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(parts.join("\n"))
+}
+
+fn token_decode(token: &str) -> Option<Vec<String>> {
+    let raw = base64::engine::general_purpose::STANDARD.decode(token).ok()?;
+    Some(
+        String::from_utf8(raw)
+            .ok()?
+            .split('\n')
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+fn list_streams(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let limit = opt_int(v, "Limit")?;
+    int_range(&mut viol, "Limit", limit, 1, 10_000);
+    let start = opt_str(v, "ExclusiveStartStreamName")?;
+    check_name(&mut viol, "ExclusiveStartStreamName", start, false);
+    let token = opt_str(v, "NextToken")?;
+    viol.into_result()?;
+    let after = match token {
+        Some(t) => match token_decode(t).as_deref() {
+            Some([kind, last]) if kind == "streams" => Some(last.clone()),
+            _ => return Err(ApiError::invalid("Invalid NextToken.")),
+        },
+        None => start.map(str::to_string),
+    };
+    let limit = limit.unwrap_or(100) as usize;
+    let all: Vec<_> = e
+        .list_streams()
+        .into_iter()
+        .filter(|s| after.as_deref().is_none_or(|a| s.name.as_str() > a))
+        .collect();
+    let has_more = all.len() > limit;
+    let page: Vec<_> = all.into_iter().take(limit).collect();
+    let mut out = json!({
+        "StreamNames": page.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+        "HasMoreStreams": has_more,
+        "StreamSummaries": page.iter().map(|s| json!({
+            "StreamName": s.name,
+            "StreamARN": stream_arn(&s.name),
+            "StreamStatus": s.status.as_str(),
+            "StreamModeDetails": mode_json(s.mode),
+            "StreamCreationTimestamp": timestamp(s.created_ms),
+        })).collect::<Vec<_>>(),
+    });
+    if has_more {
+        if let Some(last) = page.last() {
+            out["NextToken"] = json!(token_encode(&["streams", &last.name]));
+        }
+    }
+    Ok(out)
+}
+
+fn list_shards(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let token = opt_str(v, "NextToken")?;
+    let max = opt_int(v, "MaxResults")?;
+    int_range(&mut viol, "MaxResults", max, 1, 10_000);
+    let start = opt_str(v, "ExclusiveStartShardId")?;
+    let (name, after) = match token {
+        Some(t) => {
+            if v.get("StreamName").is_some() || v.get("StreamARN").is_some() {
+                return Err(ApiError::invalid(
+                    "NextToken and StreamName cannot be provided together.",
+                ));
+            }
+            match token_decode(t).as_deref() {
+                Some([kind, stream, last]) if kind == "shards" => (stream.clone(), Some(last.clone())),
+                _ => return Err(ApiError::invalid("Invalid NextToken.")),
+            }
+        }
+        None => (stream_name(v, &mut viol)?, start.map(str::to_string)),
+    };
+    viol.into_result()?;
+    let filter = v.get("ShardFilter");
+    let ftype = filter.and_then(|f| f.get("Type")).and_then(Value::as_str);
+    let fshard = filter.and_then(|f| f.get("ShardId")).and_then(Value::as_str);
+    let shards = e.list_shards(&name)?;
+    let open = |s: &ShardDescription| s.ending_sequence_number.is_none();
+    let kept: Vec<&ShardDescription> = shards
+        .iter()
+        .filter(|s| after.as_deref().is_none_or(|a| s.shard_id.as_str() > a))
+        .filter(|s| match ftype {
+            None | Some("FROM_TRIM_HORIZON") | Some("AT_TRIM_HORIZON") => true,
+            Some("AT_LATEST") => open(s),
+            Some("AFTER_SHARD_ID") => fshard.is_none_or(|f| s.shard_id.as_str() > f),
+            Some("AT_TIMESTAMP") | Some("FROM_TIMESTAMP") => true,
+            Some(_) => true,
+        })
+        .collect();
+    if let Some(t) = ftype {
+        if ![
+            "AFTER_SHARD_ID",
+            "AT_TRIM_HORIZON",
+            "FROM_TRIM_HORIZON",
+            "AT_LATEST",
+            "AT_TIMESTAMP",
+            "FROM_TIMESTAMP",
+        ]
+        .contains(&t)
+        {
+            let mut viol = Violations::default();
+            viol.add(Some(t), "shardFilter.type", "Member must satisfy enum value set: [AFTER_SHARD_ID, AT_TRIM_HORIZON, FROM_TRIM_HORIZON, AT_LATEST, AT_TIMESTAMP, FROM_TIMESTAMP]");
+            viol.into_result()?;
+        }
+    }
+    let max = max.unwrap_or(1000) as usize;
+    let has_more = kept.len() > max;
+    let page: Vec<&ShardDescription> = kept.into_iter().take(max).collect();
+    let mut out = json!({"Shards": page.iter().map(|s| shard_json(s)).collect::<Vec<_>>()});
+    if has_more {
+        if let Some(last) = page.last() {
+            out["NextToken"] = json!(token_encode(&["shards", &name, &last.shard_id]));
+        }
+    }
+    Ok(out)
+}
+
+struct RecordArgs {
+    key: String,
+    data: Vec<u8>,
+    ehk: Option<String>,
+}
+
+fn record_args(
+    v: &Value,
+    prefix: &str,
+    viol: &mut Violations,
+    max_data: usize,
+) -> Result<RecordArgs, ApiError> {
+    let key = opt_str(v, "PartitionKey")?;
+    let data = blob(v, "Data")?;
+    let ehk = opt_str(v, "ExplicitHashKey")?;
+    match key {
+        None => viol.add(None, &format!("{prefix}partitionKey"), "Member must not be null"),
+        Some(k) if k.is_empty() => viol.add(
+            Some(k),
+            &format!("{prefix}partitionKey"),
+            "Member must have length greater than or equal to 1",
+        ),
+        Some(k) if k.chars().count() > limits::PARTITION_KEY_CHARS_MAX => viol.add(
+            Some(k),
+            &format!("{prefix}partitionKey"),
+            "Member must have length less than or equal to 256",
+        ),
+        _ => {}
+    }
+    match &data {
+        None => viol.add(None, &format!("{prefix}data"), "Member must not be null"),
+        Some(d) if d.len() > max_data => viol.add(
+            Some(&format!(
+                "java.nio.HeapByteBuffer[pos=0 lim={0} cap={0}]",
+                d.len()
+            )),
+            &format!("{prefix}data"),
+            &format!("Member must have length less than or equal to {max_data}"),
+        ),
+        _ => {}
+    }
+    if let Some(h) = ehk {
+        if h.is_empty()
+            || h.len() > 39
+            || !h.bytes().all(|b| b.is_ascii_digit())
+            || (h.len() > 1 && h.starts_with('0'))
+        {
+            viol.add(
+                Some(h),
+                &format!("{prefix}explicitHashKey"),
+                "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
+            );
+        }
+    }
+    Ok(RecordArgs {
+        key: key.unwrap_or("").to_string(),
+        data: data.unwrap_or_default(),
+        ehk: ehk.map(str::to_string),
+    })
+}
+
+fn put_record(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let r = record_args(v, "", &mut viol, limits::RECORD_BYTES_LIMIT)?;
+    let ordering = opt_str(v, "SequenceNumberForOrdering")?;
+    viol.into_result()?;
+    let out = e.put_record(
+        &name,
+        PutRecordInput {
+            partition_key: &r.key,
+            data: &r.data,
+            explicit_hash_key: r.ehk.as_deref(),
+            sequence_number_for_ordering: ordering,
+        },
+    )?;
+    Ok(json!({"ShardId": out.shard_id, "SequenceNumber": out.sequence_number, "EncryptionType": "NONE"}))
+}
+
+fn put_records(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let records = match v.get("Records") {
+        None | Some(Value::Null) => {
+            viol.add(None, "records", "Member must not be null");
+            Vec::new()
+        }
+        Some(Value::Array(a)) => a.clone(),
+        Some(_) => return Err(type_error("Records", "a list")),
+    };
+    if v.get("Records").is_some_and(Value::is_array) {
+        if records.is_empty() {
+            viol.add(
+                Some("[]"),
+                "records",
+                "Member must have length greater than or equal to 1",
+            );
+        } else if records.len() > limits::PUT_RECORDS_COUNT_MAX {
+            viol.add(
+                Some("[...]"),
+                "records",
+                "Member must have length less than or equal to 500",
+            );
+        }
+    }
+    let mut args = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        if !r.is_object() {
+            return Err(type_error(&format!("Records.{}", i + 1), "a structure"));
+        }
+        args.push(record_args(
+            r,
+            &format!("records.{}.member.", i + 1),
+            &mut viol,
+            limits::RECORD_BYTES_LIMIT,
+        )?);
+    }
+    viol.into_result()?;
+    let inputs: Vec<PutRecordInput<'_>> = args
+        .iter()
+        .map(|a| PutRecordInput {
+            partition_key: &a.key,
+            data: &a.data,
+            explicit_hash_key: a.ehk.as_deref(),
+            sequence_number_for_ordering: None,
+        })
+        .collect();
+    let results = e.put_records(&name, &inputs)?;
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let out: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(o) => json!({"SequenceNumber": o.sequence_number, "ShardId": o.shard_id}),
+            Err(f) => json!({"ErrorCode": f.error_code, "ErrorMessage": f.error_message}),
+        })
+        .collect();
+    Ok(json!({"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}))
+}
+
+fn get_shard_iterator(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let shard = opt_str(v, "ShardId")?;
+    if shard.is_none() {
+        viol.add(None, "shardId", "Member must not be null");
+    }
+    let kind = opt_str(v, "ShardIteratorType")?;
+    let seq = opt_str(v, "StartingSequenceNumber")?;
+    let ts = opt_timestamp_ms(v, "Timestamp")?;
+    const TYPES: &str = "Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]";
+    match kind {
+        None => viol.add(None, "shardIteratorType", "Member must not be null"),
+        Some(k)
+            if ![
+                "AT_SEQUENCE_NUMBER",
+                "AFTER_SEQUENCE_NUMBER",
+                "TRIM_HORIZON",
+                "LATEST",
+                "AT_TIMESTAMP",
+            ]
+            .contains(&k) =>
+        {
+            viol.add(Some(k), "shardIteratorType", TYPES)
+        }
+        _ => {}
+    }
+    viol.into_result()?;
+    let start = match kind.unwrap_or("") {
+        "TRIM_HORIZON" | "LATEST" if seq.is_some() => {
+            return Err(ApiError::invalid(format!(
+                "Request specified StartingSequenceNumber {} with ShardIteratorType {}, which is not allowed.",
+                seq.unwrap_or(""),
+                kind.unwrap_or("")
+            )))
+        }
+        "TRIM_HORIZON" => StartingPosition::TrimHorizon,
+        "LATEST" => StartingPosition::Latest,
+        "AT_SEQUENCE_NUMBER" | "AFTER_SEQUENCE_NUMBER" => {
+            let s = seq.ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "Must specify a StartingSequenceNumber when using ShardIteratorType {}.",
+                    kind.unwrap_or("")
+                ))
+            })?;
+            if kind == Some("AT_SEQUENCE_NUMBER") {
+                StartingPosition::AtSequenceNumber(s.to_string())
+            } else {
+                StartingPosition::AfterSequenceNumber(s.to_string())
+            }
+        }
+        _ => StartingPosition::AtTimestamp(
+            ts.ok_or_else(|| ApiError::invalid("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter."))?,
+        ),
+    };
+    let it = e.get_shard_iterator(&name, shard.unwrap_or(""), start)?;
+    Ok(json!({"ShardIterator": it}))
+}
+
+fn get_records(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let it = opt_str(v, "ShardIterator")?;
+    match it {
+        None => viol.add(None, "shardIterator", "Member must not be null"),
+        Some(s) if s.is_empty() || s.len() > 512 => viol.add(
+            Some(s),
+            "shardIterator",
+            "Member must have length less than or equal to 512",
+        ),
+        _ => {}
+    }
+    let limit = opt_int(v, "Limit")?;
+    int_range(&mut viol, "Limit", limit, 1, 10_000);
+    viol.into_result()?;
+    let out = e.get_records(it.unwrap_or(""), limit.map(|l| l as usize))?;
+    let records: Vec<Value> = out
+        .records
+        .iter()
+        .map(|r| {
+            json!({
+                "SequenceNumber": r.sequence_number,
+                "ApproximateArrivalTimestamp": timestamp(r.approximate_arrival_ms),
+                "Data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                "PartitionKey": r.partition_key,
+            })
+        })
+        .collect();
+    let mut m = Map::new();
+    m.insert("Records".into(), Value::Array(records));
+    m.insert("MillisBehindLatest".into(), json!(out.millis_behind_latest));
+    if let Some(next) = out.next_shard_iterator {
+        m.insert("NextShardIterator".into(), json!(next));
+    }
+    if !out.child_shards.is_empty() {
+        m.insert(
+            "ChildShards".into(),
+            Value::Array(
+                out.child_shards
+                    .iter()
+                    .map(|c| {
+                        json!({
+                            "ShardId": c.shard_id,
+                            "ParentShards": c.parent_shards,
+                            "HashKeyRange": {"StartingHashKey": c.hash_range.start.to_string(), "EndingHashKey": c.hash_range.end.to_string()},
+                        })
+                    })
+                    .collect(),
+            ),
+        );
+    }
+    Ok(Value::Object(m))
+}
+
+fn split_shard(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let shard = opt_str(v, "ShardToSplit")?;
+    let key = opt_str(v, "NewStartingHashKey")?;
+    if shard.is_none() {
+        viol.add(None, "shardToSplit", "Member must not be null");
+    }
+    match key {
+        None => viol.add(None, "newStartingHashKey", "Member must not be null"),
+        Some(k) if !k.bytes().all(|b| b.is_ascii_digit()) || k.is_empty() => viol.add(
+            Some(k),
+            "newStartingHashKey",
+            "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
+        ),
+        _ => {}
+    }
+    viol.into_result()?;
+    e.split_shard(&name, shard.unwrap_or(""), key.unwrap_or(""))?;
+    Ok(Value::Null)
+}
+
+fn merge_shards(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let a = opt_str(v, "ShardToMerge")?;
+    let b = opt_str(v, "AdjacentShardToMerge")?;
+    if a.is_none() {
+        viol.add(None, "shardToMerge", "Member must not be null");
+    }
+    if b.is_none() {
+        viol.add(None, "adjacentShardToMerge", "Member must not be null");
+    }
+    viol.into_result()?;
+    e.merge_shards(&name, a.unwrap_or(""), b.unwrap_or(""))?;
+    Ok(Value::Null)
+}
+
+fn update_shard_count(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let target = opt_int(v, "TargetShardCount")?;
+    if target.is_none() {
+        viol.add(None, "targetShardCount", "Member must not be null");
+    }
+    int_range(&mut viol, "TargetShardCount", target, 1, 100_000);
+    match opt_str(v, "ScalingType")? {
+        None => viol.add(None, "scalingType", "Member must not be null"),
+        Some("UNIFORM_SCALING") => {}
+        Some(other) => viol.add(
+            Some(other),
+            "scalingType",
+            "Member must satisfy enum value set: [UNIFORM_SCALING]",
+        ),
+    }
+    viol.into_result()?;
+    let target = target.unwrap_or(1) as u32;
+    let previous = e.update_shard_count(&name, target)?;
+    Ok(
+        json!({"StreamName": name, "StreamARN": stream_arn(&name), "CurrentShardCount": previous, "TargetShardCount": target}),
+    )
+}
+
+fn retention(e: &Engine, v: &Value, increase: bool) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let hours = opt_int(v, "RetentionPeriodHours")?;
+    if hours.is_none() {
+        viol.add(None, "retentionPeriodHours", "Member must not be null");
+    }
+    int_range(&mut viol, "RetentionPeriodHours", hours, 1, 8760);
+    viol.into_result()?;
+    let hours = hours.unwrap_or(24) as u32;
+    if increase {
+        e.increase_retention(&name, hours)?;
+    } else {
+        e.decrease_retention(&name, hours)?;
+    }
+    Ok(Value::Null)
+}
+
+fn add_tags(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let tags = tags_of(v, "Tags")?;
+    if v.get("Tags").is_none() {
+        viol.add(None, "tags", "Member must not be null");
+    }
+    viol.into_result()?;
+    e.add_tags(&name, &tags)?;
+    Ok(Value::Null)
+}
+
+fn remove_tags(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let keys: Vec<String> = match v.get("TagKeys") {
+        Some(Value::Array(a)) => a.iter().filter_map(|k| k.as_str().map(str::to_string)).collect(),
+        None | Some(Value::Null) => {
+            viol.add(None, "tagKeys", "Member must not be null");
+            Vec::new()
+        }
+        Some(_) => return Err(type_error("TagKeys", "a list of strings")),
+    };
+    viol.into_result()?;
+    e.remove_tags(&name, &keys)?;
+    Ok(Value::Null)
+}
+
+fn list_tags(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let start = opt_str(v, "ExclusiveStartTagKey")?;
+    let limit = opt_int(v, "Limit")?;
+    int_range(&mut viol, "Limit", limit, 1, 50);
+    viol.into_result()?;
+    let tags = e.list_tags(&name)?;
+    let limit = limit.unwrap_or(50) as usize;
+    let after: Vec<_> = tags
+        .iter()
+        .filter(|(k, _)| start.is_none_or(|s| k.as_str() > s))
+        .collect();
+    let has_more = after.len() > limit;
+    Ok(json!({
+        "Tags": after.into_iter().take(limit).map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>(),
+        "HasMoreTags": has_more,
+    }))
+}
+
+/// `(stream, consumer)` from ConsumerARN, or from StreamARN + ConsumerName.
+fn consumer_target(v: &Value, viol: &mut Violations) -> Result<(String, String), ApiError> {
+    if let Some(arn) = opt_str(v, "ConsumerARN")? {
+        let parsed = arn.split_once(":stream/").and_then(|(_, rest)| {
+            let (stream, tail) = rest.split_once("/consumer/")?;
+            let (consumer, _) = tail.rsplit_once(':')?;
+            Some((stream.to_string(), consumer.to_string()))
+        });
+        return parsed.ok_or_else(|| ApiError::invalid(format!("ConsumerARN {arn} is invalid.")));
+    }
+    let stream = stream_name(v, viol)?;
+    let consumer = opt_str(v, "ConsumerName")?;
+    check_name(viol, "ConsumerName", consumer, true);
+    Ok((stream, consumer.unwrap_or("").to_string()))
+}
+
+fn consumer_json(stream: &str, c: &shardlog_stream::ConsumerDescription) -> Value {
+    json!({
+        "ConsumerName": c.name,
+        "ConsumerARN": consumer_arn(stream, &c.name, c.created_ms),
+        "ConsumerStatus": c.status,
+        "ConsumerCreationTimestamp": timestamp(c.created_ms),
+    })
+}
+
+fn register_consumer(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let arn = opt_str(v, "StreamARN")?;
+    if arn.is_none() {
+        viol.add(None, "streamARN", "Member must not be null");
+    }
+    let name = stream_name(v, &mut viol)?;
+    let consumer = opt_str(v, "ConsumerName")?;
+    check_name(&mut viol, "ConsumerName", consumer, true);
+    viol.into_result()?;
+    let c = e.register_consumer(&name, consumer.unwrap_or(""))?;
+    Ok(json!({"Consumer": consumer_json(&name, &c)}))
+}
+
+fn deregister_consumer(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let (stream, consumer) = consumer_target(v, &mut viol)?;
+    viol.into_result()?;
+    e.deregister_consumer(&stream, &consumer)?;
+    Ok(Value::Null)
+}
+
+fn describe_consumer(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let (stream, consumer) = consumer_target(v, &mut viol)?;
+    viol.into_result()?;
+    let c = e.describe_consumer(&stream, &consumer)?;
+    let mut d = consumer_json(&stream, &c);
+    d["StreamARN"] = json!(stream_arn(&stream));
+    Ok(json!({"ConsumerDescription": d}))
+}
+
+fn list_consumers(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    if opt_str(v, "StreamARN")?.is_none() {
+        viol.add(None, "streamARN", "Member must not be null");
+    }
+    let name = stream_name(v, &mut viol)?;
+    let max = opt_int(v, "MaxResults")?;
+    int_range(&mut viol, "MaxResults", max, 1, 10_000);
+    viol.into_result()?;
+    let cs = e.list_consumers(&name)?;
+    Ok(json!({"Consumers": cs.iter().map(|c| consumer_json(&name, c)).collect::<Vec<_>>()}))
+}
+
+fn describe_limits(e: &Engine) -> R {
+    let mut open = 0;
+    let mut on_demand = 0;
+    for s in e.list_streams() {
+        if s.mode == StreamMode::OnDemand {
+            on_demand += 1;
+        }
+        if let Ok(d) = e.describe_stream(&s.name) {
+            open += d.open_shard_count;
+        }
+    }
+    Ok(json!({
+        "ShardLimit": 20_000,
+        "OpenShardCount": open,
+        "OnDemandStreamCount": on_demand,
+        "OnDemandStreamCountLimit": 50,
+    }))
+}
