@@ -432,15 +432,21 @@ fn list_shards(e: &Engine, v: &Value) -> R {
     let start = opt_str(v, "ExclusiveStartShardId")?;
     let (name, after) = match token {
         Some(t) => {
-            if v.get("StreamName").is_some() || v.get("StreamARN").is_some() {
-                return Err(ApiError::invalid(
-                    "NextToken and StreamName cannot be provided together.",
-                ));
-            }
-            match token_decode(t).as_deref() {
-                Some([kind, stream, last]) if kind == "shards" => (stream.clone(), Some(last.clone())),
+            let (stream, last) = match token_decode(t).as_deref() {
+                Some([kind, stream, last]) if kind == "shards" => (stream.clone(), last.clone()),
                 _ => return Err(ApiError::invalid("Invalid NextToken.")),
+            };
+            // AWS refuses StreamName beside NextToken, yet botocore's
+            // paginator sends both; accept it when they agree.
+            if v.get("StreamName").is_some() || v.get("StreamARN").is_some() {
+                let named = stream_name(v, &mut viol)?;
+                if named != stream {
+                    return Err(ApiError::invalid(
+                        "NextToken and StreamName cannot be provided together.",
+                    ));
+                }
             }
+            (stream, Some(last))
         }
         None => (stream_name(v, &mut viol)?, start.map(str::to_string)),
     };

@@ -314,6 +314,8 @@ struct Inner {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion (the name map and ids).
     admin: Mutex<()>,
+    /// Makes every issued iterator distinct.
+    nonce: std::sync::atomic::AtomicU32,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -411,6 +413,7 @@ impl Engine {
             iterator_key,
             streams: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
+            nonce: std::sync::atomic::AtomicU32::new(0),
             _lock: guard,
         });
         let mut engine = Engine {
@@ -551,6 +554,12 @@ impl Engine {
             .map_err(|e| Error::Storage(shardlog_segment::Error::io("syncfs", &self.inner.dir, e)))?;
         *write(&self.inner.streams) = streams;
         Ok(())
+    }
+
+    fn next_nonce(&self) -> u32 {
+        self.inner
+            .nonce
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The engine's clock (now, in ms).
@@ -1010,6 +1019,7 @@ impl Engine {
             shard_index: s.index,
             position,
             issued_ms: self.now_ms(),
+            nonce: self.next_nonce(),
         }
         .encode(&self.inner.iterator_key))
     }
@@ -1050,6 +1060,7 @@ impl Engine {
             IteratorToken {
                 issued_ms: now,
                 position,
+                nonce: self.next_nonce(),
                 ..t
             }
             .encode(&self.inner.iterator_key)

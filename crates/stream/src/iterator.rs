@@ -2,7 +2,9 @@
 //!
 //! Layout before base64 (standard alphabet), all little-endian:
 //! version `u8` (1) | stream id `u64` | stream creation ms `i64` | shard index
-//! `u64` | position `u64` | issue time ms `i64` | CRC-32 of the engine's
+//! `u64` | position `u64` | issue time ms `i64` | nonce `u32` (so that every
+//! token differs, as AWS's do, even at the same position and millisecond) |
+//! CRC-32 of the engine's
 //! iterator key followed by the preceding bytes (`u32`). The key is random per
 //! data directory and stored in ENGINE.json, so tokens survive restarts, and
 //! a token altered or made for another data directory is rejected.
@@ -12,7 +14,7 @@ use base64::Engine as _;
 use crate::error::{Error, Result};
 
 pub const ITERATOR_VERSION: u8 = 1;
-const BODY_BYTES: usize = 1 + 8 * 5;
+const BODY_BYTES: usize = 1 + 8 * 5 + 4;
 const TOKEN_BYTES: usize = BODY_BYTES + 4;
 /// Iterators expire five minutes after they were issued, as on AWS.
 pub const ITERATOR_TTL_MS: i64 = 300_000;
@@ -24,6 +26,7 @@ pub struct IteratorToken {
     pub shard_index: u64,
     pub position: u64,
     pub issued_ms: i64,
+    pub nonce: u32,
 }
 
 fn mac(key: &[u8], body: &[u8]) -> u32 {
@@ -42,6 +45,7 @@ impl IteratorToken {
         b.extend_from_slice(&self.shard_index.to_le_bytes());
         b.extend_from_slice(&self.position.to_le_bytes());
         b.extend_from_slice(&self.issued_ms.to_le_bytes());
+        b.extend_from_slice(&self.nonce.to_le_bytes());
         let m = mac(key, &b);
         b.extend_from_slice(&m.to_le_bytes());
         base64::engine::general_purpose::STANDARD.encode(b)
@@ -79,6 +83,7 @@ impl IteratorToken {
             shard_index: u64::from_le_bytes(field(2)),
             position: u64::from_le_bytes(field(3)),
             issued_ms: i64::from_le_bytes(field(4)),
+            nonce: u32::from_le_bytes([b[41], b[42], b[43], b[44]]),
         };
         if now_ms.saturating_sub(t.issued_ms) > ITERATOR_TTL_MS {
             return Err(Error::ExpiredIterator(format!(
@@ -101,6 +106,7 @@ mod tests {
             shard_index: 7,
             position: 42,
             issued_ms: 10_000,
+            nonce: 9,
         }
     }
 

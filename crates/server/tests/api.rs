@@ -1,0 +1,330 @@
+//! The server as clients see it: real HTTP on an ephemeral port, driven by
+//! boto3 and the AWS CLI (from the virtualenv `.ci/run` makes), and by raw
+//! JSON and CBOR requests for the byte-level and bad-input cases.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{json, Value};
+use shardlog_stream::{Engine, EngineOptions};
+
+struct Server {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let engine = Engine::open(dir, EngineOptions::default()).expect("open engine");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (atx, arx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let (listener, addr) = shardlog_server::bind("127.0.0.1:0".parse().unwrap())
+                    .await
+                    .unwrap();
+                atx.send(addr).unwrap();
+                shardlog_server::serve(listener, engine, async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        let addr = arx.recv().unwrap();
+        Server {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn venv_bin(name: &str) -> PathBuf {
+    let p = workspace().join(".venv/bin").join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: create the test virtualenv with `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt` (.ci/run does this)",
+        p.display()
+    );
+    p
+}
+
+#[test]
+fn boto3_journey_survives_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let script = workspace().join("tests/python/boto3_journey.py");
+    {
+        let server = Server::start(tmp.path());
+        let out = Command::new(venv_bin("python"))
+            .arg(&script)
+            .arg(server.endpoint())
+            .arg("write")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "boto3 write phase failed:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // A new server process state on the same data directory.
+    let server = Server::start(tmp.path());
+    let out = Command::new(venv_bin("python"))
+        .arg(&script)
+        .arg(server.endpoint())
+        .arg("read")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 read phase failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn aws_cli_journey() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let out = Command::new("bash")
+        .arg(workspace().join("tests/shell/awscli_journey.sh"))
+        .arg(server.endpoint())
+        .arg(venv_bin("aws"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws cli journey failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn call(
+    client: &reqwest::Client,
+    server: &Server,
+    op: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>, reqwest::header::HeaderMap) {
+    let r = client
+        .post(server.endpoint())
+        .header("X-Amz-Target", format!("Kinesis_20131202.{op}"))
+        .header("Content-Type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, r.bytes().await.unwrap().to_vec(), headers)
+}
+
+async fn json_call(client: &reqwest::Client, server: &Server, op: &str, body: Value) -> (u16, Value) {
+    let (s, b, h) = call(
+        client,
+        server,
+        op,
+        "application/x-amz-json-1.1",
+        serde_json::to_vec(&body).unwrap(),
+    )
+    .await;
+    assert!(
+        h.contains_key("x-amzn-requestid"),
+        "every response carries x-amzn-RequestId"
+    );
+    let v = if b.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&b).unwrap()
+    };
+    (s, v)
+}
+
+fn cbor(v: ciborium::Value) -> Vec<u8> {
+    let mut out = Vec::new();
+    ciborium::into_writer(&v, &mut out).unwrap();
+    out
+}
+
+fn text(s: &str) -> ciborium::Value {
+    ciborium::Value::Text(s.into())
+}
+
+#[test]
+fn cbor_requests_carry_bytes_and_tagged_millisecond_timestamps() {
+    use ciborium::Value as C;
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let client = reqwest::Client::new();
+        let ct = "application/x-amz-cbor-1.1";
+        let (s, _, h) = call(&client, &server, "CreateStream", ct, cbor(C::Map(vec![(text("StreamName"), text("s")), (text("ShardCount"), C::Integer(1.into()))]))).await;
+        assert_eq!(s, 200);
+        assert_eq!(h["content-type"], ct);
+        // The reference's byte-level PutRecord example.
+        let put: Vec<u8> = "a3 6a 53 74 72 65 61 6d 4e 61 6d 65 61 73 64 44 61 74 61 45 68 65 6c 6c 6f 6c 50 61 72 74 69 74 69 6f 6e 4b 65 79 61 6b"
+            .split(' ')
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect();
+        let (s, body, _) = call(&client, &server, "PutRecord", ct, put).await;
+        assert_eq!(s, 200);
+        let v: C = ciborium::from_reader(body.as_slice()).unwrap();
+        let seq = v.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("SequenceNumber")).unwrap().1.as_text().unwrap().to_string();
+        // AT_TIMESTAMP with a tag-1 millisecond timestamp in the past.
+        let now_ms = shardlog_segment::now_ms();
+        let req = C::Map(vec![
+            (text("StreamName"), text("s")),
+            (text("ShardId"), text("shardId-000000000000")),
+            (text("ShardIteratorType"), text("AT_TIMESTAMP")),
+            (text("Timestamp"), C::Tag(1, Box::new(C::Integer((now_ms - 60_000).into())))),
+        ]);
+        let (s, body, _) = call(&client, &server, "GetShardIterator", ct, cbor(req)).await;
+        assert_eq!(s, 200, "{:?}", ciborium::from_reader::<C, _>(body.as_slice()));
+        let v: C = ciborium::from_reader(body.as_slice()).unwrap();
+        let it = v.as_map().unwrap()[0].1.as_text().unwrap().to_string();
+        let (s, body, _) = call(&client, &server, "GetRecords", ct, cbor(C::Map(vec![(text("ShardIterator"), text(&it))]))).await;
+        assert_eq!(s, 200);
+        let v: C = ciborium::from_reader(body.as_slice()).unwrap();
+        let records = v.as_map().unwrap().iter().find(|(k, _)| k.as_text() == Some("Records")).unwrap().1.as_array().unwrap().clone();
+        let rec = records[0].as_map().unwrap();
+        let field = |name: &str| rec.iter().find(|(k, _)| k.as_text() == Some(name)).unwrap().1.clone();
+        assert_eq!(field("Data"), C::Bytes(b"hello".to_vec()), "Data is a byte string");
+        assert_eq!(field("SequenceNumber"), text(&seq));
+        match field("ApproximateArrivalTimestamp") {
+            C::Tag(1, inner) => {
+                let ms: i128 = inner.as_integer().unwrap().into();
+                assert!((ms as i64 - now_ms).abs() < 60_000, "milliseconds, not seconds: {ms}");
+            }
+            other => panic!("timestamp must be tag 1, got {other:?}"),
+        }
+        // Errors come back in CBOR too.
+        let (s, body, _) = call(&client, &server, "DescribeStream", ct, cbor(C::Map(vec![(text("StreamName"), text("nope"))]))).await;
+        assert_eq!(s, 400);
+        let v: C = ciborium::from_reader(body.as_slice()).unwrap();
+        assert_eq!(v.as_map().unwrap()[0], (text("__type"), text("ResourceNotFoundException")));
+    });
+}
+
+#[test]
+fn bad_input_gets_the_right_error_and_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let client = reqwest::Client::new();
+        let (s, _) = json_call(&client, &server, "CreateStream", json!({"StreamName": "s", "ShardCount": 1})).await;
+        assert_eq!(s, 200);
+        // 1,050,000 bytes once decoded: over the 1 MiB record limit.
+        let big = "A".repeat(4 * 350_000);
+        let cases: Vec<(&str, Value, &str, &str)> = vec![
+            ("CreateStream", json!({"StreamName": "a b", "ShardCount": 1}), "ValidationException", "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+"),
+            ("CreateStream", json!({"ShardCount": 1}), "ValidationException", "Value null at 'streamName' failed to satisfy constraint: Member must not be null"),
+            ("CreateStream", json!({"StreamName": "x".repeat(129), "ShardCount": 1}), "ValidationException", "Member must have length less than or equal to 128"),
+            ("CreateStream", json!({"StreamName": "t", "ShardCount": 0}), "ValidationException", "Member must have value greater than or equal to 1"),
+            ("CreateStream", json!({"StreamName": "t", "ShardCount": "two"}), "SerializationException", ""),
+            ("CreateStream", json!({"StreamName": "s", "ShardCount": 1}), "ResourceInUseException", "already exists"),
+            ("DescribeStream", json!({"StreamName": "missing"}), "ResourceNotFoundException", "Stream missing under account 000000000000 not found."),
+            ("PutRecord", json!({"StreamName": "s", "Data": "aGk="}), "ValidationException", "partitionKey"),
+            ("PutRecord", json!({"StreamName": "s", "PartitionKey": "k", "Data": "abcde"}), "SerializationException", "Base64"),
+            ("PutRecord", json!({"StreamName": "s", "PartitionKey": "k", "Data": "aGk=", "ExplicitHashKey": "-1"}), "ValidationException", "explicitHashKey"),
+            ("PutRecord", json!({"StreamName": "s", "PartitionKey": "k", "Data": big}), "InvalidArgumentException", "exceeds"),
+            ("PutRecords", json!({"StreamName": "s", "Records": []}), "ValidationException", "Member must have length greater than or equal to 1"),
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "SIDEWAYS"}), "ValidationException", "enum value set"),
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_SEQUENCE_NUMBER"}), "InvalidArgumentException", "StartingSequenceNumber"),
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000009", "ShardIteratorType": "LATEST"}), "ResourceNotFoundException", "Could not find shard"),
+            ("GetRecords", json!({"ShardIterator": "AAAA"}), "InvalidArgumentException", "Invalid ShardIterator."),
+            ("GetRecords", json!({"ShardIterator": "AAAA", "Limit": 10001}), "ValidationException", "less than or equal to 10000"),
+            ("SplitShard", json!({"StreamName": "s", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "1"}), "InvalidArgumentException", "not both greater than one plus"),
+            ("IncreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 8761}), "ValidationException", "less than or equal to 8760"),
+            ("DecreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 48}), "InvalidArgumentException", "can not be longer"),
+            ("NotAnOperation", json!({}), "UnknownOperationException", ""),
+        ];
+        for (op, body, kind, needle) in cases {
+            let (s, v) = json_call(&client, &server, op, body.clone()).await;
+            let shown: String = body.to_string().chars().take(200).collect();
+            assert_eq!(s, 400, "{op} {shown}: {v}");
+            assert_eq!(v["__type"], kind, "{op} {shown}: {v}");
+            let msg = v["message"].as_str().or(v["Message"].as_str()).unwrap_or("");
+            assert!(msg.contains(needle), "{op}: message {msg:?} lacks {needle:?}");
+        }
+        // Malformed bodies and unknown targets.
+        let (s, b, _) = call(&client, &server, "CreateStream", "application/x-amz-json-1.1", b"{not json".to_vec()).await;
+        assert_eq!(s, 400);
+        assert!(String::from_utf8_lossy(&b).contains("SerializationException"));
+        let (s, b, _) = call(&client, &server, "CreateStream", "application/x-amz-cbor-1.1", vec![0xff, 0xff]).await;
+        assert_eq!(s, 400);
+        assert!(b.windows(22).any(|w| w == b"SerializationException"));
+        // An oversized body is refused without buffering it all.
+        let (s, b, _) = call(&client, &server, "PutRecord", "application/x-amz-json-1.1", vec![b' '; 17 * 1024 * 1024]).await;
+        assert_eq!(s, 400);
+        assert!(String::from_utf8_lossy(&b).contains("exceeds"));
+        // Nothing changed: one stream, no records.
+        let (_, v) = json_call(&client, &server, "ListStreams", json!({})).await;
+        assert_eq!(v["StreamNames"], json!(["s"]));
+        let (_, v) = json_call(&client, &server, "GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"})).await;
+        let (_, v) = json_call(&client, &server, "GetRecords", json!({"ShardIterator": v["ShardIterator"]})).await;
+        assert_eq!(v["Records"], json!([]));
+    });
+}
+
+#[test]
+fn http2_prior_knowledge_and_health_endpoints_work() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let client = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let r = client
+            .post(server.endpoint())
+            .header("X-Amz-Target", "Kinesis_20131202.ListStreams")
+            .header("Content-Type", "application/x-amz-json-1.1")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.version(), reqwest::Version::HTTP_2);
+        assert_eq!(r.status(), 200);
+        let h = reqwest::get(format!("{}/_health/ready", server.endpoint()))
+            .await
+            .unwrap();
+        assert_eq!(h.status(), 200);
+    });
+}

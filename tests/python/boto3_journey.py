@@ -1,0 +1,160 @@
+"""A user's journey through the Kinesis API with boto3 against a shardlog
+server. Usage: python boto3_journey.py ENDPOINT [DATA_PHASE]
+
+Phase "write" (default "all") creates streams and writes; phase "read" checks,
+after a server restart, that everything written is still there.
+"""
+import datetime
+import json
+import sys
+import time
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+endpoint = sys.argv[1]
+phase = sys.argv[2] if len(sys.argv) > 2 else "all"
+k = boto3.client(
+    "kinesis",
+    endpoint_url=endpoint,
+    region_name="us-east-1",
+    aws_access_key_id="test",
+    aws_secret_access_key="test",
+    config=Config(retries={"max_attempts": 1}),
+)
+
+
+def expect_error(code, fn, *args, **kwargs):
+    try:
+        fn(*args, **kwargs)
+    except ClientError as e:
+        got = e.response["Error"]["Code"]
+        assert got == code, f"expected {code}, got {got}: {e}"
+        return e.response["Error"]["Message"]
+    raise AssertionError(f"expected {code}, call succeeded")
+
+
+def read_shard(stream, shard_id, **kw):
+    it = k.get_shard_iterator(StreamName=stream, ShardId=shard_id, ShardIteratorType="TRIM_HORIZON", **kw)["ShardIterator"]
+    out = []
+    while True:
+        r = k.get_records(ShardIterator=it, Limit=1000)
+        out.extend(r["Records"])
+        nxt = r.get("NextShardIterator")
+        if nxt is None or not r["Records"]:
+            return out, r
+        it = nxt
+
+
+def write_phase():
+    k.create_stream(StreamName="journey", ShardCount=2)
+    k.get_waiter("stream_exists").wait(StreamName="journey", WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+    d = k.describe_stream(StreamName="journey")["StreamDescription"]
+    assert d["StreamStatus"] == "ACTIVE"
+    assert len(d["Shards"]) == 2
+    assert d["Shards"][1]["HashKeyRange"]["StartingHashKey"] == str(2**127)
+    assert isinstance(d["StreamCreationTimestamp"], datetime.datetime)
+
+    # Single and batch puts.
+    seqs = {}
+    for i in range(50):
+        r = k.put_record(StreamName="journey", PartitionKey=f"key-{i % 7}", Data=f"single-{i}".encode())
+        seqs.setdefault(r["ShardId"], []).append(r["SequenceNumber"])
+    batch = [{"PartitionKey": f"key-{i % 7}", "Data": f"batch-{i}".encode()} for i in range(300)]
+    r = k.put_records(StreamName="journey", Records=batch)
+    assert r["FailedRecordCount"] == 0
+    assert len(r["Records"]) == 300
+    for rec in r["Records"]:
+        seqs.setdefault(rec["ShardId"], []).append(rec["SequenceNumber"])
+    for shard, s in seqs.items():
+        assert s == sorted(s), "sequence numbers increase per shard"
+
+    # Each iterator type.
+    shard0 = d["Shards"][0]["ShardId"]
+    records, _ = read_shard("journey", shard0)
+    assert [r["SequenceNumber"] for r in records] == seqs[shard0]
+    first = records[0]
+    assert isinstance(first["ApproximateArrivalTimestamp"], datetime.datetime)
+    at = k.get_shard_iterator(StreamName="journey", ShardId=shard0, ShardIteratorType="AT_SEQUENCE_NUMBER",
+                              StartingSequenceNumber=records[3]["SequenceNumber"])["ShardIterator"]
+    assert k.get_records(ShardIterator=at, Limit=1)["Records"][0]["SequenceNumber"] == records[3]["SequenceNumber"]
+    after = k.get_shard_iterator(StreamName="journey", ShardId=shard0, ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                                 StartingSequenceNumber=records[3]["SequenceNumber"])["ShardIterator"]
+    assert k.get_records(ShardIterator=after, Limit=1)["Records"][0]["SequenceNumber"] == records[4]["SequenceNumber"]
+    latest = k.get_shard_iterator(StreamName="journey", ShardId=shard0, ShardIteratorType="LATEST")["ShardIterator"]
+    r = k.get_records(ShardIterator=latest)
+    assert r["Records"] == [] and r["MillisBehindLatest"] == 0 and r["NextShardIterator"] != latest
+    ts = k.get_shard_iterator(StreamName="journey", ShardId=shard0, ShardIteratorType="AT_TIMESTAMP",
+                              Timestamp=first["ApproximateArrivalTimestamp"])["ShardIterator"]
+    assert k.get_records(ShardIterator=ts, Limit=1)["Records"][0]["SequenceNumber"] == first["SequenceNumber"]
+    # Quoted iterators are accepted, as on AWS.
+    assert k.get_records(ShardIterator='"' + at + '"', Limit=1)["Records"]
+
+    # Resharding: split, then merge, then scale.
+    k.split_shard(StreamName="journey", ShardToSplit=shard0, NewStartingHashKey=str(2**126))
+    for i in range(20):
+        k.put_record(StreamName="journey", PartitionKey=f"key-{i % 7}", Data=f"after-split-{i}".encode())
+    shards = k.list_shards(StreamName="journey")["Shards"]
+    assert len(shards) == 4
+    closed, r = read_shard("journey", shard0)
+    assert "NextShardIterator" not in r and [c["ShardId"] for c in r["ChildShards"]] == ["shardId-000000000002", "shardId-000000000003"]
+    k.merge_shards(StreamName="journey", ShardToMerge="shardId-000000000002", AdjacentShardToMerge="shardId-000000000003")
+    r = k.update_shard_count(StreamName="journey", TargetShardCount=4, ScalingType="UNIFORM_SCALING")
+    assert r["TargetShardCount"] == 4 and r["CurrentShardCount"] == 2
+    open_shards = k.list_shards(StreamName="journey", ShardFilter={"Type": "AT_LATEST"})["Shards"]
+    assert len(open_shards) == 4
+    # Paginators.
+    pages = list(k.get_paginator("list_shards").paginate(StreamName="journey", PaginationConfig={"PageSize": 2}))
+    assert sum(len(p["Shards"]) for p in pages) == len(k.list_shards(StreamName="journey")["Shards"])
+    assert len(pages) > 1
+
+    # Tags, consumers, retention.
+    k.add_tags_to_stream(StreamName="journey", Tags={"team": "data", "env": "test"})
+    k.remove_tags_from_stream(StreamName="journey", TagKeys=["env"])
+    assert k.list_tags_for_stream(StreamName="journey")["Tags"] == [{"Key": "team", "Value": "data"}]
+    arn = k.describe_stream_summary(StreamName="journey")["StreamDescriptionSummary"]["StreamARN"]
+    c = k.register_stream_consumer(StreamARN=arn, ConsumerName="reader")["Consumer"]
+    assert c["ConsumerStatus"] == "ACTIVE"
+    assert k.describe_stream_consumer(ConsumerARN=c["ConsumerARN"])["ConsumerDescription"]["ConsumerName"] == "reader"
+    assert [x["ConsumerName"] for x in k.list_stream_consumers(StreamARN=arn)["Consumers"]] == ["reader"]
+    k.increase_stream_retention_period(StreamName="journey", RetentionPeriodHours=48)
+    expect_error("InvalidArgumentException", k.decrease_stream_retention_period, StreamName="journey", RetentionPeriodHours=72)
+
+    # Errors clients depend on.
+    expect_error("ResourceNotFoundException", k.describe_stream, StreamName="missing")
+    expect_error("ResourceInUseException", k.create_stream, StreamName="journey", ShardCount=1)
+    msg = expect_error("InvalidArgumentException", k.get_records, ShardIterator="bogus")
+    assert "Invalid ShardIterator" in msg
+
+    # A stream to delete, and the streams listing and paginator.
+    k.create_stream(StreamName="doomed", ShardCount=1)
+    names = [n for p in k.get_paginator("list_streams").paginate(PaginationConfig={"PageSize": 1}) for n in p["StreamNames"]]
+    assert names == ["doomed", "journey"], names
+    k.delete_stream(StreamName="doomed")
+    k.get_waiter("stream_not_exists").wait(StreamName="doomed", WaiterConfig={"Delay": 1, "MaxAttempts": 5})
+
+    with open(sys.argv[3] if len(sys.argv) > 3 else "/dev/null", "w") as f:
+        json.dump({"total": 370}, f)
+
+
+def read_phase():
+    # After a restart: every record written is still there, with its lineage.
+    total = 0
+    for s in k.list_shards(StreamName="journey")["Shards"]:
+        records, _ = read_shard("journey", s["ShardId"])
+        total += len(records)
+    assert total == 370, total
+    assert k.list_tags_for_stream(StreamName="journey")["Tags"] == [{"Key": "team", "Value": "data"}]
+    assert k.describe_stream_summary(StreamName="journey")["StreamDescriptionSummary"]["RetentionPeriodHours"] == 48
+    arn = k.describe_stream_summary(StreamName="journey")["StreamDescriptionSummary"]["StreamARN"]
+    assert len(k.list_stream_consumers(StreamARN=arn)["Consumers"]) == 1
+    k.delete_stream(StreamName="journey", EnforceConsumerDeletion=True)
+    assert k.list_streams()["StreamNames"] == []
+
+
+if phase in ("write", "all"):
+    write_phase()
+if phase in ("read", "all"):
+    read_phase()
+print("boto3 journey passed:", phase)
