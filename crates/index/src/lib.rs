@@ -205,6 +205,12 @@ impl IndexedLog {
         self.log.append(records)
     }
 
+    /// Writes records without waiting for durability (see
+    /// [`Log::append_deferred`]); finish with [`Log::complete`].
+    pub fn append_deferred(&self, records: &[RecordIn<'_>]) -> Result<(Appended, shardlog_segment::Pending)> {
+        self.log.append_deferred(records)
+    }
+
     fn sidecar_path(&self, base: u64) -> PathBuf {
         self.log.dir().join(index_file_name(base))
     }

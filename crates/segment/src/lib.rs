@@ -10,13 +10,15 @@ pub mod log;
 pub mod memfs;
 mod mmap;
 pub mod segment;
+pub mod sync;
 
 pub use error::{Error, Result};
 pub use frame::{Record, RecordIn};
 pub use fs::{FileHandle, FileSystem, Mapping, StdFs};
 pub use log::{
-    now_ms, AppendObserver, Appended, Log, LogOptions, NoObserver, NoObserver as NoObserverForTests, Placed,
-    Position, Problem, ReadBatch, ReadLimits, RecoveryPolicy, RecoveryReport, SealedInfo, SegmentSummary,
-    SyncPolicy, VerifyReport,
+    now_ms, AppendObserver, Appended, Log, LogOptions, NoObserver, NoObserver as NoObserverForTests, Pending,
+    Placed, Position, Problem, ReadBatch, ReadLimits, RecoveryPolicy, RecoveryReport, SealedInfo,
+    SegmentSummary, SyncPolicy, VerifyReport,
 };
 pub use memfs::{CrashPlan, MemFs};
+pub use sync::SyncCoordinator;

@@ -61,6 +61,9 @@ pub struct LogOptions {
     /// may turn this off and make them all durable with one
     /// [`FileSystem::sync_filesystem`] before serving any reader.
     pub sync_on_open: bool,
+    /// Under `Always`, share syncs with other logs on the same file system
+    /// through one `syncfs` per group instead of this log's own `fdatasync`.
+    pub sync_coordinator: Option<Arc<crate::sync::SyncCoordinator>>,
 }
 
 impl Default for LogOptions {
@@ -75,6 +78,7 @@ impl Default for LogOptions {
             preallocate_bytes: SEGMENT_PREALLOCATE_BYTES,
             first_seq: 0,
             sync_on_open: true,
+            sync_coordinator: None,
         }
     }
 }
@@ -164,6 +168,14 @@ pub struct Appended {
     /// Arrival time actually stored (made non-decreasing by the log).
     pub first_arrival_ms: i64,
     pub last_arrival_ms: i64,
+}
+
+/// An append written but not yet known durable (see
+/// [`Log::append_deferred`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    mark: Watermark,
+    ticket: u64,
 }
 
 /// A position in the log: a segment and a byte offset in it.
@@ -916,6 +928,82 @@ impl Log {
     /// Appends records; they get contiguous sequence numbers. Under
     /// [`SyncPolicy::Always`] this returns once they are durable.
     pub fn append(&self, records: &[RecordIn<'_>]) -> Result<Appended> {
+        let (appended, pending) = self.append_deferred(records)?;
+        self.complete(pending)?;
+        Ok(appended)
+    }
+
+    /// Writes records like [`Log::append`] but does not wait for durability;
+    /// pass the returned [`Pending`] to [`Log::complete`] (under `Always`)
+    /// before acknowledging. With a sync coordinator, a caller that writes to
+    /// several logs and then completes them all shares one sync among them.
+    pub fn append_deferred(&self, records: &[RecordIn<'_>]) -> Result<(Appended, Pending)> {
+        let total = self.check_batch(records)?;
+        let mut w = lock(&self.inner.writer);
+        self.health()?;
+        let first_arrival = records[0].arrival_ms.max(w.last_arrival_ms);
+        let age = first_arrival.saturating_sub(w.active.created_ms);
+        let has_records = w.active.len > SEGMENT_HEADER_BYTES as u64;
+        if has_records
+            && (w.active.len + total as u64 > self.inner.opts.segment_bytes_max
+                || age >= self.inner.opts.segment_age_max_ms as i64)
+        {
+            self.roll_locked(&mut w, first_arrival)?;
+        }
+        let appended = self.write_locked(&mut w, records, total)?;
+        let mark = lock(&self.inner.sync).written;
+        let ticket = self
+            .inner
+            .opts
+            .sync_coordinator
+            .as_ref()
+            .map_or(0, |c| c.ticket());
+        Ok((appended, Pending { mark, ticket }))
+    }
+
+    /// Waits until a deferred append is durable (a no-op unless `Always`).
+    pub fn complete(&self, pending: Pending) -> Result<()> {
+        if self.inner.opts.sync != SyncPolicy::Always {
+            return Ok(());
+        }
+        match &self.inner.opts.sync_coordinator {
+            Some(coord) => self.wait_coordinated(coord, pending.mark, pending.ticket),
+            None => self.wait_durable(pending.mark.next_seq),
+        }
+    }
+
+    fn wait_coordinated(
+        &self,
+        coord: &crate::sync::SyncCoordinator,
+        goal: Watermark,
+        ticket: u64,
+    ) -> Result<()> {
+        {
+            let st = lock(&self.inner.sync);
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned { cause: cause.clone() });
+            }
+            if st.durable.next_seq >= goal.next_seq {
+                return Ok(());
+            }
+        }
+        match coord.wait(ticket) {
+            Ok(()) => {
+                let mut st = lock(&self.inner.sync);
+                if goal.next_seq > st.durable.next_seq {
+                    st.durable = goal;
+                }
+                Ok(())
+            }
+            Err(cause) => {
+                let err = self.poison(cause);
+                self.discard_undurable();
+                Err(err)
+            }
+        }
+    }
+
+    fn check_batch(&self, records: &[RecordIn<'_>]) -> Result<usize> {
         if records.is_empty() {
             return Err(Error::InvalidArgument(
                 "an append needs at least one record".into(),
@@ -936,24 +1024,7 @@ impl Log {
                 "an append holds at most {APPEND_BYTES_MAX} bytes, got {total}"
             )));
         }
-        let appended = {
-            let mut w = lock(&self.inner.writer);
-            self.health()?;
-            let first_arrival = records[0].arrival_ms.max(w.last_arrival_ms);
-            let age = first_arrival.saturating_sub(w.active.created_ms);
-            let has_records = w.active.len > SEGMENT_HEADER_BYTES as u64;
-            if has_records
-                && (w.active.len + total as u64 > self.inner.opts.segment_bytes_max
-                    || age >= self.inner.opts.segment_age_max_ms as i64)
-            {
-                self.roll_locked(&mut w, first_arrival)?;
-            }
-            self.write_locked(&mut w, records, total)?
-        };
-        if self.inner.opts.sync == SyncPolicy::Always {
-            self.wait_durable(appended.first_seq + appended.count as u64)?;
-        }
-        Ok(appended)
+        Ok(total)
     }
 
     fn write_locked(&self, w: &mut Writer, records: &[RecordIn<'_>], total: usize) -> Result<Appended> {

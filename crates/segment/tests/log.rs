@@ -701,3 +701,63 @@ fn stray_bytes_in_preallocated_space_of_a_real_file_are_found_and_cut() {
         "cut back to the end of data"
     );
 }
+
+#[test]
+fn logs_sharing_a_sync_coordinator_share_syncs_and_fail_together() {
+    let fs = MemFs::new();
+    let coord = shardlog_segment::SyncCoordinator::new(Arc::new(fs.clone()), "/");
+    let opts = || LogOptions {
+        sync_coordinator: Some(coord.clone()),
+        ..small_opts()
+    };
+    let open_at = |d: &str| {
+        Log::open_with(
+            Arc::new(fs.clone()),
+            PathBuf::from(d),
+            opts(),
+            Arc::new(NoObserverForTests),
+        )
+        .unwrap()
+        .0
+    };
+    let (a, b) = (open_at("/a"), open_at("/b"));
+    // Deferred appends to both logs, then one sync covers both.
+    let (_, pa) = a.append_deferred(&[RecordIn::new("k", b"1", 1)]).unwrap();
+    let (_, pb) = b.append_deferred(&[RecordIn::new("k", b"2", 1)]).unwrap();
+    let before = coord.sync_count();
+    a.complete(pa).unwrap();
+    b.complete(pb).unwrap();
+    assert_eq!(coord.sync_count() - before, 1, "one syncfs for both logs");
+    assert_eq!(a.visible_next_seq(), 1);
+    assert_eq!(b.visible_next_seq(), 1);
+    // Everything acknowledged survives a crash.
+    std::thread::scope(|s| {
+        for log in [&a, &b] {
+            s.spawn(move || {
+                for i in 0..50 {
+                    log.append(&[RecordIn::new("k", format!("{i}").as_bytes(), 2)])
+                        .unwrap();
+                }
+            });
+        }
+    });
+    // The in-memory sync is instant, so concurrent appends rarely overlap
+    // here; at most one sync per append (the benches show the sharing).
+    assert!(coord.sync_count() <= 101, "{}", coord.sync_count());
+    // A failed syncfs poisons every log that waits on it, and for good.
+    fs.fail_next_syncs(1);
+    assert!(matches!(
+        a.append(&[RecordIn::new("k", b"x", 3)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(
+        b.append(&[RecordIn::new("k", b"y", 3)]),
+        Err(Error::Poisoned { .. })
+    ));
+    std::mem::forget(a);
+    std::mem::forget(b);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let (a, b) = (open_at("/a"), open_at("/b"));
+    assert_eq!(a.next_seq(), 51);
+    assert_eq!(b.next_seq(), 51);
+}

@@ -54,6 +54,9 @@ pub struct EngineOptions {
     pub retention_check_interval_ms: u64,
     /// Segment settings of every shard log (sync policy is per stream).
     pub log: LogOptions,
+    /// Group-commit across shards: appends to all shards share one `syncfs`
+    /// per group instead of one `fdatasync` per shard.
+    pub share_syncs_across_shards: bool,
 }
 
 impl Default for EngineOptions {
@@ -63,6 +66,7 @@ impl Default for EngineOptions {
             shards_max: 20_000,
             retention_check_interval_ms: 60_000,
             log: LogOptions::default(),
+            share_syncs_across_shards: true,
         }
     }
 }
@@ -316,6 +320,8 @@ struct Inner {
     admin: Mutex<()>,
     /// Makes every issued iterator distinct.
     nonce: std::sync::atomic::AtomicU32,
+    /// Shares syncs among all shard logs (when enabled).
+    coordinator: Option<Arc<shardlog_segment::SyncCoordinator>>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -404,6 +410,9 @@ impl Engine {
             m
         };
         let iterator_key = unhex(&engine_meta.iterator_key);
+        let coordinator = opts
+            .share_syncs_across_shards
+            .then(|| shardlog_segment::SyncCoordinator::new(fs.clone(), dir.clone()));
         let inner = Arc::new(Inner {
             fs,
             dir,
@@ -414,6 +423,7 @@ impl Engine {
             streams: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             nonce: std::sync::atomic::AtomicU32::new(0),
+            coordinator,
             _lock: guard,
         });
         let mut engine = Engine {
@@ -471,6 +481,7 @@ impl Engine {
             first_seq: 0,
             // One syncfs after all logs are open replaces a thousand fsyncs.
             sync_on_open: false,
+            sync_coordinator: self.inner.coordinator.clone(),
             ..self.inner.opts.log.clone()
         }
     }
@@ -909,14 +920,36 @@ impl Engine {
         let now = self.now_ms();
         let mut results: Vec<Option<Result<PutRecordOutput, Failure>>> =
             (0..records.len()).map(|_| None).collect();
+        let fail = |idxs: &[usize],
+                    e: shardlog_segment::Error,
+                    results: &mut Vec<Option<Result<PutRecordOutput, Failure>>>| {
+            let e: Error = e.into();
+            for &i in idxs {
+                results[i] = Some(Err(Failure::Record(PutRecordFailure {
+                    error_code: e.kinesis_name().to_string(),
+                    error_message: e.to_string(),
+                })));
+            }
+        };
+        // Two phases: write every shard's group, then wait for durability, so
+        // that one sync (shared across shards) covers the whole batch.
+        let mut written = Vec::new();
         for (index, idxs) in routed {
             let Some(rt) = st.shards.get(&index) else { continue };
             let ins: Vec<RecordIn<'_>> = idxs
                 .iter()
                 .map(|&i| RecordIn::new(records[i].partition_key, records[i].data, now))
                 .collect();
-            match rt.log.append(&ins) {
-                Ok(a) => {
+            match rt.log.append_deferred(&ins) {
+                Ok((a, pending)) => written.push((index, idxs, a, pending)),
+                Err(e) if !batch => return Err(e.into()),
+                Err(e) => fail(&idxs, e, &mut results),
+            }
+        }
+        for (index, idxs, a, pending) in written {
+            let Some(rt) = st.shards.get(&index) else { continue };
+            match rt.log.log().complete(pending) {
+                Ok(()) => {
                     rt.notify.notify_waiters();
                     for (k, &i) in idxs.iter().enumerate() {
                         results[i] = Some(Ok(PutRecordOutput {
@@ -925,18 +958,8 @@ impl Engine {
                         }));
                     }
                 }
-                Err(e) => {
-                    if !batch {
-                        return Err(e.into());
-                    }
-                    let e: Error = e.into();
-                    for &i in &idxs {
-                        results[i] = Some(Err(Failure::Record(PutRecordFailure {
-                            error_code: e.kinesis_name().to_string(),
-                            error_message: e.to_string(),
-                        })));
-                    }
-                }
+                Err(e) if !batch => return Err(e.into()),
+                Err(e) => fail(&idxs, e, &mut results),
             }
         }
         Ok(results
