@@ -121,6 +121,32 @@ def write_phase():
     k.increase_stream_retention_period(StreamName="journey", RetentionPeriodHours=48)
     expect_error("InvalidArgumentException", k.decrease_stream_retention_period, StreamName="journey", RetentionPeriodHours=72)
 
+    # Newer operations: monitoring, mode, record size, ARN tagging, policies,
+    # account settings, warm throughput.
+    r = k.enable_enhanced_monitoring(StreamName="journey", ShardLevelMetrics=["IncomingBytes", "IteratorAgeMilliseconds"])
+    assert r["DesiredShardLevelMetrics"] == ["IncomingBytes", "IteratorAgeMilliseconds"]
+    r = k.disable_enhanced_monitoring(StreamName="journey", ShardLevelMetrics=["IteratorAgeMilliseconds"])
+    assert r["DesiredShardLevelMetrics"] == ["IncomingBytes"]
+    k.update_max_record_size(StreamARN=arn, MaxRecordSizeInKiB=2048)
+    big = k.put_record(StreamName="journey", PartitionKey="big", Data=b"x" * (1536 * 1024))
+    k.tag_resource(ResourceARN=arn, Tags={"owner": "me"})
+    assert {"Key": "owner", "Value": "me"} in k.list_tags_for_resource(ResourceARN=arn)["Tags"]
+    k.untag_resource(ResourceARN=arn, TagKeys=["owner"])
+    k.tag_resource(ResourceARN=c["ConsumerARN"], Tags={"kind": "efo"})
+    assert k.list_tags_for_resource(ResourceARN=c["ConsumerARN"])["Tags"] == [{"Key": "kind", "Value": "efo"}]
+    policy = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::000000000000:root"}, "Action": "kinesis:GetRecords", "Resource": arn}]})
+    k.put_resource_policy(ResourceARN=arn, Policy=policy)
+    assert json.loads(k.get_resource_policy(ResourceARN=arn)["Policy"]) == json.loads(policy)
+    k.update_account_settings(MinimumThroughputBillingCommitment={"Status": "ENABLED"})
+    assert k.describe_account_settings()["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
+    k.create_stream(StreamName="ondemand", StreamModeDetails={"StreamMode": "ON_DEMAND"})
+    assert len(k.list_shards(StreamName="ondemand")["Shards"]) == 4
+    r = k.update_stream_warm_throughput(StreamName="ondemand", WarmThroughputMiBps=100)
+    assert r["WarmThroughput"]["TargetMiBps"] == 100
+    k.update_stream_mode(StreamARN=arn.replace("journey", "ondemand"), StreamModeDetails={"StreamMode": "PROVISIONED"})
+    assert k.describe_stream_summary(StreamName="ondemand")["StreamDescriptionSummary"]["StreamModeDetails"]["StreamMode"] == "PROVISIONED"
+    k.delete_stream(StreamName="ondemand")
+
     # Errors clients depend on.
     expect_error("ResourceNotFoundException", k.describe_stream, StreamName="missing")
     expect_error("ResourceInUseException", k.create_stream, StreamName="journey", ShardCount=1)
@@ -135,7 +161,7 @@ def write_phase():
     k.get_waiter("stream_not_exists").wait(StreamName="doomed", WaiterConfig={"Delay": 1, "MaxAttempts": 5})
 
     with open(sys.argv[3] if len(sys.argv) > 3 else "/dev/null", "w") as f:
-        json.dump({"total": 370}, f)
+        json.dump({"total": 371}, f)
 
 
 def read_phase():
@@ -144,11 +170,17 @@ def read_phase():
     for s in k.list_shards(StreamName="journey")["Shards"]:
         records, _ = read_shard("journey", s["ShardId"])
         total += len(records)
-    assert total == 370, total
+    assert total == 371, total
     assert k.list_tags_for_stream(StreamName="journey")["Tags"] == [{"Key": "team", "Value": "data"}]
     assert k.describe_stream_summary(StreamName="journey")["StreamDescriptionSummary"]["RetentionPeriodHours"] == 48
-    arn = k.describe_stream_summary(StreamName="journey")["StreamDescriptionSummary"]["StreamARN"]
+    summary = k.describe_stream_summary(StreamName="journey")["StreamDescriptionSummary"]
+    arn = summary["StreamARN"]
     assert len(k.list_stream_consumers(StreamARN=arn)["Consumers"]) == 1
+    assert summary["EnhancedMonitoring"] == [{"ShardLevelMetrics": ["IncomingBytes"]}]
+    assert summary["MaxRecordSizeInKiB"] == 2048
+    assert "Statement" in json.loads(k.get_resource_policy(ResourceARN=arn)["Policy"])
+    k.delete_resource_policy(ResourceARN=arn)
+    assert k.describe_account_settings()["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
     k.delete_stream(StreamName="journey", EnforceConsumerDeletion=True)
     assert k.list_streams()["StreamNames"] == []
 

@@ -972,6 +972,22 @@ impl Log {
         }
     }
 
+    /// Waits until a deferred append is durable through `coord`, using a
+    /// `ticket` taken after the append was written (a caller that wrote to
+    /// several logs takes one ticket after all writes, and all of them share
+    /// the one sync it waits for).
+    pub fn complete_after_sync(
+        &self,
+        pending: Pending,
+        coord: &crate::sync::SyncCoordinator,
+        ticket: u64,
+    ) -> Result<()> {
+        if self.inner.opts.sync != SyncPolicy::Always {
+            return Ok(());
+        }
+        self.wait_coordinated(coord, pending.mark, ticket)
+    }
+
     fn wait_coordinated(
         &self,
         coord: &crate::sync::SyncCoordinator,

@@ -222,6 +222,19 @@ pub fn dispatch(engine: &Engine, op: &str, v: &Value) -> R {
         "DescribeStreamConsumer" => describe_consumer(engine, v),
         "ListStreamConsumers" => list_consumers(engine, v),
         "DescribeLimits" => describe_limits(engine),
+        "EnableEnhancedMonitoring" => monitoring(engine, v, true),
+        "DisableEnhancedMonitoring" => monitoring(engine, v, false),
+        "UpdateStreamMode" => update_stream_mode(engine, v),
+        "UpdateMaxRecordSize" => update_max_record_size(engine, v),
+        "TagResource" => tag_resource(engine, v),
+        "UntagResource" => untag_resource(engine, v),
+        "ListTagsForResource" => list_tags_for_resource(engine, v),
+        "PutResourcePolicy" => put_policy(engine, v),
+        "GetResourcePolicy" => get_policy(engine, v),
+        "DeleteResourcePolicy" => delete_policy(engine, v),
+        "DescribeAccountSettings" => describe_account_settings(engine),
+        "UpdateAccountSettings" => update_account_settings(engine, v),
+        "UpdateStreamWarmThroughput" => update_warm_throughput(engine, v),
         "SubscribeToShard" => Err(ApiError::invalid(
             "SubscribeToShard (enhanced fan-out) is not available on this server yet; read with GetRecords.",
         )),
@@ -236,23 +249,343 @@ pub fn dispatch(engine: &Engine, op: &str, v: &Value) -> R {
 }
 
 /// Kinesis operations this server does not serve yet (docs/API.md).
-pub const KNOWN_NOT_YET: &[&str] = &[
-    "DeleteResourcePolicy",
-    "DescribeAccountSettings",
-    "DisableEnhancedMonitoring",
-    "EnableEnhancedMonitoring",
-    "GetResourcePolicy",
-    "ListTagsForResource",
-    "PutResourcePolicy",
-    "StartStreamEncryption",
-    "StopStreamEncryption",
-    "TagResource",
-    "UntagResource",
-    "UpdateAccountSettings",
-    "UpdateMaxRecordSize",
-    "UpdateStreamMode",
-    "UpdateStreamWarmThroughput",
+pub const KNOWN_NOT_YET: &[&str] = &["StartStreamEncryption", "StopStreamEncryption"];
+
+const METRICS: &[&str] = &[
+    "IncomingBytes",
+    "IncomingRecords",
+    "OutgoingBytes",
+    "OutgoingRecords",
+    "WriteProvisionedThroughputExceeded",
+    "ReadProvisionedThroughputExceeded",
+    "IteratorAgeMilliseconds",
 ];
+
+fn enhanced_monitoring(e: &Engine, name: &str) -> Vec<String> {
+    e.stream_setting(name, "ShardLevelMetrics")
+        .ok()
+        .flatten()
+        .and_then(|v| serde_json::from_value(v).ok())
+        .unwrap_or_default()
+}
+
+fn string_list(v: &Value, key: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match v.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| type_error(key, "a list of strings"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(type_error(key, "a list of strings")),
+    }
+}
+
+fn monitoring(e: &Engine, v: &Value, enable: bool) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let metrics = string_list(v, "ShardLevelMetrics")?;
+    match &metrics {
+        None => viol.add(None, "shardLevelMetrics", "Member must not be null"),
+        Some(m) if m.is_empty() => viol.add(
+            Some("[]"),
+            "shardLevelMetrics",
+            "Member must have length greater than or equal to 1",
+        ),
+        Some(m) => {
+            for x in m {
+                if x != "ALL" && !METRICS.contains(&x.as_str()) {
+                    viol.add(Some(x), "shardLevelMetrics", "Member must satisfy enum value set: [IncomingBytes, IncomingRecords, OutgoingBytes, OutgoingRecords, WriteProvisionedThroughputExceeded, ReadProvisionedThroughputExceeded, IteratorAgeMilliseconds, ALL]");
+                }
+            }
+        }
+    }
+    viol.into_result()?;
+    let current = enhanced_monitoring(e, &name);
+    let asked: Vec<String> = metrics
+        .unwrap_or_default()
+        .into_iter()
+        .flat_map(|m| {
+            if m == "ALL" {
+                METRICS.iter().map(|s| s.to_string()).collect()
+            } else {
+                vec![m]
+            }
+        })
+        .collect();
+    let mut desired: Vec<String> = if enable {
+        current.iter().cloned().chain(asked).collect()
+    } else {
+        current.iter().filter(|m| !asked.contains(m)).cloned().collect()
+    };
+    desired.sort_by_key(|m| METRICS.iter().position(|x| x == m));
+    desired.dedup();
+    e.set_stream_setting(&name, "ShardLevelMetrics", Some(json!(desired)))?;
+    Ok(json!({
+        "StreamName": name,
+        "StreamARN": stream_arn(&name),
+        "CurrentShardLevelMetrics": current,
+        "DesiredShardLevelMetrics": desired,
+    }))
+}
+
+fn update_stream_mode(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    if opt_str(v, "StreamARN")?.is_none() {
+        viol.add(None, "streamARN", "Member must not be null");
+    }
+    let name = stream_name(v, &mut viol)?;
+    let mode = match v
+        .get("StreamModeDetails")
+        .and_then(|m| m.get("StreamMode"))
+        .and_then(Value::as_str)
+    {
+        Some("PROVISIONED") => Some(StreamMode::Provisioned),
+        Some("ON_DEMAND") => Some(StreamMode::OnDemand),
+        Some(other) => {
+            viol.add(
+                Some(other),
+                "streamModeDetails.streamMode",
+                "Member must satisfy enum value set: [ON_DEMAND, PROVISIONED]",
+            );
+            None
+        }
+        None => {
+            viol.add(None, "streamModeDetails", "Member must not be null");
+            None
+        }
+    };
+    viol.into_result()?;
+    e.update_stream_mode(&name, mode.unwrap_or(StreamMode::Provisioned))?;
+    Ok(Value::Null)
+}
+
+fn update_max_record_size(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let kib = opt_int(v, "MaxRecordSizeInKiB")?;
+    if kib.is_none() {
+        viol.add(None, "maxRecordSizeInKiB", "Member must not be null");
+    }
+    int_range(&mut viol, "MaxRecordSizeInKiB", kib, 1024, 10240);
+    viol.into_result()?;
+    e.update_max_record_size(&name, kib.unwrap_or(1024) as u32)?;
+    Ok(Value::Null)
+}
+
+/// What a resource ARN names: a stream, or a consumer of a stream.
+enum Resource {
+    Stream(String),
+    Consumer(String, String),
+}
+
+fn resource(v: &Value, viol: &mut Violations) -> Result<Resource, ApiError> {
+    let Some(arn) = opt_str(v, "ResourceARN")? else {
+        viol.add(None, "resourceARN", "Member must not be null");
+        return Ok(Resource::Stream(String::new()));
+    };
+    let Some((_, rest)) = arn.split_once(":stream/") else {
+        return Err(ApiError::invalid(format!(
+            "ResourceARN {arn} is not a Kinesis stream or consumer ARN."
+        )));
+    };
+    Ok(match rest.split_once("/consumer/") {
+        Some((stream, tail)) => Resource::Consumer(
+            stream.to_string(),
+            tail.rsplit_once(':').map(|(c, _)| c).unwrap_or(tail).to_string(),
+        ),
+        None => Resource::Stream(rest.to_string()),
+    })
+}
+
+/// Tags of a resource: a stream's own tags, or a consumer's (kept as a
+/// setting of its stream).
+fn resource_tags(e: &Engine, r: &Resource) -> Result<BTreeMap<String, String>, ApiError> {
+    Ok(match r {
+        Resource::Stream(s) => e.list_tags(s)?,
+        Resource::Consumer(s, c) => {
+            e.describe_consumer(s, c)?;
+            e.stream_setting(s, &format!("ConsumerTags/{c}"))?
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default()
+        }
+    })
+}
+
+fn tag_resource(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let r = resource(v, &mut viol)?;
+    let tags = tags_of(v, "Tags")?;
+    if v.get("Tags").is_none() {
+        viol.add(None, "tags", "Member must not be null");
+    }
+    viol.into_result()?;
+    match &r {
+        Resource::Stream(s) => e.add_tags(s, &tags)?,
+        Resource::Consumer(s, c) => {
+            let mut all = resource_tags(e, &r)?;
+            all.extend(tags);
+            if all.len() > limits::TAGS_PER_STREAM_MAX {
+                return Err(ApiError::new(
+                    "LimitExceededException",
+                    "A resource can have at most 50 tags.",
+                ));
+            }
+            e.set_stream_setting(s, &format!("ConsumerTags/{c}"), Some(json!(all)))?;
+        }
+    }
+    Ok(Value::Null)
+}
+
+fn untag_resource(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let r = resource(v, &mut viol)?;
+    let keys = string_list(v, "TagKeys")?;
+    if keys.is_none() {
+        viol.add(None, "tagKeys", "Member must not be null");
+    }
+    viol.into_result()?;
+    let keys = keys.unwrap_or_default();
+    match &r {
+        Resource::Stream(s) => e.remove_tags(s, &keys)?,
+        Resource::Consumer(s, c) => {
+            let mut all = resource_tags(e, &r)?;
+            all.retain(|k, _| !keys.contains(k));
+            e.set_stream_setting(s, &format!("ConsumerTags/{c}"), Some(json!(all)))?;
+        }
+    }
+    Ok(Value::Null)
+}
+
+fn list_tags_for_resource(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let r = resource(v, &mut viol)?;
+    viol.into_result()?;
+    let tags = resource_tags(e, &r)?;
+    Ok(json!({"Tags": tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}))
+}
+
+fn policy_key(r: &Resource) -> (String, String) {
+    match r {
+        Resource::Stream(s) => (s.clone(), "Policy".to_string()),
+        Resource::Consumer(s, c) => (s.clone(), format!("ConsumerPolicy/{c}")),
+    }
+}
+
+fn check_resource_exists(e: &Engine, r: &Resource) -> Result<(), ApiError> {
+    match r {
+        Resource::Stream(s) => e.describe_stream(s).map(|_| ()).map_err(Into::into),
+        Resource::Consumer(s, c) => e.describe_consumer(s, c).map(|_| ()).map_err(Into::into),
+    }
+}
+
+fn put_policy(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let r = resource(v, &mut viol)?;
+    let policy = opt_str(v, "Policy")?;
+    if policy.is_none() {
+        viol.add(None, "policy", "Member must not be null");
+    }
+    viol.into_result()?;
+    let policy = policy.unwrap_or("");
+    let parsed: Value = serde_json::from_str(policy)
+        .map_err(|e| ApiError::invalid(format!("Policy is not valid JSON: {e}")))?;
+    if !parsed.is_object() || parsed.get("Statement").is_none() {
+        return Err(ApiError::invalid(
+            "Policy must be a JSON policy document with a Statement.",
+        ));
+    }
+    check_resource_exists(e, &r)?;
+    let (stream, key) = policy_key(&r);
+    e.set_stream_setting(&stream, &key, Some(json!(policy)))?;
+    Ok(Value::Null)
+}
+
+fn get_policy(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let r = resource(v, &mut viol)?;
+    viol.into_result()?;
+    check_resource_exists(e, &r)?;
+    let (stream, key) = policy_key(&r);
+    let policy = e
+        .stream_setting(&stream, &key)?
+        .and_then(|p| p.as_str().map(str::to_string));
+    Ok(json!({"Policy": policy.unwrap_or_else(|| "{}".to_string())}))
+}
+
+fn delete_policy(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let r = resource(v, &mut viol)?;
+    viol.into_result()?;
+    check_resource_exists(e, &r)?;
+    let (stream, key) = policy_key(&r);
+    if e.stream_setting(&stream, &key)?.is_none() {
+        return Err(ApiError::not_found("No resource policy found for the resource."));
+    }
+    e.set_stream_setting(&stream, &key, None)?;
+    Ok(Value::Null)
+}
+
+fn describe_account_settings(e: &Engine) -> R {
+    let commitment = e
+        .account_setting("MinimumThroughputBillingCommitment")
+        .unwrap_or_else(|| json!({"Status": "DISABLED"}));
+    Ok(json!({"MinimumThroughputBillingCommitment": commitment}))
+}
+
+fn update_account_settings(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let status = v
+        .get("MinimumThroughputBillingCommitment")
+        .and_then(|c| c.get("Status"))
+        .and_then(Value::as_str);
+    match status {
+        None => viol.add(
+            None,
+            "minimumThroughputBillingCommitment",
+            "Member must not be null",
+        ),
+        Some("ENABLED") | Some("DISABLED") => {}
+        Some(other) => viol.add(
+            Some(other),
+            "minimumThroughputBillingCommitment.status",
+            "Member must satisfy enum value set: [ENABLED, DISABLED]",
+        ),
+    }
+    viol.into_result()?;
+    let value = json!({"Status": status.unwrap_or("DISABLED")});
+    e.set_account_setting("MinimumThroughputBillingCommitment", value.clone())?;
+    Ok(json!({"MinimumThroughputBillingCommitment": value}))
+}
+
+fn update_warm_throughput(e: &Engine, v: &Value) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let mibps = opt_int(v, "WarmThroughputMiBps")?;
+    if mibps.is_none() {
+        viol.add(None, "warmThroughputMiBps", "Member must not be null");
+    }
+    int_range(&mut viol, "WarmThroughputMiBps", mibps, 0, 10_240);
+    viol.into_result()?;
+    let d = e.describe_stream(&name)?;
+    if d.mode != StreamMode::OnDemand {
+        return Err(ApiError::new(
+            "ValidationException",
+            "Warm throughput can only be set on ON_DEMAND streams.",
+        ));
+    }
+    let target = mibps.unwrap_or(0);
+    e.set_stream_setting(&name, "WarmThroughputMiBps", Some(json!(target)))?;
+    Ok(json!({
+        "StreamARN": stream_arn(&name),
+        "StreamName": name,
+        "WarmThroughput": {"TargetMiBps": target, "CurrentMiBps": target},
+    }))
+}
 
 fn create_stream(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
@@ -342,7 +675,7 @@ fn describe_stream(e: &Engine, v: &Value) -> R {
         "HasMoreShards": has_more,
         "RetentionPeriodHours": d.retention_hours,
         "StreamCreationTimestamp": timestamp(d.created_ms),
-        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+        "EnhancedMonitoring": [{"ShardLevelMetrics": enhanced_monitoring(e, &d.name)}],
         "EncryptionType": "NONE",
     }}))
 }
@@ -359,7 +692,7 @@ fn describe_stream_summary(e: &Engine, v: &Value) -> R {
         "StreamModeDetails": mode_json(d.mode),
         "RetentionPeriodHours": d.retention_hours,
         "StreamCreationTimestamp": timestamp(d.created_ms),
-        "EnhancedMonitoring": [{"ShardLevelMetrics": []}],
+        "EnhancedMonitoring": [{"ShardLevelMetrics": enhanced_monitoring(e, &d.name)}],
         "EncryptionType": "NONE",
         "OpenShardCount": d.open_shard_count,
         "ConsumerCount": d.consumer_count,

@@ -54,8 +54,8 @@ pub struct EngineOptions {
     pub retention_check_interval_ms: u64,
     /// Segment settings of every shard log (sync policy is per stream).
     pub log: LogOptions,
-    /// Group-commit across shards: appends to all shards share one `syncfs`
-    /// per group instead of one `fdatasync` per shard.
+    /// Group-commit across shards: a batch that spans shards is made
+    /// durable by one shared `syncfs` instead of one `fdatasync` per shard.
     pub share_syncs_across_shards: bool,
 }
 
@@ -405,6 +405,7 @@ impl Engine {
                 version: meta::META_FORMAT_VERSION,
                 next_stream_id: 1,
                 iterator_key: hex(&key),
+                settings: BTreeMap::new(),
             };
             meta::store(&*fs, &engine_path, &m)?;
             m
@@ -471,17 +472,16 @@ impl Engine {
         })
     }
 
-    fn log_options(&self, sync: SyncPolicy, max_record_bytes: usize) -> LogOptions {
+    fn log_options(&self, sync: SyncPolicy, _max_record_bytes: usize) -> LogOptions {
         LogOptions {
             sync,
-            data_bytes_max: max_record_bytes.clamp(
-                shardlog_segment::format::RECORD_DATA_BYTES_LIMIT_MIN,
-                shardlog_segment::format::RECORD_DATA_BYTES_LIMIT,
-            ),
+            // The stream's own limit (which UpdateMaxRecordSize may change
+            // at any time) is checked by the engine before the log sees a
+            // record; the log only enforces the format's ceiling.
+            data_bytes_max: shardlog_segment::format::RECORD_DATA_BYTES_LIMIT,
             first_seq: 0,
             // One syncfs after all logs are open replaces a thousand fsyncs.
             sync_on_open: false,
-            sync_coordinator: self.inner.coordinator.clone(),
             ..self.inner.opts.log.clone()
         }
     }
@@ -675,6 +675,7 @@ impl Engine {
             max_record_bytes,
             retention_bytes_max: opts.retention_bytes_max,
             scaling_ops_ms: Vec::new(),
+            settings: BTreeMap::new(),
         };
         // Shard logs first, metadata last: the stream exists once STREAM.json
         // is durable; a crash before leaves a directory that open removes.
@@ -946,9 +947,21 @@ impl Engine {
                 Err(e) => fail(&idxs, e, &mut results),
             }
         }
+        // A batch over several shards shares one syncfs through the
+        // coordinator; a single shard's group is cheaper with that log's own
+        // group-committed fdatasync (measured: syncfs costs ~1.6x an
+        // fdatasync here).
+        let shared = match &self.inner.coordinator {
+            Some(c) if written.len() > 1 => Some((c.clone(), c.ticket())),
+            _ => None,
+        };
         for (index, idxs, a, pending) in written {
             let Some(rt) = st.shards.get(&index) else { continue };
-            match rt.log.log().complete(pending) {
+            let done = match &shared {
+                Some((coord, ticket)) => rt.log.log().complete_after_sync(pending, coord, *ticket),
+                None => rt.log.log().complete(pending),
+            };
+            match done {
                 Ok(()) => {
                     rt.notify.notify_waiters();
                     for (k, &i) in idxs.iter().enumerate() {
@@ -1656,6 +1669,72 @@ impl Engine {
             let _ = self.inner.fs.remove_dir_all(&meta::shard_dir(&stream.dir, i));
         }
         Ok(())
+    }
+
+    // ----------------------------------------------------------------------
+    // Settings kept for the API layer, mode and record size
+    // ----------------------------------------------------------------------
+
+    fn update_meta(&self, name: &str, f: impl FnOnce(&mut StreamMeta) -> Result<()>) -> Result<()> {
+        let stream = self.stream(name)?;
+        let mut st = write(&stream.state);
+        let mut m = st.meta.clone();
+        f(&mut m)?;
+        self.persist(&stream, &m)?;
+        st.meta = m;
+        Ok(())
+    }
+
+    /// A stored per-stream setting.
+    pub fn stream_setting(&self, name: &str, key: &str) -> Result<Option<serde_json::Value>> {
+        Ok(read(&self.stream(name)?.state).meta.settings.get(key).cloned())
+    }
+
+    /// Stores (or with `None` removes) a per-stream setting, durably.
+    pub fn set_stream_setting(&self, name: &str, key: &str, value: Option<serde_json::Value>) -> Result<()> {
+        self.update_meta(name, |m| {
+            match value {
+                Some(v) => m.settings.insert(key.to_string(), v),
+                None => m.settings.remove(key),
+            };
+            Ok(())
+        })
+    }
+
+    /// A stored account-level setting.
+    pub fn account_setting(&self, key: &str) -> Option<serde_json::Value> {
+        lock(&self.inner.meta).settings.get(key).cloned()
+    }
+
+    /// Stores an account-level setting durably (in ENGINE.json).
+    pub fn set_account_setting(&self, key: &str, value: serde_json::Value) -> Result<()> {
+        let mut em = lock(&self.inner.meta);
+        let mut next = em.clone();
+        next.settings.insert(key.to_string(), value);
+        meta::store(&*self.inner.fs, &self.inner.dir.join(meta::ENGINE_FILE), &next)?;
+        *em = next;
+        Ok(())
+    }
+
+    /// UpdateStreamMode.
+    pub fn update_stream_mode(&self, name: &str, mode: StreamMode) -> Result<()> {
+        self.update_meta(name, |m| {
+            m.mode = mode;
+            Ok(())
+        })
+    }
+
+    /// UpdateMaxRecordSize: the largest record (data plus key), 1024–10240 KiB.
+    pub fn update_max_record_size(&self, name: &str, kib: u32) -> Result<()> {
+        if !(1024..=10240).contains(&kib) {
+            return Err(Error::InvalidArgument(format!(
+                "MaxRecordSizeInKiB {kib} must be between 1024 and 10240."
+            )));
+        }
+        self.update_meta(name, |m| {
+            m.max_record_bytes = kib as usize * 1024;
+            Ok(())
+        })
     }
 
     // ----------------------------------------------------------------------

@@ -40,6 +40,9 @@ pub struct EngineMeta {
     /// Key that authenticates shard iterators (hex), so they survive restarts
     /// but cannot be forged by accident.
     pub iterator_key: String,
+    /// Account-level settings stored for the API layer.
+    #[serde(default)]
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +107,10 @@ pub struct StreamMeta {
     /// Times (ms) of recent UpdateShardCount calls, for the 24-hour limit.
     #[serde(default)]
     pub scaling_ops_ms: Vec<i64>,
+    /// Settings the engine stores for the API layer without interpreting
+    /// them (enhanced monitoring, resource policies, warm throughput, ...).
+    #[serde(default)]
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 impl StreamMeta {
