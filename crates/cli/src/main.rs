@@ -1,11 +1,12 @@
 //! The `shardlog` command.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use shardlog_stream::{Engine, EngineOptions};
+use serde::{Deserialize, Serialize};
+use shardlog_stream::{Engine, EngineOptions, SyncPolicy};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -21,17 +22,113 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the Kinesis Data Streams API.
-    Serve {
-        /// Data directory (created if missing).
-        #[arg(long, env = "SHARDLOG_DATA_DIR", default_value = "data/local")]
-        data_dir: PathBuf,
-        /// Address and port to listen on.
-        #[arg(long, env = "SHARDLOG_LISTEN", default_value = "127.0.0.1:4567")]
-        listen: SocketAddr,
-    },
+    ///
+    /// Settings come from flags, then environment variables, then the
+    /// configuration file, then defaults.
+    Serve(ServeArgs),
 }
 
-fn main() -> anyhow::Result<()> {
+#[derive(clap::Args, Debug, Default)]
+struct ServeArgs {
+    /// TOML configuration file (keys as in `--print-config`).
+    #[arg(long, env = "SHARDLOG_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (created if missing) [default: data/local].
+    #[arg(long, env = "SHARDLOG_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address and port to listen on [default: 127.0.0.1:4567].
+    #[arg(long, env = "SHARDLOG_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Durability: `always` (acknowledge after fsync), `never`, or a sync
+    /// interval in milliseconds such as `interval:100` [default: always].
+    #[arg(long, env = "SHARDLOG_SYNC")]
+    sync: Option<String>,
+    /// Segment roll size in bytes [default: 134217728].
+    #[arg(long, env = "SHARDLOG_SEGMENT_BYTES_MAX")]
+    segment_bytes_max: Option<u64>,
+    /// How often retention runs, in milliseconds [default: 60000].
+    #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
+    retention_check_interval_ms: Option<u64>,
+    /// Print the effective settings as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+/// The effective settings (also the configuration file's format).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct Settings {
+    data_dir: PathBuf,
+    listen: SocketAddr,
+    sync: String,
+    segment_bytes_max: u64,
+    retention_check_interval_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("data/local"),
+            listen: SocketAddr::from(([127, 0, 0, 1], 4567)),
+            sync: "always".into(),
+            segment_bytes_max: shardlog_segment::format::SEGMENT_BYTES_DEFAULT_MAX,
+            retention_check_interval_ms: 60_000,
+        }
+    }
+}
+
+fn parse_sync(s: &str) -> anyhow::Result<SyncPolicy> {
+    Ok(match s {
+        "always" => SyncPolicy::Always,
+        "never" => SyncPolicy::Never,
+        other => match other.strip_prefix("interval:").map(str::parse::<u64>) {
+            Some(Ok(ms)) if ms > 0 => SyncPolicy::IntervalMs(ms),
+            _ => bail!("sync must be `always`, `never` or `interval:MS` (MS > 0), not `{other}`"),
+        },
+    })
+}
+
+fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
+    let mut s = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+            toml::from_str::<Settings>(&text)
+                .with_context(|| format!("the configuration file {} is invalid", path.display()))?
+        }
+        None => Settings::default(),
+    };
+    if let Some(v) = &args.data_dir {
+        s.data_dir = v.clone();
+    }
+    if let Some(v) = args.listen {
+        s.listen = v;
+    }
+    if let Some(v) = &args.sync {
+        s.sync = v.clone();
+    }
+    if let Some(v) = args.segment_bytes_max {
+        s.segment_bytes_max = v;
+    }
+    if let Some(v) = args.retention_check_interval_ms {
+        s.retention_check_interval_ms = v;
+    }
+    parse_sync(&s.sync)?;
+    Ok(s)
+}
+
+fn main() -> std::process::ExitCode {
+    // One clear line on failure, whatever RUST_BACKTRACE says.
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardlog: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SHARDLOG_LOG")
@@ -41,26 +138,50 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { data_dir, listen } => serve(data_dir, listen),
+        Command::Serve(args) => {
+            let settings = load(&args)?;
+            if args.print_config {
+                print!(
+                    "{}",
+                    toml::to_string(&settings).context("cannot print the settings")?
+                );
+                return Ok(());
+            }
+            serve(settings)
+        }
     }
 }
 
-fn serve(data_dir: PathBuf, listen: SocketAddr) -> anyhow::Result<()> {
-    let engine = Engine::open(&data_dir, EngineOptions::default())
-        .with_context(|| format!("cannot open the data directory {}", data_dir.display()))?;
+fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
+    let mut opts = EngineOptions {
+        sync: parse_sync(&s.sync)?,
+        retention_check_interval_ms: s.retention_check_interval_ms,
+        ..EngineOptions::default()
+    };
+    opts.log.segment_bytes_max = s.segment_bytes_max;
+    Ok(opts)
+}
+
+fn open_engine(dir: &Path, opts: EngineOptions) -> anyhow::Result<Engine> {
+    Engine::open(dir, opts).with_context(|| format!("cannot open the data directory {}", dir.display()))
+}
+
+fn serve(s: Settings) -> anyhow::Result<()> {
+    let engine = open_engine(&s.data_dir, engine_options(&s)?)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
+    let listen = s.listen;
     rt.block_on(async move {
         let (listener, addr) = shardlog_server::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another server running there?)"))?;
-        tracing::info!(%addr, data_dir = %data_dir.display(), "shardlog serving the Kinesis API");
+        tracing::info!(%addr, data_dir = %s.data_dir.display(), sync = %s.sync, "shardlog serving the Kinesis API");
         shardlog_server::serve(listener, engine, shutdown_signal())
             .await
             .context("server failed")?;
-        tracing::info!("stopped; logs are synced");
+        tracing::info!("stopped after in-flight requests finished");
         Ok(())
     })
 }
@@ -81,5 +202,41 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {},
         _ = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardlog.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:9999\"\nsync = \"interval:50\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            data_dir: Some(PathBuf::from("/x")),
+            ..Default::default()
+        };
+        let s = load(&args).unwrap();
+        assert_eq!(s.listen.port(), 9999);
+        assert_eq!(s.data_dir, PathBuf::from("/x"));
+        assert_eq!(parse_sync(&s.sync).unwrap(), SyncPolicy::IntervalMs(50));
+        assert_eq!(s.segment_bytes_max, Settings::default().segment_bytes_max);
+    }
+
+    #[test]
+    fn bad_settings_are_clear_errors() {
+        assert!(parse_sync("sometimes").is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "colour = \"blue\"\n").unwrap();
+        let err = load(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("invalid"), "{err:#}");
     }
 }

@@ -338,3 +338,232 @@ fn http2_prior_knowledge_and_health_endpoints_work() {
         assert_eq!(h.status(), 200);
     });
 }
+
+mod rust_sdk {
+    use super::*;
+    use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_kinesis::primitives::{Blob, DateTime};
+    use aws_sdk_kinesis::types::{PutRecordsRequestEntry, ScalingType, ShardIteratorType};
+    use aws_sdk_kinesis::Client;
+
+    fn client(server: &Server) -> Client {
+        let conf = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .endpoint_url(server.endpoint())
+            .http_client(aws_smithy_http_client::Builder::new().build_http())
+            .build();
+        Client::from_conf(conf)
+    }
+
+    async fn read_all(k: &Client, stream: &str, shard: &str) -> Vec<aws_sdk_kinesis::types::Record> {
+        let mut it = k
+            .get_shard_iterator()
+            .stream_name(stream)
+            .shard_id(shard)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator
+            .unwrap();
+        let mut out = Vec::new();
+        loop {
+            let r = k
+                .get_records()
+                .shard_iterator(&it)
+                .limit(1000)
+                .send()
+                .await
+                .unwrap();
+            let empty = r.records().is_empty();
+            out.extend(r.records().iter().cloned());
+            match r.next_shard_iterator() {
+                Some(n) if !empty => it = n.to_string(),
+                _ => return out,
+            }
+        }
+    }
+
+    #[test]
+    fn aws_sdk_for_rust_journey_survives_a_server_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let total;
+        {
+            let server = Server::start(tmp.path());
+            let k = client(&server);
+            total = rt().block_on(async {
+                k.create_stream()
+                    .stream_name("rs")
+                    .shard_count(2)
+                    .send()
+                    .await
+                    .unwrap();
+                let d = k.describe_stream().stream_name("rs").send().await.unwrap();
+                let desc = d.stream_description().unwrap();
+                assert_eq!(desc.shards().len(), 2);
+                let put = k
+                    .put_record()
+                    .stream_name("rs")
+                    .partition_key("k")
+                    .data(Blob::new(b"hello".to_vec()))
+                    .send()
+                    .await
+                    .unwrap();
+                let shard = put.shard_id().to_string();
+                let entries: Vec<PutRecordsRequestEntry> = (0..200)
+                    .map(|i| {
+                        PutRecordsRequestEntry::builder()
+                            .partition_key(format!("key-{i}"))
+                            .data(Blob::new(format!("batch-{i}").into_bytes()))
+                            .build()
+                            .unwrap()
+                    })
+                    .collect();
+                let r = k
+                    .put_records()
+                    .stream_name("rs")
+                    .set_records(Some(entries))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.failed_record_count(), Some(0));
+                // Iterator types.
+                let recs = read_all(&k, "rs", &shard).await;
+                assert_eq!(recs[0].data().as_ref(), b"hello");
+                assert_eq!(recs[0].sequence_number(), put.sequence_number());
+                let at = |t: ShardIteratorType| {
+                    k.get_shard_iterator()
+                        .stream_name("rs")
+                        .shard_id(&shard)
+                        .shard_iterator_type(t)
+                };
+                let it = at(ShardIteratorType::AfterSequenceNumber)
+                    .starting_sequence_number(recs[0].sequence_number())
+                    .send()
+                    .await
+                    .unwrap();
+                let r = k
+                    .get_records()
+                    .shard_iterator(it.shard_iterator().unwrap())
+                    .limit(1)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.records()[0].sequence_number(), recs[1].sequence_number());
+                let ts = recs[2]
+                    .approximate_arrival_timestamp()
+                    .unwrap()
+                    .to_millis()
+                    .unwrap();
+                let it = at(ShardIteratorType::AtTimestamp)
+                    .timestamp(DateTime::from_millis(ts))
+                    .send()
+                    .await
+                    .unwrap();
+                let r = k
+                    .get_records()
+                    .shard_iterator(it.shard_iterator().unwrap())
+                    .limit(1)
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    r.records()[0]
+                        .approximate_arrival_timestamp()
+                        .unwrap()
+                        .to_millis()
+                        .unwrap()
+                        >= ts
+                );
+                let it = at(ShardIteratorType::Latest).send().await.unwrap();
+                let r = k
+                    .get_records()
+                    .shard_iterator(it.shard_iterator().unwrap())
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(r.records().is_empty());
+                assert_eq!(r.millis_behind_latest(), Some(0));
+                // Resharding, tags, consumers, retention.
+                k.split_shard()
+                    .stream_name("rs")
+                    .shard_to_split("shardId-000000000000")
+                    .new_starting_hash_key((1u128 << 126).to_string())
+                    .send()
+                    .await
+                    .unwrap();
+                k.merge_shards()
+                    .stream_name("rs")
+                    .shard_to_merge("shardId-000000000002")
+                    .adjacent_shard_to_merge("shardId-000000000003")
+                    .send()
+                    .await
+                    .unwrap();
+                let r = k
+                    .update_shard_count()
+                    .stream_name("rs")
+                    .target_shard_count(4)
+                    .scaling_type(ScalingType::UniformScaling)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.target_shard_count(), Some(4));
+                k.add_tags_to_stream()
+                    .stream_name("rs")
+                    .tags("team", "data")
+                    .send()
+                    .await
+                    .unwrap();
+                let arn = k
+                    .describe_stream_summary()
+                    .stream_name("rs")
+                    .send()
+                    .await
+                    .unwrap()
+                    .stream_description_summary()
+                    .unwrap()
+                    .stream_arn()
+                    .to_string();
+                k.register_stream_consumer()
+                    .stream_arn(&arn)
+                    .consumer_name("c")
+                    .send()
+                    .await
+                    .unwrap();
+                k.increase_stream_retention_period()
+                    .stream_name("rs")
+                    .retention_period_hours(48)
+                    .send()
+                    .await
+                    .unwrap();
+                let err = k.describe_stream().stream_name("nope").send().await.unwrap_err();
+                assert!(err.into_service_error().is_resource_not_found_exception());
+                let mut n = 0;
+                for s in k.list_shards().stream_name("rs").send().await.unwrap().shards() {
+                    n += read_all(&k, "rs", s.shard_id()).await.len();
+                }
+                n
+            });
+            assert_eq!(total, 201);
+        }
+        let server = Server::start(tmp.path());
+        let k = client(&server);
+        rt().block_on(async {
+            let mut n = 0;
+            for s in k.list_shards().stream_name("rs").send().await.unwrap().shards() {
+                n += read_all(&k, "rs", s.shard_id()).await.len();
+            }
+            assert_eq!(n, total, "every record is back after the restart");
+            let tags = k.list_tags_for_stream().stream_name("rs").send().await.unwrap();
+            assert_eq!(tags.tags()[0].key(), "team");
+            k.delete_stream()
+                .stream_name("rs")
+                .enforce_consumer_deletion(true)
+                .send()
+                .await
+                .unwrap();
+        });
+    }
+}
