@@ -49,6 +49,10 @@ struct ServeArgs {
     /// How often retention runs, in milliseconds [default: 60000].
     #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
+    /// Enforce Kinesis's per-shard throughput limits
+    /// (ProvisionedThroughputExceededException) [default: false].
+    #[arg(long, env = "SHARDLOG_ENFORCE_SHARD_LIMITS")]
+    enforce_shard_limits: Option<bool>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -63,6 +67,7 @@ struct Settings {
     sync: String,
     segment_bytes_max: u64,
     retention_check_interval_ms: u64,
+    enforce_shard_limits: bool,
 }
 
 impl Default for Settings {
@@ -73,6 +78,7 @@ impl Default for Settings {
             sync: "always".into(),
             segment_bytes_max: shardlog_segment::format::SEGMENT_BYTES_DEFAULT_MAX,
             retention_check_interval_ms: 60_000,
+            enforce_shard_limits: false,
         }
     }
 }
@@ -112,6 +118,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.retention_check_interval_ms {
         s.retention_check_interval_ms = v;
+    }
+    if let Some(v) = args.enforce_shard_limits {
+        s.enforce_shard_limits = v;
     }
     parse_sync(&s.sync)?;
     Ok(s)
@@ -156,6 +165,7 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
     let mut opts = EngineOptions {
         sync: parse_sync(&s.sync)?,
         retention_check_interval_ms: s.retention_check_interval_ms,
+        enforce_shard_limits: s.enforce_shard_limits,
         ..EngineOptions::default()
     };
     opts.log.segment_bytes_max = s.segment_bytes_max;

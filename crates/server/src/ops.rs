@@ -700,19 +700,36 @@ fn describe_stream_summary(e: &Engine, v: &Value) -> R {
     }}))
 }
 
+/// Pagination tokens expire like AWS's (ExpiredNextTokenException).
+const NEXT_TOKEN_TTL_MS: i64 = 300_000;
+
 fn token_encode(parts: &[&str]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(parts.join("\n"))
+    let issued = shardlog_segment::now_ms().to_string();
+    let mut all: Vec<&str> = parts.to_vec();
+    all.push(&issued);
+    base64::engine::general_purpose::STANDARD.encode(all.join("\n"))
 }
 
-fn token_decode(token: &str) -> Option<Vec<String>> {
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).ok()?;
-    Some(
-        String::from_utf8(raw)
-            .ok()?
-            .split('\n')
-            .map(str::to_string)
-            .collect(),
-    )
+/// The token's parts (without its issue time); `None` if it is not a token.
+fn token_decode(token: &str) -> Result<Option<Vec<String>>, ApiError> {
+    let Some(mut parts) = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .ok()
+        .and_then(|raw| String::from_utf8(raw).ok())
+        .map(|s| s.split('\n').map(str::to_string).collect::<Vec<_>>())
+    else {
+        return Ok(None);
+    };
+    let Some(issued) = parts.pop().and_then(|t| t.parse::<i64>().ok()) else {
+        return Ok(None);
+    };
+    if shardlog_segment::now_ms() - issued > NEXT_TOKEN_TTL_MS {
+        return Err(ApiError::new(
+            "ExpiredNextTokenException",
+            "The timestamp of the NextToken is older than 300 seconds; list again without it.",
+        ));
+    }
+    Ok(Some(parts))
 }
 
 fn list_streams(e: &Engine, v: &Value) -> R {
@@ -724,7 +741,7 @@ fn list_streams(e: &Engine, v: &Value) -> R {
     let token = opt_str(v, "NextToken")?;
     viol.into_result()?;
     let after = match token {
-        Some(t) => match token_decode(t).as_deref() {
+        Some(t) => match token_decode(t)?.as_deref() {
             Some([kind, last]) if kind == "streams" => Some(last.clone()),
             _ => return Err(ApiError::invalid("Invalid NextToken.")),
         },
@@ -765,7 +782,7 @@ fn list_shards(e: &Engine, v: &Value) -> R {
     let start = opt_str(v, "ExclusiveStartShardId")?;
     let (name, after) = match token {
         Some(t) => {
-            let (stream, last) = match token_decode(t).as_deref() {
+            let (stream, last) = match token_decode(t)?.as_deref() {
                 Some([kind, stream, last]) if kind == "shards" => (stream.clone(), last.clone()),
                 _ => return Err(ApiError::invalid("Invalid NextToken.")),
             };

@@ -234,6 +234,22 @@ fn cbor_requests_carry_bytes_and_tagged_millisecond_timestamps() {
             }
             other => panic!("timestamp must be tag 1, got {other:?}"),
         }
+        // PutRecords in CBOR: byte-string Data in, per-record results out.
+        let rec = |k: &str, d: &[u8]| C::Map(vec![(text("PartitionKey"), text(k)), (text("Data"), C::Bytes(d.to_vec()))]);
+        let req = C::Map(vec![(text("StreamName"), text("s")), (text("Records"), C::Array(vec![rec("a", b"\x00\x01"), rec("b", b"\xff")]))]);
+        let (s, body, _) = call(&client, &server, "PutRecords", ct, cbor(req)).await;
+        assert_eq!(s, 200);
+        let v: C = ciborium::from_reader(body.as_slice()).unwrap();
+        let m = v.as_map().unwrap();
+        let failed = m.iter().find(|(k, _)| k.as_text() == Some("FailedRecordCount")).unwrap().1.clone();
+        assert_eq!(failed, C::Integer(0.into()));
+        // Stream timestamps are tag 1 as well.
+        let (s, body, _) = call(&client, &server, "DescribeStreamSummary", ct, cbor(C::Map(vec![(text("StreamName"), text("s"))]))).await;
+        assert_eq!(s, 200);
+        let v: C = ciborium::from_reader(body.as_slice()).unwrap();
+        let summary = v.as_map().unwrap()[0].1.as_map().unwrap().clone();
+        let created = summary.iter().find(|(k, _)| k.as_text() == Some("StreamCreationTimestamp")).unwrap().1.clone();
+        assert!(matches!(created, C::Tag(1, _)), "{created:?}");
         // Errors come back in CBOR too.
         let (s, body, _) = call(&client, &server, "DescribeStream", ct, cbor(C::Map(vec![(text("StreamName"), text("nope"))]))).await;
         assert_eq!(s, 400);
@@ -274,6 +290,8 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
             ("IncreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 8761}), "ValidationException", "less than or equal to 8760"),
             ("DecreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 48}), "InvalidArgumentException", "can not be longer"),
             ("NotAnOperation", json!({}), "UnknownOperationException", ""),
+            ("ListStreams", json!({"NextToken": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "streams\ns\n1000")}), "ExpiredNextTokenException", "300 seconds"),
+            ("ListStreams", json!({"NextToken": "bm90IGEgdG9rZW4="}), "InvalidArgumentException", "Invalid NextToken"),
         ];
         for (op, body, kind, needle) in cases {
             let (s, v) = json_call(&client, &server, op, body.clone()).await;

@@ -39,6 +39,10 @@ pub mod limits {
     pub const SCALING_OPS_PER_DAY_MAX: usize = 10;
     pub const DAY_MS: i64 = 24 * 3600 * 1000;
     pub const HOUR_MS: i64 = 3600 * 1000;
+    pub const SHARD_WRITE_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
+    pub const SHARD_WRITE_RECORDS_PER_SEC: f64 = 1000.0;
+    pub const SHARD_READ_BYTES_PER_SEC: f64 = 2.0 * 1024.0 * 1024.0;
+    pub const SHARD_READ_CALLS_PER_SEC: f64 = 5.0;
 }
 use limits::*;
 
@@ -54,6 +58,10 @@ pub struct EngineOptions {
     pub retention_check_interval_ms: u64,
     /// Segment settings of every shard log (sync policy is per stream).
     pub log: LogOptions,
+    /// Enforce Kinesis's per-shard limits (writes 1 MiB/s and 1,000
+    /// records/s; reads 2 MiB/s and 5 calls/s) with
+    /// `ProvisionedThroughputExceededException`. Off by default.
+    pub enforce_shard_limits: bool,
     /// Group-commit across shards: a batch that spans shards is made
     /// durable by one shared `syncfs` instead of one `fdatasync` per shard.
     pub share_syncs_across_shards: bool,
@@ -67,6 +75,7 @@ impl Default for EngineOptions {
             retention_check_interval_ms: 60_000,
             log: LogOptions::default(),
             share_syncs_across_shards: true,
+            enforce_shard_limits: false,
         }
     }
 }
@@ -270,6 +279,68 @@ fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 struct ShardRt {
     log: Arc<IndexedLog>,
     notify: Arc<tokio::sync::Notify>,
+    limits: Mutex<ShardBuckets>,
+}
+
+/// Token buckets holding one second of a shard's allowance each.
+#[derive(Debug, Default)]
+struct ShardBuckets {
+    refilled_ms: i64,
+    write_bytes: f64,
+    write_records: f64,
+    read_bytes: f64,
+    read_calls: f64,
+}
+
+impl ShardBuckets {
+    fn refill(&mut self, now: i64) {
+        if self.refilled_ms == 0 {
+            *self = ShardBuckets {
+                refilled_ms: now,
+                write_bytes: SHARD_WRITE_BYTES_PER_SEC,
+                write_records: SHARD_WRITE_RECORDS_PER_SEC,
+                read_bytes: SHARD_READ_BYTES_PER_SEC,
+                read_calls: SHARD_READ_CALLS_PER_SEC,
+            };
+            return;
+        }
+        let secs = (now - self.refilled_ms).max(0) as f64 / 1000.0;
+        self.refilled_ms = now;
+        self.write_bytes =
+            (self.write_bytes + secs * SHARD_WRITE_BYTES_PER_SEC).min(SHARD_WRITE_BYTES_PER_SEC);
+        self.write_records =
+            (self.write_records + secs * SHARD_WRITE_RECORDS_PER_SEC).min(SHARD_WRITE_RECORDS_PER_SEC);
+        self.read_bytes = (self.read_bytes + secs * SHARD_READ_BYTES_PER_SEC).min(SHARD_READ_BYTES_PER_SEC);
+        self.read_calls = (self.read_calls + secs * SHARD_READ_CALLS_PER_SEC).min(SHARD_READ_CALLS_PER_SEC);
+    }
+
+    /// Takes a write of `records` records and `bytes` bytes if it fits.
+    fn take_write(&mut self, now: i64, records: usize, bytes: usize) -> bool {
+        self.refill(now);
+        if self.write_records < records as f64 || self.write_bytes < bytes as f64 {
+            return false;
+        }
+        self.write_records -= records as f64;
+        self.write_bytes -= bytes as f64;
+        true
+    }
+
+    /// Takes one read call; its bytes are charged after the read.
+    fn take_read_call(&mut self, now: i64) -> bool {
+        self.refill(now);
+        if self.read_calls < 1.0 || self.read_bytes <= 0.0 {
+            return false;
+        }
+        self.read_calls -= 1.0;
+        true
+    }
+}
+
+fn rate_exceeded(shard: u64, stream: &str) -> Error {
+    Error::ProvisionedThroughputExceeded(format!(
+        "Rate exceeded for shard {} in stream {stream} under account 000000000000.",
+        shard_id(shard)
+    ))
 }
 
 #[derive(Debug)]
@@ -496,6 +567,7 @@ impl Engine {
         Ok(ShardRt {
             log: Arc::new(log),
             notify: Arc::new(tokio::sync::Notify::new()),
+            limits: Mutex::new(ShardBuckets::default()),
         })
     }
 
@@ -937,6 +1009,25 @@ impl Engine {
         let mut written = Vec::new();
         for (index, idxs) in routed {
             let Some(rt) = st.shards.get(&index) else { continue };
+            if self.inner.opts.enforce_shard_limits {
+                let bytes: usize = idxs
+                    .iter()
+                    .map(|&i| records[i].data.len() + records[i].partition_key.len())
+                    .sum();
+                if !lock(&rt.limits).take_write(now, idxs.len(), bytes) {
+                    let e = rate_exceeded(index, name);
+                    if !batch {
+                        return Err(e);
+                    }
+                    for &i in &idxs {
+                        results[i] = Some(Err(Failure::Record(PutRecordFailure {
+                            error_code: e.kinesis_name().to_string(),
+                            error_message: e.to_string(),
+                        })));
+                    }
+                    continue;
+                }
+            }
             let ins: Vec<RecordIn<'_>> = idxs
                 .iter()
                 .map(|&i| RecordIn::new(records[i].partition_key, records[i].data, now))
@@ -1085,6 +1176,15 @@ impl Engine {
                 ))
             })?;
         let name = read(&stream.state).meta.name.clone();
+        let enforce = self.inner.opts.enforce_shard_limits;
+        if enforce {
+            let st = read(&stream.state);
+            if let Some(rt) = st.shards.get(&t.shard_index) {
+                if !lock(&rt.limits).take_read_call(now) {
+                    return Err(rate_exceeded(t.shard_index, &name));
+                }
+            }
+        }
         let out = self.read_shard(
             &name,
             &shard_id(t.shard_index),
@@ -1092,6 +1192,15 @@ impl Engine {
             limit,
             GET_RECORDS_BYTES_MAX,
         )?;
+        if enforce {
+            let bytes: usize = out.records.iter().map(|r| r.data.len()).sum();
+            let st = read(&stream.state);
+            if let Some(rt) = st.shards.get(&t.shard_index) {
+                // Charged after the read, as AWS does: a large read makes the
+                // next calls wait (the bucket may go negative).
+                lock(&rt.limits).read_bytes -= bytes as f64;
+            }
+        }
         let next_shard_iterator = out.next_position.map(|position| {
             IteratorToken {
                 issued_ms: now,

@@ -23,6 +23,10 @@ pub enum Error {
     /// `ExpiredIteratorException`.
     #[error("{0}")]
     ExpiredIterator(String),
+    /// `ProvisionedThroughputExceededException` (per-shard limits, when
+    /// enforced).
+    #[error("{0}")]
+    ProvisionedThroughputExceeded(String),
     /// A compare-and-set on a checkpoint found another value.
     #[error("checkpoint for application {application} on shard {shard_id} is {current:?}, not the expected {expected:?}")]
     CheckpointConflict {
@@ -48,6 +52,7 @@ impl Error {
             Error::InvalidArgument(_) => "InvalidArgumentException",
             Error::LimitExceeded(_) => "LimitExceededException",
             Error::ExpiredIterator(_) => "ExpiredIteratorException",
+            Error::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
             Error::CheckpointConflict { .. } => "ResourceInUseException",
             Error::Storage(e) if e.is_retriable() => "ProvisionedThroughputExceededException",
             Error::Storage(_) | Error::Metadata { .. } => "InternalFailure",

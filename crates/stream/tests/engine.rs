@@ -804,3 +804,51 @@ fn metadata_is_old_or_new_after_a_crash_at_every_step() {
         }
     }
 }
+
+#[test]
+fn shard_limits_when_enforced_answer_provisioned_throughput_exceeded() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let mut o = small_opts();
+    o.enforce_shard_limits = true;
+    let e = Engine::open_with(
+        Arc::new(fs.clone()),
+        PathBuf::from("/data"),
+        o,
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let keys: Vec<String> = (0..500).map(|i| format!("k{i}")).collect();
+    let recs: Vec<PutRecordInput<'_>> = keys.iter().map(|k| PutRecordInput::new(k, b"v")).collect();
+    assert!(e.put_records("s", &recs).unwrap().iter().all(|r| r.is_ok()));
+    assert!(e.put_records("s", &recs).unwrap().iter().all(|r| r.is_ok()));
+    // 1,000 records in this second: the next write is refused.
+    let err = e.put_record("s", PutRecordInput::new("k", b"v")).unwrap_err();
+    assert_eq!(err.kinesis_name(), "ProvisionedThroughputExceededException");
+    assert!(
+        err.to_string()
+            .contains("Rate exceeded for shard shardId-000000000000"),
+        "{err}"
+    );
+    let out = e.put_records("s", &recs[..2]).unwrap();
+    assert_eq!(
+        out[0].as_ref().unwrap_err().error_code,
+        "ProvisionedThroughputExceededException"
+    );
+    clock.advance(1000);
+    e.put_record("s", PutRecordInput::new("k", b"v")).unwrap();
+    // Five reads per second.
+    let it = e
+        .get_shard_iterator("s", "shardId-000000000000", StartingPosition::Latest)
+        .unwrap();
+    for _ in 0..5 {
+        e.get_records(&it, Some(1)).unwrap();
+    }
+    assert!(matches!(
+        e.get_records(&it, Some(1)),
+        Err(Error::ProvisionedThroughputExceeded(_))
+    ));
+    clock.advance(200);
+    e.get_records(&it, Some(1)).unwrap();
+}
