@@ -53,6 +53,15 @@ struct ServeArgs {
     /// (ProvisionedThroughputExceededException) [default: false].
     #[arg(long, env = "SHARDLOG_ENFORCE_SHARD_LIMITS")]
     enforce_shard_limits: Option<bool>,
+    /// Milliseconds a new stream stays CREATING [default: 0].
+    #[arg(long, env = "SHARDLOG_CREATE_STREAM_MS")]
+    create_stream_ms: Option<u64>,
+    /// Milliseconds a resharded stream stays UPDATING [default: 0].
+    #[arg(long, env = "SHARDLOG_UPDATE_STREAM_MS")]
+    update_stream_ms: Option<u64>,
+    /// Milliseconds a deleted stream stays listed as DELETING [default: 0].
+    #[arg(long, env = "SHARDLOG_DELETE_STREAM_MS")]
+    delete_stream_ms: Option<u64>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -68,6 +77,9 @@ struct Settings {
     segment_bytes_max: u64,
     retention_check_interval_ms: u64,
     enforce_shard_limits: bool,
+    create_stream_ms: u64,
+    update_stream_ms: u64,
+    delete_stream_ms: u64,
 }
 
 impl Default for Settings {
@@ -79,6 +91,9 @@ impl Default for Settings {
             segment_bytes_max: shardlog_segment::format::SEGMENT_BYTES_DEFAULT_MAX,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
+            create_stream_ms: 0,
+            update_stream_ms: 0,
+            delete_stream_ms: 0,
         }
     }
 }
@@ -121,6 +136,15 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.enforce_shard_limits {
         s.enforce_shard_limits = v;
+    }
+    if let Some(v) = args.create_stream_ms {
+        s.create_stream_ms = v;
+    }
+    if let Some(v) = args.update_stream_ms {
+        s.update_stream_ms = v;
+    }
+    if let Some(v) = args.delete_stream_ms {
+        s.delete_stream_ms = v;
     }
     parse_sync(&s.sync)?;
     Ok(s)
@@ -166,6 +190,11 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
         sync: parse_sync(&s.sync)?,
         retention_check_interval_ms: s.retention_check_interval_ms,
         enforce_shard_limits: s.enforce_shard_limits,
+        status_delays: shardlog_stream::StatusDelays {
+            creating_ms: s.create_stream_ms,
+            updating_ms: s.update_stream_ms,
+            deleting_ms: s.delete_stream_ms,
+        },
         ..EngineOptions::default()
     };
     opts.log.segment_bytes_max = s.segment_bytes_max;

@@ -58,6 +58,10 @@ pub struct EngineOptions {
     pub retention_check_interval_ms: u64,
     /// Segment settings of every shard log (sync policy is per stream).
     pub log: LogOptions,
+    /// How long streams stay CREATING, UPDATING and DELETING, as Kinesis's
+    /// asynchronous operations do. Zero (the default) makes every change
+    /// visible at once, which is what test suites want.
+    pub status_delays: StatusDelays,
     /// Enforce Kinesis's per-shard limits (writes 1 MiB/s and 1,000
     /// records/s; reads 2 MiB/s and 5 calls/s) with
     /// `ProvisionedThroughputExceededException`. Off by default.
@@ -76,8 +80,17 @@ impl Default for EngineOptions {
             log: LogOptions::default(),
             share_syncs_across_shards: true,
             enforce_shard_limits: false,
+            status_delays: StatusDelays::default(),
         }
     }
+}
+
+/// Delays of stream status transitions, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StatusDelays {
+    pub creating_ms: u64,
+    pub updating_ms: u64,
+    pub deleting_ms: u64,
 }
 
 /// Options of [`Engine::create_stream`].
@@ -391,6 +404,10 @@ struct Inner {
     admin: Mutex<()>,
     /// Makes every issued iterator distinct.
     nonce: std::sync::atomic::AtomicU32,
+    /// Streams in a transitional status, until a time (ms).
+    transitions: Mutex<HashMap<String, (StreamStatus, i64)>>,
+    /// Deleted streams still shown as DELETING, until a time (ms).
+    deleting: Mutex<BTreeMap<String, (StreamDescription, i64)>>,
     /// Shares syncs among all shard logs (when enabled).
     coordinator: Option<Arc<shardlog_segment::SyncCoordinator>>,
     _lock: Box<dyn LockGuard>,
@@ -495,6 +512,8 @@ impl Engine {
             streams: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             nonce: std::sync::atomic::AtomicU32::new(0),
+            transitions: Mutex::new(HashMap::new()),
+            deleting: Mutex::new(BTreeMap::new()),
             coordinator,
             _lock: guard,
         });
@@ -650,6 +669,54 @@ impl Engine {
         self.inner.clock.now_ms()
     }
 
+    /// The status of a stream that exists: ACTIVE unless a transition with a
+    /// configured delay is still running.
+    fn status_of(&self, name: &str) -> StreamStatus {
+        let now = self.now_ms();
+        let mut t = lock(&self.inner.transitions);
+        match t.get(name) {
+            Some((status, until)) if now < *until => *status,
+            Some(_) => {
+                t.remove(name);
+                StreamStatus::Active
+            }
+            None => StreamStatus::Active,
+        }
+    }
+
+    fn begin_transition(&self, name: &str, status: StreamStatus, delay_ms: u64) {
+        if delay_ms > 0 {
+            let until = self.now_ms() + delay_ms as i64;
+            lock(&self.inner.transitions).insert(name.to_string(), (status, until));
+        }
+    }
+
+    /// Control operations need an ACTIVE stream, as on Kinesis.
+    fn require_active(&self, name: &str) -> Result<()> {
+        match self.status_of(name) {
+            StreamStatus::Active => Ok(()),
+            other => Err(Error::ResourceInUse(format!(
+                "Stream {name} under account 000000000000 not ACTIVE, instead in state {}",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// Reads and writes need the stream to exist beyond CREATING.
+    fn require_created(&self, name: &str) -> Result<()> {
+        if self.status_of(name) == StreamStatus::Creating {
+            return Err(not_found_stream(name));
+        }
+        Ok(())
+    }
+
+    fn deleting_ghost(&self, name: &str) -> Option<StreamDescription> {
+        let now = self.now_ms();
+        let mut d = lock(&self.inner.deleting);
+        d.retain(|_, (_, until)| now < *until);
+        d.get(name).map(|(desc, _)| desc.clone())
+    }
+
     fn stream(&self, name: &str) -> Result<Arc<Stream>> {
         read(&self.inner.streams)
             .get(name)
@@ -768,6 +835,12 @@ impl Engine {
         };
         self.persist(&stream, &m)?;
         write(&stream.state).rebuild_routes();
+        lock(&self.inner.deleting).remove(name);
+        self.begin_transition(
+            name,
+            StreamStatus::Creating,
+            self.inner.opts.status_delays.creating_ms,
+        );
         write(&self.inner.streams).insert(name.to_string(), Arc::new(stream));
         Ok(())
     }
@@ -777,6 +850,13 @@ impl Engine {
     pub fn delete_stream(&self, name: &str, enforce_consumer_deletion: bool) -> Result<()> {
         let _admin = lock(&self.inner.admin);
         let stream = self.stream(name)?;
+        let ghost = match self.inner.opts.status_delays.deleting_ms {
+            0 => None,
+            ms => self.describe_stream(name).ok().map(|mut d| {
+                d.status = StreamStatus::Deleting;
+                (d, self.now_ms() + ms as i64)
+            }),
+        };
         let mut st = write(&stream.state);
         if !st.meta.consumers.is_empty() && !enforce_consumer_deletion {
             return Err(Error::ResourceInUse(format!(
@@ -798,24 +878,43 @@ impl Engine {
         st.open.clear();
         drop(st);
         write(&self.inner.streams).remove(name);
+        lock(&self.inner.transitions).remove(name);
+        if let Some(g) = ghost {
+            lock(&self.inner.deleting).insert(name.to_string(), g);
+        }
         let _ = fs.remove_dir_all(&stream.dir);
         Ok(())
     }
 
     /// Streams, sorted by name.
     pub fn list_streams(&self) -> Vec<StreamSummary> {
-        read(&self.inner.streams)
+        let mut out: Vec<StreamSummary> = read(&self.inner.streams)
             .values()
             .map(|s| {
                 let st = read(&s.state);
                 StreamSummary {
                     name: st.meta.name.clone(),
-                    status: StreamStatus::Active,
+                    status: self.status_of(&st.meta.name),
                     created_ms: st.meta.created_ms,
                     mode: st.meta.mode,
                 }
             })
-            .collect()
+            .collect();
+        let now = self.now_ms();
+        let mut ghosts = lock(&self.inner.deleting);
+        ghosts.retain(|_, (_, until)| now < *until);
+        for (d, _) in ghosts.values() {
+            if !out.iter().any(|s| s.name == d.name) {
+                out.push(StreamSummary {
+                    name: d.name.clone(),
+                    status: StreamStatus::Deleting,
+                    created_ms: d.created_ms,
+                    mode: d.mode,
+                });
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
     }
 
     fn describe_shard(m: &StreamMeta, s: &ShardMeta, log: &IndexedLog) -> ShardDescription {
@@ -841,7 +940,10 @@ impl Engine {
     /// Describes a stream and its shards (closed ones included until their
     /// data has expired).
     pub fn describe_stream(&self, name: &str) -> Result<StreamDescription> {
-        let stream = self.stream(name)?;
+        let stream = match self.stream(name) {
+            Ok(s) => s,
+            Err(e) => return self.deleting_ghost(name).ok_or(e),
+        };
         let st = read(&stream.state);
         let m = &st.meta;
         let mut shards: Vec<ShardDescription> = m
@@ -857,7 +959,7 @@ impl Engine {
         Ok(StreamDescription {
             name: m.name.clone(),
             id: stream.id,
-            status: StreamStatus::Active,
+            status: self.status_of(name),
             created_ms: m.created_ms,
             retention_hours: m.retention_hours,
             mode: m.mode,
@@ -976,6 +1078,7 @@ impl Engine {
         batch: bool,
     ) -> Result<Vec<Result<PutRecordOutput, Failure>>> {
         let stream = self.stream(name)?;
+        self.require_created(name)?;
         let st = read(&stream.state);
         if st.deleted {
             return Err(not_found_stream(name));
@@ -1100,6 +1203,7 @@ impl Engine {
     /// Resolves a starting position to a shard position.
     pub fn position_of(&self, name: &str, shard: &str, start: &StartingPosition) -> Result<u64> {
         let stream = self.stream(name)?;
+        self.require_created(name)?;
         let st = read(&stream.state);
         let s = Self::shard_meta(&st, name, shard)?;
         let log = &st.shards[&s.index].log;
@@ -1535,6 +1639,7 @@ impl Engine {
         f: impl FnOnce(&Self, &Stream, &mut StreamState) -> Result<()>,
     ) -> Result<()> {
         let stream = self.stream(name)?;
+        self.require_active(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
             return Err(not_found_stream(name));
@@ -1548,6 +1653,11 @@ impl Engine {
                 for rt in st.shards.values() {
                     rt.notify.notify_waiters();
                 }
+                self.begin_transition(
+                    name,
+                    StreamStatus::Updating,
+                    self.inner.opts.status_delays.updating_ms,
+                );
                 Ok(())
             }
             Err(e) => {
@@ -1660,6 +1770,7 @@ impl Engine {
 
     fn set_retention(&self, name: &str, hours: u32, increase: bool) -> Result<()> {
         let stream = self.stream(name)?;
+        self.require_active(name)?;
         let mut st = write(&stream.state);
         let current = st.meta.retention_hours;
         if !(RETENTION_HOURS_MIN..=RETENTION_HOURS_MAX).contains(&hours) {

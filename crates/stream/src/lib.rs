@@ -29,7 +29,8 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use engine::{
     limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, Engine,
     EngineOptions, GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput,
-    ShardDescription, StartingPosition, StoredRecord, StreamDescription, StreamStatus, StreamSummary,
+    ShardDescription, StartingPosition, StatusDelays, StoredRecord, StreamDescription, StreamStatus,
+    StreamSummary,
 };
 pub use error::{Error, Result};
 pub use hashkey::HashRange;

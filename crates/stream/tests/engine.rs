@@ -852,3 +852,49 @@ fn shard_limits_when_enforced_answer_provisioned_throughput_exceeded() {
     clock.advance(200);
     e.get_records(&it, Some(1)).unwrap();
 }
+
+#[test]
+fn configured_status_delays_show_creating_updating_and_deleting() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let mut o = small_opts();
+    o.status_delays = shardlog_stream::StatusDelays {
+        creating_ms: 500,
+        updating_ms: 500,
+        deleting_ms: 500,
+    };
+    let e = Engine::open_with(
+        Arc::new(fs.clone()),
+        PathBuf::from("/data"),
+        o,
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+    assert_eq!(e.describe_stream("s").unwrap().status.as_str(), "CREATING");
+    assert!(matches!(
+        e.put_record("s", PutRecordInput::new("k", b"v")),
+        Err(Error::ResourceNotFound(_))
+    ));
+    assert!(matches!(
+        e.split_shard("s", "shardId-000000000000", "1000"),
+        Err(Error::ResourceInUse(_))
+    ));
+    clock.advance(500);
+    assert_eq!(e.describe_stream("s").unwrap().status.as_str(), "ACTIVE");
+    e.put_record("s", PutRecordInput::new("k", b"v")).unwrap();
+    e.split_shard("s", "shardId-000000000000", "1000").unwrap();
+    assert_eq!(e.describe_stream("s").unwrap().status.as_str(), "UPDATING");
+    e.put_record("s", PutRecordInput::new("k", b"v")).unwrap(); // writes go on while UPDATING
+    assert!(matches!(
+        e.increase_retention("s", 48),
+        Err(Error::ResourceInUse(_))
+    ));
+    clock.advance(500);
+    e.delete_stream("s", false).unwrap();
+    assert_eq!(e.describe_stream("s").unwrap().status.as_str(), "DELETING");
+    assert_eq!(e.list_streams()[0].status.as_str(), "DELETING");
+    clock.advance(500);
+    assert!(matches!(e.describe_stream("s"), Err(Error::ResourceNotFound(_))));
+    assert!(e.list_streams().is_empty());
+}
