@@ -223,8 +223,13 @@ impl IndexedLog {
             st.tick += 1;
             let tick = st.tick;
             if let Some((idx, used)) = st.sealed.get_mut(&base) {
-                *used = tick;
-                return Ok(idx.clone());
+                // An entry cached for another end (a segment seen while it
+                // was still active) is stale; reload it.
+                if idx.end_seq == end_seq {
+                    *used = tick;
+                    return Ok(idx.clone());
+                }
+                st.sealed.remove(&base);
             }
         }
         let path = self.sidecar_path(base);
@@ -391,6 +396,13 @@ impl IndexedLog {
     /// Sequence number of the first record that arrived at or after `ts_ms`,
     /// or the next sequence number if none has.
     pub fn seq_at_time(&self, ts_ms: i64) -> Result<u64> {
+        // The active index also covers records written but not yet visible;
+        // an answer past the visible end means "no visible record yet".
+        let visible = self.log.visible_next_seq();
+        self.seq_at_time_unbounded(ts_ms).map(|s| s.min(visible))
+    }
+
+    fn seq_at_time_unbounded(&self, ts_ms: i64) -> Result<u64> {
         let segs: Vec<Seg> = self
             .log
             .segment_bounds()

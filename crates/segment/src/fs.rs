@@ -64,6 +64,23 @@ pub trait FileHandle: Send + Sync + Debug {
     }
 }
 
+/// Syncs a whole file system through a handle kept open (see
+/// [`FileSystem::filesystem_syncer`]).
+pub trait FsSyncer: Send + Sync + Debug {
+    fn sync(&self) -> io::Result<()>;
+}
+
+#[derive(Debug)]
+struct StdSyncer {
+    dir: File,
+}
+
+impl FsSyncer for StdSyncer {
+    fn sync(&self) -> io::Result<()> {
+        rustix::fs::syncfs(&self.dir).map_err(io::Error::from)
+    }
+}
+
 /// A held exclusive lock; released when dropped.
 pub trait LockGuard: Send + Sync + Debug {}
 
@@ -87,6 +104,12 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     /// Makes every file of the file system holding `path` durable at once
     /// (`syncfs`): one call instead of an fsync per file when many logs open.
     fn sync_filesystem(&self, path: &Path) -> io::Result<()>;
+    /// A handle that runs [`FileSystem::sync_filesystem`] on a directory
+    /// opened once. Linux reports a writeback error to each open file
+    /// description once, so a long-lived handle sees every error since it
+    /// was opened, where a handle opened per call can miss one that another
+    /// caller already saw.
+    fn filesystem_syncer(&self, path: &Path) -> io::Result<Box<dyn FsSyncer>>;
     /// Removes a directory and everything in it (no error if it is missing).
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Takes an exclusive, non-blocking lock on `path` (created if missing).
@@ -268,6 +291,12 @@ impl FileSystem for StdFs {
     fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
         let dir = File::open(path)?;
         rustix::fs::syncfs(&dir).map_err(io::Error::from)
+    }
+
+    fn filesystem_syncer(&self, path: &Path) -> io::Result<Box<dyn FsSyncer>> {
+        Ok(Box::new(StdSyncer {
+            dir: File::open(path)?,
+        }))
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {

@@ -14,7 +14,7 @@ pub mod sync;
 
 pub use error::{Error, Result};
 pub use frame::{Record, RecordIn};
-pub use fs::{FileHandle, FileSystem, Mapping, StdFs};
+pub use fs::{FileHandle, FileSystem, FsSyncer, Mapping, StdFs};
 pub use log::{
     now_ms, AppendObserver, Appended, Log, LogOptions, NoObserver, NoObserver as NoObserverForTests, Pending,
     Placed, Position, Problem, ReadBatch, ReadLimits, RecoveryPolicy, RecoveryReport, SealedInfo,

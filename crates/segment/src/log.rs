@@ -539,8 +539,16 @@ impl Log {
     ) -> Result<(Log, RecoveryReport)> {
         opts.validate()?;
         let dir = dir.as_ref().to_path_buf();
+        let existed = fs.exists(&dir);
         fs.create_dir_all(&dir)
             .map_err(|e| Error::io("create directory", &dir, e))?;
+        if !existed {
+            // A new log directory must survive a crash with its entry.
+            if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs.sync_dir(parent)
+                    .map_err(|e| Error::io("fsync directory", parent, e))?;
+            }
+        }
         let lock_path = dir.join(LOCK_FILE_NAME);
         let lock_guard = fs.lock(&lock_path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::WouldBlock {
@@ -716,7 +724,10 @@ impl Log {
                     .map_err(|e| Error::io("fsync directory", dir, e))?;
                 report.truncated_bytes = torn_len;
                 report.truncated_at = Some((path, 0));
-                let w = Self::create_segment(fs, dir, base, now_micros(), now_ms(), i64::MIN)?;
+                // Without the lost header, the clock is the floor that keeps
+                // arrival times from going back across segments.
+                let floor = if has_sealed_segments { now_ms() } else { i64::MIN };
+                let w = Self::create_segment(fs, dir, base, now_micros(), now_ms(), floor)?;
                 return Ok((w, None));
             }
         };
@@ -1006,6 +1017,11 @@ impl Log {
         match coord.wait(ticket) {
             Ok(()) => {
                 let mut st = lock(&self.inner.sync);
+                // Another appender's failed sync may have poisoned the log and
+                // cut its unsynced tail (ours included) after our sync ran.
+                if let Some(cause) = &st.poisoned {
+                    return Err(Error::Poisoned { cause: cause.clone() });
+                }
                 if goal.next_seq > st.durable.next_seq {
                     st.durable = goal;
                 }
@@ -1139,12 +1155,33 @@ impl Log {
         // zeros go, so a sealed file holds nothing but header and frames. The
         // cut is at the end of valid data, at or above every reader's
         // watermark (see the SAFETY note in mmap.rs).
+        //
+        // The roll syncs the file itself, so it first becomes the only syncer:
+        // Linux reports a writeback error to one of several concurrent
+        // fsyncs only, and a group leader's failure must not be missed by the
+        // roll (or the other way round).
+        {
+            let mut st = lock(&self.inner.sync);
+            while st.syncing {
+                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(Error::Poisoned { cause: cause.clone() });
+            }
+            st.syncing = true;
+        }
         let cut = if w.active.allocated > w.active.len {
             w.active.file.set_len(w.active.len)
         } else {
             Ok(())
         };
-        if let Err(e) = cut.and_then(|()| w.active.file.sync_data()) {
+        let synced = cut.and_then(|()| w.active.file.sync_data());
+        {
+            let mut st = lock(&self.inner.sync);
+            st.syncing = false;
+            self.inner.sync_cv.notify_all();
+        }
+        if let Err(e) = synced {
             return Err(self.poison(format!("fsync of {} failed: {e}", old_path.display())));
         }
         let end_seq = w.next_seq;

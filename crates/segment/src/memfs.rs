@@ -527,6 +527,18 @@ impl FileHandle for MemFile {
 }
 
 #[derive(Debug)]
+struct MemSyncer {
+    fs: MemFs,
+    path: PathBuf,
+}
+
+impl crate::fs::FsSyncer for MemSyncer {
+    fn sync(&self) -> io::Result<()> {
+        self.fs.sync_filesystem(&self.path)
+    }
+}
+
+#[derive(Debug)]
 struct MemLock {
     fs: MemFs,
     path: PathBuf,
@@ -582,6 +594,13 @@ impl FileSystem for MemFs {
             dir.durable = dir.current.clone();
         }
         Ok(())
+    }
+
+    fn filesystem_syncer(&self, path: &Path) -> io::Result<Box<dyn crate::fs::FsSyncer>> {
+        Ok(Box::new(MemSyncer {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+        }))
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use crate::fs::FileSystem;
+use crate::fs::{FileSystem, FsSyncer};
 
 #[derive(Debug, Default)]
 struct State {
@@ -30,7 +30,7 @@ struct State {
 
 /// Shares `syncfs` calls among the appends of many logs.
 pub struct SyncCoordinator {
-    fs: Arc<dyn FileSystem>,
+    syncer: Box<dyn FsSyncer>,
     dir: PathBuf,
     state: Mutex<State>,
     cv: Condvar,
@@ -50,14 +50,17 @@ fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
 }
 
 impl SyncCoordinator {
-    /// A coordinator for the file system holding `dir`.
-    pub fn new(fs: Arc<dyn FileSystem>, dir: impl Into<PathBuf>) -> Arc<SyncCoordinator> {
-        Arc::new(SyncCoordinator {
-            fs,
-            dir: dir.into(),
+    /// A coordinator for the file system holding `dir`, which it opens once
+    /// and keeps open (so it sees every writeback error from now on).
+    pub fn new(fs: Arc<dyn FileSystem>, dir: impl Into<PathBuf>) -> std::io::Result<Arc<SyncCoordinator>> {
+        let dir = dir.into();
+        let syncer = fs.filesystem_syncer(&dir)?;
+        Ok(Arc::new(SyncCoordinator {
+            syncer,
+            dir,
             state: Mutex::new(State::default()),
             cv: Condvar::new(),
-        })
+        }))
     }
 
     /// The ticket of a write that has just completed: the number of the first
@@ -85,7 +88,7 @@ impl SyncCoordinator {
             st.started += 1;
             let n = st.started;
             drop(st);
-            let result = self.fs.sync_filesystem(&self.dir);
+            let result = self.syncer.sync();
             st = lock(&self.state);
             st.running = false;
             match result {

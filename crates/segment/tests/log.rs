@@ -705,7 +705,7 @@ fn stray_bytes_in_preallocated_space_of_a_real_file_are_found_and_cut() {
 #[test]
 fn logs_sharing_a_sync_coordinator_share_syncs_and_fail_together() {
     let fs = MemFs::new();
-    let coord = shardlog_segment::SyncCoordinator::new(Arc::new(fs.clone()), "/");
+    let coord = shardlog_segment::SyncCoordinator::new(Arc::new(fs.clone()), "/").unwrap();
     let opts = || LogOptions {
         sync_coordinator: Some(coord.clone()),
         ..small_opts()

@@ -1097,6 +1097,17 @@ fn get_records(e: &Engine, v: &Value) -> R {
     Ok(Value::Object(m))
 }
 
+/// Split, merge and UpdateShardCount are for provisioned streams only.
+fn require_provisioned(e: &Engine, name: &str, op: &str) -> Result<(), ApiError> {
+    if e.describe_stream(name)?.mode == StreamMode::OnDemand {
+        return Err(ApiError::new(
+            "ValidationException",
+            format!("{op} is not supported for stream {name} because it is in ON_DEMAND mode; switch it to PROVISIONED first."),
+        ));
+    }
+    Ok(())
+}
+
 fn split_shard(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
@@ -1115,6 +1126,7 @@ fn split_shard(e: &Engine, v: &Value) -> R {
         _ => {}
     }
     viol.into_result()?;
+    require_provisioned(e, &name, "SplitShard")?;
     e.split_shard(&name, shard.unwrap_or(""), key.unwrap_or(""))?;
     Ok(Value::Null)
 }
@@ -1131,6 +1143,7 @@ fn merge_shards(e: &Engine, v: &Value) -> R {
         viol.add(None, "adjacentShardToMerge", "Member must not be null");
     }
     viol.into_result()?;
+    require_provisioned(e, &name, "MergeShards")?;
     e.merge_shards(&name, a.unwrap_or(""), b.unwrap_or(""))?;
     Ok(Value::Null)
 }
@@ -1154,6 +1167,7 @@ fn update_shard_count(e: &Engine, v: &Value) -> R {
     }
     viol.into_result()?;
     let target = target.unwrap_or(1) as u32;
+    require_provisioned(e, &name, "UpdateShardCount")?;
     let previous = e.update_shard_count(&name, target)?;
     Ok(
         json!({"StreamName": name, "StreamARN": stream_arn(&name), "CurrentShardCount": previous, "TargetShardCount": target}),

@@ -408,6 +408,10 @@ struct Inner {
     transitions: Mutex<HashMap<String, (StreamStatus, i64)>>,
     /// Deleted streams still shown as DELETING, until a time (ms).
     deleting: Mutex<BTreeMap<String, (StreamDescription, i64)>>,
+    /// Shards of all streams (open and closed), kept without taking any
+    /// stream's lock, so a reshard holding one stream's write lock never
+    /// waits for another stream's lock.
+    shard_total: std::sync::atomic::AtomicU64,
     /// Shares syncs among all shard logs (when enabled).
     coordinator: Option<Arc<shardlog_segment::SyncCoordinator>>,
     _lock: Box<dyn LockGuard>,
@@ -499,9 +503,14 @@ impl Engine {
             m
         };
         let iterator_key = unhex(&engine_meta.iterator_key);
-        let coordinator = opts
-            .share_syncs_across_shards
-            .then(|| shardlog_segment::SyncCoordinator::new(fs.clone(), dir.clone()));
+        let coordinator = if opts.share_syncs_across_shards {
+            Some(
+                shardlog_segment::SyncCoordinator::new(fs.clone(), dir.clone())
+                    .map_err(|e| Error::Storage(shardlog_segment::Error::io("open for syncfs", &dir, e)))?,
+            )
+        } else {
+            None
+        };
         let inner = Arc::new(Inner {
             fs,
             dir,
@@ -513,6 +522,7 @@ impl Engine {
             admin: Mutex::new(()),
             nonce: std::sync::atomic::AtomicU32::new(0),
             transitions: Mutex::new(HashMap::new()),
+            shard_total: std::sync::atomic::AtomicU64::new(0),
             deleting: Mutex::new(BTreeMap::new()),
             coordinator,
             _lock: guard,
@@ -654,6 +664,13 @@ impl Engine {
             .fs
             .sync_filesystem(&self.inner.dir)
             .map_err(|e| Error::Storage(shardlog_segment::Error::io("syncfs", &self.inner.dir, e)))?;
+        let total: u64 = streams
+            .values()
+            .map(|s| read(&s.state).meta.shards.len() as u64)
+            .sum();
+        self.inner
+            .shard_total
+            .store(total, std::sync::atomic::Ordering::SeqCst);
         *write(&self.inner.streams) = streams;
         Ok(())
     }
@@ -724,14 +741,20 @@ impl Engine {
             .ok_or_else(|| not_found_stream(name))
     }
 
-    /// Shards of all streams but `except` (whose state lock the caller may
-    /// hold; taking it again would deadlock).
-    fn total_shards_except(&self, except: Option<u64>) -> u64 {
-        read(&self.inner.streams)
-            .values()
-            .filter(|s| Some(s.id) != except)
-            .map(|s| read(&s.state).meta.shards.len() as u64)
-            .sum()
+    fn shard_total(&self) -> u64 {
+        self.inner.shard_total.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn shard_total_add(&self, n: u64) {
+        self.inner
+            .shard_total
+            .fetch_add(n, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn shard_total_sub(&self, n: u64) {
+        self.inner
+            .shard_total
+            .fetch_sub(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn persist(&self, stream: &Stream, m: &StreamMeta) -> Result<()> {
@@ -770,7 +793,7 @@ impl Engine {
                 "Stream {name} under account 000000000000 already exists."
             )));
         }
-        if self.total_shards_except(None) + shard_count as u64 > self.inner.opts.shards_max {
+        if self.shard_total() + shard_count as u64 > self.inner.opts.shards_max {
             return Err(Error::LimitExceeded(format!(
                 "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
                 self.inner.opts.shards_max
@@ -818,10 +841,17 @@ impl Engine {
         };
         // Shard logs first, metadata last: the stream exists once STREAM.json
         // is durable; a crash before leaves a directory that open removes.
+        // The new directories' own entries are synced below (`streams/` here,
+        // `shards/` by each log, `streams/<id>/` with STREAM.json).
         let mut shards = HashMap::new();
         for s in &m.shards {
             shards.insert(s.index, self.open_shard_log(&sdir, s.index, &m)?);
         }
+        let root = meta::streams_dir(&self.inner.dir);
+        self.inner
+            .fs
+            .sync_dir(&root)
+            .map_err(|e| Error::Storage(shardlog_segment::Error::io("fsync directory", &root, e)))?;
         let stream = Stream {
             id,
             dir: sdir,
@@ -836,6 +866,7 @@ impl Engine {
         self.persist(&stream, &m)?;
         write(&stream.state).rebuild_routes();
         lock(&self.inner.deleting).remove(name);
+        self.shard_total_add(shard_count as u64);
         self.begin_transition(
             name,
             StreamStatus::Creating,
@@ -871,6 +902,7 @@ impl Engine {
             .and_then(|()| fs.sync_dir(&stream.dir))
             .map_err(|e| Error::Storage(shardlog_segment::Error::io("delete stream metadata", &mpath, e)))?;
         st.deleted = true;
+        self.shard_total_sub(st.meta.shards.len() as u64);
         for rt in st.shards.values() {
             rt.notify.notify_waiters();
         }
@@ -1221,11 +1253,23 @@ impl Engine {
             }
             Ok(n.position)
         };
+        let tip = log.log().visible_next_seq();
+        let within = |p: u64, seq: &str| -> Result<u64> {
+            // A number the shard never issued (for example from a deleted
+            // stream of the same name) would park the reader past records
+            // still to come.
+            if p > tip {
+                return Err(Error::InvalidArgument(format!(
+                    "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account 000000000000 is invalid because it did not come from this stream."
+                )));
+            }
+            Ok(p.max(first))
+        };
         Ok(match start {
             StartingPosition::TrimHorizon => first,
-            StartingPosition::Latest => log.log().visible_next_seq(),
-            StartingPosition::AtSequenceNumber(seq) => parse(seq)?.max(first),
-            StartingPosition::AfterSequenceNumber(seq) => parse(seq)?.saturating_add(1).max(first),
+            StartingPosition::Latest => tip,
+            StartingPosition::AtSequenceNumber(seq) => within(parse(seq)?, seq)?,
+            StartingPosition::AfterSequenceNumber(seq) => within(parse(seq)?.saturating_add(1), seq)?,
             StartingPosition::AtTimestamp(ts) => {
                 let now = self.now_ms();
                 if *ts > now {
@@ -1376,7 +1420,16 @@ impl Engine {
         let mut bytes = 0usize;
         let mut last_arrival = None;
         if pos < tip {
-            let mut cur = log.cursor_at(pos)?;
+            let mut cur = match log.cursor_at(pos) {
+                Ok(c) => c,
+                // Retention deleted the segment between reading the trim
+                // horizon and locating the position: continue from the new one.
+                Err(shardlog_segment::Error::SequenceOutOfRange { .. }) => {
+                    pos = pos.max(log.log().first_seq());
+                    log.cursor_at(pos)?
+                }
+                Err(e) => return Err(e.into()),
+            };
             'outer: while records.len() < limit {
                 let batch = log.read(
                     &mut cur,
@@ -1591,8 +1644,7 @@ impl Engine {
                 "Shard generation or index space exhausted.".into(),
             ));
         }
-        let total = self.total_shards_except(Some(stream.id)) + st.meta.shards.len() as u64;
-        if total + ranges.len() as u64 > self.inner.opts.shards_max {
+        if self.shard_total() + ranges.len() as u64 > self.inner.opts.shards_max {
             return Err(Error::LimitExceeded(format!(
                 "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
                 self.inner.opts.shards_max
@@ -1608,6 +1660,7 @@ impl Engine {
             st.meta.next_shard_index += 1;
             let rt = self.open_shard_log(&stream.dir, index, &st.meta)?;
             st.shards.insert(index, rt);
+            self.shard_total_add(1);
             added.push(ShardMeta {
                 index,
                 generation,
@@ -1639,11 +1692,11 @@ impl Engine {
         f: impl FnOnce(&Self, &Stream, &mut StreamState) -> Result<()>,
     ) -> Result<()> {
         let stream = self.stream(name)?;
-        self.require_active(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
             return Err(not_found_stream(name));
         }
+        self.require_active(name)?;
         let before_meta = st.meta.clone();
         let before_shards: std::collections::HashSet<u64> = st.shards.keys().copied().collect();
         let result = f(self, &stream, &mut st).and_then(|()| self.persist(&stream, &st.meta));
@@ -1667,6 +1720,7 @@ impl Engine {
                     .filter(|k| !before_shards.contains(k))
                     .copied()
                     .collect();
+                self.shard_total_sub(added.len() as u64);
                 for k in added {
                     st.shards.remove(&k);
                     let _ = self.inner.fs.remove_dir_all(&meta::shard_dir(&stream.dir, k));
@@ -1770,8 +1824,11 @@ impl Engine {
 
     fn set_retention(&self, name: &str, hours: u32, increase: bool) -> Result<()> {
         let stream = self.stream(name)?;
-        self.require_active(name)?;
         let mut st = write(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
+        self.require_active(name)?;
         let current = st.meta.retention_hours;
         if !(RETENTION_HOURS_MIN..=RETENTION_HOURS_MAX).contains(&hours) {
             return Err(Error::InvalidArgument(format!(
@@ -1812,6 +1869,7 @@ impl Engine {
         let now = self.now_ms();
         let streams: Vec<Arc<Stream>> = read(&self.inner.streams).values().cloned().collect();
         let mut removed = 0;
+        let mut failures: Vec<String> = Vec::new();
         for stream in streams {
             let (cutoff, cap, logs) = {
                 let st = read(&stream.state);
@@ -1829,11 +1887,23 @@ impl Engine {
             let log_age_ms = self.inner.opts.log.segment_age_max_ms as i64;
             let age_roll_ms = log_age_ms.min((now - cutoff) / 8);
             let shifted_now = now.saturating_add(log_age_ms - age_roll_ms);
-            for (_, log) in &logs {
-                if log.log().health().is_ok() {
-                    log.log().roll_if_older(shifted_now)?;
+            for (index, log) in &logs {
+                // One damaged or poisoned shard must not stop retention of
+                // every other: note the failure and go on.
+                let step = (|| -> Result<usize> {
+                    if log.log().health().is_ok() {
+                        log.log().roll_if_older(shifted_now)?;
+                    }
+                    Ok(log.remove_older_than(cutoff)?)
+                })();
+                match step {
+                    Ok(n) => removed += n,
+                    Err(e) => failures.push(format!(
+                        "{} shard {}: {e}",
+                        read(&stream.state).meta.name,
+                        shard_id(*index)
+                    )),
                 }
-                removed += log.remove_older_than(cutoff)?;
             }
             if let Some(cap) = cap {
                 loop {
@@ -1853,14 +1923,28 @@ impl Engine {
                     removed += l.log().remove_segments_before(end)?;
                 }
             }
-            self.expire_closed_shards(&stream, now)?;
+            if let Err(e) = self.expire_closed_shards(&stream, now) {
+                failures.push(format!("{}: {e}", read(&stream.state).meta.name));
+            }
         }
-        Ok(removed)
+        match failures.first() {
+            None => Ok(removed),
+            Some(first) => Err(Error::meta(
+                &self.inner.dir,
+                format!(
+                    "retention failed for {} shard(s) or stream(s), first: {first}",
+                    failures.len()
+                ),
+            )),
+        }
     }
 
     /// Drops closed shards whose records have all expired.
     fn expire_closed_shards(&self, stream: &Stream, now: i64) -> Result<()> {
         let mut st = write(&stream.state);
+        if st.deleted {
+            return Ok(());
+        }
         let retention_ms = st.meta.retention_hours as i64 * HOUR_MS;
         let expired: Vec<u64> = st
             .meta
@@ -1884,6 +1968,7 @@ impl Engine {
         m.shards.retain(|s| !expired.contains(&s.index));
         self.persist(stream, &m)?;
         st.meta = m;
+        self.shard_total_sub(expired.len() as u64);
         for i in expired {
             st.shards.remove(&i);
             let _ = self.inner.fs.remove_dir_all(&meta::shard_dir(&stream.dir, i));
@@ -1898,6 +1983,9 @@ impl Engine {
     fn update_meta(&self, name: &str, f: impl FnOnce(&mut StreamMeta) -> Result<()>) -> Result<()> {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
         let mut m = st.meta.clone();
         f(&mut m)?;
         self.persist(&stream, &m)?;
@@ -1964,6 +2052,9 @@ impl Engine {
     pub fn add_tags(&self, name: &str, tags: &BTreeMap<String, String>) -> Result<()> {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
         let mut m = st.meta.clone();
         for (k, v) in tags {
             m.tags.insert(k.clone(), v.clone());
@@ -1977,6 +2068,9 @@ impl Engine {
     pub fn remove_tags(&self, name: &str, keys: &[String]) -> Result<()> {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
         let mut m = st.meta.clone();
         for k in keys {
             m.tags.remove(k);
@@ -2002,6 +2096,9 @@ impl Engine {
         }
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
         if st.meta.consumers.iter().any(|c| c.name == consumer) {
             return Err(Error::ResourceInUse(format!(
                 "Consumer {consumer} under stream {name} already exists for account 000000000000."
@@ -2031,6 +2128,9 @@ impl Engine {
     pub fn deregister_consumer(&self, name: &str, consumer: &str) -> Result<()> {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
+        if st.deleted {
+            return Err(not_found_stream(name));
+        }
         if !st.meta.consumers.iter().any(|c| c.name == consumer) {
             return Err(Error::ResourceNotFound(format!(
                 "Consumer {consumer} under stream {name} not found for account 000000000000."
@@ -2081,8 +2181,9 @@ impl Engine {
             let st = read(&stream.state);
             Self::shard_meta(&st, name, shard)?;
         }
+        let shard_key = shard_id(parse_shard_id(shard).unwrap_or(0));
         let cps = lock(&stream.checkpoints);
-        Ok(cps.get(application).and_then(|m| m.get(shard)).cloned())
+        Ok(cps.get(application).and_then(|m| m.get(&shard_key)).cloned())
     }
 
     /// Sets a checkpoint if the current value is `expected` (compare-and-set),

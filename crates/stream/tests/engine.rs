@@ -898,3 +898,72 @@ fn configured_status_delays_show_creating_updating_and_deleting() {
     assert!(matches!(e.describe_stream("s"), Err(Error::ResourceNotFound(_))));
     assert!(e.list_streams().is_empty());
 }
+
+#[test]
+fn reshards_of_two_streams_and_listings_run_concurrently_without_deadlock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("a", 2, CreateStreamOptions::default()).unwrap();
+    e.create_stream("b", 2, CreateStreamOptions::default()).unwrap();
+    std::thread::scope(|s| {
+        for name in ["a", "b"] {
+            let e = &e;
+            s.spawn(move || {
+                for target in [4u32, 2, 4, 2] {
+                    e.update_shard_count(name, target).unwrap();
+                }
+            });
+        }
+        let e = &e;
+        s.spawn(move || {
+            for i in 0..200 {
+                assert_eq!(e.list_streams().len(), 2);
+                if i % 50 == 0 {
+                    e.create_stream(&format!("c{i}"), 1, CreateStreamOptions::default())
+                        .unwrap();
+                    e.delete_stream(&format!("c{i}"), false).unwrap();
+                }
+            }
+        });
+    });
+    assert_eq!(e.describe_stream("a").unwrap().open_shard_count, 2);
+}
+
+#[test]
+fn sequence_numbers_the_shard_never_issued_are_rejected_and_checkpoint_ids_are_normalised() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let put = e.put_record("s", PutRecordInput::new("k", b"v")).unwrap();
+    let future = SeqNum {
+        generation: 1,
+        shard_index: 0,
+        position: 1000,
+    }
+    .encode();
+    let err = e
+        .get_shard_iterator(
+            "s",
+            "shardId-000000000000",
+            StartingPosition::AtSequenceNumber(future),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    // AFTER the newest record is the tip, which is fine.
+    e.get_shard_iterator(
+        "s",
+        "shardId-000000000000",
+        StartingPosition::AfterSequenceNumber(put.sequence_number.clone()),
+    )
+    .unwrap();
+    e.set_checkpoint("s", "app", "shardId-0", &put.sequence_number, None)
+        .unwrap();
+    assert_eq!(
+        e.get_checkpoint("s", "app", "shardId-0").unwrap(),
+        Some(put.sequence_number.clone())
+    );
+    assert_eq!(
+        e.get_checkpoint("s", "app", "shardId-000000000000").unwrap(),
+        Some(put.sequence_number)
+    );
+}
