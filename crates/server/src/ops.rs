@@ -453,9 +453,14 @@ fn untag_resource(e: &Engine, v: &Value) -> R {
     match &r {
         Resource::Stream(s) => e.remove_tags(s, &keys)?,
         Resource::Consumer(s, c) => {
-            let mut all = resource_tags(e, &r)?;
-            all.retain(|k, _| !keys.contains(k));
-            e.set_stream_setting(s, &format!("ConsumerTags/{c}"), Some(json!(all)))?;
+            e.describe_consumer(s, c)?;
+            e.update_stream_setting(s, &format!("ConsumerTags/{c}"), |old| {
+                let mut all: BTreeMap<String, String> = old
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                all.retain(|k, _| !keys.contains(k));
+                Ok(Some(json!(all)))
+            })?;
         }
     }
     Ok(Value::Null)
@@ -1322,7 +1327,7 @@ fn describe_limits(e: &Engine) -> R {
         }
     }
     Ok(json!({
-        "ShardLimit": 20_000,
+        "ShardLimit": e.shards_max(),
         "OpenShardCount": open,
         "OnDemandStreamCount": on_demand,
         "OnDemandStreamCountLimit": 50,

@@ -1998,6 +1998,32 @@ impl Engine {
         Ok(read(&self.stream(name)?.state).meta.settings.get(key).cloned())
     }
 
+    /// Changes a per-stream setting atomically (read, change, store durably
+    /// under the stream's lock), so concurrent updates are not lost.
+    pub fn update_stream_setting(
+        &self,
+        name: &str,
+        key: &str,
+        f: impl FnOnce(Option<&serde_json::Value>) -> Result<Option<serde_json::Value>>,
+    ) -> Result<Option<serde_json::Value>> {
+        let mut out = None;
+        self.update_meta(name, |m| {
+            let next = f(m.settings.get(key))?;
+            match &next {
+                Some(v) => m.settings.insert(key.to_string(), v.clone()),
+                None => m.settings.remove(key),
+            };
+            out = next;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Shards the engine may hold in all.
+    pub fn shards_max(&self) -> u64 {
+        self.inner.opts.shards_max
+    }
+
     /// Stores (or with `None` removes) a per-stream setting, durably.
     pub fn set_stream_setting(&self, name: &str, key: &str, value: Option<serde_json::Value>) -> Result<()> {
         self.update_meta(name, |m| {
