@@ -305,7 +305,6 @@ fn monitoring(e: &Engine, v: &Value, enable: bool) -> R {
         }
     }
     viol.into_result()?;
-    let current = enhanced_monitoring(e, &name);
     let asked: Vec<String> = metrics
         .unwrap_or_default()
         .into_iter()
@@ -317,14 +316,23 @@ fn monitoring(e: &Engine, v: &Value, enable: bool) -> R {
             }
         })
         .collect();
-    let mut desired: Vec<String> = if enable {
-        current.iter().cloned().chain(asked).collect()
-    } else {
-        current.iter().filter(|m| !asked.contains(m)).cloned().collect()
-    };
-    desired.sort_by_key(|m| METRICS.iter().position(|x| x == m));
-    desired.dedup();
-    e.set_stream_setting(&name, "ShardLevelMetrics", Some(json!(desired)))?;
+    // Read, change and store under the stream's lock: concurrent calls
+    // must not lose each other's metrics.
+    let mut current: Vec<String> = Vec::new();
+    let mut desired: Vec<String> = Vec::new();
+    e.update_stream_setting(&name, "ShardLevelMetrics", |old| {
+        current = old
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        desired = if enable {
+            current.iter().cloned().chain(asked.iter().cloned()).collect()
+        } else {
+            current.iter().filter(|m| !asked.contains(m)).cloned().collect()
+        };
+        desired.sort_by_key(|m| METRICS.iter().position(|x| x == m));
+        desired.dedup();
+        Ok(Some(json!(desired)))
+    })?;
     Ok(json!({
         "StreamName": name,
         "StreamARN": stream_arn(&name),
@@ -427,15 +435,19 @@ fn tag_resource(e: &Engine, v: &Value) -> R {
     match &r {
         Resource::Stream(s) => e.add_tags(s, &tags)?,
         Resource::Consumer(s, c) => {
-            let mut all = resource_tags(e, &r)?;
-            all.extend(tags);
-            if all.len() > limits::TAGS_PER_STREAM_MAX {
-                return Err(ApiError::new(
-                    "LimitExceededException",
-                    "A resource can have at most 50 tags.",
-                ));
-            }
-            e.set_stream_setting(s, &format!("ConsumerTags/{c}"), Some(json!(all)))?;
+            e.describe_consumer(s, c)?;
+            e.update_stream_setting(s, &format!("ConsumerTags/{c}"), |old| {
+                let mut all: BTreeMap<String, String> = old
+                    .and_then(|v| serde_json::from_value(v.clone()).ok())
+                    .unwrap_or_default();
+                all.extend(tags);
+                if all.len() > limits::TAGS_PER_STREAM_MAX {
+                    return Err(shardlog_stream::Error::LimitExceeded(
+                        "A resource can have at most 50 tags.".into(),
+                    ));
+                }
+                Ok(Some(json!(all)))
+            })?;
         }
     }
     Ok(Value::Null)
@@ -660,7 +672,13 @@ fn describe_stream(e: &Engine, v: &Value) -> R {
     let name = stream_name(v, &mut viol)?;
     let limit = opt_int(v, "Limit")?;
     int_range(&mut viol, "Limit", limit, 1, 10_000);
-    let start = opt_str(v, "ExclusiveStartShardId")?;
+    // `shardId-1` and `shardId-000000000001` name the same shard.
+    let start_norm = opt_str(v, "ExclusiveStartShardId")?.map(|x| {
+        shardlog_stream::parse_shard_id(x)
+            .map(shardlog_stream::shard_id)
+            .unwrap_or_else(|| x.to_string())
+    });
+    let start = start_norm.as_deref();
     viol.into_result()?;
     let d = e.describe_stream(&name)?;
     let limit = limit.unwrap_or(100) as usize;
@@ -784,7 +802,13 @@ fn list_shards(e: &Engine, v: &Value) -> R {
     let token = opt_str(v, "NextToken")?;
     let max = opt_int(v, "MaxResults")?;
     int_range(&mut viol, "MaxResults", max, 1, 10_000);
-    let start = opt_str(v, "ExclusiveStartShardId")?;
+    // `shardId-1` and `shardId-000000000001` name the same shard.
+    let start_norm = opt_str(v, "ExclusiveStartShardId")?.map(|x| {
+        shardlog_stream::parse_shard_id(x)
+            .map(shardlog_stream::shard_id)
+            .unwrap_or_else(|| x.to_string())
+    });
+    let start = start_norm.as_deref();
     let (name, after) = match token {
         Some(t) => {
             let (stream, last) = match token_decode(t)?.as_deref() {
@@ -809,6 +833,17 @@ fn list_shards(e: &Engine, v: &Value) -> R {
     let filter = v.get("ShardFilter");
     let ftype = filter.and_then(|f| f.get("Type")).and_then(Value::as_str);
     let fshard = filter.and_then(|f| f.get("ShardId")).and_then(Value::as_str);
+    if ftype == Some("AFTER_SHARD_ID") && fshard.is_none() {
+        return Err(ApiError::invalid(
+            "ShardFilter of type AFTER_SHARD_ID requires a ShardId.",
+        ));
+    }
+    let fshard_norm = fshard.map(|x| {
+        shardlog_stream::parse_shard_id(x)
+            .map(shardlog_stream::shard_id)
+            .unwrap_or_else(|| x.to_string())
+    });
+    let fshard = fshard_norm.as_deref();
     let shards = e.list_shards(&name)?;
     let open = |s: &ShardDescription| s.ending_sequence_number.is_none();
     let kept: Vec<&ShardDescription> = shards
@@ -1053,7 +1088,12 @@ fn get_records(e: &Engine, v: &Value) -> R {
     let it = opt_str(v, "ShardIterator")?;
     match it {
         None => viol.add(None, "shardIterator", "Member must not be null"),
-        Some(s) if s.is_empty() || s.len() > 512 => viol.add(
+        Some(s) if s.is_empty() => viol.add(
+            Some(s),
+            "shardIterator",
+            "Member must have length greater than or equal to 1",
+        ),
+        Some(s) if s.len() > 512 => viol.add(
             Some(s),
             "shardIterator",
             "Member must have length less than or equal to 512",
