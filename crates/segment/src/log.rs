@@ -1416,7 +1416,16 @@ impl Log {
             live,
             complete,
         });
+        // Retention may have removed the segment while it was being mapped;
+        // caching the map then would keep the unlinked file's space in use.
+        let still_there = {
+            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
+            segs.contains_key(&base)
+        };
         let mut cache = lock(&self.inner.maps);
+        if !still_there {
+            return Ok(seg);
+        }
         cache.tick += 1;
         let tick = cache.tick;
         cache.maps.insert(base, (seg.clone(), tick));

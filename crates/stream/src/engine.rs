@@ -1699,7 +1699,16 @@ impl Engine {
         self.require_active(name)?;
         let before_meta = st.meta.clone();
         let before_shards: std::collections::HashSet<u64> = st.shards.keys().copied().collect();
-        let result = f(self, &stream, &mut st).and_then(|()| self.persist(&stream, &st.meta));
+        let result = match f(self, &stream, &mut st) {
+            Err(e) => Err(e),
+            Ok(()) => self.persist(&stream, &st.meta).inspect_err(|_| {
+                // The new STREAM.json may already be in place (the write can
+                // fail after its rename); put the old one back so disk and
+                // memory agree after the rollback below. Best effort: if this
+                // fails too, the next open reconciles from STREAM.json.
+                let _ = self.persist(&stream, &before_meta);
+            }),
+        };
         match result {
             Ok(()) => {
                 st.rebuild_routes();
