@@ -156,6 +156,22 @@ fn int_range(viol: &mut Violations, member: &str, value: Option<i64>, min: i64, 
     }
 }
 
+/// A required integer member within `min..=max`, violations collected.
+fn req_int(
+    v: &Value,
+    viol: &mut Violations,
+    member: &str,
+    min: i64,
+    max: i64,
+) -> Result<Option<i64>, ApiError> {
+    let x = opt_int(v, member)?;
+    if x.is_none() {
+        viol.add(None, &lower_camel(member), "Member must not be null");
+    }
+    int_range(viol, member, x, min, max);
+    Ok(x)
+}
+
 fn shard_json(s: &ShardDescription) -> Value {
     let mut m = Map::new();
     m.insert("ShardId".into(), json!(s.shard_id));
@@ -375,11 +391,7 @@ fn update_stream_mode(e: &Engine, v: &Value) -> R {
 fn update_max_record_size(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
-    let kib = opt_int(v, "MaxRecordSizeInKiB")?;
-    if kib.is_none() {
-        viol.add(None, "maxRecordSizeInKiB", "Member must not be null");
-    }
-    int_range(&mut viol, "MaxRecordSizeInKiB", kib, 1024, 10240);
+    let kib = req_int(v, &mut viol, "MaxRecordSizeInKiB", 1024, 10240)?;
     viol.into_result()?;
     e.update_max_record_size(&name, kib.unwrap_or(1024) as u32)?;
     Ok(Value::Null)
@@ -582,11 +594,7 @@ fn update_account_settings(e: &Engine, v: &Value) -> R {
 fn update_warm_throughput(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
-    let mibps = opt_int(v, "WarmThroughputMiBps")?;
-    if mibps.is_none() {
-        viol.add(None, "warmThroughputMiBps", "Member must not be null");
-    }
-    int_range(&mut viol, "WarmThroughputMiBps", mibps, 0, 10_240);
+    let mibps = req_int(v, &mut viol, "WarmThroughputMiBps", 0, 10_240)?;
     viol.into_result()?;
     let d = e.describe_stream(&name)?;
     if d.mode != StreamMode::OnDemand {
@@ -1196,11 +1204,7 @@ fn merge_shards(e: &Engine, v: &Value) -> R {
 fn update_shard_count(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
-    let target = opt_int(v, "TargetShardCount")?;
-    if target.is_none() {
-        viol.add(None, "targetShardCount", "Member must not be null");
-    }
-    int_range(&mut viol, "TargetShardCount", target, 1, 100_000);
+    let target = req_int(v, &mut viol, "TargetShardCount", 1, 100_000)?;
     match opt_str(v, "ScalingType")? {
         None => viol.add(None, "scalingType", "Member must not be null"),
         Some("UNIFORM_SCALING") => {}
@@ -1222,11 +1226,7 @@ fn update_shard_count(e: &Engine, v: &Value) -> R {
 fn retention(e: &Engine, v: &Value, increase: bool) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
-    let hours = opt_int(v, "RetentionPeriodHours")?;
-    if hours.is_none() {
-        viol.add(None, "retentionPeriodHours", "Member must not be null");
-    }
-    int_range(&mut viol, "RetentionPeriodHours", hours, 1, 8760);
+    let hours = req_int(v, &mut viol, "RetentionPeriodHours", 1, 8760)?;
     viol.into_result()?;
     let hours = hours.unwrap_or(24) as u32;
     if increase {
