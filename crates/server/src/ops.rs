@@ -429,11 +429,34 @@ fn resource_tags(e: &Engine, r: &Resource) -> Result<BTreeMap<String, String>, A
         Resource::Stream(s) => e.list_tags(s)?,
         Resource::Consumer(s, c) => {
             e.describe_consumer(s, c)?;
-            e.stream_setting(s, &format!("ConsumerTags/{c}"))?
+            e.stream_setting(s, &consumer_tags_key(c))?
                 .and_then(|v| serde_json::from_value(v).ok())
                 .unwrap_or_default()
         }
     })
+}
+
+/// Where a consumer's tags are kept: a setting of its stream.
+fn consumer_tags_key(consumer: &str) -> String {
+    format!("ConsumerTags/{consumer}")
+}
+
+/// Changes a consumer's tags atomically (under its stream's lock).
+fn update_consumer_tags(
+    e: &Engine,
+    stream: &str,
+    consumer: &str,
+    change: impl FnOnce(&mut BTreeMap<String, String>) -> shardlog_stream::Result<()>,
+) -> Result<(), ApiError> {
+    e.describe_consumer(stream, consumer)?;
+    e.update_stream_setting(stream, &consumer_tags_key(consumer), |old| {
+        let mut all: BTreeMap<String, String> = old
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        change(&mut all)?;
+        Ok(Some(json!(all)))
+    })?;
+    Ok(())
 }
 
 fn tag_resource(e: &Engine, v: &Value) -> R {
@@ -447,18 +470,14 @@ fn tag_resource(e: &Engine, v: &Value) -> R {
     match &r {
         Resource::Stream(s) => e.add_tags(s, &tags)?,
         Resource::Consumer(s, c) => {
-            e.describe_consumer(s, c)?;
-            e.update_stream_setting(s, &format!("ConsumerTags/{c}"), |old| {
-                let mut all: BTreeMap<String, String> = old
-                    .and_then(|v| serde_json::from_value(v.clone()).ok())
-                    .unwrap_or_default();
+            update_consumer_tags(e, s, c, |all| {
                 all.extend(tags);
                 if all.len() > limits::TAGS_PER_STREAM_MAX {
                     return Err(shardlog_stream::Error::LimitExceeded(
                         "A resource can have at most 50 tags.".into(),
                     ));
                 }
-                Ok(Some(json!(all)))
+                Ok(())
             })?;
         }
     }
@@ -477,13 +496,9 @@ fn untag_resource(e: &Engine, v: &Value) -> R {
     match &r {
         Resource::Stream(s) => e.remove_tags(s, &keys)?,
         Resource::Consumer(s, c) => {
-            e.describe_consumer(s, c)?;
-            e.update_stream_setting(s, &format!("ConsumerTags/{c}"), |old| {
-                let mut all: BTreeMap<String, String> = old
-                    .and_then(|v| serde_json::from_value(v.clone()).ok())
-                    .unwrap_or_default();
+            update_consumer_tags(e, s, c, |all| {
                 all.retain(|k, _| !keys.contains(k));
-                Ok(Some(json!(all)))
+                Ok(())
             })?;
         }
     }

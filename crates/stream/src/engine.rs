@@ -572,7 +572,7 @@ impl Engine {
         })
     }
 
-    fn log_options(&self, sync: SyncPolicy, _max_record_bytes: usize) -> LogOptions {
+    fn log_options(&self, sync: SyncPolicy) -> LogOptions {
         LogOptions {
             sync,
             // The stream's own limit (which UpdateMaxRecordSize may change
@@ -588,11 +588,7 @@ impl Engine {
 
     fn open_shard_log(&self, stream_dir: &Path, index: u64, m: &StreamMeta) -> Result<ShardRt> {
         let dir = meta::shard_dir(stream_dir, index);
-        let (log, _report) = IndexedLog::open_with(
-            self.inner.fs.clone(),
-            &dir,
-            self.log_options(m.sync, m.max_record_bytes),
-        )?;
+        let (log, _report) = IndexedLog::open_with(self.inner.fs.clone(), &dir, self.log_options(m.sync))?;
         Ok(ShardRt {
             log: Arc::new(log),
             notify: Arc::new(tokio::sync::Notify::new()),
@@ -786,7 +782,7 @@ impl Engine {
                 )))
             }
         };
-        validate_tags(&opts.tags, 0)?;
+        validate_tags(&opts.tags)?;
         let _admin = lock(&self.inner.admin);
         if read(&self.inner.streams).contains_key(name) {
             return Err(Error::ResourceInUse(format!(
@@ -949,7 +945,7 @@ impl Engine {
         out
     }
 
-    fn describe_shard(m: &StreamMeta, s: &ShardMeta, log: &IndexedLog) -> ShardDescription {
+    fn describe_shard(s: &ShardMeta, log: &IndexedLog) -> ShardDescription {
         let seq = |position: u64| {
             SeqNum {
                 generation: s.generation,
@@ -958,7 +954,6 @@ impl Engine {
             }
             .encode()
         };
-        let _ = m;
         ShardDescription {
             shard_id: shard_id(s.index),
             parent_shard_id: s.parent.map(shard_id),
@@ -981,11 +976,7 @@ impl Engine {
         let mut shards: Vec<ShardDescription> = m
             .shards
             .iter()
-            .filter_map(|s| {
-                st.shards
-                    .get(&s.index)
-                    .map(|rt| Self::describe_shard(m, s, &rt.log))
-            })
+            .filter_map(|s| st.shards.get(&s.index).map(|rt| Self::describe_shard(s, &rt.log)))
             .collect();
         shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
         Ok(StreamDescription {
@@ -1128,10 +1119,7 @@ impl Engine {
         let now = self.now_ms();
         let mut results: Vec<Option<Result<PutRecordOutput, Failure>>> =
             (0..records.len()).map(|_| None).collect();
-        let fail = |idxs: &[usize],
-                    e: shardlog_segment::Error,
-                    results: &mut Vec<Option<Result<PutRecordOutput, Failure>>>| {
-            let e: Error = e.into();
+        let fail = |idxs: &[usize], e: Error, results: &mut Vec<Option<Result<PutRecordOutput, Failure>>>| {
             for &i in idxs {
                 results[i] = Some(Err(Failure::Record(PutRecordFailure {
                     error_code: e.kinesis_name().to_string(),
@@ -1154,12 +1142,7 @@ impl Engine {
                     if !batch {
                         return Err(e);
                     }
-                    for &i in &idxs {
-                        results[i] = Some(Err(Failure::Record(PutRecordFailure {
-                            error_code: e.kinesis_name().to_string(),
-                            error_message: e.to_string(),
-                        })));
-                    }
+                    fail(&idxs, e, &mut results);
                     continue;
                 }
             }
@@ -1170,7 +1153,7 @@ impl Engine {
             match rt.log.append_deferred(&ins) {
                 Ok((a, pending)) => written.push((index, idxs, a, pending)),
                 Err(e) if !batch => return Err(e.into()),
-                Err(e) => fail(&idxs, e, &mut results),
+                Err(e) => fail(&idxs, e.into(), &mut results),
             }
         }
         // A batch over several shards shares one syncfs through the
@@ -1198,7 +1181,7 @@ impl Engine {
                     }
                 }
                 Err(e) if !batch => return Err(e.into()),
-                Err(e) => fail(&idxs, e, &mut results),
+                Err(e) => fail(&idxs, e.into(), &mut results),
             }
         }
         Ok(results
@@ -2094,7 +2077,7 @@ impl Engine {
         for (k, v) in tags {
             m.tags.insert(k.clone(), v.clone());
         }
-        validate_tags(&m.tags, 0)?;
+        validate_tags(&m.tags)?;
         self.persist(&stream, &m)?;
         st.meta = m;
         Ok(())
@@ -2275,7 +2258,7 @@ enum Failure {
     Err(Error),
 }
 
-fn validate_tags(tags: &BTreeMap<String, String>, _existing: usize) -> Result<()> {
+fn validate_tags(tags: &BTreeMap<String, String>) -> Result<()> {
     if tags.len() > TAGS_PER_STREAM_MAX {
         return Err(Error::LimitExceeded(format!(
             "A stream can have at most {TAGS_PER_STREAM_MAX} tags."
