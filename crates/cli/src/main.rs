@@ -62,6 +62,11 @@ struct ServeArgs {
     /// Milliseconds a deleted stream stays listed as DELETING [default: 0].
     #[arg(long, env = "SHARDLOG_DELETE_STREAM_MS")]
     delete_stream_ms: Option<u64>,
+    /// Key file standing in for KMS (TOML: `[[key]]` tables with `id`,
+    /// `aliases`, base64 `material` of 32 bytes, optional `state`), for
+    /// StartStreamEncryption. `alias/aws/kinesis` works without one.
+    #[arg(long, env = "SHARDLOG_KMS_KEY_FILE")]
+    kms_key_file: Option<PathBuf>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -80,6 +85,8 @@ struct Settings {
     create_stream_ms: u64,
     update_stream_ms: u64,
     delete_stream_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kms_key_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -94,6 +101,7 @@ impl Default for Settings {
             create_stream_ms: 0,
             update_stream_ms: 0,
             delete_stream_ms: 0,
+            kms_key_file: None,
         }
     }
 }
@@ -146,6 +154,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(v) = args.delete_stream_ms {
         s.delete_stream_ms = v;
     }
+    if let Some(v) = &args.kms_key_file {
+        s.kms_key_file = Some(v.clone());
+    }
     parse_sync(&s.sync)?;
     Ok(s)
 }
@@ -195,10 +206,31 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
             updating_ms: s.update_stream_ms,
             deleting_ms: s.delete_stream_ms,
         },
+        keyring: match &s.kms_key_file {
+            Some(path) => Some(std::sync::Arc::new(load_keyring(path)?)),
+            None => None,
+        },
         ..EngineOptions::default()
     };
     opts.log.segment_bytes_max = s.segment_bytes_max;
     Ok(opts)
+}
+
+/// The key file's format: `[[key]]` tables.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    #[serde(default)]
+    key: Vec<shardlog_stream::KeySpec>,
+}
+
+fn load_keyring(path: &Path) -> anyhow::Result<shardlog_stream::Keyring> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the key file {}", path.display()))?;
+    let file: KeyFile =
+        toml::from_str(&text).with_context(|| format!("the key file {} is invalid", path.display()))?;
+    shardlog_stream::Keyring::from_specs(file.key)
+        .map_err(|e| anyhow::anyhow!("the key file {} is invalid: {e}", path.display()))
 }
 
 fn open_engine(dir: &Path, opts: EngineOptions) -> anyhow::Result<Engine> {
@@ -277,5 +309,23 @@ mod tests {
         })
         .unwrap_err();
         assert!(format!("{err:#}").contains("invalid"), "{err:#}");
+    }
+
+    #[test]
+    fn key_files_load_and_bad_ones_say_why() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("keys.toml");
+        std::fs::write(
+            &good,
+            "[[key]]\nid = \"k1\"\naliases = [\"alias/orders\"]\nmaterial = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\n\n[[key]]\nid = \"k2\"\nmaterial = \"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"\nstate = \"Disabled\"\n",
+        )
+        .unwrap();
+        let ring = load_keyring(&good).unwrap();
+        assert_eq!(ring.len(), 2);
+        assert_eq!(ring.resolve("alias/orders").unwrap().id, "k1");
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[[key]]\nid = \"k1\"\nmaterial = \"AAAA\"\n").unwrap();
+        let err = format!("{:#}", load_keyring(&bad).unwrap_err());
+        assert!(err.contains("32 bytes"), "{err}");
     }
 }

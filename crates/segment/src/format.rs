@@ -79,8 +79,13 @@ pub const PARTITION_KEY_BYTES_MIN: usize = 1;
 pub const PARTITION_KEY_BYTES_MAX: usize = 1024;
 /// Default maximum data blob size (Kinesis' default of 1 MiB).
 pub const RECORD_DATA_BYTES_DEFAULT_MAX: usize = 1024 * 1024;
-/// The largest configurable maximum (Kinesis allows up to 10240 KiB).
-pub const RECORD_DATA_BYTES_LIMIT: usize = 10 * 1024 * 1024;
+/// Room above Kinesis's largest record for an upper layer's envelope around
+/// the data (the stream layer's encryption adds 45 bytes and moves the
+/// partition key inside the data).
+pub const RECORD_ENVELOPE_BYTES_MAX: usize = 4 * 1024;
+/// The largest configurable maximum: Kinesis's 10240 KiB plus the envelope
+/// room.
+pub const RECORD_DATA_BYTES_LIMIT: usize = 10 * 1024 * 1024 + RECORD_ENVELOPE_BYTES_MAX;
 /// The smallest configurable maximum (Kinesis: 1024 KiB).
 pub const RECORD_DATA_BYTES_LIMIT_MIN: usize = 1024 * 1024;
 /// Largest possible frame.

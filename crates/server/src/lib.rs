@@ -87,8 +87,41 @@ fn error_response(format: Format, e: &ApiError) -> Response {
     resp
 }
 
+/// The account and region a request is for, from its SigV4 credential
+/// scope (`Credential=<key id>/<date>/<region>/kinesis/aws4_request`, in the
+/// Authorization header or a presigned URL's `X-Amz-Credential`).
+///
+/// Without `--credentials-file` nothing is verified: an access key id of 12
+/// digits is taken as the account (as LocalStack does), any other key uses
+/// the default account. Requests without a scope use the defaults.
+pub fn scope_of(headers: &HeaderMap, query: Option<&str>) -> (String, String) {
+    let from_header = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|a| a.split_once("Credential="))
+        .map(|(_, rest)| rest.split([',', ' ']).next().unwrap_or_default().to_string());
+    let from_query = || {
+        query?
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("X-Amz-Credential="))
+            .map(|c| c.replace("%2F", "/").replace("%2f", "/"))
+    };
+    let credential = from_header.or_else(from_query).unwrap_or_default();
+    let parts: Vec<&str> = credential.split('/').collect();
+    let account = match parts.first() {
+        Some(k) if k.len() == 12 && k.bytes().all(|b| b.is_ascii_digit()) => k.to_string(),
+        _ => shardlog_stream::engine::DEFAULT_ACCOUNT_ID.to_string(),
+    };
+    let region = match parts.get(2) {
+        Some(r) if !r.is_empty() => r.to_string(),
+        _ => shardlog_stream::engine::DEFAULT_REGION.to_string(),
+    };
+    (account, region)
+}
+
 async fn api(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -116,10 +149,15 @@ async fn api(
         Ok(v) => v,
         Err(m) => return error_response(format, &ApiError::serialization(m)),
     };
-    let engine = state.engine.clone();
+    let root = state.engine.clone();
+    let (account, region) = scope_of(&headers, uri.query());
     let op_name = op.clone();
     // The engine blocks on fdatasync; keep it off the async workers.
-    let result = tokio::task::spawn_blocking(move || ops::dispatch(&engine, &op_name, &value)).await;
+    let result = tokio::task::spawn_blocking(move || {
+        let engine = root.for_scope(&account, &region)?;
+        ops::dispatch(&engine, &op_name, &value)
+    })
+    .await;
     match result {
         Ok(Ok(Value::Null)) => respond(format, 200, None),
         Ok(Ok(v)) => respond(format, 200, Some(&v)),

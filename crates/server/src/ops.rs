@@ -12,18 +12,56 @@ use shardlog_stream::{
 use crate::error::{ApiError, Violations};
 use crate::protocol::timestamp;
 
-pub const ACCOUNT: &str = "000000000000";
-pub const REGION: &str = "us-east-1";
 const NAME_PATTERN: &str = "Member must satisfy regular expression pattern: [a-zA-Z0-9_.-]+";
 
 type R = Result<Value, ApiError>;
 
-fn stream_arn(name: &str) -> String {
-    format!("arn:aws:kinesis:{REGION}:{ACCOUNT}:stream/{name}")
+fn stream_arn(e: &Engine, name: &str) -> String {
+    format!("arn:aws:kinesis:{}:{}:stream/{name}", e.region(), e.account_id())
 }
 
-fn consumer_arn(stream: &str, consumer: &str, created_ms: i64) -> String {
-    format!("{}/consumer/{consumer}:{}", stream_arn(stream), created_ms / 1000)
+fn consumer_arn(e: &Engine, stream: &str, consumer: &str, created_ms: i64) -> String {
+    format!(
+        "{}/consumer/{consumer}:{}",
+        stream_arn(e, stream),
+        created_ms / 1000
+    )
+}
+
+/// Rejects an ARN of another account or region than the request's: streams
+/// of one account are invisible to another (without SigV4 the credential
+/// scope still chooses the account, so this is isolation, not security).
+fn check_arn_scope(e: &Engine, v: &Value) -> Result<(), ApiError> {
+    for member in ["StreamARN", "ConsumerARN", "ResourceARN"] {
+        let Some(Value::String(arn)) = v.get(member) else {
+            continue;
+        };
+        let parts: Vec<&str> = arn.splitn(6, ':').collect();
+        if parts.len() != 6 || parts[0] != "arn" || parts[2] != "kinesis" {
+            continue;
+        }
+        if parts[4] != e.account_id() {
+            return Err(ApiError::new(
+                "AccessDeniedException",
+                format!(
+                    "Account {} is not authorized to access {arn}, which belongs to account {}.",
+                    e.account_id(),
+                    parts[4]
+                ),
+            ));
+        }
+        if parts[3] != e.region() {
+            return Err(ApiError::new(
+                "ResourceNotFoundException",
+                format!(
+                    "{arn} is in region {}, but this request was signed for region {}.",
+                    parts[3],
+                    e.region()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn type_error(member: &str, expected: &str) -> ApiError {
@@ -214,6 +252,7 @@ fn tags_of(v: &Value, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
 
 /// Runs one operation.
 pub fn dispatch(engine: &Engine, op: &str, v: &Value) -> R {
+    check_arn_scope(engine, v)?;
     match op {
         "CreateStream" => create_stream(engine, v),
         "DeleteStream" => delete_stream(engine, v),
@@ -251,21 +290,17 @@ pub fn dispatch(engine: &Engine, op: &str, v: &Value) -> R {
         "DescribeAccountSettings" => describe_account_settings(engine),
         "UpdateAccountSettings" => update_account_settings(engine, v),
         "UpdateStreamWarmThroughput" => update_warm_throughput(engine, v),
+        "StartStreamEncryption" => stream_encryption(engine, v, true),
+        "StopStreamEncryption" => stream_encryption(engine, v, false),
         "SubscribeToShard" => Err(ApiError::invalid(
             "SubscribeToShard (enhanced fan-out) is not available on this server yet; read with GetRecords.",
         )),
-        other if KNOWN_NOT_YET.contains(&other) => Err(ApiError::invalid(format!(
-            "Operation {other} is part of the Kinesis API but not supported by this server yet (see docs/API.md)."
-        ))),
         other => Err(ApiError::new(
             "UnknownOperationException",
             format!("Operation {other} is not a Kinesis operation."),
         )),
     }
 }
-
-/// Kinesis operations this server does not serve yet (docs/API.md).
-pub const KNOWN_NOT_YET: &[&str] = &["StartStreamEncryption", "StopStreamEncryption"];
 
 const METRICS: &[&str] = &[
     "IncomingBytes",
@@ -351,7 +386,7 @@ fn monitoring(e: &Engine, v: &Value, enable: bool) -> R {
     })?;
     Ok(json!({
         "StreamName": name,
-        "StreamARN": stream_arn(&name),
+        "StreamARN": stream_arn(e, &name),
         "CurrentShardLevelMetrics": current,
         "DesiredShardLevelMetrics": desired,
     }))
@@ -386,6 +421,58 @@ fn update_stream_mode(e: &Engine, v: &Value) -> R {
     viol.into_result()?;
     e.update_stream_mode(&name, mode.unwrap_or(StreamMode::Provisioned))?;
     Ok(Value::Null)
+}
+
+/// StartStreamEncryption / StopStreamEncryption.
+fn stream_encryption(e: &Engine, v: &Value, start: bool) -> R {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let kind = opt_str(v, "EncryptionType")?;
+    match kind {
+        None => viol.add(None, "encryptionType", "Member must not be null"),
+        Some("KMS") | Some("NONE") => {}
+        Some(other) => viol.add(
+            Some(other),
+            "encryptionType",
+            "Member must satisfy enum value set: [KMS, NONE]",
+        ),
+    }
+    let key_id = opt_str(v, "KeyId")?;
+    match key_id {
+        None => viol.add(None, "keyId", "Member must not be null"),
+        Some(k) if k.is_empty() => viol.add(
+            Some(k),
+            "keyId",
+            "Member must have length greater than or equal to 1",
+        ),
+        Some(k) if k.len() > 2048 => viol.add(
+            Some(k),
+            "keyId",
+            "Member must have length less than or equal to 2048",
+        ),
+        Some(_) => {}
+    }
+    viol.into_result()?;
+    if kind == Some("NONE") {
+        return Err(ApiError::invalid(
+            "EncryptionType NONE is not valid here; server-side encryption uses KMS.",
+        ));
+    }
+    let key_id = key_id.unwrap_or_default();
+    if start {
+        e.start_stream_encryption(&name, key_id)?;
+    } else {
+        e.stop_stream_encryption(&name, key_id)?;
+    }
+    Ok(Value::Null)
+}
+
+fn encryption_type(encrypted: bool) -> &'static str {
+    if encrypted {
+        "KMS"
+    } else {
+        "NONE"
+    }
 }
 
 fn update_max_record_size(e: &Engine, v: &Value) -> R {
@@ -621,7 +708,7 @@ fn update_warm_throughput(e: &Engine, v: &Value) -> R {
     let target = mibps.unwrap_or(0);
     e.set_stream_setting(&name, "WarmThroughputMiBps", Some(json!(target)))?;
     Ok(json!({
-        "StreamARN": stream_arn(&name),
+        "StreamARN": stream_arn(e, &name),
         "StreamName": name,
         "WarmThroughput": {"TargetMiBps": target, "CurrentMiBps": target},
     }))
@@ -714,7 +801,7 @@ fn describe_stream(e: &Engine, v: &Value) -> R {
     let shards: Vec<Value> = after.into_iter().take(limit).map(shard_json).collect();
     Ok(json!({"StreamDescription": {
         "StreamName": d.name,
-        "StreamARN": stream_arn(&d.name),
+        "StreamARN": stream_arn(e, &d.name),
         "StreamStatus": d.status.as_str(),
         "StreamModeDetails": mode_json(d.mode),
         "Shards": shards,
@@ -722,8 +809,14 @@ fn describe_stream(e: &Engine, v: &Value) -> R {
         "RetentionPeriodHours": d.retention_hours,
         "StreamCreationTimestamp": timestamp(d.created_ms),
         "EnhancedMonitoring": [{"ShardLevelMetrics": enhanced_monitoring(e, &d.name)}],
-        "EncryptionType": "NONE",
+        "EncryptionType": encryption_type(d.encryption_key_id.is_some()),
     }}))
+    .map(|mut out| {
+        if let Some(k) = &d.encryption_key_id {
+            out["StreamDescription"]["KeyId"] = json!(k);
+        }
+        out
+    })
 }
 
 fn describe_stream_summary(e: &Engine, v: &Value) -> R {
@@ -733,17 +826,23 @@ fn describe_stream_summary(e: &Engine, v: &Value) -> R {
     let d = e.describe_stream(&name)?;
     Ok(json!({"StreamDescriptionSummary": {
         "StreamName": d.name,
-        "StreamARN": stream_arn(&d.name),
+        "StreamARN": stream_arn(e, &d.name),
         "StreamStatus": d.status.as_str(),
         "StreamModeDetails": mode_json(d.mode),
         "RetentionPeriodHours": d.retention_hours,
         "StreamCreationTimestamp": timestamp(d.created_ms),
         "EnhancedMonitoring": [{"ShardLevelMetrics": enhanced_monitoring(e, &d.name)}],
-        "EncryptionType": "NONE",
+        "EncryptionType": encryption_type(d.encryption_key_id.is_some()),
         "OpenShardCount": d.open_shard_count,
         "ConsumerCount": d.consumer_count,
         "MaxRecordSizeInKiB": d.max_record_kib,
     }}))
+    .map(|mut out| {
+        if let Some(k) = &d.encryption_key_id {
+            out["StreamDescriptionSummary"]["KeyId"] = json!(k);
+        }
+        out
+    })
 }
 
 /// Pagination tokens expire like AWS's (ExpiredNextTokenException).
@@ -806,7 +905,7 @@ fn list_streams(e: &Engine, v: &Value) -> R {
         "HasMoreStreams": has_more,
         "StreamSummaries": page.iter().map(|s| json!({
             "StreamName": s.name,
-            "StreamARN": stream_arn(&s.name),
+            "StreamARN": stream_arn(e, &s.name),
             "StreamStatus": s.status.as_str(),
             "StreamModeDetails": mode_json(s.mode),
             "StreamCreationTimestamp": timestamp(s.created_ms),
@@ -984,7 +1083,9 @@ fn put_record(e: &Engine, v: &Value) -> R {
             sequence_number_for_ordering: ordering,
         },
     )?;
-    Ok(json!({"ShardId": out.shard_id, "SequenceNumber": out.sequence_number, "EncryptionType": "NONE"}))
+    Ok(
+        json!({"ShardId": out.shard_id, "SequenceNumber": out.sequence_number, "EncryptionType": encryption_type(out.encrypted)}),
+    )
 }
 
 fn put_records(e: &Engine, v: &Value) -> R {
@@ -1037,6 +1138,7 @@ fn put_records(e: &Engine, v: &Value) -> R {
         .collect();
     let results = e.put_records(&name, &inputs)?;
     let failed = results.iter().filter(|r| r.is_err()).count();
+    let encrypted = results.iter().any(|r| r.as_ref().is_ok_and(|o| o.encrypted));
     let out: Vec<Value> = results
         .into_iter()
         .map(|r| match r {
@@ -1044,7 +1146,7 @@ fn put_records(e: &Engine, v: &Value) -> R {
             Err(f) => json!({"ErrorCode": f.error_code, "ErrorMessage": f.error_message}),
         })
         .collect();
-    Ok(json!({"FailedRecordCount": failed, "Records": out, "EncryptionType": "NONE"}))
+    Ok(json!({"FailedRecordCount": failed, "Records": out, "EncryptionType": encryption_type(encrypted)}))
 }
 
 fn get_shard_iterator(e: &Engine, v: &Value) -> R {
@@ -1136,6 +1238,7 @@ fn get_records(e: &Engine, v: &Value) -> R {
                 "ApproximateArrivalTimestamp": timestamp(r.approximate_arrival_ms),
                 "Data": base64::engine::general_purpose::STANDARD.encode(&r.data),
                 "PartitionKey": r.partition_key,
+                "EncryptionType": encryption_type(r.encrypted),
             })
         })
         .collect();
@@ -1234,7 +1337,7 @@ fn update_shard_count(e: &Engine, v: &Value) -> R {
     require_provisioned(e, &name, "UpdateShardCount")?;
     let previous = e.update_shard_count(&name, target)?;
     Ok(
-        json!({"StreamName": name, "StreamARN": stream_arn(&name), "CurrentShardCount": previous, "TargetShardCount": target}),
+        json!({"StreamName": name, "StreamARN": stream_arn(e, &name), "CurrentShardCount": previous, "TargetShardCount": target}),
     )
 }
 
@@ -1316,10 +1419,10 @@ fn consumer_target(v: &Value, viol: &mut Violations) -> Result<(String, String),
     Ok((stream, consumer.unwrap_or("").to_string()))
 }
 
-fn consumer_json(stream: &str, c: &shardlog_stream::ConsumerDescription) -> Value {
+fn consumer_json(e: &Engine, stream: &str, c: &shardlog_stream::ConsumerDescription) -> Value {
     json!({
         "ConsumerName": c.name,
-        "ConsumerARN": consumer_arn(stream, &c.name, c.created_ms),
+        "ConsumerARN": consumer_arn(e, stream, &c.name, c.created_ms),
         "ConsumerStatus": c.status,
         "ConsumerCreationTimestamp": timestamp(c.created_ms),
     })
@@ -1336,7 +1439,7 @@ fn register_consumer(e: &Engine, v: &Value) -> R {
     check_name(&mut viol, "ConsumerName", consumer, true);
     viol.into_result()?;
     let c = e.register_consumer(&name, consumer.unwrap_or(""))?;
-    Ok(json!({"Consumer": consumer_json(&name, &c)}))
+    Ok(json!({"Consumer": consumer_json(e, &name, &c)}))
 }
 
 fn deregister_consumer(e: &Engine, v: &Value) -> R {
@@ -1352,8 +1455,8 @@ fn describe_consumer(e: &Engine, v: &Value) -> R {
     let (stream, consumer) = consumer_target(v, &mut viol)?;
     viol.into_result()?;
     let c = e.describe_consumer(&stream, &consumer)?;
-    let mut d = consumer_json(&stream, &c);
-    d["StreamARN"] = json!(stream_arn(&stream));
+    let mut d = consumer_json(e, &stream, &c);
+    d["StreamARN"] = json!(stream_arn(e, &stream));
     Ok(json!({"ConsumerDescription": d}))
 }
 
@@ -1367,7 +1470,7 @@ fn list_consumers(e: &Engine, v: &Value) -> R {
     int_range(&mut viol, "MaxResults", max, 1, 10_000);
     viol.into_result()?;
     let cs = e.list_consumers(&name)?;
-    Ok(json!({"Consumers": cs.iter().map(|c| consumer_json(&name, c)).collect::<Vec<_>>()}))
+    Ok(json!({"Consumers": cs.iter().map(|c| consumer_json(e, &name, c)).collect::<Vec<_>>()}))
 }
 
 fn describe_limits(e: &Engine) -> R {

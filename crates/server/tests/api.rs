@@ -365,10 +365,16 @@ mod rust_sdk {
     use aws_sdk_kinesis::Client;
 
     fn client(server: &Server) -> Client {
+        client_as(server, "test", "us-east-1")
+    }
+
+    /// A client signing with `access_key` in `region` (a 12-digit key id
+    /// selects that account while authentication is off).
+    fn client_as(server: &Server, access_key: &str, region: &'static str) -> Client {
         let conf = aws_sdk_kinesis::Config::builder()
             .behavior_version(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "static"))
+            .region(Region::new(region))
+            .credentials_provider(Credentials::new(access_key, "secret", None, None, "static"))
             .endpoint_url(server.endpoint())
             .http_client(aws_smithy_http_client::Builder::new().build_http())
             .build();
@@ -590,6 +596,153 @@ mod rust_sdk {
                 .send()
                 .await
                 .unwrap();
+        });
+    }
+
+    #[test]
+    fn stream_encryption_seals_new_records_and_reports_kms_everywhere() {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = Server::start(tmp.path());
+        let k = client(&server);
+        rt().block_on(async {
+            use aws_sdk_kinesis::types::EncryptionType;
+            k.create_stream()
+                .stream_name("enc")
+                .shard_count(1)
+                .send()
+                .await
+                .unwrap();
+            let err = k
+                .start_stream_encryption()
+                .stream_name("enc")
+                .encryption_type(EncryptionType::Kms)
+                .key_id("alias/not-there")
+                .send()
+                .await
+                .unwrap_err()
+                .into_service_error();
+            assert!(err.is_kms_not_found_exception(), "{err:?}");
+            k.start_stream_encryption()
+                .stream_name("enc")
+                .encryption_type(EncryptionType::Kms)
+                .key_id("alias/aws/kinesis")
+                .send()
+                .await
+                .unwrap();
+            let d = k
+                .describe_stream_summary()
+                .stream_name("enc")
+                .send()
+                .await
+                .unwrap();
+            let d = d.stream_description_summary().unwrap();
+            assert_eq!(d.encryption_type(), Some(&EncryptionType::Kms));
+            assert_eq!(d.key_id(), Some("alias/aws/kinesis"));
+            let put = k
+                .put_record()
+                .stream_name("enc")
+                .partition_key("pk")
+                .data(Blob::new("sealed"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.encryption_type(), Some(&EncryptionType::Kms));
+            k.stop_stream_encryption()
+                .stream_name("enc")
+                .encryption_type(EncryptionType::Kms)
+                .key_id("alias/aws/kinesis")
+                .send()
+                .await
+                .unwrap();
+            let put = k
+                .put_record()
+                .stream_name("enc")
+                .partition_key("pk")
+                .data(Blob::new("clear"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.encryption_type(), Some(&EncryptionType::None));
+            let recs = read_all(&k, "enc", "shardId-000000000000").await;
+            let got: Vec<(&[u8], Option<&EncryptionType>)> = recs
+                .iter()
+                .map(|r| (r.data().as_ref(), r.encryption_type()))
+                .collect();
+            assert_eq!(
+                got,
+                vec![
+                    (&b"sealed"[..], Some(&EncryptionType::Kms)),
+                    (&b"clear"[..], Some(&EncryptionType::None))
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn accounts_and_regions_from_the_credential_scope_are_isolated() {
+        let tmp = tempfile::tempdir().unwrap();
+        let server = Server::start(tmp.path());
+        let a = client_as(&server, "111122223333", "us-east-1");
+        let b = client_as(&server, "444455556666", "us-east-1");
+        let a_west = client_as(&server, "111122223333", "us-west-2");
+        rt().block_on(async {
+            a.create_stream()
+                .stream_name("mine")
+                .shard_count(1)
+                .send()
+                .await
+                .unwrap();
+            let arn = a
+                .describe_stream_summary()
+                .stream_name("mine")
+                .send()
+                .await
+                .unwrap()
+                .stream_description_summary()
+                .unwrap()
+                .stream_arn()
+                .to_string();
+            assert_eq!(arn, "arn:aws:kinesis:us-east-1:111122223333:stream/mine");
+            assert!(b.list_streams().send().await.unwrap().stream_names().is_empty());
+            assert!(a_west
+                .list_streams()
+                .send()
+                .await
+                .unwrap()
+                .stream_names()
+                .is_empty());
+            let err = b
+                .describe_stream_summary()
+                .stream_name("mine")
+                .send()
+                .await
+                .unwrap_err()
+                .into_service_error();
+            assert!(err.is_resource_not_found_exception(), "{err:?}");
+            // Account A's ARN used by account B is refused.
+            let err = b
+                .put_record()
+                .stream_arn(&arn)
+                .partition_key("k")
+                .data(Blob::new("x"))
+                .send()
+                .await
+                .unwrap_err()
+                .into_service_error();
+            assert!(err.is_access_denied_exception(), "{err:?}");
+            // An iterator of account A is no use to account B.
+            let it = a
+                .get_shard_iterator()
+                .stream_name("mine")
+                .shard_id("shardId-000000000000")
+                .shard_iterator_type(ShardIteratorType::TrimHorizon)
+                .send()
+                .await
+                .unwrap()
+                .shard_iterator
+                .unwrap();
+            assert!(b.get_records().shard_iterator(it).send().await.is_err());
+            assert_eq!(a.list_streams().send().await.unwrap().stream_names(), ["mine"]);
         });
     }
 }

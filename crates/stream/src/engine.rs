@@ -6,10 +6,12 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuar
 use std::time::Duration;
 
 use shardlog_index::IndexedLog;
+use shardlog_segment::format::FRAME_FLAG_TRANSFORMED;
 use shardlog_segment::fs::{FileSystem, LockGuard, StdFs};
 use shardlog_segment::{LogOptions, ReadLimits, RecordIn, SyncPolicy};
 
 use crate::clock::{Clock, SystemClock};
+use crate::crypto::{self, Keyring};
 use crate::error::{Error, Result};
 use crate::hashkey::{even_ranges, hash_key_of, parse_explicit_hash_key, HashRange};
 use crate::iterator::IteratorToken;
@@ -46,6 +48,15 @@ pub mod limits {
 }
 use limits::*;
 
+/// Subdirectory holding the engines of other accounts and regions.
+pub const SCOPES_DIR: &str = "scopes";
+/// Accounts and regions one server opens at most (each is an engine with
+/// its own files; the bound stops random credentials from making
+/// directories without end).
+pub const SCOPES_MAX: usize = 256;
+/// Longest region name accepted (AWS's are under 20 bytes).
+pub const REGION_NAME_BYTES_MAX: usize = 32;
+
 /// Settings of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -69,6 +80,14 @@ pub struct EngineOptions {
     /// Group-commit across shards: a batch that spans shards is made
     /// durable by one shared `syncfs` instead of one `fdatasync` per shard.
     pub share_syncs_across_shards: bool,
+    /// The AWS account this engine serves (12 digits); it appears in ARNs
+    /// and messages. A server keeps one engine per account and region.
+    pub account_id: String,
+    /// The AWS region this engine serves.
+    pub region: String,
+    /// Keys for encryption at rest (a local key file standing in for KMS).
+    /// `alias/aws/kinesis` works without one (a per-directory managed key).
+    pub keyring: Option<Arc<Keyring>>,
 }
 
 impl Default for EngineOptions {
@@ -81,9 +100,17 @@ impl Default for EngineOptions {
             share_syncs_across_shards: true,
             enforce_shard_limits: false,
             status_delays: StatusDelays::default(),
+            account_id: DEFAULT_ACCOUNT_ID.to_string(),
+            region: DEFAULT_REGION.to_string(),
+            keyring: None,
         }
     }
 }
+
+/// The account of requests that name none (no SigV4 credential scope).
+pub const DEFAULT_ACCOUNT_ID: &str = "000000000000";
+/// The region of requests that name none.
+pub const DEFAULT_REGION: &str = "us-east-1";
 
 /// Delays of stream status transitions, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -151,6 +178,8 @@ pub struct StreamDescription {
     pub consumer_count: usize,
     pub max_record_kib: u32,
     pub tags: BTreeMap<String, String>,
+    /// The KeyId new records are encrypted with, if the stream is encrypted.
+    pub encryption_key_id: Option<String>,
 }
 
 /// One record to put.
@@ -178,6 +207,8 @@ impl<'a> PutRecordInput<'a> {
 pub struct PutRecordOutput {
     pub shard_id: String,
     pub sequence_number: String,
+    /// Whether the record was encrypted at rest.
+    pub encrypted: bool,
 }
 
 /// A record that PutRecords could not store.
@@ -204,6 +235,8 @@ pub struct StoredRecord {
     pub approximate_arrival_ms: i64,
     pub partition_key: String,
     pub data: Vec<u8>,
+    /// Whether the record is encrypted at rest (EncryptionType KMS).
+    pub encrypted: bool,
 }
 
 /// A child of a closed shard.
@@ -349,9 +382,9 @@ impl ShardBuckets {
     }
 }
 
-fn rate_exceeded(shard: u64, stream: &str) -> Error {
+fn rate_exceeded(acct: &str, shard: u64, stream: &str) -> Error {
     Error::ProvisionedThroughputExceeded(format!(
-        "Rate exceeded for shard {} in stream {stream} under account 000000000000.",
+        "Rate exceeded for shard {} in stream {stream} under account {acct}.",
         shard_id(shard)
     ))
 }
@@ -399,6 +432,11 @@ struct Inner {
     opts: EngineOptions,
     meta: Mutex<EngineMeta>,
     iterator_key: Vec<u8>,
+    /// The key `alias/aws/kinesis` names unless the keyring defines it.
+    managed_key: crypto::Key,
+    /// Engines of other accounts and regions, opened on first use under
+    /// `scopes/<account>/<region>/` of this directory.
+    scopes: Mutex<HashMap<(String, String), Engine>>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion (the name map and ids).
     admin: Mutex<()>,
@@ -448,8 +486,8 @@ impl Drop for RetentionTask {
     }
 }
 
-fn not_found_stream(name: &str) -> Error {
-    Error::ResourceNotFound(format!("Stream {name} under account 000000000000 not found."))
+fn not_found_stream(acct: &str, name: &str) -> Error {
+    Error::ResourceNotFound(format!("Stream {name} under account {acct} not found."))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -498,10 +536,23 @@ impl Engine {
                 next_stream_id: 1,
                 iterator_key: hex(&key),
                 settings: BTreeMap::new(),
+                managed_key: String::new(),
             };
             meta::store(&*fs, &engine_path, &m)?;
             m
         };
+        let mut engine_meta = engine_meta;
+        if engine_meta.managed_key.len() != 2 * crypto::KEY_BYTES {
+            // Made on first open (and added to directories made before
+            // encryption existed); stored before any record can use it.
+            let mut key = [0u8; crypto::KEY_BYTES];
+            getrandom::fill(&mut key).map_err(|e| Error::meta(&engine_path, e))?;
+            engine_meta.managed_key = hex(&key);
+            meta::store(&*fs, &engine_path, &engine_meta)?;
+        }
+        let mut managed = [0u8; crypto::KEY_BYTES];
+        managed.copy_from_slice(&unhex(&engine_meta.managed_key));
+        let managed_key = crypto::Key::new(crypto::MANAGED_KEY_ALIAS, managed);
         let iterator_key = unhex(&engine_meta.iterator_key);
         let coordinator = if opts.share_syncs_across_shards {
             Some(
@@ -518,6 +569,8 @@ impl Engine {
             opts,
             meta: Mutex::new(engine_meta),
             iterator_key,
+            managed_key,
+            scopes: Mutex::new(HashMap::new()),
             streams: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             nonce: std::sync::atomic::AtomicU32::new(0),
@@ -677,6 +730,16 @@ impl Engine {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The account this engine serves.
+    pub fn account_id(&self) -> &str {
+        &self.inner.opts.account_id
+    }
+
+    /// The region this engine serves.
+    pub fn region(&self) -> &str {
+        &self.inner.opts.region
+    }
+
     /// The engine's clock (now, in ms).
     pub fn now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
@@ -706,10 +769,11 @@ impl Engine {
 
     /// Control operations need an ACTIVE stream, as on Kinesis.
     fn require_active(&self, name: &str) -> Result<()> {
+        let acct = self.account_id();
         match self.status_of(name) {
             StreamStatus::Active => Ok(()),
             other => Err(Error::ResourceInUse(format!(
-                "Stream {name} under account 000000000000 not ACTIVE, instead in state {}",
+                "Stream {name} under account {acct} not ACTIVE, instead in state {}",
                 other.as_str()
             ))),
         }
@@ -718,7 +782,7 @@ impl Engine {
     /// Reads and writes need the stream to exist beyond CREATING.
     fn require_created(&self, name: &str) -> Result<()> {
         if self.status_of(name) == StreamStatus::Creating {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         Ok(())
     }
@@ -734,7 +798,7 @@ impl Engine {
         read(&self.inner.streams)
             .get(name)
             .cloned()
-            .ok_or_else(|| not_found_stream(name))
+            .ok_or_else(|| not_found_stream(self.account_id(), name))
     }
 
     fn shard_total(&self) -> u64 {
@@ -763,6 +827,8 @@ impl Engine {
 
     /// Creates a stream with `shard_count` shards dividing the key space evenly.
     pub fn create_stream(&self, name: &str, shard_count: u32, opts: CreateStreamOptions) -> Result<()> {
+        let acct = self.account_id();
+        let region = self.region();
         if !is_valid_name(name) {
             return Err(Error::InvalidArgument(format!(
                 "Stream name {name} is invalid: it must be 1 to 128 characters of [a-zA-Z0-9_.-]."
@@ -786,12 +852,12 @@ impl Engine {
         let _admin = lock(&self.inner.admin);
         if read(&self.inner.streams).contains_key(name) {
             return Err(Error::ResourceInUse(format!(
-                "Stream {name} under account 000000000000 already exists."
+                "Stream {name} under account {acct} already exists."
             )));
         }
         if self.shard_total() + shard_count as u64 > self.inner.opts.shards_max {
             return Err(Error::LimitExceeded(format!(
-                "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
+                "This request would exceed the shard limit for the account {acct} in {region}. Current limit of shards is {}.",
                 self.inner.opts.shards_max
             )));
         }
@@ -833,6 +899,8 @@ impl Engine {
             max_record_bytes,
             retention_bytes_max: opts.retention_bytes_max,
             scaling_ops_ms: Vec::new(),
+            encryption: None,
+            encryption_keys: Vec::new(),
             settings: BTreeMap::new(),
         };
         // Shard logs first, metadata last: the stream exists once STREAM.json
@@ -875,6 +943,7 @@ impl Engine {
     /// Deletes a stream and all its data. With registered consumers it needs
     /// `enforce_consumer_deletion`, as on Kinesis.
     pub fn delete_stream(&self, name: &str, enforce_consumer_deletion: bool) -> Result<()> {
+        let acct = self.account_id();
         let _admin = lock(&self.inner.admin);
         let stream = self.stream(name)?;
         let ghost = match self.inner.opts.status_delays.deleting_ms {
@@ -887,7 +956,7 @@ impl Engine {
         let mut st = write(&stream.state);
         if !st.meta.consumers.is_empty() && !enforce_consumer_deletion {
             return Err(Error::ResourceInUse(format!(
-                "Stream {name} under account 000000000000 has registered consumers; set EnforceConsumerDeletion to delete them with it."
+                "Stream {name} under account {acct} has registered consumers; set EnforceConsumerDeletion to delete them with it."
             )));
         }
         // Removing STREAM.json (durably) is the commit point; the rest is
@@ -991,6 +1060,7 @@ impl Engine {
             consumer_count: m.consumers.len(),
             max_record_kib: (m.max_record_bytes / 1024) as u32,
             tags: m.tags.clone(),
+            encryption_key_id: m.encryption.as_ref().map(|e| e.key_id.clone()),
         })
     }
 
@@ -1104,7 +1174,7 @@ impl Engine {
         self.require_created(name)?;
         let st = read(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         // Validate everything first: an invalid record fails the whole call,
         // as Kinesis's request validation does.
@@ -1116,6 +1186,8 @@ impl Engine {
             })?;
             routed.entry(index).or_default().push(i);
         }
+        // A missing or disabled key fails the write, as KMS errors do on AWS.
+        let sealing = self.sealing_key(&st)?;
         let now = self.now_ms();
         let mut results: Vec<Option<Result<PutRecordOutput, Failure>>> =
             (0..records.len()).map(|_| None).collect();
@@ -1138,7 +1210,7 @@ impl Engine {
                     .map(|&i| records[i].data.len() + records[i].partition_key.len())
                     .sum();
                 if !lock(&rt.limits).take_write(now, idxs.len(), bytes) {
-                    let e = rate_exceeded(index, name);
+                    let e = rate_exceeded(self.account_id(), index, name);
                     if !batch {
                         return Err(e);
                     }
@@ -1146,10 +1218,32 @@ impl Engine {
                     continue;
                 }
             }
-            let ins: Vec<RecordIn<'_>> = idxs
-                .iter()
-                .map(|&i| RecordIn::new(records[i].partition_key, records[i].data, now))
-                .collect();
+            // Sealed records carry their partition key inside the envelope.
+            let sealed: Vec<Vec<u8>> = match &sealing {
+                Some((slot, key)) => idxs
+                    .iter()
+                    .map(|&i| {
+                        let r = &records[i];
+                        crypto::seal(key, *slot, stream.id, index, r.partition_key, r.data)
+                    })
+                    .collect::<Result<_>>()?,
+                None => Vec::new(),
+            };
+            let ins: Vec<RecordIn<'_>> = if sealing.is_some() {
+                sealed
+                    .iter()
+                    .map(|envelope| RecordIn {
+                        partition_key: crypto::SEALED_PARTITION_KEY,
+                        data: envelope,
+                        arrival_ms: now,
+                        flags: FRAME_FLAG_TRANSFORMED,
+                    })
+                    .collect()
+            } else {
+                idxs.iter()
+                    .map(|&i| RecordIn::new(records[i].partition_key, records[i].data, now))
+                    .collect()
+            };
             match rt.log.append_deferred(&ins) {
                 Ok((a, pending)) => written.push((index, idxs, a, pending)),
                 Err(e) if !batch => return Err(e.into()),
@@ -1177,6 +1271,7 @@ impl Engine {
                         results[i] = Some(Ok(PutRecordOutput {
                             shard_id: shard_id(index),
                             sequence_number: Self::seq_of(&st, index, a.first_seq + k as u64),
+                            encrypted: sealing.is_some(),
                         }));
                     }
                 }
@@ -1201,10 +1296,11 @@ impl Engine {
     // Reads
     // ----------------------------------------------------------------------
 
-    fn shard_meta<'a>(st: &'a StreamState, name: &str, shard: &str) -> Result<&'a ShardMeta> {
+    fn shard_meta<'a>(&self, st: &'a StreamState, name: &str, shard: &str) -> Result<&'a ShardMeta> {
+        let acct = self.account_id();
         let missing = || {
             Error::ResourceNotFound(format!(
-                "Could not find shard {shard} in stream {name} under account 000000000000."
+                "Could not find shard {shard} in stream {name} under account {acct}."
             ))
         };
         let index = parse_shard_id(shard).ok_or_else(missing)?;
@@ -1217,15 +1313,16 @@ impl Engine {
 
     /// Resolves a starting position to a shard position.
     pub fn position_of(&self, name: &str, shard: &str, start: &StartingPosition) -> Result<u64> {
+        let acct = self.account_id();
         let stream = self.stream(name)?;
         self.require_created(name)?;
         let st = read(&stream.state);
-        let s = Self::shard_meta(&st, name, shard)?;
+        let s = self.shard_meta(&st, name, shard)?;
         let log = &st.shards[&s.index].log;
         let first = log.log().first_seq();
         let parse = |seq: &str| -> Result<u64> {
             let n = SeqNum::parse(seq).ok_or_else(|| {
-                Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account 000000000000 is invalid."))
+                Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid."))
             })?;
             if n.shard_index != s.index || n.generation != s.generation {
                 return Err(Error::InvalidArgument(format!(
@@ -1243,7 +1340,7 @@ impl Engine {
             // still to come.
             if p > tip {
                 return Err(Error::InvalidArgument(format!(
-                    "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account 000000000000 is invalid because it did not come from this stream."
+                    "StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid because it did not come from this stream."
                 )));
             }
             Ok(p.max(first))
@@ -1270,7 +1367,7 @@ impl Engine {
         let position = self.position_of(name, shard, &start)?;
         let stream = self.stream(name)?;
         let st = read(&stream.state);
-        let s = Self::shard_meta(&st, name, shard)?;
+        let s = self.shard_meta(&st, name, shard)?;
         Ok(IteratorToken {
             stream_id: stream.id,
             stream_created_ms: st.meta.created_ms,
@@ -1288,6 +1385,7 @@ impl Engine {
 
     /// Reads with a shard iterator (GetRecords).
     pub fn get_records(&self, iterator: &str, limit: Option<usize>) -> Result<GetRecordsOutput> {
+        let acct = self.account_id();
         let now = self.now_ms();
         let t = IteratorToken::decode(iterator, &self.inner.iterator_key, now)?;
         let limit = limit.unwrap_or(GET_RECORDS_COUNT_MAX);
@@ -1301,7 +1399,7 @@ impl Engine {
             .filter(|s| read(&s.state).meta.created_ms == t.stream_created_ms)
             .ok_or_else(|| {
                 Error::ResourceNotFound(format!(
-                    "Shard {} in stream with id {} under account 000000000000 does not exist",
+                    "Shard {} in stream with id {} under account {acct} does not exist",
                     shard_id(t.shard_index),
                     t.stream_id
                 ))
@@ -1312,7 +1410,7 @@ impl Engine {
             let st = read(&stream.state);
             if let Some(rt) = st.shards.get(&t.shard_index) {
                 if !lock(&rt.limits).take_read_call(now) {
-                    return Err(rate_exceeded(t.shard_index, &name));
+                    return Err(rate_exceeded(self.account_id(), t.shard_index, &name));
                 }
             }
         }
@@ -1382,7 +1480,7 @@ impl Engine {
     ) -> Result<ReadOutput> {
         let stream = self.stream(name)?;
         let st = read(&stream.state);
-        let s = Self::shard_meta(&st, name, shard)?.clone();
+        let s = self.shard_meta(&st, name, shard)?.clone();
         let log = st.shards[&s.index].log.clone();
         let now = self.now_ms();
         let first = log.log().first_seq();
@@ -1402,6 +1500,7 @@ impl Engine {
         let mut records = Vec::new();
         let mut bytes = 0usize;
         let mut last_arrival = None;
+        let mut keys: HashMap<u16, crypto::Key> = HashMap::new();
         if pos < tip {
             let mut cur = match log.cursor_at(pos) {
                 Ok(c) => c,
@@ -1430,6 +1529,12 @@ impl Engine {
                     }
                     bytes += r.data.len();
                     last_arrival = Some(r.arrival_ms);
+                    let (partition_key, data, encrypted) = if r.flags & FRAME_FLAG_TRANSFORMED != 0 {
+                        let (pk, data) = self.unseal(&st.meta, stream.id, s.index, &log, &r, &mut keys)?;
+                        (pk, data, true)
+                    } else {
+                        (r.partition_key.to_string(), r.data.to_vec(), false)
+                    };
                     records.push(StoredRecord {
                         sequence_number: SeqNum {
                             generation: s.generation,
@@ -1438,8 +1543,9 @@ impl Engine {
                         }
                         .encode(),
                         approximate_arrival_ms: r.arrival_ms,
-                        partition_key: r.partition_key.to_string(),
-                        data: r.data.to_vec(),
+                        partition_key,
+                        data,
+                        encrypted,
                     });
                     pos = r.seq + 1;
                 }
@@ -1478,7 +1584,7 @@ impl Engine {
             let (notify, ready) = {
                 let stream = self.stream(name)?;
                 let st = read(&stream.state);
-                let s = Self::shard_meta(&st, name, shard)?;
+                let s = self.shard_meta(&st, name, shard)?;
                 let rt = &st.shards[&s.index];
                 let notify = rt.notify.clone();
                 let ready = rt.log.log().visible_next_seq() > position || s.closed.is_some();
@@ -1495,7 +1601,7 @@ impl Engine {
             {
                 let stream = self.stream(name)?;
                 let st = read(&stream.state);
-                let s = Self::shard_meta(&st, name, shard)?;
+                let s = self.shard_meta(&st, name, shard)?;
                 if st.shards[&s.index].log.log().visible_next_seq() > position || s.closed.is_some() {
                     return Ok(true);
                 }
@@ -1531,16 +1637,17 @@ impl Engine {
         now: i64,
         kinesis_rule: bool,
     ) -> Result<()> {
+        let acct = self.account_id();
         let parent = st.meta.shard(index).cloned().ok_or_else(|| {
             Error::ResourceNotFound(format!(
-                "Could not find shard {} in stream {} under account 000000000000.",
+                "Could not find shard {} in stream {} under account {acct}.",
                 shard_id(index),
                 st.meta.name
             ))
         })?;
         if parent.closed.is_some() {
             return Err(Error::InvalidArgument(format!(
-                "Shard {} in stream {} under account 000000000000 has already been merged or split, and thus is not eligible for merging or splitting.",
+                "Shard {} in stream {} under account {acct} has already been merged or split, and thus is not eligible for merging or splitting.",
                 shard_id(index),
                 st.meta.name
             )));
@@ -1552,7 +1659,7 @@ impl Engine {
         };
         if !allowed {
             return Err(Error::InvalidArgument(format!(
-                "NewStartingHashKey {key} used in SplitShard() on shard {} in stream {} under account 000000000000 is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
+                "NewStartingHashKey {key} used in SplitShard() on shard {} in stream {} under account {acct} is not both greater than one plus the shard's StartingHashKey {} and less than the shard's EndingHashKey {}.",
                 shard_id(index),
                 st.meta.name,
                 parent.range.start,
@@ -1574,10 +1681,11 @@ impl Engine {
     }
 
     fn merge_in(&self, stream: &Stream, st: &mut StreamState, a: u64, b: u64, now: i64) -> Result<()> {
+        let acct = self.account_id();
         let get = |i: u64| {
             st.meta.shard(i).cloned().ok_or_else(|| {
                 Error::ResourceNotFound(format!(
-                    "Could not find shard {} in stream {} under account 000000000000.",
+                    "Could not find shard {} in stream {} under account {acct}.",
                     shard_id(i),
                     st.meta.name
                 ))
@@ -1587,7 +1695,7 @@ impl Engine {
         for s in [&sa, &sb] {
             if s.closed.is_some() {
                 return Err(Error::InvalidArgument(format!(
-                    "Shard {} in stream {} under account 000000000000 has already been merged or split, and thus is not eligible for merging or splitting.",
+                    "Shard {} in stream {} under account {acct} has already been merged or split, and thus is not eligible for merging or splitting.",
                     shard_id(s.index),
                     st.meta.name
                 )));
@@ -1597,7 +1705,7 @@ impl Engine {
             || sb.range.end.checked_add(1) == Some(sa.range.start);
         if !adjacent || a == b {
             return Err(Error::InvalidArgument(format!(
-                "Shards {} and {} in stream {} under account 000000000000 are not an adjacent pair of shards eligible for merging",
+                "Shards {} and {} in stream {} under account {acct} are not an adjacent pair of shards eligible for merging",
                 shard_id(a),
                 shard_id(b),
                 st.meta.name
@@ -1622,6 +1730,8 @@ impl Engine {
         generation: u64,
         now: i64,
     ) -> Result<()> {
+        let acct = self.account_id();
+        let region = self.region();
         if generation > GENERATION_MAX || st.meta.next_shard_index + ranges.len() as u64 > SHARD_INDEX_MAX {
             return Err(Error::LimitExceeded(
                 "Shard generation or index space exhausted.".into(),
@@ -1629,7 +1739,7 @@ impl Engine {
         }
         if self.shard_total() + ranges.len() as u64 > self.inner.opts.shards_max {
             return Err(Error::LimitExceeded(format!(
-                "This request would exceed the shard limit for the account 000000000000 in us-east-1. Current limit of shards is {}.",
+                "This request would exceed the shard limit for the account {acct} in {region}. Current limit of shards is {}.",
                 self.inner.opts.shards_max
             )));
         }
@@ -1677,7 +1787,7 @@ impl Engine {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         self.require_active(name)?;
         let before_meta = st.meta.clone();
@@ -1726,6 +1836,7 @@ impl Engine {
 
     /// Splits a shard at `new_starting_hash_key` (SplitShard).
     pub fn split_shard(&self, name: &str, shard: &str, new_starting_hash_key: &str) -> Result<()> {
+        let acct = self.account_id();
         let key = parse_explicit_hash_key(new_starting_hash_key).ok_or_else(|| {
             Error::InvalidArgument(format!(
                 "NewStartingHashKey {new_starting_hash_key} is not a number in [0, 2^128-1]."
@@ -1733,7 +1844,7 @@ impl Engine {
         })?;
         let index = parse_shard_id(shard).ok_or_else(|| {
             Error::ResourceNotFound(format!(
-                "Could not find shard {shard} in stream {name} under account 000000000000."
+                "Could not find shard {shard} in stream {name} under account {acct}."
             ))
         })?;
         let now = self.now_ms();
@@ -1742,10 +1853,11 @@ impl Engine {
 
     /// Merges two adjacent open shards (MergeShards).
     pub fn merge_shards(&self, name: &str, shard: &str, adjacent: &str) -> Result<()> {
+        let acct = self.account_id();
         let parse = |s: &str| {
             parse_shard_id(s).ok_or_else(|| {
                 Error::ResourceNotFound(format!(
-                    "Could not find shard {s} in stream {name} under account 000000000000."
+                    "Could not find shard {s} in stream {name} under account {acct}."
                 ))
             })
         };
@@ -1818,7 +1930,7 @@ impl Engine {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         self.require_active(name)?;
         let current = st.meta.retention_hours;
@@ -1976,7 +2088,7 @@ impl Engine {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         let mut m = st.meta.clone();
         f(&mut m)?;
@@ -2064,6 +2176,202 @@ impl Engine {
     }
 
     // ----------------------------------------------------------------------
+    // Encryption at rest
+    // ----------------------------------------------------------------------
+
+    /// The key a KeyId names (key id, key ARN, alias or alias ARN), with the
+    /// canonical id recorded in the stream's key list.
+    fn resolve_key(&self, key_ref: &str) -> Result<(String, crypto::Key)> {
+        if let Some(k) = self.inner.opts.keyring.as_ref().and_then(|r| r.resolve(key_ref)) {
+            return Ok((k.id.clone(), k.clone()));
+        }
+        if crypto::strip_kms_arn(key_ref) == crypto::MANAGED_KEY_ALIAS {
+            return Ok((crypto::MANAGED_KEY_ID.to_string(), self.inner.managed_key.clone()));
+        }
+        Err(crypto::key_not_found(key_ref))
+    }
+
+    /// The key behind a canonical id of a stream's key list.
+    fn key_by_canonical(&self, canonical: &str) -> Result<crypto::Key> {
+        if canonical == crypto::MANAGED_KEY_ID {
+            return Ok(self.inner.managed_key.clone());
+        }
+        self.inner
+            .opts
+            .keyring
+            .as_ref()
+            .and_then(|r| r.resolve(canonical))
+            .cloned()
+            .ok_or_else(|| crypto::key_not_found(canonical))
+    }
+
+    /// The slot and key new records of the stream are sealed with.
+    fn sealing_key(&self, st: &StreamState) -> Result<Option<(u16, crypto::Key)>> {
+        let Some(enc) = &st.meta.encryption else {
+            return Ok(None);
+        };
+        let canonical = st
+            .meta
+            .encryption_keys
+            .get(enc.slot as usize)
+            .ok_or_else(|| Error::Metadata {
+                path: format!("stream {}", st.meta.name),
+                reason: format!("encryption key slot {} is not in the key list", enc.slot),
+            })?;
+        let key = self.key_by_canonical(canonical)?;
+        key.usable()?;
+        Ok(Some((enc.slot, key)))
+    }
+
+    /// Opens a sealed record read from `log`; a record that fails
+    /// authentication is corruption, reported with file and offset.
+    fn unseal(
+        &self,
+        m: &StreamMeta,
+        stream_id: u64,
+        shard_index: u64,
+        log: &IndexedLog,
+        r: &shardlog_segment::Record<'_>,
+        keys: &mut HashMap<u16, crypto::Key>,
+    ) -> Result<(String, Vec<u8>)> {
+        let corrupt = |reason: &str| {
+            let base = log.log().segment_of(r.seq).map(|(b, _)| b).unwrap_or(0);
+            Error::Storage(shardlog_segment::Error::Corruption {
+                path: log.log().dir().join(format!(
+                    "{base:0width$}{}",
+                    shardlog_segment::format::SEGMENT_FILE_SUFFIX,
+                    width = shardlog_segment::format::SEGMENT_FILE_NAME_DIGITS
+                )),
+                offset: r.offset,
+                reason: reason.to_string(),
+            })
+        };
+        let slot = crypto::slot_of(r.data).ok_or_else(|| corrupt("not an encryption envelope"))?;
+        let key = match keys.entry(slot) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let canonical = m
+                    .encryption_keys
+                    .get(slot as usize)
+                    .ok_or_else(|| corrupt("envelope names a key slot the stream never had"))?;
+                let key = self.key_by_canonical(canonical)?;
+                key.usable()?;
+                v.insert(key)
+            }
+        };
+        crypto::open(key, stream_id, shard_index, r.data).map_err(corrupt)
+    }
+
+    /// StartStreamEncryption: records written from now on are sealed with
+    /// the key `key_id` names. A stream already encrypted moves to the new key;
+    /// its older records keep naming theirs.
+    pub fn start_stream_encryption(&self, name: &str, key_id: &str) -> Result<()> {
+        self.require_active(name)?;
+        let (canonical, key) = self.resolve_key(key_id)?;
+        key.usable()?;
+        self.update_meta(name, |m| {
+            let slot = match m.encryption_keys.iter().position(|k| *k == canonical) {
+                Some(i) => i,
+                None => {
+                    if m.encryption_keys.len() >= crypto::STREAM_KEYS_MAX {
+                        return Err(Error::LimitExceeded(format!(
+                            "Stream {name} has used {} encryption keys, the most it may.",
+                            crypto::STREAM_KEYS_MAX
+                        )));
+                    }
+                    m.encryption_keys.push(canonical.clone());
+                    m.encryption_keys.len() - 1
+                }
+            };
+            m.encryption = Some(meta::EncryptionMeta {
+                key_id: key_id.to_string(),
+                slot: slot as u16,
+            });
+            Ok(())
+        })?;
+        self.begin_transition(
+            name,
+            StreamStatus::Updating,
+            self.inner.opts.status_delays.updating_ms,
+        );
+        Ok(())
+    }
+
+    /// StopStreamEncryption: records written from now on are stored in the
+    /// clear; records already sealed stay sealed and readable. `key_id` must
+    /// name the stream's current key.
+    pub fn stop_stream_encryption(&self, name: &str, key_id: &str) -> Result<()> {
+        self.require_active(name)?;
+        let (canonical, _) = self.resolve_key(key_id)?;
+        self.update_meta(name, |m| {
+            let Some(enc) = &m.encryption else {
+                return Ok(());
+            };
+            if m.encryption_keys.get(enc.slot as usize) != Some(&canonical) {
+                return Err(Error::InvalidArgument(format!(
+                    "Stream {name} is encrypted with key {}, not {key_id}.",
+                    enc.key_id
+                )));
+            }
+            m.encryption = None;
+            Ok(())
+        })?;
+        self.begin_transition(
+            name,
+            StreamStatus::Updating,
+            self.inner.opts.status_delays.updating_ms,
+        );
+        Ok(())
+    }
+
+    // ----------------------------------------------------------------------
+    // Accounts and regions
+    // ----------------------------------------------------------------------
+
+    /// The engine of another account and region: its streams, consumers and
+    /// iterators are invisible to this one. Opened on first use under
+    /// `scopes/<account>/<region>/` with this engine's settings.
+    pub fn for_scope(&self, account_id: &str, region: &str) -> Result<Engine> {
+        if account_id == self.account_id() && region == self.region() {
+            return Ok(self.clone());
+        }
+        if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Error::InvalidArgument(format!(
+                "Account {account_id:?} is not a 12-digit AWS account id."
+            )));
+        }
+        let region_ok = !region.is_empty()
+            && region.len() <= REGION_NAME_BYTES_MAX
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !region_ok {
+            return Err(Error::InvalidArgument(format!(
+                "Region {region:?} is not a valid AWS region name."
+            )));
+        }
+        let mut scopes = lock(&self.inner.scopes);
+        let key = (account_id.to_string(), region.to_string());
+        if let Some(e) = scopes.get(&key) {
+            return Ok(e.clone());
+        }
+        if scopes.len() >= SCOPES_MAX {
+            return Err(Error::LimitExceeded(format!(
+                "This server already serves {SCOPES_MAX} accounts and regions; no more can be opened."
+            )));
+        }
+        let opts = EngineOptions {
+            account_id: account_id.to_string(),
+            region: region.to_string(),
+            ..self.inner.opts.clone()
+        };
+        let dir = self.inner.dir.join(SCOPES_DIR).join(account_id).join(region);
+        let e = Engine::open_with(self.inner.fs.clone(), dir, opts, self.inner.clock.clone())?;
+        scopes.insert(key, e.clone());
+        Ok(e)
+    }
+
+    // ----------------------------------------------------------------------
     // Tags
     // ----------------------------------------------------------------------
 
@@ -2071,7 +2379,7 @@ impl Engine {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         let mut m = st.meta.clone();
         for (k, v) in tags {
@@ -2087,7 +2395,7 @@ impl Engine {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         let mut m = st.meta.clone();
         for k in keys {
@@ -2107,6 +2415,7 @@ impl Engine {
     // ----------------------------------------------------------------------
 
     pub fn register_consumer(&self, name: &str, consumer: &str) -> Result<ConsumerDescription> {
+        let acct = self.account_id();
         if !is_valid_name(consumer) {
             return Err(Error::InvalidArgument(format!(
                 "Consumer name {consumer} is invalid: it must be 1 to 128 characters of [a-zA-Z0-9_.-]."
@@ -2115,16 +2424,16 @@ impl Engine {
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         if st.meta.consumers.iter().any(|c| c.name == consumer) {
             return Err(Error::ResourceInUse(format!(
-                "Consumer {consumer} under stream {name} already exists for account 000000000000."
+                "Consumer {consumer} under stream {name} already exists for account {acct}."
             )));
         }
         if st.meta.consumers.len() >= CONSUMERS_PER_STREAM_MAX {
             return Err(Error::LimitExceeded(format!(
-                "Stream {name} under account 000000000000 already has {CONSUMERS_PER_STREAM_MAX} registered consumers."
+                "Stream {name} under account {acct} already has {CONSUMERS_PER_STREAM_MAX} registered consumers."
             )));
         }
         let mut m = st.meta.clone();
@@ -2144,14 +2453,15 @@ impl Engine {
     }
 
     pub fn deregister_consumer(&self, name: &str, consumer: &str) -> Result<()> {
+        let acct = self.account_id();
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
-            return Err(not_found_stream(name));
+            return Err(not_found_stream(self.account_id(), name));
         }
         if !st.meta.consumers.iter().any(|c| c.name == consumer) {
             return Err(Error::ResourceNotFound(format!(
-                "Consumer {consumer} under stream {name} not found for account 000000000000."
+                "Consumer {consumer} under stream {name} not found for account {acct}."
             )));
         }
         let mut m = st.meta.clone();
@@ -2178,12 +2488,13 @@ impl Engine {
     }
 
     pub fn describe_consumer(&self, name: &str, consumer: &str) -> Result<ConsumerDescription> {
+        let acct = self.account_id();
         self.list_consumers(name)?
             .into_iter()
             .find(|c| c.name == consumer)
             .ok_or_else(|| {
                 Error::ResourceNotFound(format!(
-                    "Consumer {consumer} under stream {name} not found for account 000000000000."
+                    "Consumer {consumer} under stream {name} not found for account {acct}."
                 ))
             })
     }
@@ -2197,7 +2508,7 @@ impl Engine {
         let stream = self.stream(name)?;
         {
             let st = read(&stream.state);
-            Self::shard_meta(&st, name, shard)?;
+            self.shard_meta(&st, name, shard)?;
         }
         let shard_key = shard_id(parse_shard_id(shard).unwrap_or(0));
         let cps = lock(&stream.checkpoints);
@@ -2222,7 +2533,7 @@ impl Engine {
         let stream = self.stream(name)?;
         {
             let st = read(&stream.state);
-            let s = Self::shard_meta(&st, name, shard)?;
+            let s = self.shard_meta(&st, name, shard)?;
             let n = SeqNum::parse(sequence_number).ok_or_else(|| {
                 Error::InvalidArgument(format!("Sequence number {sequence_number} is invalid."))
             })?;

@@ -35,6 +35,10 @@ pub enum Error {
         current: Option<String>,
         expected: Option<String>,
     },
+    /// A key for encryption at rest is missing, disabled or unusable; `kind`
+    /// is the KMS error name Kinesis returns (`KMSNotFoundException`, ...).
+    #[error("{message}")]
+    Kms { kind: &'static str, message: String },
     /// The storage layer failed (`InternalFailure` at the API).
     #[error("storage error: {0}")]
     Storage(#[from] shardlog_segment::Error),
@@ -54,6 +58,7 @@ impl Error {
             Error::ExpiredIterator(_) => "ExpiredIteratorException",
             Error::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
             Error::CheckpointConflict { .. } => "ResourceInUseException",
+            Error::Kms { kind, .. } => kind,
             Error::Storage(e) if e.is_retriable() => "ProvisionedThroughputExceededException",
             Error::Storage(_) | Error::Metadata { .. } => "InternalFailure",
         }

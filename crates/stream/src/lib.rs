@@ -18,6 +18,7 @@
 //! ```
 
 pub mod clock;
+pub mod crypto;
 pub mod engine;
 pub mod error;
 pub mod hashkey;
@@ -26,6 +27,7 @@ pub mod meta;
 pub mod seqnum;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use crypto::{KeySpec, KeyState, Keyring};
 pub use engine::{
     limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, Engine,
     EngineOptions, GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput,

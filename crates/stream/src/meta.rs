@@ -43,6 +43,10 @@ pub struct EngineMeta {
     /// Account-level settings stored for the API layer.
     #[serde(default)]
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// Material (hex) of this data directory's managed encryption key
+    /// (`alias/aws/kinesis`), made on first open.
+    #[serde(default)]
+    pub managed_key: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +115,22 @@ pub struct StreamMeta {
     /// them (enhanced monitoring, resource policies, warm throughput, ...).
     #[serde(default)]
     pub settings: BTreeMap<String, serde_json::Value>,
+    /// Encryption of new records (StartStreamEncryption); `None`: plaintext.
+    #[serde(default)]
+    pub encryption: Option<EncryptionMeta>,
+    /// Canonical ids of every key records of this stream were sealed with;
+    /// an envelope's slot indexes this list, which only ever grows.
+    #[serde(default)]
+    pub encryption_keys: Vec<String>,
+}
+
+/// The key new records of a stream are sealed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncryptionMeta {
+    /// The KeyId as the client gave it (shown by DescribeStream).
+    pub key_id: String,
+    /// Index into [`StreamMeta::encryption_keys`].
+    pub slot: u16,
 }
 
 impl StreamMeta {

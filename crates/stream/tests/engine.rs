@@ -967,3 +967,208 @@ fn sequence_numbers_the_shard_never_issued_are_rejected_and_checkpoint_ids_are_n
         Some(put.sequence_number)
     );
 }
+
+fn keyring(state: shardlog_stream::KeyState) -> Arc<shardlog_stream::Keyring> {
+    use base64::Engine as _;
+    Arc::new(
+        shardlog_stream::Keyring::from_specs(vec![shardlog_stream::KeySpec {
+            id: "11111111-2222-3333-4444-555555555555".into(),
+            aliases: vec!["alias/orders".into()],
+            material: base64::engine::general_purpose::STANDARD.encode([7u8; 32]),
+            state,
+        }])
+        .unwrap(),
+    )
+}
+
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if std::fs::read(&p)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[test]
+fn encrypted_streams_keep_keys_and_data_off_disk_and_read_back_across_restart_and_stop() {
+    let tmp = tempfile::tempdir().unwrap();
+    let with_keys = EngineOptions {
+        keyring: Some(keyring(shardlog_stream::KeyState::Enabled)),
+        ..opts()
+    };
+    {
+        let e = Engine::open(tmp.path(), with_keys.clone()).unwrap();
+        e.create_stream("enc", 1, CreateStreamOptions::default()).unwrap();
+        let err = e.start_stream_encryption("enc", "alias/missing").unwrap_err();
+        assert_eq!(err.kinesis_name(), "KMSNotFoundException", "{err}");
+        e.start_stream_encryption("enc", "arn:aws:kms:us-east-1:000000000000:alias/orders")
+            .unwrap();
+        let d = e.describe_stream("enc").unwrap();
+        assert_eq!(
+            d.encryption_key_id.as_deref(),
+            Some("arn:aws:kms:us-east-1:000000000000:alias/orders")
+        );
+        let out = e
+            .put_record("enc", PutRecordInput::new("secret-key-SL", b"secret-data-SL"))
+            .unwrap();
+        assert!(out.encrypted);
+        // Stopping keeps old records sealed; new ones are stored in the clear.
+        e.stop_stream_encryption("enc", "alias/orders").unwrap();
+        let out = e
+            .put_record("enc", PutRecordInput::new("plain-key", b"plain-data"))
+            .unwrap();
+        assert!(!out.encrypted);
+    }
+    assert!(
+        !files_contain(tmp.path(), b"secret-data-SL"),
+        "sealed data is on disk in the clear"
+    );
+    assert!(
+        !files_contain(tmp.path(), b"secret-key-SL"),
+        "sealed key is on disk in the clear"
+    );
+    assert!(files_contain(tmp.path(), b"plain-data"));
+
+    let e = Engine::open(tmp.path(), with_keys).unwrap();
+    let recs = read_all(&e, "enc", "shardId-000000000000");
+    let got: Vec<(&str, &[u8], bool)> = recs
+        .iter()
+        .map(|r| (r.partition_key.as_str(), r.data.as_slice(), r.encrypted))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("secret-key-SL", &b"secret-data-SL"[..], true),
+            ("plain-key", &b"plain-data"[..], false)
+        ]
+    );
+    assert_eq!(e.describe_stream("enc").unwrap().encryption_key_id, None);
+    drop(e);
+
+    // Without the key, sealed records are refused with KMS's error, not
+    // served as garbage.
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    let it = e
+        .get_shard_iterator("enc", "shardId-000000000000", StartingPosition::TrimHorizon)
+        .unwrap();
+    let err = e.get_records(&it, None).unwrap_err();
+    assert_eq!(err.kinesis_name(), "KMSNotFoundException", "{err}");
+}
+
+#[test]
+fn a_disabled_key_refuses_writes_and_the_managed_key_needs_no_key_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(
+        tmp.path(),
+        EngineOptions {
+            keyring: Some(keyring(shardlog_stream::KeyState::Disabled)),
+            ..opts()
+        },
+    )
+    .unwrap();
+    e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+    let err = e.start_stream_encryption("s", "alias/orders").unwrap_err();
+    assert_eq!(err.kinesis_name(), "KMSDisabledException");
+    e.start_stream_encryption("s", "alias/aws/kinesis").unwrap();
+    let recs: Vec<PutRecordInput<'_>> = (0..50)
+        .map(|i| PutRecordInput::new(["a", "b", "c", "d", "e"][i % 5], b"payload"))
+        .collect();
+    let out = e.put_records("s", &recs).unwrap();
+    assert!(out.iter().all(|r| r.as_ref().unwrap().encrypted));
+    let total: usize = ["shardId-000000000000", "shardId-000000000001"]
+        .iter()
+        .map(|s| {
+            read_all(&e, "s", s)
+                .iter()
+                .filter(|r| r.encrypted && r.data == b"payload")
+                .count()
+        })
+        .sum();
+    assert_eq!(total, 50);
+}
+
+#[test]
+fn a_damaged_sealed_record_is_reported_as_corruption_never_served() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    {
+        let e = mem_engine(&fs, &clock);
+        e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+        e.start_stream_encryption("s", "alias/aws/kinesis").unwrap();
+        e.put_record("s", PutRecordInput::new("k", &[0x5a; 200])).unwrap();
+    }
+    // Flip a byte inside the ciphertext and fix up the frame CRC so only the
+    // AEAD tag can notice (a CRC-valid forgery or a misdirected write).
+    let shard_dir = PathBuf::from("/data/streams/0000000000000001/shards/000000000000");
+    let name = fs
+        .durable_names(&shard_dir)
+        .into_iter()
+        .find(|n| n.ends_with(".seg"))
+        .unwrap();
+    let seg = shard_dir.join(name);
+    let mut bytes = fs.contents(&seg).unwrap();
+    let frame_at = 64; // the first frame follows the 64-byte segment header
+    let len = u32::from_le_bytes(bytes[frame_at + 4..frame_at + 8].try_into().unwrap()) as usize;
+    bytes[frame_at + len - 20] ^= 0x01; // inside the ciphertext
+    let mut h = crc32fast::Hasher::new();
+    h.update(&bytes[16..24]); // the segment's file id
+    h.update(&bytes[frame_at + 4..frame_at + len]);
+    let crc = h.finalize().to_le_bytes();
+    fs.corrupt(
+        &seg,
+        (frame_at + len - 20) as u64,
+        &bytes[frame_at + len - 20..frame_at + len - 19],
+    )
+    .unwrap();
+    fs.corrupt(&seg, frame_at as u64, &crc).unwrap();
+    let e = mem_engine(&fs, &clock);
+    let it = e
+        .get_shard_iterator("s", "shardId-000000000000", StartingPosition::TrimHorizon)
+        .unwrap();
+    let err = e.get_records(&it, None).unwrap_err();
+    assert!(err.to_string().contains("corruption"), "{err}");
+    assert!(err.to_string().contains(".seg"), "names the file: {err}");
+}
+
+#[test]
+fn accounts_and_regions_see_only_their_own_streams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = Engine::open(tmp.path(), opts()).unwrap();
+    root.create_stream("same-name", 1, CreateStreamOptions::default())
+        .unwrap();
+    let other = root.for_scope("111122223333", "eu-west-1").unwrap();
+    assert!(other.list_streams().is_empty());
+    other
+        .create_stream("same-name", 3, CreateStreamOptions::default())
+        .unwrap();
+    other
+        .put_record("same-name", PutRecordInput::new("k", b"theirs"))
+        .unwrap();
+    assert_eq!(root.describe_stream("same-name").unwrap().open_shard_count, 1);
+    let err = other.describe_stream("nope").unwrap_err();
+    assert!(err.to_string().contains("under account 111122223333"), "{err}");
+    // An iterator of one account is useless in another.
+    let it = other
+        .get_shard_iterator("same-name", "shardId-000000000000", StartingPosition::TrimHorizon)
+        .unwrap();
+    assert!(root.get_records(&it, None).is_err());
+    assert!(root.for_scope("12", "eu-west-1").is_err());
+    assert!(root.for_scope("111122223333", "EU WEST").is_err());
+    drop(other);
+    drop(root);
+    // Scopes persist in their own directories.
+    let root = Engine::open(tmp.path(), opts()).unwrap();
+    let other = root.for_scope("111122223333", "eu-west-1").unwrap();
+    assert_eq!(other.describe_stream("same-name").unwrap().open_shard_count, 3);
+}
