@@ -160,6 +160,27 @@ def write_phase():
     k.delete_stream(StreamName="doomed")
     k.get_waiter("stream_not_exists").wait(StreamName="doomed", WaiterConfig={"Delay": 1, "MaxAttempts": 5})
 
+    # Encryption at rest with the managed key; a record sealed before
+    # StopStreamEncryption stays readable after the restart.
+    k.create_stream(StreamName="sealed", ShardCount=1)
+    expect_error("KMSNotFoundException", k.start_stream_encryption, StreamName="sealed", EncryptionType="KMS", KeyId="alias/nope")
+    k.start_stream_encryption(StreamName="sealed", EncryptionType="KMS", KeyId="alias/aws/kinesis")
+    summary = k.describe_stream_summary(StreamName="sealed")["StreamDescriptionSummary"]
+    assert (summary["EncryptionType"], summary["KeyId"]) == ("KMS", "alias/aws/kinesis"), summary
+    assert k.put_record(StreamName="sealed", PartitionKey="p", Data=b"secret")["EncryptionType"] == "KMS"
+    k.stop_stream_encryption(StreamName="sealed", EncryptionType="KMS", KeyId="alias/aws/kinesis")
+    assert k.put_record(StreamName="sealed", PartitionKey="p", Data=b"clear")["EncryptionType"] == "NONE"
+
+    # Another account (a 12-digit access key id) sees none of this.
+    other = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1",
+                         aws_access_key_id="111122223333", aws_secret_access_key="x")
+    assert other.list_streams()["StreamNames"] == []
+    try:
+        other.describe_stream_summary(StreamARN=arn)
+        raise AssertionError("another account's ARN was accepted")
+    except ClientError as e:
+        assert e.response["Error"]["Code"] == "AccessDeniedException", e
+
     with open(sys.argv[3] if len(sys.argv) > 3 else "/dev/null", "w") as f:
         json.dump({"total": 371}, f)
 
@@ -181,6 +202,10 @@ def read_phase():
     assert "Statement" in json.loads(k.get_resource_policy(ResourceARN=arn)["Policy"])
     k.delete_resource_policy(ResourceARN=arn)
     assert k.describe_account_settings()["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
+    sealed, _ = read_shard("sealed", "shardId-000000000000")
+    assert [(r["Data"], r["EncryptionType"]) for r in sealed] == [(b"secret", "KMS"), (b"clear", "NONE")], sealed
+    assert k.describe_stream_summary(StreamName="sealed")["StreamDescriptionSummary"]["EncryptionType"] == "NONE"
+    k.delete_stream(StreamName="sealed")
     k.delete_stream(StreamName="journey", EnforceConsumerDeletion=True)
     assert k.list_streams()["StreamNames"] == []
 

@@ -22,6 +22,10 @@ k add-tags-to-stream --stream-name cli --tags team=data
 k increase-stream-retention-period --stream-name cli --retention-period-hours 36
 if k describe-stream --stream-name nope 2>/tmp/awscli_err; then echo "expected failure"; exit 1; fi
 grep -q ResourceNotFoundException /tmp/awscli_err
+k start-stream-encryption --stream-name cli --encryption-type KMS --key-id alias/aws/kinesis
+enc=$(k put-record --stream-name cli --partition-key pk --data c2VhbGVk --query EncryptionType --output text)
+[ "$enc" = KMS ] || { echo "encryption $enc"; exit 1; }
+k stop-stream-encryption --stream-name cli --encryption-type KMS --key-id alias/aws/kinesis
 k delete-stream --stream-name cli
 k wait stream-not-exists --stream-name cli
 echo "aws cli journey passed"
