@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use shardlog_index::IndexedLog;
-use shardlog_segment::memfs::SimRng;
-use shardlog_segment::{CrashPlan, LogOptions, MemFs, ReadLimits, RecordIn, SyncPolicy};
+use shardlog_segment::{LogOptions, ReadLimits, RecordIn, SyncPolicy};
+use shardlog_testkit::{CrashPlan, MemFs, SimRng};
 
 fn opts(sync: SyncPolicy) -> LogOptions {
     LogOptions {

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use shardlog_index::{index_file_name, Cursor, IndexedLog};
-use shardlog_segment::{LogOptions, MemFs, ReadLimits, RecordIn};
+use shardlog_segment::{LogOptions, ReadLimits, RecordIn};
+use shardlog_testkit::MemFs;
 
 const ALL: ReadLimits = ReadLimits {
     max_records: usize::MAX,

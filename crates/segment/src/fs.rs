@@ -1,6 +1,6 @@
 //! The small file-system interface every byte of storage I/O goes through.
 //!
-//! [`StdFs`] is the real implementation; [`crate::memfs::MemFs`] is an
+//! [`StdFs`] is the real implementation; `shardlog_testkit::MemFs` is an
 //! in-memory one that can lose unsynced writes, tear writes, fail fsync,
 //! run out of space and flip bits, so tests can prove the durability rules.
 

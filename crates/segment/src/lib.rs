@@ -7,7 +7,6 @@ pub mod format;
 pub mod frame;
 pub mod fs;
 pub mod log;
-pub mod memfs;
 mod mmap;
 pub mod segment;
 pub mod sync;
@@ -20,5 +19,4 @@ pub use log::{
     Placed, Position, Problem, ReadBatch, ReadLimits, RecoveryPolicy, RecoveryReport, SealedInfo,
     SegmentSummary, SyncPolicy, VerifyReport,
 };
-pub use memfs::{CrashPlan, MemFs};
 pub use sync::SyncCoordinator;

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use shardlog_segment::format::SEGMENT_HEADER_BYTES;
 use shardlog_segment::{
-    CrashPlan, Error, FileSystem, Log, LogOptions, MemFs, NoObserverForTests, Position, ReadLimits, RecordIn,
-    RecoveryPolicy, SyncPolicy,
+    Error, FileSystem, Log, LogOptions, NoObserverForTests, Position, ReadLimits, RecordIn, RecoveryPolicy,
+    SyncPolicy,
 };
+use shardlog_testkit::{CrashPlan, MemFs};
 
 const ALL: ReadLimits = ReadLimits {
     max_records: usize::MAX,

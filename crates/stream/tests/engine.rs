@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shardlog_segment::{CrashPlan, MemFs, SyncPolicy};
+use shardlog_segment::SyncPolicy;
 use shardlog_stream::limits::HOUR_MS;
 use shardlog_stream::{
     CreateStreamOptions, Engine, EngineOptions, Error, ManualClock, PutRecordInput, SeqNum, StartingPosition,
     StoredRecord,
 };
+use shardlog_testkit::{CrashPlan, MemFs};
 
 const T0: i64 = 1_800_000_000_000;
 

@@ -16,7 +16,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{FileHandle, FileSystem, LockGuard, Mapping};
+use shardlog_segment::fs::{FileHandle, FileSystem, FsSyncer, LockGuard, Mapping};
 
 /// How pending (unsynced) writes are resolved by a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +66,10 @@ struct Faults {
     /// Mutating operations allowed before every further one fails with EIO
     /// (the process "dies" at that point); `None` is unlimited.
     ops_budget: Option<u64>,
+    /// Make the next write land this many bytes away from where it was
+    /// aimed, and report success (a misdirected write: firmware or driver
+    /// bugs that only checksums catch).
+    misdirect: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -197,6 +201,12 @@ impl MemFs {
     /// The next write lands only its first `n` bytes, then fails with EIO.
     pub fn short_next_write(&self, n: usize) {
         self.lock_inner().faults.short_write = Some(n);
+    }
+
+    /// The next write lands `delta` bytes away from its offset (clamped at
+    /// the start of the file) and reports success.
+    pub fn misdirect_next_write(&self, delta: i64) {
+        self.lock_inner().faults.misdirect = Some(delta);
     }
 
     /// Lets `n` more mutating operations (writes, syncs, creations, renames,
@@ -380,8 +390,30 @@ impl MemFs {
             file.durable = image;
         }
         let mut live = HashSet::new();
-        for dir in inner.dirs.values_mut() {
-            dir.current = dir.durable.clone();
+        let mut dirs: Vec<PathBuf> = inner.dirs.keys().cloned().collect();
+        dirs.sort();
+        for path in dirs {
+            let Some(dir) = inner.dirs.get_mut(&path) else {
+                continue;
+            };
+            let mut image = dir.durable.clone();
+            if let CrashPlan::Random { .. } = plan {
+                // An unsynced create, rename or unlink may or may not have
+                // reached the disk; decide each name on its own.
+                let names: std::collections::BTreeSet<String> =
+                    dir.current.keys().chain(dir.durable.keys()).cloned().collect();
+                for name in names {
+                    let now = dir.current.get(&name).copied();
+                    if now != dir.durable.get(&name).copied() && rng.below(2) == 0 {
+                        match now {
+                            Some(ino) => image.insert(name, ino),
+                            None => image.remove(&name),
+                        };
+                    }
+                }
+            }
+            dir.current = image.clone();
+            dir.durable = image;
             live.extend(dir.current.values().copied());
         }
         inner.files.retain(|ino, _| live.contains(ino));
@@ -448,6 +480,10 @@ impl FileHandle for MemFile {
                 inner.faults.fail_writes -= 1;
                 return Err(eio("write"));
             }
+            let offset = match inner.faults.misdirect.take() {
+                Some(delta) => offset.saturating_add_signed(delta),
+                None => offset,
+            };
             let old_len = inner.files[&ino].current.len();
             let new_len = old_len.max(offset as usize + buf.len());
             let short = inner.faults.short_write.take();
@@ -532,7 +568,7 @@ struct MemSyncer {
     path: PathBuf,
 }
 
-impl crate::fs::FsSyncer for MemSyncer {
+impl FsSyncer for MemSyncer {
     fn sync(&self) -> io::Result<()> {
         self.fs.sync_filesystem(&self.path)
     }
@@ -596,7 +632,7 @@ impl FileSystem for MemFs {
         Ok(())
     }
 
-    fn filesystem_syncer(&self, path: &Path) -> io::Result<Box<dyn crate::fs::FsSyncer>> {
+    fn filesystem_syncer(&self, path: &Path) -> io::Result<Box<dyn FsSyncer>> {
         Ok(Box::new(MemSyncer {
             fs: self.clone(),
             path: path.to_path_buf(),

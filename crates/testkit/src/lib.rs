@@ -1,0 +1,45 @@
+//! Test machinery shared by shardlog's crates.
+//!
+//! - [`MemFs`]: a deterministic storage simulator behind the segment layer's
+//!   [`FileSystem`](shardlog_segment::FileSystem) trait. Each file has a
+//!   durable image and pending (unsynced) operations; [`MemFs::crash`]
+//!   resolves every pending write as lost, landed or torn at sector
+//!   granularity, and unsynced directory changes as lost or landed, per a
+//!   [`CrashPlan`]. Faults: EIO on write and on fsync with Linux's semantics
+//!   (after a failed fsync the pages count as clean), short writes, ENOSPC,
+//!   bit flips, misdirected writes, and "the process dies after N operations".
+//! - [`SimRng`] and [`seeds`]: seeded randomness, so a failing run prints its
+//!   seed and `SHARDLOG_SEED=<seed>` replays it exactly.
+
+pub mod memfs;
+
+pub use memfs::{CrashPlan, MemFs, SimRng};
+
+/// The seeds a simulation test runs: `SHARDLOG_SEED=<n>` replays one seed;
+/// otherwise `SHARDLOG_SEEDS=<count>` seeds (default `default_count`)
+/// starting at `SHARDLOG_SEED_START` (default 1).
+pub fn seeds(default_count: u64) -> Vec<u64> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    if let Some(one) = var("SHARDLOG_SEED") {
+        return vec![one];
+    }
+    let start = var("SHARDLOG_SEED_START").unwrap_or(1);
+    let count = var("SHARDLOG_SEEDS").unwrap_or(default_count);
+    (start..start.saturating_add(count)).collect()
+}
+
+/// Runs `body` for every seed of [`seeds`]; on a failure, names the seed and
+/// how to replay it before passing the panic on.
+pub fn for_each_seed(test: &str, default_count: u64, mut body: impl FnMut(u64)) {
+    for seed in seeds(default_count) {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(seed)));
+        if let Err(panic) = r {
+            eprintln!("{test} failed with seed {seed}; replay with SHARDLOG_SEED={seed} cargo test {test}");
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
