@@ -42,8 +42,17 @@ pub fn router(engine: Engine) -> Router {
         .with_state(Arc::new(AppState { engine }))
 }
 
-async fn health() -> impl IntoResponse {
-    Json(json!({"status": "ok"}))
+/// Liveness and readiness: 200 while the server answers. The body says
+/// `degraded` and lists the problems (quarantined streams and shards, logs
+/// that refuse writes after a failed fsync) when there are any, so scripts
+/// and operators see them without reading logs.
+async fn health(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> impl IntoResponse {
+    let problems = state.engine.problems();
+    if problems.is_empty() {
+        Json(json!({"status": "ok"}))
+    } else {
+        Json(json!({"status": "degraded", "problems": problems}))
+    }
 }
 
 fn request_id() -> String {
@@ -162,7 +171,11 @@ async fn api(
         Ok(Ok(Value::Null)) => respond(format, 200, None),
         Ok(Ok(v)) => respond(format, 200, Some(&v)),
         Ok(Err(e)) => {
-            tracing::debug!(operation = %op, error = %e.kind, message = %e.message, "request failed");
+            if e.status >= 500 {
+                tracing::error!(operation = %op, error = %e.kind, message = %e.message, "request failed");
+            } else {
+                tracing::debug!(operation = %op, error = %e.kind, message = %e.message, "request failed");
+            }
             error_response(format, &e)
         }
         Err(join) => {

@@ -437,6 +437,8 @@ struct Inner {
     /// Engines of other accounts and regions, opened on first use under
     /// `scopes/<account>/<region>/` of this directory.
     scopes: Mutex<HashMap<(String, String), Engine>>,
+    /// Problems found when opening (quarantined streams and logs).
+    problems: Mutex<Vec<String>>,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion (the name map and ids).
     admin: Mutex<()>,
@@ -484,6 +486,10 @@ impl Drop for RetentionTask {
             let _ = h.join();
         }
     }
+}
+
+fn tracing_problem(problem: &str) {
+    tracing::error!(target: "shardlog::storage", "{problem}");
 }
 
 fn not_found_stream(acct: &str, name: &str) -> Error {
@@ -571,6 +577,7 @@ impl Engine {
             iterator_key,
             managed_key,
             scopes: Mutex::new(HashMap::new()),
+            problems: Mutex::new(Vec::new()),
             streams: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             nonce: std::sync::atomic::AtomicU32::new(0),
@@ -641,7 +648,26 @@ impl Engine {
 
     fn open_shard_log(&self, stream_dir: &Path, index: u64, m: &StreamMeta) -> Result<ShardRt> {
         let dir = meta::shard_dir(stream_dir, index);
-        let (log, _report) = IndexedLog::open_with(self.inner.fs.clone(), &dir, self.log_options(m.sync))?;
+        let (log, report) = IndexedLog::open_with(self.inner.fs.clone(), &dir, self.log_options(m.sync))?;
+        if let Some((file, offset)) = &report.truncated_at {
+            // Normal after a crash (a write that was never acknowledged);
+            // after a clean stop it can only be damage, so say so.
+            self.report_problem(format!(
+                "stream {} shard {}: recovery dropped {} bytes at {} byte offset {offset} as an unacknowledged torn tail (expected after a crash; after a clean stop this is damage to the last written records)",
+                m.name,
+                shard_id(index),
+                report.truncated_bytes,
+                file.display()
+            ));
+        }
+        if let Some((file, offset, reason)) = &report.quarantined {
+            self.report_problem(format!(
+                "stream {} shard {} is read-only: acknowledged data is damaged in {} at byte offset {offset} ({reason}); records before it are served",
+                m.name,
+                shard_id(index),
+                file.display()
+            ));
+        }
         Ok(ShardRt {
             log: Arc::new(log),
             notify: Arc::new(tokio::sync::Notify::new()),
@@ -666,6 +692,80 @@ impl Engine {
                 let _ = fs.remove_dir_all(&sdir);
                 continue;
             }
+            // A stream whose metadata or logs cannot be trusted is left on
+            // disk untouched for an operator and not served; every other
+            // stream is.
+            let loaded = self.load_stream(id, &name, &sdir);
+            match loaded {
+                Ok(stream) => {
+                    let n = read(&stream.state).meta.name.clone();
+                    streams.insert(n, stream);
+                }
+                Err(e) => self.report_problem(format!(
+                    "stream directory {} is quarantined (not served): {e}",
+                    sdir.display()
+                )),
+            }
+        }
+        // Recovered data may sit only in the page cache after a process crash:
+        // make all of it durable, with one call, before anything is served.
+        self.inner
+            .fs
+            .sync_filesystem(&self.inner.dir)
+            .map_err(|e| Error::Storage(shardlog_segment::Error::io("syncfs", &self.inner.dir, e)))?;
+        let total: u64 = streams
+            .values()
+            .map(|s| read(&s.state).meta.shards.len() as u64)
+            .sum();
+        self.inner
+            .shard_total
+            .store(total, std::sync::atomic::Ordering::SeqCst);
+        *write(&self.inner.streams) = streams;
+        Ok(())
+    }
+
+    fn report_problem(&self, problem: String) {
+        tracing_problem(&problem);
+        lock(&self.inner.problems).push(problem);
+    }
+
+    /// What is wrong with this engine's data: streams quarantined at open,
+    /// shard logs opened read-only because of corruption, and logs poisoned
+    /// by a failed write or fsync since (they refuse writes until the engine
+    /// is reopened). Empty when all is well.
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = lock(&self.inner.problems).clone();
+        for stream in read(&self.inner.streams).values() {
+            let st = read(&stream.state);
+            for (index, rt) in &st.shards {
+                if let Err(e) = rt.log.log().health() {
+                    if !matches!(e, shardlog_segment::Error::Quarantined { .. }) {
+                        out.push(format!(
+                            "stream {} shard {} refuses writes: {e}",
+                            st.meta.name,
+                            shard_id(*index)
+                        ));
+                    }
+                }
+            }
+        }
+        let scopes: Vec<Engine> = lock(&self.inner.scopes).values().cloned().collect();
+        for e in scopes {
+            let (a, r) = (e.account_id().to_string(), e.region().to_string());
+            out.extend(
+                e.problems()
+                    .into_iter()
+                    .map(|p| format!("account {a} region {r}: {p}")),
+            );
+        }
+        out
+    }
+
+    fn load_stream(&self, id: u64, name: &str, sdir: &Path) -> Result<Arc<Stream>> {
+        let fs = &*self.inner.fs;
+        let sdir = sdir.to_path_buf();
+        let mpath = sdir.join(meta::STREAM_FILE);
+        {
             let m: StreamMeta = meta::load(fs, &mpath)?;
             if m.id != id {
                 return Err(Error::meta(
@@ -686,7 +786,22 @@ impl Engine {
             }
             let cpath = sdir.join(meta::CHECKPOINTS_FILE);
             let checkpoints: Checkpoints = if fs.exists(&cpath) {
-                meta::load(fs, &cpath)?
+                match meta::load(fs, &cpath) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // The stream's data is intact; its consumers restart
+                        // from their own positions. Keep the damaged file.
+                        let aside = sdir.join(format!("{}.damaged", meta::CHECKPOINTS_FILE));
+                        let _ = fs.rename(&cpath, &aside);
+                        let _ = fs.sync_dir(&sdir);
+                        self.report_problem(format!(
+                            "checkpoints of stream {} were damaged and are reset (the file is kept as {}): {e}",
+                            m.name,
+                            aside.display()
+                        ));
+                        Checkpoints::new()
+                    }
+                }
             } else {
                 Checkpoints::new()
             };
@@ -697,31 +812,13 @@ impl Engine {
                 deleted: false,
             };
             state.rebuild_routes();
-            streams.insert(
-                state.meta.name.clone(),
-                Arc::new(Stream {
-                    id,
-                    dir: sdir,
-                    state: RwLock::new(state),
-                    checkpoints: Mutex::new(checkpoints),
-                }),
-            );
+            Ok(Arc::new(Stream {
+                id,
+                dir: sdir,
+                state: RwLock::new(state),
+                checkpoints: Mutex::new(checkpoints),
+            }))
         }
-        // Recovered data may sit only in the page cache after a process crash:
-        // make all of it durable, with one call, before anything is served.
-        self.inner
-            .fs
-            .sync_filesystem(&self.inner.dir)
-            .map_err(|e| Error::Storage(shardlog_segment::Error::io("syncfs", &self.inner.dir, e)))?;
-        let total: u64 = streams
-            .values()
-            .map(|s| read(&s.state).meta.shards.len() as u64)
-            .sum();
-        self.inner
-            .shard_total
-            .store(total, std::sync::atomic::Ordering::SeqCst);
-        *write(&self.inner.streams) = streams;
-        Ok(())
     }
 
     fn next_nonce(&self) -> u32 {

@@ -158,14 +158,76 @@ pub fn shard_dir(stream_dir: &Path, index: u64) -> PathBuf {
     stream_dir.join(SHARDS_DIR).join(format!("{index:012}"))
 }
 
+/// Metadata files end with a line `#crc32:<8 hex digits>` over the JSON
+/// before it: JSON has no checksum of its own, and a flipped digit in a hash
+/// range or a retention period would otherwise parse as valid.
+pub const META_CRC_PREFIX: &str = "\n#crc32:";
+
 pub fn store<T: Serialize>(fs: &dyn FileSystem, path: &Path, value: &T) -> Result<()> {
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::meta(path, e))?;
+    let mut bytes = serde_json::to_vec_pretty(value).map_err(|e| Error::meta(path, e))?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(format!("{META_CRC_PREFIX}{crc:08x}\n").as_bytes());
     write_atomic(fs, path, &bytes)
         .map_err(|e| Error::Storage(shardlog_segment::Error::io("write metadata", path, e)))
+}
+
+/// Splits a metadata file into its JSON and checks the trailer. Files
+/// written before the trailer existed (no trailer) are accepted as they are.
+pub fn verify_meta_bytes(bytes: &[u8]) -> std::result::Result<&[u8], String> {
+    let Some(at) = bytes
+        .windows(META_CRC_PREFIX.len())
+        .rposition(|w| w == META_CRC_PREFIX.as_bytes())
+    else {
+        return Ok(bytes);
+    };
+    let (json, trailer) = bytes.split_at(at);
+    let hex = std::str::from_utf8(&trailer[META_CRC_PREFIX.len()..])
+        .map_err(|_| "checksum trailer is not text".to_string())?
+        .trim();
+    let want = u32::from_str_radix(hex, 16).map_err(|_| format!("checksum trailer {hex:?} is not hex"))?;
+    let got = crc32fast::hash(json);
+    if got != want {
+        return Err(format!(
+            "checksum mismatch (stored {want:08x}, computed {got:08x}): the file is damaged; restore it from a backup"
+        ));
+    }
+    Ok(json)
 }
 
 pub fn load<T: for<'de> Deserialize<'de>>(fs: &dyn FileSystem, path: &Path) -> Result<T> {
     let bytes = read_all(fs, path)
         .map_err(|e| Error::Storage(shardlog_segment::Error::io("read metadata", path, e)))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::meta(path, format!("cannot parse: {e}")))
+    let json = verify_meta_bytes(&bytes).map_err(|e| Error::meta(path, e))?;
+    serde_json::from_slice(json).map_err(|e| Error::meta(path, format!("cannot parse: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn a_flipped_digit_in_metadata_is_caught() {
+        let fs = shardlog_segment::StdFs;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.json");
+        store(&fs, &path, &serde_json::json!({"retention_hours": 24})).unwrap();
+        let v: serde_json::Value = load(&fs, &path).unwrap();
+        assert_eq!(v["retention_hours"], 24);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let at = bytes.iter().position(|b| *b == b'4').unwrap();
+        bytes[at] = b'6';
+        std::fs::write(&path, &bytes).unwrap();
+        let err = load::<serde_json::Value>(&fs, &path).unwrap_err();
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+    }
+
+    proptest! {
+        #[test]
+        fn checking_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256), tail in "[0-9a-z\\n#:]{0,20}") {
+            let mut b = bytes;
+            b.extend_from_slice(tail.as_bytes());
+            let _ = verify_meta_bytes(&b);
+        }
+    }
 }

@@ -1173,3 +1173,151 @@ fn accounts_and_regions_see_only_their_own_streams() {
     let other = root.for_scope("111122223333", "eu-west-1").unwrap();
     assert_eq!(other.describe_stream("same-name").unwrap().open_shard_count, 3);
 }
+
+#[test]
+fn a_full_disk_refuses_writes_with_a_retriable_error_keeps_reads_and_recovers_when_space_returns() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    for i in 0..20 {
+        e.put_record("s", PutRecordInput::new("k", format!("before-{i}").as_bytes()))
+            .unwrap();
+    }
+    fs.set_capacity(Some(fs.used_bytes()));
+    let big = vec![7u8; 64 * 1024];
+    let mut refused = 0;
+    for _ in 0..5 {
+        match e.put_record("s", PutRecordInput::new("k", &big)) {
+            Ok(_) => {}
+            Err(err) => {
+                assert_eq!(
+                    err.kinesis_name(),
+                    "ProvisionedThroughputExceededException",
+                    "{err}"
+                );
+                assert!(err.to_string().contains("no space left"), "{err}");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0, "a full disk must refuse some writes");
+    assert!(
+        e.problems().is_empty(),
+        "a full disk is not damage: {:?}",
+        e.problems()
+    );
+    assert_eq!(read_all(&e, "s", "shardId-000000000000").len(), 20 + 5 - refused);
+    fs.set_capacity(None);
+    e.put_record("s", PutRecordInput::new("k", b"after")).unwrap();
+    drop(e);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let e = mem_engine(&fs, &clock);
+    let recs = read_all(&e, "s", "shardId-000000000000");
+    assert_eq!(recs.len(), 20 + 5 - refused + 1);
+    assert_eq!(recs.last().unwrap().data, b"after");
+}
+
+#[test]
+fn a_failed_fsync_fences_only_its_shard_shows_in_problems_and_reopening_recovers() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    e.create_stream("other", 1, CreateStreamOptions::default())
+        .unwrap();
+    e.put_record("s", PutRecordInput::new("k", b"acked")).unwrap();
+    fs.fail_next_syncs(1);
+    let err = e
+        .put_record("s", PutRecordInput::new("k", b"failed"))
+        .unwrap_err();
+    assert_eq!(err.kinesis_name(), "InternalFailure", "{err}");
+    // Sticky: the shard refuses writes until the engine is reopened; the
+    // fsync is never retried as if nothing happened.
+    let again = e.put_record("s", PutRecordInput::new("k", b"later")).unwrap_err();
+    assert!(again.to_string().contains("poisoned"), "{again}");
+    let problems = e.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("stream s shard shardId-000000000000 refuses writes")),
+        "{problems:?}"
+    );
+    // Other streams go on.
+    e.put_record("other", PutRecordInput::new("k", b"fine")).unwrap();
+    // Reads of the fenced shard still work and show only durable records.
+    let data: Vec<Vec<u8>> = read_all(&e, "s", "shardId-000000000000")
+        .into_iter()
+        .map(|r| r.data)
+        .collect();
+    assert_eq!(data, vec![b"acked".to_vec()]);
+    drop(e);
+    fs.crash(CrashPlan::KeepUnsynced);
+    let e = mem_engine(&fs, &clock);
+    assert!(e.problems().is_empty(), "{:?}", e.problems());
+    let data: Vec<Vec<u8>> = read_all(&e, "s", "shardId-000000000000")
+        .into_iter()
+        .map(|r| r.data)
+        .collect();
+    assert_eq!(
+        data,
+        vec![b"acked".to_vec()],
+        "the unacknowledged record never reappears"
+    );
+    e.put_record("s", PutRecordInput::new("k", b"after-reopen"))
+        .unwrap();
+}
+
+#[test]
+fn a_misdirected_write_over_acknowledged_data_is_caught_by_checksums_and_never_served() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let written: Vec<Vec<u8>> = (0..30)
+        .map(|i| format!("record-{i:03}-{}", "y".repeat(100)).into_bytes())
+        .collect();
+    for d in &written {
+        e.put_record("s", PutRecordInput::new("k", d)).unwrap();
+    }
+    // The next write lands 1,500 bytes early, over acknowledged records,
+    // and reports success.
+    fs.misdirect_next_write(-1500);
+    let _ = e.put_record("s", PutRecordInput::new("k", b"misdirected"));
+    drop(e);
+    fs.crash(CrashPlan::KeepUnsynced);
+    let e = mem_engine(&fs, &clock);
+    let problems = e.problems();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("read-only") && p.contains(".seg")),
+        "the damage is reported with its file: {problems:?}"
+    );
+    // Everything served is exactly what was written, in order; the read
+    // stops at the damage with a corruption error.
+    let mut it = e
+        .get_shard_iterator("s", "shardId-000000000000", StartingPosition::TrimHorizon)
+        .unwrap();
+    let mut served = Vec::new();
+    loop {
+        match e.get_records(&it, Some(7)) {
+            Ok(r) => {
+                let empty = r.records.is_empty();
+                served.extend(r.records.into_iter().map(|r| r.data));
+                match r.next_shard_iterator {
+                    Some(n) if !empty => it = n,
+                    _ => break,
+                }
+            }
+            Err(err) => {
+                assert!(err.to_string().contains("corruption"), "{err}");
+                break;
+            }
+        }
+    }
+    assert!(served.len() < written.len(), "damaged records are not served");
+    assert_eq!(served[..], written[..served.len()]);
+    let err = e.put_record("s", PutRecordInput::new("k", b"x")).unwrap_err();
+    assert!(err.to_string().contains("quarantined"), "{err}");
+}
