@@ -40,7 +40,7 @@ pub enum Error {
     #[error("{message}")]
     Kms { kind: &'static str, message: String },
     /// The storage layer failed (`InternalFailure` at the API).
-    #[error("storage error: {0}")]
+    #[error(transparent)]
     Storage(#[from] shardlog_segment::Error),
     /// Metadata on disk could not be read or written.
     #[error("metadata error in {path}: {reason}")]

@@ -29,8 +29,8 @@ pub mod seqnum;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{KeySpec, KeyState, Keyring};
 pub use engine::{
-    limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, Engine,
-    EngineOptions, GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput,
+    limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, DataDirReport,
+    Engine, EngineOptions, GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput,
     ShardDescription, StartingPosition, StatusDelays, StoredRecord, StreamDescription, StreamStatus,
     StreamSummary,
 };
