@@ -7,13 +7,16 @@
 //!   granularity, and unsynced directory changes as lost or landed, per a
 //!   [`CrashPlan`]. Faults: EIO on write and on fsync with Linux's semantics
 //!   (after a failed fsync the pages count as clean), short writes, ENOSPC,
-//!   bit flips, misdirected writes, and "the process dies after N operations".
+//!   bit flips, misdirected writes, "the process dies after N operations",
+//!   and named failpoints ([`MemFs::fail_at`]): the next N operations of a
+//!   kind ([`FsOp`]: write, fsync, set_len, create, rename, unlink, directory
+//!   sync, directory removal, syncfs) on matching paths fail.
 //! - [`SimRng`] and [`seeds`]: seeded randomness, so a failing run prints its
 //!   seed and `SHARDLOG_SEED=<seed>` replays it exactly.
 
 pub mod memfs;
 
-pub use memfs::{CrashPlan, MemFs, SimRng};
+pub use memfs::{CrashPlan, FsOp, MemFs, SimRng};
 
 /// The seeds a simulation test runs: `SHARDLOG_SEED=<n>` replays one seed;
 /// otherwise `SHARDLOG_SEEDS=<count>` seeds (default `default_count`)

@@ -33,6 +33,40 @@ pub enum CrashPlan {
     Random { seed: u64 },
 }
 
+/// The storage operations a failpoint can stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FsOp {
+    /// `write_all_at` of a file.
+    Write,
+    /// `sync_data` (fdatasync) of a file.
+    SyncData,
+    /// `set_len` / `allocate` of a file.
+    SetLen,
+    /// `create_new` of a file.
+    Create,
+    /// `rename` (matched against the source and the target path).
+    Rename,
+    /// `remove_file`.
+    Remove,
+    /// `sync_dir` (fsync of a directory).
+    SyncDir,
+    /// `remove_dir_all`.
+    RemoveDirAll,
+    /// `sync_filesystem` (syncfs).
+    SyncFs,
+}
+
+/// A named failpoint: the next `times` operations of kind `op` on a path
+/// containing `path_contains` fail with EIO (a failed `SyncData` or `SyncFs`
+/// also drops the pending writes, as Linux does).
+#[derive(Debug, Clone)]
+struct FailPoint {
+    op: FsOp,
+    path_contains: String,
+    times: u32,
+    hits: u32,
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Write { offset: u64, data: Vec<u8> },
@@ -70,6 +104,7 @@ struct Faults {
     /// aimed, and report success (a misdirected write: firmware or driver
     /// bugs that only checksums catch).
     misdirect: Option<i64>,
+    failpoints: Vec<FailPoint>,
 }
 
 #[derive(Debug, Default)]
@@ -83,6 +118,22 @@ struct Inner {
 }
 
 impl Inner {
+    /// Fails the operation if an armed failpoint matches it.
+    fn failpoint(&mut self, op: FsOp, path: &Path) -> io::Result<()> {
+        let p = path.to_string_lossy();
+        for fp in &mut self.faults.failpoints {
+            if fp.op == op && fp.times > 0 && p.contains(fp.path_contains.as_str()) {
+                fp.times -= 1;
+                fp.hits += 1;
+                return Err(io::Error::other(format!(
+                    "injected EIO at failpoint {op:?} on {}",
+                    path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Counts a mutating operation against the budget.
     fn consume_op(&mut self) -> io::Result<()> {
         match &mut self.faults.ops_budget {
@@ -201,6 +252,28 @@ impl MemFs {
     /// The next write lands only its first `n` bytes, then fails with EIO.
     pub fn short_next_write(&self, n: usize) {
         self.lock_inner().faults.short_write = Some(n);
+    }
+
+    /// Arms a named failpoint: the next `times` operations of kind `op` on
+    /// a path containing `path_contains` fail with EIO.
+    pub fn fail_at(&self, op: FsOp, path_contains: &str, times: u32) {
+        self.lock_inner().faults.failpoints.push(FailPoint {
+            op,
+            path_contains: path_contains.to_string(),
+            times,
+            hits: 0,
+        });
+    }
+
+    /// How often failpoints of `op` on paths containing `path_contains` fired.
+    pub fn failpoint_hits(&self, op: FsOp, path_contains: &str) -> u32 {
+        self.lock_inner()
+            .faults
+            .failpoints
+            .iter()
+            .filter(|f| f.op == op && f.path_contains == path_contains)
+            .map(|f| f.hits)
+            .sum()
     }
 
     /// The next write lands `delta` bytes away from its offset (clamped at
@@ -436,6 +509,8 @@ impl MemFs {
 struct MemFile {
     fs: MemFs,
     ino: u64,
+    /// The path the file was opened by (for failpoints).
+    path: PathBuf,
     writable: bool,
 }
 
@@ -476,6 +551,7 @@ impl FileHandle for MemFile {
         }
         self.with(|inner, ino| {
             inner.consume_op()?;
+            inner.failpoint(FsOp::Write, &self.path)?;
             if inner.faults.fail_writes > 0 {
                 inner.faults.fail_writes -= 1;
                 return Err(eio("write"));
@@ -506,9 +582,9 @@ impl FileHandle for MemFile {
     fn sync_data(&self) -> io::Result<()> {
         self.with(|inner, ino| {
             inner.consume_op()?;
-            let failed = inner.faults.fail_syncs > 0;
+            let failed = inner.faults.fail_syncs > 0 || inner.failpoint(FsOp::SyncData, &self.path).is_err();
             if failed {
-                inner.faults.fail_syncs -= 1;
+                inner.faults.fail_syncs = inner.faults.fail_syncs.saturating_sub(1);
             } else {
                 inner.syncs += 1;
             }
@@ -533,6 +609,7 @@ impl FileHandle for MemFile {
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.with(|inner, ino| {
             inner.consume_op()?;
+            inner.failpoint(FsOp::SetLen, &self.path)?;
             let old_len = inner.files[&ino].current.len();
             inner.check_space(old_len, len as usize)?;
             let op = Op::SetLen(len);
@@ -614,11 +691,15 @@ impl FileSystem for MemFs {
         Ok(names)
     }
 
-    fn sync_filesystem(&self, _path: &Path) -> io::Result<()> {
+    fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.lock_inner();
         inner.consume_op()?;
-        if inner.faults.fail_syncs > 0 {
-            inner.faults.fail_syncs -= 1;
+        if inner.faults.fail_syncs > 0 || inner.failpoint(FsOp::SyncFs, path).is_err() {
+            inner.faults.fail_syncs = inner.faults.fail_syncs.saturating_sub(1);
+            // As after a failed fsync, the dirty pages count as clean.
+            for file in inner.files.values_mut() {
+                file.pending.clear();
+            }
             return Err(eio("syncfs"));
         }
         for file in inner.files.values_mut() {
@@ -643,6 +724,7 @@ impl FileSystem for MemFs {
         // Directory removal is durable at once in this model, like creation.
         let mut inner = self.lock_inner();
         inner.consume_op()?;
+        inner.failpoint(FsOp::RemoveDirAll, path)?;
         inner.dirs.retain(|d, _| !d.starts_with(path));
         Ok(())
     }
@@ -656,6 +738,7 @@ impl FileSystem for MemFs {
         let (dir, name) = split(path)?;
         let mut inner = self.lock_inner();
         inner.consume_op()?;
+        inner.failpoint(FsOp::Create, path)?;
         if inner.faults.fail_writes > 0 {
             inner.faults.fail_writes -= 1;
             return Err(eio("create"));
@@ -670,6 +753,7 @@ impl FileSystem for MemFs {
         inner.files.insert(ino, FileState::default());
         Ok(Arc::new(MemFile {
             fs: self.clone(),
+            path: path.to_path_buf(),
             ino,
             writable: true,
         }))
@@ -679,6 +763,7 @@ impl FileSystem for MemFs {
         let ino = self.lock_inner().lookup(path)?;
         Ok(Arc::new(MemFile {
             fs: self.clone(),
+            path: path.to_path_buf(),
             ino,
             writable: true,
         }))
@@ -688,6 +773,7 @@ impl FileSystem for MemFs {
         let ino = self.lock_inner().lookup(path)?;
         Ok(Arc::new(MemFile {
             fs: self.clone(),
+            path: path.to_path_buf(),
             ino,
             writable: false,
         }))
@@ -698,6 +784,8 @@ impl FileSystem for MemFs {
         let (to_dir, to_name) = split(to)?;
         let mut inner = self.lock_inner();
         inner.consume_op()?;
+        inner.failpoint(FsOp::Rename, from)?;
+        inner.failpoint(FsOp::Rename, to)?;
         let ino = inner
             .dirs
             .get_mut(&from_dir)
@@ -716,6 +804,7 @@ impl FileSystem for MemFs {
         let (dir, name) = split(path)?;
         let mut inner = self.lock_inner();
         inner.consume_op()?;
+        inner.failpoint(FsOp::Remove, path)?;
         inner
             .dirs
             .get_mut(&dir)
@@ -727,6 +816,7 @@ impl FileSystem for MemFs {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.lock_inner();
         inner.consume_op()?;
+        inner.failpoint(FsOp::SyncDir, path)?;
         if inner.faults.fail_syncs > 0 {
             inner.faults.fail_syncs -= 1;
             return Err(eio("directory fsync"));
