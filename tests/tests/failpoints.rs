@@ -79,19 +79,23 @@ fn setup(fs: &MemFs, clock: &ManualClock) -> (Engine, Vec<Vec<u8>>) {
     (e, acked)
 }
 
+/// Records acknowledged, and whether a failure was reported.
+type Outcome = (Vec<Vec<u8>>, bool);
+type CaseFn = fn(&Engine, &ManualClock) -> Outcome;
+
 struct Case {
     name: &'static str,
     op: FsOp,
     path: &'static str,
     /// Runs the operation that reaches the failpoint; returns records it
     /// had acknowledged, and whether it reported a failure.
-    run: fn(&Engine, &ManualClock) -> (Vec<Vec<u8>>, bool),
+    run: CaseFn,
     /// Whether the operation must report the failure (some writes, such as
     /// index sidecars, are optional: the engine carries on without them).
     must_fail: bool,
 }
 
-fn put_many(e: &Engine, tag: &str, n: usize) -> (Vec<Vec<u8>>, bool) {
+fn put_many(e: &Engine, tag: &str, n: usize) -> Outcome {
     let mut acked = Vec::new();
     let mut failed = false;
     for i in 0..n {
