@@ -40,6 +40,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write records through the embedded engine as fast as it acknowledges
+    /// them, printing `<data> <shard> <sequence number>` for each
+    /// acknowledged one; used by the kill -9 harness.
+    #[command(hide = true)]
+    CrashWriter {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// A tag put in every record's data.
+        #[arg(long)]
+        tag: String,
+    },
     /// Print a segment file's header and frames, for humans.
     Dump {
         /// A segment file (`<data-dir>/streams/<id>/shards/<n>/<base>.seg`).
@@ -217,6 +228,7 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Verify { data_dir, json } => verify(&data_dir, json),
+        Command::CrashWriter { data_dir, tag } => crash_writer(&data_dir, &tag),
         Command::Dump { file, data_bytes } => {
             dump(&file, data_bytes)?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -271,6 +283,33 @@ fn verify(dir: &Path, json: bool) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+fn crash_writer(dir: &Path, tag: &str) -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write as _;
+    let opts = EngineOptions {
+        retention_check_interval_ms: 0,
+        ..EngineOptions::default()
+    };
+    let engine = open_engine(dir, opts)?;
+    if engine.describe_stream("crash").is_err() {
+        engine.create_stream("crash", 3, shardlog_stream::CreateStreamOptions::default())?;
+    }
+    let stdout = std::io::stdout();
+    for n in 0u64.. {
+        let data = format!("{tag}-n{n}");
+        let pk = format!("pk-{}", n % 17);
+        let out = engine.put_record(
+            "crash",
+            shardlog_stream::PutRecordInput::new(&pk, data.as_bytes()),
+        )?;
+        // One line per acknowledged record, flushed before the next write,
+        // so the parent knows exactly what was acknowledged when it kills.
+        let mut lock = stdout.lock();
+        writeln!(lock, "{data} {} {}", out.shard_id, out.sequence_number)?;
+        lock.flush()?;
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn dump(path: &Path, data_bytes: usize) -> anyhow::Result<()> {

@@ -243,6 +243,87 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
     );
 }
 
+#[test]
+fn every_acknowledged_record_survives_kill_9_of_an_embedding_process() {
+    use std::io::BufRead as _;
+    let cycles: u64 = std::env::var("SHARDLOG_KILL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4);
+    let seed: u64 = std::env::var("SHARDLOG_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0xe1b);
+    let mut rng = SimRng::new(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let mut acked: BTreeMap<String, (String, String)> = BTreeMap::new();
+    for cycle in 0..cycles {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .args(["crash-writer", "--tag", &format!("c{cycle}"), "--data-dir"])
+            .arg(dir.path())
+            .env("SHARDLOG_LOG", "off")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            std::io::BufReader::new(out)
+                .lines()
+                .map_while(Result::ok)
+                .collect::<Vec<String>>()
+        });
+        std::thread::sleep(Duration::from_millis(150 + rng.below(400)));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        for line in reader.join().unwrap() {
+            let mut parts = line.split(' ');
+            if let (Some(d), Some(s), Some(q)) = (parts.next(), parts.next(), parts.next()) {
+                acked.insert(d.to_string(), (s.to_string(), q.to_string()));
+            }
+        }
+        // The dead process's lock is gone: open in this process and check.
+        let e = shardlog_stream::Engine::open(dir.path(), shardlog_stream::EngineOptions::default()).unwrap();
+        let mut seen = HashSet::new();
+        for shard in e.list_shards("crash").unwrap() {
+            let mut it = e
+                .get_shard_iterator(
+                    "crash",
+                    &shard.shard_id,
+                    shardlog_stream::StartingPosition::TrimHorizon,
+                )
+                .unwrap();
+            loop {
+                let r = e.get_records(&it, None).unwrap();
+                let empty = r.records.is_empty();
+                for rec in r.records {
+                    let data = String::from_utf8(rec.data).unwrap();
+                    assert!(data.starts_with('c'), "cycle {cycle}: unknown record {data:?}");
+                    assert!(seen.insert(data.clone()), "cycle {cycle}: {data:?} twice");
+                    if let Some((s, q)) = acked.get(&data) {
+                        assert_eq!(
+                            (s, q),
+                            (&shard.shard_id, &rec.sequence_number),
+                            "cycle {cycle}: {data:?} moved"
+                        );
+                    }
+                }
+                match r.next_shard_iterator {
+                    Some(n) if !empty => it = n,
+                    _ => break,
+                }
+            }
+        }
+        for d in acked.keys() {
+            assert!(seen.contains(d), "cycle {cycle}: acknowledged record {d:?} lost");
+        }
+        eprintln!(
+            "embedded cycle {cycle}: {} acknowledged so far, all present",
+            acked.len()
+        );
+    }
+    assert!(acked.len() > 10 * cycles as usize, "the writer made progress");
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
