@@ -381,9 +381,10 @@ impl Sim {
         };
         self.log.push(format!("crash {plan:?}"));
         self.fs.crash(plan);
-        // Dropping the engine after the crash: its handles are dead, so
-        // nothing it does on the way out reaches the simulated disk.
-        self.engine = None;
+        // A crashed process runs no destructors (no clean-stop markers).
+        if let Some(e) = self.engine.take() {
+            std::mem::forget(e);
+        }
         self.open();
         self.refresh_shards();
         self.check_everything(true);

@@ -116,6 +116,28 @@ pub const SEGMENT_FILE_NAME_DIGITS: usize = 20;
 pub const SEGMENT_FILE_SUFFIX: &str = ".seg";
 pub const LOCK_FILE_NAME: &str = "LOCK";
 
+/// The marker a log leaves when it is closed cleanly: where its data ended.
+/// At the next open, valid data ending before that point is damage (never a
+/// torn write, since nothing was being written), so it is quarantined rather
+/// than cut. The marker is removed at open, before any write.
+pub const CLEAN_FILE_NAME: &str = "CLEAN";
+pub const CLEAN_MAGIC: [u8; 8] = *b"SHRDLCLN";
+pub const CLEAN_FORMAT_VERSION: u32 = 1;
+pub const CLEAN_BYTES: usize = 40;
+pub const CLEAN_MAGIC_OFFSET: usize = 0;
+/// `u32` format version.
+pub const CLEAN_VERSION_OFFSET: usize = 8;
+/// `u64` base sequence of the active segment at close.
+pub const CLEAN_BASE_SEQ_OFFSET: usize = 12;
+/// `u64` file id of the active segment at close.
+pub const CLEAN_FILE_ID_OFFSET: usize = 20;
+/// `u64` end of valid data in the active segment at close.
+pub const CLEAN_END_OFFSET: usize = 28;
+/// CRC-32 of bytes `0..CLEAN_CRC_OFFSET`.
+pub const CLEAN_CRC_OFFSET: usize = 36;
+const _: () = assert!(CLEAN_CRC_OFFSET + 4 == CLEAN_BYTES);
+const _: () = assert!(CLEAN_END_OFFSET + 8 == CLEAN_CRC_OFFSET);
+
 // Compile-time checks of the relations between the limits.
 const _: () = assert!(SEGMENT_HEADER_BYTES > HDR_CRC_OFFSET + 3);
 const _: () = assert!(HDR_RESERVED_OFFSET + 20 == HDR_CRC_OFFSET);

@@ -1,6 +1,7 @@
 //! A log: one directory of segment files, with group-committed appends,
 //! recovery on open, zero-copy reads, retention and verification.
 
+use byteorder::ByteOrder;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -581,9 +582,30 @@ impl Log {
                 None,
             ),
             Some(&base) => {
-                Self::recover_active(&*fs, &dir, base, bases.len() > 1, &opts, &*observer, &mut report)?
+                let clean = read_clean_marker(&*fs, &dir);
+                Self::recover_active(
+                    &*fs,
+                    &dir,
+                    base,
+                    bases.len() > 1,
+                    &opts,
+                    &*observer,
+                    &mut report,
+                    clean,
+                )?
             }
         };
+        // The marker describes one clean stop; once this open has used it, a
+        // later crash must not be read as clean.
+        let clean_path = dir.join(CLEAN_FILE_NAME);
+        if fs.exists(&clean_path) {
+            fs.remove_file(&clean_path)
+                .map_err(|e| Error::io("remove clean marker", &clean_path, e))?;
+            if opts.sync_on_open {
+                fs.sync_dir(&dir)
+                    .map_err(|e| Error::io("fsync directory", &dir, e))?;
+            }
+        }
         let w = writer;
         segments.insert(
             w.active.base_seq,
@@ -685,6 +707,7 @@ impl Log {
         opts: &LogOptions,
         observer: &dyn AppendObserver,
         report: &mut RecoveryReport,
+        clean: Option<CleanMarker>,
     ) -> Result<(Writer, Option<(PathBuf, u64)>)> {
         let path = dir.join(segment_file_name(base));
         let file = fs
@@ -758,6 +781,14 @@ impl Log {
         } else {
             None
         };
+        // After a clean stop the data ended exactly where the marker says:
+        // ending earlier is damage (bit rot, a truncated file), not a torn
+        // write. A marker of another segment, or one that ends before the
+        // data does (appends after it was written), is stale and ignored.
+        let clean_end = clean
+            .filter(|c| c.base_seq == base && c.file_id == header.file_id)
+            .map(|c| c.end)
+            .filter(|&end| scan.end < end);
         let Scan {
             placed,
             end: scan_end,
@@ -770,7 +801,17 @@ impl Log {
         let mut quarantine = None;
         let mut valid_len = len;
         let mut truncated = false;
-        if tail_dirty {
+        if let Some(end) = clean_end {
+            report.quarantined = Some((
+                path.clone(),
+                scan_end,
+                format!(
+                    "{}; the log was stopped cleanly with data up to offset {end}",
+                    stop.unwrap_or("the data ends early")
+                ),
+            ));
+            quarantine = Some((path.clone(), scan_end));
+        } else if tail_dirty {
             let reason = stop.unwrap_or("non-zero bytes after the end of data");
             if let Some(later) = evidence {
                 // Damage below the synced point: acknowledged data is gone.
@@ -1763,6 +1804,88 @@ fn spawn_flusher(inner: Weak<Inner>, interval_ms: u64) -> std::io::Result<Flushe
             let _ = log.sync();
         });
     handle.map(|h| (stop, h))
+}
+
+/// What a clean-stop marker records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct CleanMarker {
+    base_seq: u64,
+    file_id: u64,
+    end: u64,
+}
+
+fn encode_clean_marker(m: CleanMarker) -> [u8; CLEAN_BYTES] {
+    let mut b = [0u8; CLEAN_BYTES];
+    b[CLEAN_MAGIC_OFFSET..CLEAN_MAGIC_OFFSET + 8].copy_from_slice(&CLEAN_MAGIC);
+    Endian::write_u32(&mut b[CLEAN_VERSION_OFFSET..], CLEAN_FORMAT_VERSION);
+    Endian::write_u64(&mut b[CLEAN_BASE_SEQ_OFFSET..], m.base_seq);
+    Endian::write_u64(&mut b[CLEAN_FILE_ID_OFFSET..], m.file_id);
+    Endian::write_u64(&mut b[CLEAN_END_OFFSET..], m.end);
+    let crc = crc32fast::hash(&b[..CLEAN_CRC_OFFSET]);
+    Endian::write_u32(&mut b[CLEAN_CRC_OFFSET..], crc);
+    b
+}
+
+/// The marker, if present and intact. A damaged marker is ignored: the log
+/// then recovers as after a crash, which is always safe.
+fn read_clean_marker(fs: &dyn FileSystem, dir: &Path) -> Option<CleanMarker> {
+    let bytes = crate::fs::read_all(fs, &dir.join(CLEAN_FILE_NAME)).ok()?;
+    if bytes.len() != CLEAN_BYTES
+        || bytes[CLEAN_MAGIC_OFFSET..CLEAN_MAGIC_OFFSET + 8] != CLEAN_MAGIC
+        || Endian::read_u32(&bytes[CLEAN_VERSION_OFFSET..]) != CLEAN_FORMAT_VERSION
+        || crc32fast::hash(&bytes[..CLEAN_CRC_OFFSET]) != Endian::read_u32(&bytes[CLEAN_CRC_OFFSET..])
+    {
+        return None;
+    }
+    Some(CleanMarker {
+        base_seq: Endian::read_u64(&bytes[CLEAN_BASE_SEQ_OFFSET..]),
+        file_id: Endian::read_u64(&bytes[CLEAN_FILE_ID_OFFSET..]),
+        end: Endian::read_u64(&bytes[CLEAN_END_OFFSET..]),
+    })
+}
+
+impl Log {
+    /// Leaves the clean-stop marker: where the active segment's data ends.
+    /// Call it when closing, after the data is durable: with `sync` the log
+    /// syncs its data and then the marker itself; without, the caller must
+    /// have synced the data before (for example with one `syncfs` for many
+    /// logs) and sync the marker after. Refused on a poisoned or quarantined
+    /// log (it then recovers as after a crash). Appends after the marker make
+    /// it stale, which recovery notices and ignores.
+    pub fn mark_clean(&self, sync: bool) -> Result<()> {
+        let w = lock(&self.inner.writer);
+        {
+            let st = lock(&self.inner.sync);
+            self.check_writable(&st)?;
+        }
+        let fs = &*self.inner.fs;
+        if sync {
+            w.active
+                .file
+                .sync_data()
+                .map_err(|e| self.poison(format!("fdatasync failed: {e}")))?;
+        }
+        let dir = &self.inner.dir;
+        let path = dir.join(CLEAN_FILE_NAME);
+        let bytes = encode_clean_marker(CleanMarker {
+            base_seq: w.active.base_seq,
+            file_id: w.active.file_id,
+            end: w.active.len,
+        });
+        let io = |op, e| Error::io(op, &path, e);
+        if fs.exists(&path) {
+            fs.remove_file(&path).map_err(|e| io("remove clean marker", e))?;
+        }
+        let file = fs.create_new(&path).map_err(|e| io("create clean marker", e))?;
+        file.write_all_at(&bytes, 0)
+            .map_err(|e| io("write clean marker", e))?;
+        if sync {
+            file.sync_data().map_err(|e| io("fsync clean marker", e))?;
+            fs.sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Log {

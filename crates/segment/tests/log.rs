@@ -762,3 +762,93 @@ fn logs_sharing_a_sync_coordinator_share_syncs_and_fail_together() {
     assert_eq!(a.next_seq(), 51);
     assert_eq!(b.next_seq(), 51);
 }
+
+fn open_report(fs: &MemFs) -> (Log, shardlog_segment::RecoveryReport) {
+    Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        small_opts(),
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap()
+}
+
+fn active_segment(fs: &MemFs) -> PathBuf {
+    let mut names: Vec<String> = fs
+        .durable_names(&dir())
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    names.sort();
+    dir().join(names.last().unwrap())
+}
+
+#[test]
+fn after_a_clean_stop_data_ending_early_is_quarantined_as_damage_not_cut_as_a_torn_tail() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    for i in 0..10 {
+        log.append(&[RecordIn::new("k", &payload(i), 1)]).unwrap();
+    }
+    log.mark_clean(true).unwrap();
+    drop(log);
+    // Lose the last record exactly at its frame boundary: without the marker
+    // the log would simply look shorter.
+    let seg = active_segment(&fs);
+    let bytes = fs.contents(&seg).unwrap();
+    let last_len = 40 + 1 + payload(9).len();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    fs.corrupt(&seg, (end - last_len) as u64, &vec![0u8; last_len])
+        .unwrap();
+    let (log, report) = open_report(&fs);
+    let (file, offset, reason) = report.quarantined.expect("damage after a clean stop is reported");
+    assert_eq!(file, seg);
+    assert_eq!(offset as usize, end - last_len);
+    assert!(reason.contains("stopped cleanly"), "{reason}");
+    assert_eq!(report.truncated_bytes, 0, "nothing is cut");
+    let start = Position {
+        segment_base: 0,
+        offset: SEGMENT_HEADER_BYTES as u64,
+    };
+    let nine = ReadLimits {
+        max_records: 9,
+        max_bytes: usize::MAX,
+    };
+    assert_eq!(
+        log.read_at(start, 0, nine).unwrap().iter().count(),
+        9,
+        "records before the damage are served"
+    );
+    match read_all(&log) {
+        Err(Error::Corruption { offset: at, .. }) => assert_eq!(at as usize, end - last_len),
+        other => panic!("reading past the damage must fail: {other:?}"),
+    }
+    assert!(
+        log.append(&[RecordIn::new("k", b"x", 1)]).is_err(),
+        "a quarantined log refuses writes"
+    );
+}
+
+#[test]
+fn the_clean_marker_is_used_once_and_a_stale_one_is_ignored() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    log.append(&[RecordIn::new("k", b"one", 1)]).unwrap();
+    log.mark_clean(true).unwrap();
+    // Appends after the marker make it stale: a later torn tail is still a
+    // torn tail, not damage.
+    log.append(&[RecordIn::new("k", b"two", 1)]).unwrap();
+    log.append_deferred(&[RecordIn::new("k", b"never acknowledged", 1)])
+        .unwrap();
+    std::mem::forget(log);
+    fs.crash(CrashPlan::TornPrefix { bytes: 30 });
+    let (log, report) = open_report(&fs);
+    assert!(report.quarantined.is_none(), "{report:?}");
+    assert_eq!(read_all(&log).unwrap().len(), 2);
+    drop(log);
+    // Opening removed the marker: a crash now is recovered as a crash.
+    assert!(
+        fs.contents(&dir().join("CLEAN")).is_err(),
+        "the marker is removed at open"
+    );
+}

@@ -478,6 +478,27 @@ struct Inner {
     _lock: Box<dyn LockGuard>,
 }
 
+impl Drop for Inner {
+    /// A clean stop: make every log's data durable with one `syncfs`, leave
+    /// each log's clean-stop marker, and make the markers durable with a
+    /// second one. The next open then treats data ending early as damage
+    /// rather than a torn write. Any failure just leaves markers out, and
+    /// the next open recovers as after a crash, which is always safe.
+    fn drop(&mut self) {
+        let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
+        if streams.is_empty() || self.fs.sync_filesystem(&self.dir).is_err() {
+            return;
+        }
+        for stream in streams.values() {
+            let st = read(&stream.state);
+            for rt in st.shards.values() {
+                let _ = rt.log.log().mark_clean(false);
+            }
+        }
+        let _ = self.fs.sync_filesystem(&self.dir);
+    }
+}
+
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
