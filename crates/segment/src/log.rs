@@ -582,17 +582,7 @@ impl Log {
                 None,
             ),
             Some(&base) => {
-                let clean = read_clean_marker(&*fs, &dir);
-                Self::recover_active(
-                    &*fs,
-                    &dir,
-                    base,
-                    bases.len() > 1,
-                    &opts,
-                    &*observer,
-                    &mut report,
-                    clean,
-                )?
+                Self::recover_active(&*fs, &dir, base, bases.len() > 1, &opts, &*observer, &mut report)?
             }
         };
         // The marker describes one clean stop; once this open has used it, a
@@ -707,8 +697,8 @@ impl Log {
         opts: &LogOptions,
         observer: &dyn AppendObserver,
         report: &mut RecoveryReport,
-        clean: Option<CleanMarker>,
     ) -> Result<(Writer, Option<(PathBuf, u64)>)> {
+        let clean = read_clean_marker(fs, dir);
         let path = dir.join(segment_file_name(base));
         let file = fs
             .open_rw(&path)
