@@ -6,6 +6,7 @@
 pub mod error;
 pub mod ops;
 pub mod protocol;
+pub mod subscribe;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
 #[derive(Clone)]
 struct AppState {
     engine: Engine,
+    subscriptions: Arc<subscribe::Subscriptions>,
 }
 
 /// The HTTP routes: `POST /` for the API, health endpoints for scripts.
@@ -39,7 +41,10 @@ pub fn router(engine: Engine) -> Router {
         .route("/_health", get(health))
         .route("/_health/ready", get(health))
         .fallback(post(api))
-        .with_state(Arc::new(AppState { engine }))
+        .with_state(Arc::new(AppState {
+            engine,
+            subscriptions: Arc::default(),
+        }))
 }
 
 /// Liveness and readiness: 200 while the server answers. The body says
@@ -160,6 +165,18 @@ async fn api(
     };
     let root = state.engine.clone();
     let (account, region) = scope_of(&headers, uri.query());
+    if op == "SubscribeToShard" {
+        let subs = state.subscriptions.clone();
+        return match subscribe::subscribe(root, subs, account, region, format, value).await {
+            Ok(mut resp) => {
+                if let Ok(v) = HeaderValue::from_str(&request_id()) {
+                    resp.headers_mut().insert("x-amzn-requestid", v);
+                }
+                resp
+            }
+            Err(e) => error_response(format, &e),
+        };
+    }
     let op_name = op.clone();
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {

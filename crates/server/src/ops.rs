@@ -292,8 +292,10 @@ pub fn dispatch(engine: &Engine, op: &str, v: &Value) -> R {
         "UpdateStreamWarmThroughput" => update_warm_throughput(engine, v),
         "StartStreamEncryption" => stream_encryption(engine, v, true),
         "StopStreamEncryption" => stream_encryption(engine, v, false),
-        "SubscribeToShard" => Err(ApiError::invalid(
-            "SubscribeToShard (enhanced fan-out) is not available on this server yet; read with GetRecords.",
+        // Served as an event stream by `crate::subscribe` before dispatch.
+        "SubscribeToShard" => Err(ApiError::new(
+            "InternalFailure",
+            "SubscribeToShard is not dispatched here.",
         )),
         other => Err(ApiError::new(
             "UnknownOperationException",
@@ -1177,7 +1179,19 @@ fn get_shard_iterator(e: &Engine, v: &Value) -> R {
         _ => {}
     }
     viol.into_result()?;
-    let start = match kind.unwrap_or("") {
+    let start = starting_position(kind, seq, ts)?;
+    let it = e.get_shard_iterator(&name, shard.unwrap_or(""), start)?;
+    Ok(json!({"ShardIterator": it}))
+}
+
+/// The starting position named by an iterator type, sequence number and
+/// timestamp (GetShardIterator and SubscribeToShard share the rules).
+fn starting_position(
+    kind: Option<&str>,
+    seq: Option<&str>,
+    ts: Option<i64>,
+) -> Result<StartingPosition, ApiError> {
+    Ok(match kind.unwrap_or("") {
         "TRIM_HORIZON" | "LATEST" if seq.is_some() => {
             return Err(ApiError::invalid(format!(
                 "Request specified StartingSequenceNumber {} with ShardIteratorType {}, which is not allowed.",
@@ -1203,9 +1217,110 @@ fn get_shard_iterator(e: &Engine, v: &Value) -> R {
         _ => StartingPosition::AtTimestamp(
             ts.ok_or_else(|| ApiError::invalid("Must specify timestampInMillis parameter for iterator of type AT_TIMESTAMP. Current request has no timestamp parameter."))?,
         ),
+    })
+}
+
+/// Records as GetRecords and SubscribeToShardEvent carry them.
+pub(crate) fn records_json(records: &[shardlog_stream::StoredRecord]) -> Value {
+    Value::Array(
+        records
+            .iter()
+            .map(|r| {
+                json!({
+                    "SequenceNumber": r.sequence_number,
+                    "ApproximateArrivalTimestamp": timestamp(r.approximate_arrival_ms),
+                    "Data": base64::engine::general_purpose::STANDARD.encode(&r.data),
+                    "PartitionKey": r.partition_key,
+                    "EncryptionType": encryption_type(r.encrypted),
+                })
+            })
+            .collect(),
+    )
+}
+
+pub(crate) fn child_shards_json(children: &[shardlog_stream::ChildShard]) -> Value {
+    Value::Array(
+        children
+            .iter()
+            .map(|c| {
+                json!({
+                    "ShardId": c.shard_id,
+                    "ParentShards": c.parent_shards,
+                    "HashKeyRange": {"StartingHashKey": c.hash_range.start.to_string(), "EndingHashKey": c.hash_range.end.to_string()},
+                })
+            })
+            .collect(),
+    )
+}
+
+/// A validated SubscribeToShard request.
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub stream: String,
+    pub consumer: String,
+    pub consumer_arn: String,
+    pub shard: String,
+    pub position: u64,
+}
+
+/// Validates SubscribeToShard and resolves its starting position.
+pub fn prepare_subscription(e: &Engine, v: &Value) -> Result<Subscription, ApiError> {
+    check_arn_scope(e, v)?;
+    let mut viol = Violations::default();
+    let arn = opt_str(v, "ConsumerARN")?;
+    if arn.is_none() {
+        viol.add(None, "consumerARN", "Member must not be null");
+    }
+    let shard = opt_str(v, "ShardId")?;
+    if shard.is_none() {
+        viol.add(None, "shardId", "Member must not be null");
+    }
+    let sp = match v.get("StartingPosition") {
+        None | Some(Value::Null) => {
+            viol.add(None, "startingPosition", "Member must not be null");
+            Value::Null
+        }
+        Some(x @ Value::Object(_)) => x.clone(),
+        Some(_) => return Err(type_error("StartingPosition", "a structure")),
     };
-    let it = e.get_shard_iterator(&name, shard.unwrap_or(""), start)?;
-    Ok(json!({"ShardIterator": it}))
+    let kind = opt_str(&sp, "Type")?;
+    if !sp.is_null() {
+        match kind {
+            None => viol.add(None, "startingPosition.type", "Member must not be null"),
+            Some(k)
+                if ![
+                    "AT_SEQUENCE_NUMBER",
+                    "AFTER_SEQUENCE_NUMBER",
+                    "TRIM_HORIZON",
+                    "LATEST",
+                    "AT_TIMESTAMP",
+                ]
+                .contains(&k) =>
+            {
+                viol.add(Some(k), "startingPosition.type", "Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]")
+            }
+            _ => {}
+        }
+    }
+    viol.into_result()?;
+    let seq = opt_str(&sp, "SequenceNumber")?;
+    let ts = opt_timestamp_ms(&sp, "Timestamp")?;
+    let start = starting_position(kind, seq, ts)?;
+    let mut viol = Violations::default();
+    let (stream, consumer) = consumer_target(v, &mut viol)?;
+    viol.into_result()?;
+    e.require_active_consumer(&stream, &consumer)?;
+    let shard = shard.unwrap_or("");
+    let position = e.position_of(&stream, shard, &start)?;
+    Ok(Subscription {
+        stream,
+        consumer,
+        consumer_arn: arn.unwrap_or("").to_string(),
+        shard: shardlog_stream::parse_shard_id(shard)
+            .map(shardlog_stream::shard_id)
+            .unwrap_or_else(|| shard.to_string()),
+        position,
+    })
 }
 
 fn get_records(e: &Engine, v: &Value) -> R {
@@ -1229,41 +1344,14 @@ fn get_records(e: &Engine, v: &Value) -> R {
     int_range(&mut viol, "Limit", limit, 1, 10_000);
     viol.into_result()?;
     let out = e.get_records(it.unwrap_or(""), limit.map(|l| l as usize))?;
-    let records: Vec<Value> = out
-        .records
-        .iter()
-        .map(|r| {
-            json!({
-                "SequenceNumber": r.sequence_number,
-                "ApproximateArrivalTimestamp": timestamp(r.approximate_arrival_ms),
-                "Data": base64::engine::general_purpose::STANDARD.encode(&r.data),
-                "PartitionKey": r.partition_key,
-                "EncryptionType": encryption_type(r.encrypted),
-            })
-        })
-        .collect();
     let mut m = Map::new();
-    m.insert("Records".into(), Value::Array(records));
+    m.insert("Records".into(), records_json(&out.records));
     m.insert("MillisBehindLatest".into(), json!(out.millis_behind_latest));
     if let Some(next) = out.next_shard_iterator {
         m.insert("NextShardIterator".into(), json!(next));
     }
     if !out.child_shards.is_empty() {
-        m.insert(
-            "ChildShards".into(),
-            Value::Array(
-                out.child_shards
-                    .iter()
-                    .map(|c| {
-                        json!({
-                            "ShardId": c.shard_id,
-                            "ParentShards": c.parent_shards,
-                            "HashKeyRange": {"StartingHashKey": c.hash_range.start.to_string(), "EndingHashKey": c.hash_range.end.to_string()},
-                        })
-                    })
-                    .collect(),
-            ),
-        );
+        m.insert("ChildShards".into(), child_shards_json(&out.child_shards));
     }
     Ok(Value::Object(m))
 }

@@ -112,6 +112,23 @@ fn boto3_journey_survives_a_server_restart() {
 }
 
 #[test]
+fn boto3_subscribe_to_shard_receives_every_record_in_order_across_a_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let out = Command::new(venv_bin("python"))
+        .arg(workspace().join("tests/python/boto3_subscribe.py"))
+        .arg(server.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "boto3 subscribe failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn aws_cli_journey() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
@@ -329,6 +346,130 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
         let (_, v) = json_call(&client, &server, "GetRecords", json!({"ShardIterator": v["ShardIterator"]})).await;
         assert_eq!(v["Records"], json!([]));
     });
+}
+
+#[test]
+fn cbor_subscribe_to_shard_over_h2c_streams_framed_events_with_byte_string_data() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        let (s, _) = json_call(
+            &h2,
+            &server,
+            "CreateStream",
+            json!({"StreamName": "c", "ShardCount": 1}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (_, c) = json_call(
+            &h2,
+            &server,
+            "RegisterStreamConsumer",
+            json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/c", "ConsumerName": "j"}),
+        )
+        .await;
+        let consumer_arn = c["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
+        for i in 0..3 {
+            let (s, _) = json_call(
+                &h2,
+                &server,
+                "PutRecord",
+                json!({"StreamName": "c", "PartitionKey": "k", "Data": base64_of(&format!("cbor-{i}"))}),
+            )
+            .await;
+            assert_eq!(s, 200);
+        }
+        let req = ciborium::Value::Map(vec![
+            (text("ConsumerARN"), text(&consumer_arn)),
+            (text("ShardId"), text("shardId-000000000000")),
+            (
+                text("StartingPosition"),
+                ciborium::Value::Map(vec![(text("Type"), text("TRIM_HORIZON"))]),
+            ),
+        ]);
+        let mut resp = h2
+            .post(server.endpoint())
+            .header("X-Amz-Target", "Kinesis_20131202.SubscribeToShard")
+            .header("Content-Type", "application/x-amz-cbor-1.1")
+            .body(cbor(req))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/vnd.amazon.eventstream"
+        );
+        // Read frames until the first SubscribeToShardEvent; each frame's
+        // prelude and message CRCs are checked by the decoder.
+        let mut buf = bytes::BytesMut::new();
+        let mut decoder = aws_smithy_eventstream::frame::MessageFrameDecoder::new();
+        let mut messages = Vec::new();
+        while messages.len() < 2 {
+            let chunk = resp.chunk().await.unwrap().expect("the stream stays open");
+            buf.extend_from_slice(&chunk);
+            while let aws_smithy_eventstream::frame::DecodedFrame::Complete(m) =
+                decoder.decode_frame(&mut buf).unwrap()
+            {
+                messages.push(m);
+            }
+        }
+        let header = |m: &aws_smithy_types::event_stream::Message, name: &str| {
+            m.headers()
+                .iter()
+                .find(|h| h.name().as_str() == name)
+                .and_then(|h| h.value().as_string().ok().map(|s| s.as_str().to_string()))
+        };
+        assert_eq!(
+            header(&messages[0], ":event-type").as_deref(),
+            Some("initial-response")
+        );
+        assert_eq!(
+            header(&messages[1], ":event-type").as_deref(),
+            Some("SubscribeToShardEvent")
+        );
+        assert_eq!(
+            header(&messages[1], ":content-type").as_deref(),
+            Some("application/x-amz-cbor-1.1")
+        );
+        let payload: ciborium::Value = ciborium::from_reader(messages[1].payload().as_ref()).unwrap();
+        let map = payload.as_map().unwrap();
+        let get = |k: &str| {
+            map.iter()
+                .find(|(key, _)| key.as_text() == Some(k))
+                .map(|(_, v)| v.clone())
+        };
+        let records = get("Records").unwrap();
+        let records = records.as_array().unwrap();
+        assert_eq!(records.len(), 3);
+        let data: Vec<Vec<u8>> = records
+            .iter()
+            .map(|r| {
+                r.as_map()
+                    .unwrap()
+                    .iter()
+                    .find(|(k, _)| k.as_text() == Some("Data"))
+                    .and_then(|(_, v)| v.as_bytes().cloned())
+                    .expect("Data is a CBOR byte string")
+            })
+            .collect();
+        assert_eq!(
+            data,
+            vec![b"cbor-0".to_vec(), b"cbor-1".to_vec(), b"cbor-2".to_vec()]
+        );
+        assert!(get("ContinuationSequenceNumber").unwrap().as_text().is_some());
+        assert!(get("MillisBehindLatest").unwrap().as_integer().is_some());
+    });
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 #[test]
@@ -743,6 +884,103 @@ mod rust_sdk {
                 .unwrap();
             assert!(b.get_records().shard_iterator(it).send().await.is_err());
             assert_eq!(a.list_streams().send().await.unwrap().stream_names(), ["mine"]);
+        });
+    }
+
+    #[test]
+    fn aws_sdk_subscribe_to_shard_receives_a_live_writers_records_then_child_shards() {
+        use aws_sdk_kinesis::types::{StartingPosition, SubscribeToShardEventStream};
+        let tmp = tempfile::tempdir().unwrap();
+        let server = Server::start(tmp.path());
+        let k = client(&server);
+        rt().block_on(async {
+            k.create_stream()
+                .stream_name("efo")
+                .shard_count(1)
+                .send()
+                .await
+                .unwrap();
+            let arn = k
+                .describe_stream_summary()
+                .stream_name("efo")
+                .send()
+                .await
+                .unwrap()
+                .stream_description_summary()
+                .unwrap()
+                .stream_arn()
+                .to_string();
+            let consumer = k
+                .register_stream_consumer()
+                .stream_arn(&arn)
+                .consumer_name("rust-app")
+                .send()
+                .await
+                .unwrap()
+                .consumer
+                .unwrap();
+            let mut sub = k
+                .subscribe_to_shard()
+                .consumer_arn(consumer.consumer_arn())
+                .shard_id("shardId-000000000000")
+                .starting_position(
+                    StartingPosition::builder()
+                        .r#type(ShardIteratorType::TrimHorizon)
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+            // A live writer on another connection; the split closes the shard.
+            let writer = {
+                let k = k.clone();
+                tokio::spawn(async move {
+                    let mut sent = Vec::new();
+                    for i in 0..120 {
+                        let data = format!("live-{i:03}");
+                        k.put_record()
+                            .stream_name("efo")
+                            .partition_key(format!("k{}", i % 5))
+                            .data(Blob::new(data.clone()))
+                            .send()
+                            .await
+                            .unwrap();
+                        sent.push(data);
+                    }
+                    k.split_shard()
+                        .stream_name("efo")
+                        .shard_to_split("shardId-000000000000")
+                        .new_starting_hash_key((1u128 << 127).to_string())
+                        .send()
+                        .await
+                        .unwrap();
+                    sent
+                })
+            };
+            let mut got = Vec::new();
+            let mut children = Vec::new();
+            while let Some(ev) = sub.event_stream.recv().await.unwrap() {
+                if let SubscribeToShardEventStream::SubscribeToShardEvent(e) = ev {
+                    got.extend(
+                        e.records()
+                            .iter()
+                            .map(|r| String::from_utf8(r.data().as_ref().to_vec()).unwrap()),
+                    );
+                    if !e.child_shards().is_empty() {
+                        children = e
+                            .child_shards()
+                            .iter()
+                            .map(|c| c.shard_id().to_string())
+                            .collect();
+                        break;
+                    }
+                }
+            }
+            let sent = writer.await.unwrap();
+            assert_eq!(got, sent, "every record, in order, exactly once");
+            children.sort();
+            assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
         });
     }
 }

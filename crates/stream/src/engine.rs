@@ -1460,6 +1460,12 @@ impl Engine {
         let log = &st.shards[&s.index].log;
         let first = log.log().first_seq();
         let parse = |seq: &str| -> Result<u64> {
+            if let Some(n) = SeqNum::parse_before_start(seq) {
+                if n.shard_index == s.index && n.generation == s.generation {
+                    // "Before the first record": AT and AFTER both start at 0.
+                    return Ok(0);
+                }
+            }
             let n = SeqNum::parse(seq).ok_or_else(|| {
                 Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid."))
             })?;
@@ -2723,7 +2729,49 @@ impl Engine {
             name: c.name,
             stream_name: name.to_string(),
             created_ms: c.created_ms,
-            status: "ACTIVE",
+            status: self.consumer_status(c.created_ms),
+        })
+    }
+
+    /// A consumer is CREATING for the configured creation delay (as
+    /// RegisterStreamConsumer is asynchronous on AWS), then ACTIVE.
+    fn consumer_status(&self, created_ms: i64) -> &'static str {
+        if self.now_ms() < created_ms + self.inner.opts.status_delays.creating_ms as i64 {
+            "CREATING"
+        } else {
+            "ACTIVE"
+        }
+    }
+
+    /// Checks that `consumer` of `name` may subscribe (SubscribeToShard
+    /// needs an ACTIVE consumer).
+    pub fn require_active_consumer(&self, name: &str, consumer: &str) -> Result<ConsumerDescription> {
+        let c = self.describe_consumer(name, consumer)?;
+        if c.status != "ACTIVE" {
+            return Err(Error::ResourceInUse(format!(
+                "Consumer {consumer} of stream {name} is {}, not ACTIVE; wait until it is ACTIVE to subscribe.",
+                c.status
+            )));
+        }
+        Ok(c)
+    }
+
+    /// The ContinuationSequenceNumber for a reader at `position` of a shard:
+    /// passed back with AFTER_SEQUENCE_NUMBER, it resumes exactly at
+    /// `position`.
+    pub fn continuation_sequence_number(&self, name: &str, shard: &str, position: u64) -> Result<String> {
+        let stream = self.stream(name)?;
+        let st = read(&stream.state);
+        let s = self.shard_meta(&st, name, shard)?;
+        let n = SeqNum {
+            generation: s.generation,
+            shard_index: s.index,
+            position: position.saturating_sub(1),
+        };
+        Ok(if position == 0 {
+            n.encode_before_start()
+        } else {
+            n.encode()
         })
     }
 
@@ -2757,7 +2805,7 @@ impl Engine {
                 name: c.name.clone(),
                 stream_name: name.to_string(),
                 created_ms: c.created_ms,
-                status: "ACTIVE",
+                status: self.consumer_status(c.created_ms),
             })
             .collect())
     }

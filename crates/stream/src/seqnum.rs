@@ -79,6 +79,32 @@ impl SeqNum {
     }
 }
 
+/// Sub-sequence value marking "before the first record of the shard" (only
+/// with position 0): a ContinuationSequenceNumber for a subscriber that has
+/// consumed nothing of a shard that starts at 0, which AFTER_SEQUENCE_NUMBER
+/// resumes at position 0. Records always have sub-sequence 0.
+const BEFORE_START_SUB: u64 = 1;
+
+impl SeqNum {
+    /// The "before the first record" marker of this number's shard.
+    pub fn encode_before_start(&self) -> String {
+        let mut s = SeqNum { position: 0, ..*self }.encode();
+        let at = s.len() - SUB_DIGITS;
+        s.replace_range(at.., &format!("{BEFORE_START_SUB:0SUB_DIGITS$}"));
+        s
+    }
+
+    /// Parses a "before the first record" marker.
+    pub fn parse_before_start(s: &str) -> Option<SeqNum> {
+        if s.len() != SEQ_DIGITS || !s.ends_with(&format!("{BEFORE_START_SUB:0SUB_DIGITS$}")) {
+            return None;
+        }
+        let mut zeroed = s.to_string();
+        zeroed.replace_range(SEQ_DIGITS - SUB_DIGITS.., &"0".repeat(SUB_DIGITS));
+        SeqNum::parse(&zeroed).filter(|n| n.position == 0)
+    }
+}
+
 impl fmt::Display for SeqNum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.encode())

@@ -1,0 +1,270 @@
+//! SubscribeToShard (enhanced fan-out): records pushed to a registered
+//! consumer as an `application/vnd.amazon.eventstream` body.
+//!
+//! The body is a sequence of binary event-stream messages (prelude with
+//! lengths and CRC, typed headers, payload, message CRC; encoded by
+//! `aws-smithy-eventstream`, the AWS SDKs' own implementation). The first is
+//! the `initial-response` event; then `SubscribeToShardEvent`s carry records
+//! as they arrive (the engine's tail wait wakes the subscription; no polling
+//! loop), a real `MillisBehindLatest`, a `ContinuationSequenceNumber` to
+//! resume from, and at the end of a closed shard its `ChildShards`. Errors
+//! after the response has started are `exception` messages.
+//!
+//! A subscription lasts [`SUBSCRIPTION_MS`] like AWS's. Subscribing again
+//! with the same consumer to the same shard within [`RESUBSCRIBE_MIN_MS`]
+//! answers `ResourceInUseException`; later, the new subscription replaces
+//! the old one, which ends. Events go through a channel of
+//! [`EVENTS_BUFFERED_MAX`] messages: a slow subscriber slows its own reads
+//! instead of making the server buffer without bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_smithy_types::event_stream::{Header, HeaderValue, Message};
+use axum::body::Body;
+use axum::http::{HeaderValue as HttpHeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{json, Map, Value};
+use shardlog_stream::Engine;
+
+use crate::error::ApiError;
+use crate::ops;
+use crate::protocol::{self, Format};
+
+/// How long a subscription lasts (AWS: 5 minutes).
+pub const SUBSCRIPTION_MS: u64 = 5 * 60 * 1000;
+/// A second subscription of a consumer to a shard sooner than this after
+/// the first is refused (AWS: 5 seconds).
+pub const RESUBSCRIBE_MIN_MS: u64 = 5_000;
+/// An event is sent at least this often, records or not, so subscribers see
+/// `MillisBehindLatest` and know the subscription is alive.
+pub const HEARTBEAT_MS: u64 = 5_000;
+/// Records per event, and their data bytes.
+pub const EVENT_RECORDS_MAX: usize = 10_000;
+pub const EVENT_BYTES_MAX: usize = 1024 * 1024;
+/// Encoded events waiting for a slow subscriber.
+pub const EVENTS_BUFFERED_MAX: usize = 2;
+/// Subscriptions the server tracks at once.
+pub const SUBSCRIPTIONS_MAX: usize = 10_000;
+
+pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
+
+type Key = (String, String, String, String);
+
+/// Active subscriptions, by account, region, consumer ARN and shard.
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    active: Mutex<HashMap<Key, (u64, Instant)>>,
+    next: AtomicU64,
+}
+
+impl Subscriptions {
+    /// Registers a subscription, replacing an older one of the same key.
+    fn start(&self, key: Key) -> Result<u64, ApiError> {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, started)) = active.get(&key) {
+            if started.elapsed() < Duration::from_millis(RESUBSCRIBE_MIN_MS) {
+                return Err(ApiError::new(
+                    "ResourceInUseException",
+                    format!(
+                        "Another active subscription exists for consumer {} on shard {}; subscribe again after {} seconds.",
+                        key.2,
+                        key.3,
+                        RESUBSCRIBE_MIN_MS / 1000
+                    ),
+                ));
+            }
+        }
+        if active.len() >= SUBSCRIPTIONS_MAX / 2 {
+            // Entries older than a subscription's lifetime have ended.
+            active.retain(|_, (_, started)| started.elapsed() < Duration::from_millis(SUBSCRIPTION_MS));
+            if active.len() >= SUBSCRIPTIONS_MAX {
+                return Err(ApiError::new(
+                    "LimitExceededException",
+                    format!("This server serves at most {SUBSCRIPTIONS_MAX} subscriptions at once."),
+                ));
+            }
+        }
+        let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        active.insert(key, (id, Instant::now()));
+        Ok(id)
+    }
+
+    fn is_current(&self, key: &Key, id: u64) -> bool {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.get(key).is_some_and(|(current, _)| *current == id)
+    }
+}
+
+fn header(name: &'static str, value: &str) -> Header {
+    Header::new(name, HeaderValue::String(value.to_string().into()))
+}
+
+/// One event-stream message.
+fn frame(headers: Vec<Header>, payload: Vec<u8>) -> bytes::Bytes {
+    let mut out = Vec::with_capacity(payload.len() + 128);
+    let message = Message::new_from_parts(headers, payload);
+    // Writing to a Vec fails only for headers or payloads beyond the
+    // format's limits, which these events never reach.
+    if aws_smithy_eventstream::frame::write_message_to(&message, &mut out).is_err() {
+        out.clear();
+    }
+    out.into()
+}
+
+fn event(format: Format, event_type: &'static str, payload: &Value) -> bytes::Bytes {
+    frame(
+        vec![
+            header(":message-type", "event"),
+            header(":event-type", event_type),
+            header(":content-type", format.content_type()),
+        ],
+        protocol::encode(format, payload),
+    )
+}
+
+fn exception(format: Format, e: &ApiError) -> bytes::Bytes {
+    frame(
+        vec![
+            header(":message-type", "exception"),
+            header(":exception-type", e.kind),
+            header(":content-type", format.content_type()),
+        ],
+        protocol::encode(format, &json!({"message": e.message})),
+    )
+}
+
+/// Answers a SubscribeToShard request: an error response if it is invalid,
+/// otherwise the event stream.
+pub async fn subscribe(
+    root: Engine,
+    subs: Arc<Subscriptions>,
+    account: String,
+    region: String,
+    format: Format,
+    request: Value,
+) -> Result<Response, ApiError> {
+    let prepared = tokio::task::spawn_blocking(move || {
+        let engine = root.for_scope(&account, &region)?;
+        let sub = ops::prepare_subscription(&engine, &request)?;
+        Ok::<_, ApiError>((engine, sub, account, region))
+    })
+    .await
+    .map_err(|_| ApiError::new("InternalFailure", "Internal service failure."))??;
+    let (engine, sub, account, region) = prepared;
+    let key: Key = (account, region, sub.consumer_arn.clone(), sub.shard.clone());
+    let id = subs.start(key.clone())?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(EVENTS_BUFFERED_MAX);
+    tokio::spawn(async move {
+        // The entry stays after the stream ends: the 5-second rule counts
+        // from the start of the last successful subscription.
+        pump(engine, &subs, &key, id, sub, format, tx).await;
+    });
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
+    });
+    let mut resp = Response::new(Body::from_stream(body));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        "content-type",
+        HttpHeaderValue::from_static(EVENT_STREAM_CONTENT_TYPE),
+    );
+    Ok(resp)
+}
+
+/// Reads the shard and sends events until the subscription ends, the shard
+/// ends, it is replaced, or the subscriber goes away.
+async fn pump(
+    engine: Engine,
+    subs: &Subscriptions,
+    key: &Key,
+    id: u64,
+    sub: ops::Subscription,
+    format: Format,
+    tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+) {
+    if tx
+        .send(event(format, "initial-response", &json!({})))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    let started = Instant::now();
+    let lifetime = Duration::from_millis(SUBSCRIPTION_MS);
+    let heartbeat = Duration::from_millis(HEARTBEAT_MS);
+    let mut position = sub.position;
+    let mut last_sent = Instant::now();
+    loop {
+        if !subs.is_current(key, id) || started.elapsed() >= lifetime {
+            return;
+        }
+        let (e, s) = (engine.clone(), sub.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let out = e.read_shard(&s.stream, &s.shard, position, EVENT_RECORDS_MAX, EVENT_BYTES_MAX)?;
+            let continuation = match out.next_position {
+                Some(p) => Some(e.continuation_sequence_number(&s.stream, &s.shard, p)?),
+                None => None,
+            };
+            Ok::<_, shardlog_stream::Error>((out, continuation))
+        })
+        .await;
+        let (out, continuation) = match read {
+            Ok(Ok(x)) => x,
+            Ok(Err(err)) => {
+                let _ = tx.send(exception(format, &ApiError::from(err))).await;
+                return;
+            }
+            Err(_) => {
+                let _ = tx
+                    .send(exception(
+                        format,
+                        &ApiError::new("InternalFailure", "Internal service failure."),
+                    ))
+                    .await;
+                return;
+            }
+        };
+        let at_end = out.next_position.is_none();
+        if !out.records.is_empty() || at_end || last_sent.elapsed() >= heartbeat {
+            let mut m = Map::new();
+            m.insert("Records".into(), ops::records_json(&out.records));
+            m.insert("ContinuationSequenceNumber".into(), json!(continuation));
+            m.insert("MillisBehindLatest".into(), json!(out.millis_behind_latest));
+            if at_end {
+                m.insert("ChildShards".into(), ops::child_shards_json(&out.child_shards));
+            }
+            // Waiting here is the back-pressure: nothing more is read until
+            // the subscriber has taken this event.
+            if tx
+                .send(event(format, "SubscribeToShardEvent", &Value::Object(m)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            last_sent = Instant::now();
+        }
+        match out.next_position {
+            None => return,
+            Some(p) => position = p,
+        }
+        if out.records.is_empty() {
+            let wait = heartbeat
+                .saturating_sub(last_sent.elapsed())
+                .min(lifetime.saturating_sub(started.elapsed()))
+                .max(Duration::from_millis(1));
+            let woke = engine
+                .wait_for_records(&sub.stream, &sub.shard, position, wait)
+                .await;
+            if let Err(err) = woke {
+                let _ = tx.send(exception(format, &ApiError::from(err))).await;
+                return;
+            }
+        }
+    }
+}
