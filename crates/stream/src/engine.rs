@@ -651,8 +651,10 @@ impl Engine {
                 {
                     let (m, cv) = &*stop2;
                     let g = lock(m);
+                    // Checks the flag before sleeping, so a stop requested
+                    // while retention ran is not missed for a whole interval.
                     let (g, _) = cv
-                        .wait_timeout(g, Duration::from_millis(interval))
+                        .wait_timeout_while(g, Duration::from_millis(interval), |stop| !*stop)
                         .unwrap_or_else(|p| p.into_inner());
                     if *g {
                         return;

@@ -1321,3 +1321,26 @@ fn a_misdirected_write_over_acknowledged_data_is_caught_by_checksums_and_never_s
     let err = e.put_record("s", PutRecordInput::new("k", b"x")).unwrap_err();
     assert!(err.to_string().contains("quarantined"), "{err}");
 }
+
+#[test]
+fn dropping_an_engine_stops_its_retention_thread_without_waiting_an_interval() {
+    let tmp = tempfile::tempdir().unwrap();
+    for _ in 0..20 {
+        let e = Engine::open(
+            tmp.path(),
+            EngineOptions {
+                retention_check_interval_ms: 600_000,
+                ..EngineOptions::default()
+            },
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        drop(e);
+        // Ten minutes is the interval; a lost wake-up would wait for it.
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "drop waited {:?}",
+            started.elapsed()
+        );
+    }
+}
