@@ -21,6 +21,12 @@ use crate::meta::{
 use crate::seqnum::{is_valid_sequence_number_syntax, SeqNum, GENERATION_MAX, SHARD_INDEX_MAX};
 
 /// Kinesis's limits, with units in their names.
+mod groups;
+pub use groups::{
+    GroupBatch, GroupDescription, GroupShard, GroupWorker, Lease, GROUP_LEASE_DEFAULT_MS, GROUP_LEASE_MAX_MS,
+    GROUP_LEASE_MIN_MS, SHARD_END,
+};
+
 pub mod limits {
     pub const STREAM_NAME_CHARS_MAX: usize = 128;
     pub const PARTITION_KEY_CHARS_MAX: usize = 256;
@@ -469,6 +475,10 @@ struct Inner {
     transitions: Mutex<HashMap<String, (StreamStatus, i64)>>,
     /// Deleted streams still shown as DELETING, until a time (ms).
     deleting: Mutex<BTreeMap<String, (StreamDescription, i64)>>,
+    /// Consumer-group leases, by stream id and application.
+    groups: Mutex<HashMap<(u64, String), groups::GroupState>>,
+    /// Lease ids: unique across restarts (they start from the clock).
+    lease_ids: std::sync::atomic::AtomicU64,
     /// Shards of all streams (open and closed), kept without taking any
     /// stream's lock, so a reshard holding one stream's write lock never
     /// waits for another stream's lock.
@@ -610,6 +620,7 @@ impl Engine {
         } else {
             None
         };
+        let lease_id_base = (clock.now_ms().max(0) as u64) << 16;
         let inner = Arc::new(Inner {
             fs,
             dir,
@@ -626,6 +637,8 @@ impl Engine {
             transitions: Mutex::new(HashMap::new()),
             shard_total: std::sync::atomic::AtomicU64::new(0),
             deleting: Mutex::new(BTreeMap::new()),
+            groups: Mutex::new(HashMap::new()),
+            lease_ids: std::sync::atomic::AtomicU64::new(lease_id_base),
             coordinator,
             _lock: guard,
         });
@@ -2869,7 +2882,7 @@ impl Engine {
             }
         }
         let shard_key = shard_id(parse_shard_id(shard).unwrap_or(0));
-        let mut cps = lock(&stream.checkpoints);
+        let cps = lock(&stream.checkpoints);
         let current = cps.get(application).and_then(|m| m.get(&shard_key)).cloned();
         if current.as_deref() != expected {
             return Err(Error::CheckpointConflict {
@@ -2879,10 +2892,33 @@ impl Engine {
                 expected: expected.map(str::to_string),
             });
         }
+        self.store_checkpoint(&stream, cps, application, &shard_key, sequence_number)
+    }
+
+    /// Writes one checkpoint durably (no comparison).
+    fn write_checkpoint(
+        &self,
+        stream: &Stream,
+        application: &str,
+        shard_key: &str,
+        value: &str,
+    ) -> Result<()> {
+        let cps = lock(&stream.checkpoints);
+        self.store_checkpoint(stream, cps, application, shard_key, value)
+    }
+
+    fn store_checkpoint(
+        &self,
+        stream: &Stream,
+        mut cps: MutexGuard<'_, Checkpoints>,
+        application: &str,
+        shard_key: &str,
+        value: &str,
+    ) -> Result<()> {
         let mut next = cps.clone();
         next.entry(application.to_string())
             .or_default()
-            .insert(shard_key, sequence_number.to_string());
+            .insert(shard_key.to_string(), value.to_string());
         meta::store(&*self.inner.fs, &stream.dir.join(meta::CHECKPOINTS_FILE), &next)?;
         *cps = next;
         Ok(())

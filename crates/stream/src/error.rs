@@ -39,6 +39,10 @@ pub enum Error {
     /// is the KMS error name Kinesis returns (`KMSNotFoundException`, ...).
     #[error("{message}")]
     Kms { kind: &'static str, message: String },
+    /// A consumer-group checkpoint from a worker that no longer holds the
+    /// shard's lease (`LeaseLostException` in the groups API).
+    #[error("{0}")]
+    LeaseLost(String),
     /// The storage layer failed (`InternalFailure` at the API).
     #[error(transparent)]
     Storage(#[from] shardlog_segment::Error),
@@ -59,6 +63,7 @@ impl Error {
             Error::ProvisionedThroughputExceeded(_) => "ProvisionedThroughputExceededException",
             Error::CheckpointConflict { .. } => "ResourceInUseException",
             Error::Kms { kind, .. } => kind,
+            Error::LeaseLost(_) => "LeaseLostException",
             Error::Storage(e) if e.is_retriable() => "ProvisionedThroughputExceededException",
             Error::Storage(_) | Error::Metadata { .. } => "InternalFailure",
         }

@@ -30,9 +30,9 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{KeySpec, KeyState, Keyring};
 pub use engine::{
     limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, DataDirReport,
-    Engine, EngineOptions, GetRecordsOutput, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput,
-    ShardDescription, StartingPosition, StatusDelays, StoredRecord, StreamDescription, StreamStatus,
-    StreamSummary,
+    Engine, EngineOptions, GetRecordsOutput, GroupBatch, GroupDescription, GroupShard, GroupWorker, Lease,
+    PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput, ShardDescription, StartingPosition,
+    StatusDelays, StoredRecord, StreamDescription, StreamStatus, StreamSummary,
 };
 pub use error::{Error, Result};
 pub use hashkey::HashRange;
