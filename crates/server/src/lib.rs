@@ -4,6 +4,7 @@
 //! in `shardlog-stream`; this crate decodes, validates and encodes.
 
 pub mod error;
+pub mod groups;
 pub mod ops;
 pub mod protocol;
 pub mod subscribe;
@@ -144,7 +145,14 @@ async fn api(
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    let Some(op) = target.strip_prefix(TARGET_PREFIX).map(str::to_string) else {
+    let groups_op = target
+        .strip_prefix(groups::GROUPS_TARGET_PREFIX)
+        .map(str::to_string);
+    let Some(op) = target
+        .strip_prefix(TARGET_PREFIX)
+        .map(str::to_string)
+        .or_else(|| groups_op.clone())
+    else {
         return error_response(
             format,
             &ApiError::new("UnknownOperationException", format!("Unknown target '{target}'.")),
@@ -165,7 +173,7 @@ async fn api(
     };
     let root = state.engine.clone();
     let (account, region) = scope_of(&headers, uri.query());
-    if op == "SubscribeToShard" {
+    if op == "SubscribeToShard" && groups_op.is_none() {
         let subs = state.subscriptions.clone();
         return match subscribe::subscribe(root, subs, account, region, format, value).await {
             Ok(mut resp) => {
@@ -181,7 +189,11 @@ async fn api(
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
         let engine = root.for_scope(&account, &region)?;
-        ops::dispatch(&engine, &op_name, &value)
+        if groups_op.is_some() {
+            groups::dispatch(&engine, &op_name, &value)
+        } else {
+            ops::dispatch(&engine, &op_name, &value)
+        }
     })
     .await;
     match result {

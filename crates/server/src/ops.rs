@@ -31,7 +31,7 @@ fn consumer_arn(e: &Engine, stream: &str, consumer: &str, created_ms: i64) -> St
 /// Rejects an ARN of another account or region than the request's: streams
 /// of one account are invisible to another (without SigV4 the credential
 /// scope still chooses the account, so this is isolation, not security).
-fn check_arn_scope(e: &Engine, v: &Value) -> Result<(), ApiError> {
+pub(crate) fn check_arn_scope(e: &Engine, v: &Value) -> Result<(), ApiError> {
     for member in ["StreamARN", "ConsumerARN", "ResourceARN"] {
         let Some(Value::String(arn)) = v.get(member) else {
             continue;
@@ -68,7 +68,7 @@ fn type_error(member: &str, expected: &str) -> ApiError {
     ApiError::serialization(format!("Member {member} must be {expected}"))
 }
 
-fn opt_str<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
+pub(crate) fn opt_str<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -76,7 +76,7 @@ fn opt_str<'a>(v: &'a Value, key: &str) -> Result<Option<&'a str>, ApiError> {
     }
 }
 
-fn opt_int(v: &Value, key: &str) -> Result<Option<i64>, ApiError> {
+pub(crate) fn opt_int(v: &Value, key: &str) -> Result<Option<i64>, ApiError> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| type_error(key, "an integer")),
@@ -143,7 +143,7 @@ fn check_name(viol: &mut Violations, member: &str, value: Option<&str>, required
 }
 
 /// The stream an operation names, by `StreamName` or `StreamARN`.
-fn stream_name(v: &Value, viol: &mut Violations) -> Result<String, ApiError> {
+pub(crate) fn stream_name(v: &Value, viol: &mut Violations) -> Result<String, ApiError> {
     let name = opt_str(v, "StreamName")?;
     let arn = opt_str(v, "StreamARN")?;
     let from_arn = arn.and_then(|a| {

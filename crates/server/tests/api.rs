@@ -129,6 +129,23 @@ fn boto3_subscribe_to_shard_receives_every_record_in_order_across_a_split() {
 }
 
 #[test]
+fn python_workers_share_a_stream_through_the_consumer_groups_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let out = Command::new(venv_bin("python"))
+        .arg(workspace().join("tests/python/groups_worker.py"))
+        .arg(server.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "python group workers failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn aws_cli_journey() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
