@@ -51,6 +51,20 @@ enum Command {
         #[arg(long)]
         tag: String,
     },
+    /// Show a stream's consumer groups: workers, leases, checkpoints, lag.
+    Groups {
+        /// The server's endpoint.
+        #[arg(long, env = "SHARDLOG_ENDPOINT", default_value = "http://127.0.0.1:4567")]
+        endpoint: String,
+        #[arg(long)]
+        stream: String,
+        /// One application only (default: every group of the stream).
+        #[arg(long)]
+        application: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a segment file's header and frames, for humans.
     Dump {
         /// A segment file (`<data-dir>/streams/<id>/shards/<n>/<base>.seg`).
@@ -229,6 +243,15 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Verify { data_dir, json } => verify(&data_dir, json),
         Command::CrashWriter { data_dir, tag } => crash_writer(&data_dir, &tag),
+        Command::Groups {
+            endpoint,
+            stream,
+            application,
+            json,
+        } => {
+            groups(&endpoint, &stream, application.as_deref(), json)?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Dump { file, data_bytes } => {
             dump(&file, data_bytes)?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -282,6 +305,119 @@ fn verify(dir: &Path, json: bool) -> anyhow::Result<std::process::ExitCode> {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(1)
+    })
+}
+
+/// One call of the consumer-groups extension.
+async fn groups_call(
+    client: &reqwest::Client,
+    endpoint: &str,
+    op: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let r = client
+        .post(endpoint)
+        .header(
+            "x-amz-target",
+            format!("{}{op}", shardlog_server::groups::GROUPS_TARGET_PREFIX),
+        )
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(body.to_string())
+        .send()
+        .await
+        .with_context(|| {
+            format!("cannot reach a shardlog server at {endpoint} (is it running? see --endpoint)")
+        })?;
+    let ok = r.status().is_success();
+    let v: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
+    if !ok {
+        bail!(
+            "{}: {}",
+            v["__type"].as_str().unwrap_or("error"),
+            v["message"].as_str().unwrap_or("the server refused the request")
+        );
+    }
+    Ok(v)
+}
+
+fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let apps: Vec<String> = match application {
+            Some(a) => vec![a.to_string()],
+            None => {
+                let v = groups_call(
+                    &client,
+                    endpoint,
+                    "ListGroups",
+                    serde_json::json!({"StreamName": stream}),
+                )
+                .await?;
+                v["ApplicationNames"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default()
+            }
+        };
+        let mut all = Vec::new();
+        for app in &apps {
+            let d = groups_call(
+                &client,
+                endpoint,
+                "DescribeGroup",
+                serde_json::json!({"StreamName": stream, "ApplicationName": app}),
+            )
+            .await?;
+            all.push(d);
+        }
+        if json {
+            println!("{}", serde_json::Value::Array(all));
+            return Ok(());
+        }
+        if all.is_empty() {
+            println!("stream {stream} has no consumer groups");
+        }
+        for d in &all {
+            let workers: Vec<&str> = d["Workers"]
+                .as_array()
+                .map(|w| w.iter().filter_map(|x| x["WorkerId"].as_str()).collect())
+                .unwrap_or_default();
+            println!(
+                "application {}: {} live worker(s){}",
+                d["ApplicationName"].as_str().unwrap_or("?"),
+                workers.len(),
+                if workers.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", workers.join(", "))
+                }
+            );
+            println!(
+                "  {:<22} {:<16} {:>20} {:>10}  checkpoint",
+                "shard", "owner", "lease", "behind"
+            );
+            for s in d["Shards"].as_array().into_iter().flatten() {
+                let cp = s["Checkpoint"].as_str().unwrap_or("-");
+                let short = if cp.len() > 20 { &cp[cp.len() - 20..] } else { cp };
+                println!(
+                    "  {:<22} {:<16} {:>20} {:>10}  {}{}",
+                    s["ShardId"].as_str().unwrap_or("?"),
+                    s["Owner"].as_str().unwrap_or("-"),
+                    s["LeaseId"]
+                        .as_u64()
+                        .map(|l| l.to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s["RecordsBehind"].as_u64().unwrap_or(0),
+                    if cp.len() > 20 { "…" } else { "" },
+                    short
+                );
+            }
+        }
+        Ok(())
     })
 }
 

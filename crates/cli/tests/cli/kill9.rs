@@ -8,7 +8,7 @@
 //! wrote, synced or not. Power loss (unsynced data lost or torn) is covered by
 //! the storage simulator (`shardlog-testkit`, `tests/tests/engine_model.rs`).
 //!
-//! `SHARDLOG_KILL_CYCLES=100 cargo test --release -p shardlog --test kill9`
+//! `SHARDLOG_KILL_CYCLES=100 cargo test --release -p shardlog --test cli kill9`
 //! runs the long version; a failing seed replays with `SHARDLOG_SEED`.
 
 use std::collections::{BTreeMap, HashSet};
@@ -22,9 +22,9 @@ use base64::Engine as _;
 use serde_json::{json, Value};
 use shardlog_testkit::SimRng;
 
-struct Server {
-    child: Child,
-    endpoint: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) endpoint: String,
 }
 
 fn free_port() -> u16 {
@@ -35,7 +35,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start(dir: &Path) -> Server {
+pub(crate) fn start(dir: &Path) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
         .args(["serve", "--data-dir"])
@@ -58,7 +58,12 @@ fn start(dir: &Path) -> Server {
     Server { child, endpoint }
 }
 
-async fn call(client: &reqwest::Client, endpoint: &str, op: &str, body: Value) -> Result<Value, String> {
+pub(crate) async fn call(
+    client: &reqwest::Client,
+    endpoint: &str,
+    op: &str,
+    body: Value,
+) -> Result<Value, String> {
     let r = client
         .post(endpoint)
         .header("x-amz-target", format!("Kinesis_20131202.{op}"))

@@ -1,0 +1,7 @@
+//! The `shardlog` command as users and operators run it: the server killed
+//! with SIGKILL under load, the offline `verify` and `dump` verbs, and the
+//! `groups` client verb.
+
+mod groups;
+mod kill9;
+mod verify;
