@@ -205,6 +205,9 @@ async fn pump(
         }
         let (e, s) = (engine.clone(), sub.clone());
         let read = tokio::task::spawn_blocking(move || {
+            // A consumer deregistered (or a stream deleted) mid-subscription
+            // ends it with the error, as on AWS.
+            e.require_active_consumer(&s.stream, &s.consumer)?;
             let out = e.read_shard(&s.stream, &s.shard, position, EVENT_RECORDS_MAX, EVENT_BYTES_MAX)?;
             let continuation = match out.next_position {
                 Some(p) => Some(e.continuation_sequence_number(&s.stream, &s.shard, p)?),

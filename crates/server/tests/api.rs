@@ -1000,4 +1000,69 @@ mod rust_sdk {
             assert_eq!(children, ["shardId-000000000001", "shardId-000000000002"]);
         });
     }
+
+    #[test]
+    fn deregistering_a_consumer_ends_its_subscription_with_an_exception_event() {
+        use aws_sdk_kinesis::types::StartingPosition;
+        let tmp = tempfile::tempdir().unwrap();
+        let server = Server::start(tmp.path());
+        let k = client(&server);
+        rt().block_on(async {
+            k.create_stream()
+                .stream_name("d")
+                .shard_count(1)
+                .send()
+                .await
+                .unwrap();
+            let arn = "arn:aws:kinesis:us-east-1:000000000000:stream/d";
+            let c = k
+                .register_stream_consumer()
+                .stream_arn(arn)
+                .consumer_name("gone")
+                .send()
+                .await
+                .unwrap()
+                .consumer
+                .unwrap();
+            let mut sub = k
+                .subscribe_to_shard()
+                .consumer_arn(c.consumer_arn())
+                .shard_id("shardId-000000000000")
+                .starting_position(
+                    StartingPosition::builder()
+                        .r#type(ShardIteratorType::Latest)
+                        .build()
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+            k.deregister_stream_consumer()
+                .consumer_arn(c.consumer_arn())
+                .send()
+                .await
+                .unwrap();
+            // The write wakes the subscription, which finds its consumer gone.
+            k.put_record()
+                .stream_name("d")
+                .partition_key("k")
+                .data(Blob::new("x"))
+                .send()
+                .await
+                .unwrap();
+            let mut outcome = None;
+            for _ in 0..10 {
+                match sub.event_stream.recv().await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(e) => {
+                        outcome = Some(format!("{:?}", e.into_service_error()));
+                        break;
+                    }
+                }
+            }
+            let outcome = outcome.expect("the subscription ends with an error");
+            assert!(outcome.contains("ResourceNotFound"), "{outcome}");
+        });
+    }
 }
