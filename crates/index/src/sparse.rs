@@ -119,8 +119,12 @@ impl SparseIndex {
         let mut entries = Vec::with_capacity(count);
         for i in 0..count {
             let at = IDX_HEADER_BYTES + i * IDX_ENTRY_BYTES;
+            let delta = Endian::read_u32(&bytes[at + ENTRY_SEQ_DELTA_OFFSET..]) as u64;
+            let Some(seq) = base_seq.checked_add(delta) else {
+                return Err("index entry sequence number overflows");
+            };
             let e = Entry {
-                seq: base_seq + Endian::read_u32(&bytes[at + ENTRY_SEQ_DELTA_OFFSET..]) as u64,
+                seq,
                 offset: Endian::read_u32(&bytes[at + ENTRY_FILE_OFFSET_OFFSET..]),
                 arrival_ms: Endian::read_i64(&bytes[at + ENTRY_ARRIVAL_OFFSET..]),
             };
@@ -184,6 +188,31 @@ mod tests {
             bytes[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(SparseIndex::decode(&bytes).is_err());
         }
+    }
+
+    /// Found by the `index_sidecar` fuzz target: `base_seq + seq_delta`
+    /// overflowed for a sidecar (with a valid CRC) whose base is near
+    /// `u64::MAX`.
+    #[test]
+    fn index_entries_whose_sequence_number_overflows_are_rejected() {
+        let mut idx = SparseIndex::new(u64::MAX - 1);
+        idx.add(u64::MAX - 1, 64, 1, 100);
+        let mut bytes = idx.encode();
+        // Entry 0's delta becomes 2: base + 2 is past u64::MAX.
+        let at = IDX_HEADER_BYTES + ENTRY_SEQ_DELTA_OFFSET;
+        Endian::write_u32(&mut bytes[at..], 2);
+        let crc_at = bytes.len() - IDX_CRC_BYTES;
+        let crc = crc32fast::hash(&bytes[..crc_at]);
+        Endian::write_u32(&mut bytes[crc_at..], crc);
+        assert_eq!(
+            SparseIndex::decode(&bytes),
+            Err("index entry sequence number overflows")
+        );
+        // The largest delta that fits still decodes.
+        Endian::write_u32(&mut bytes[at..], 1);
+        let crc = crc32fast::hash(&bytes[..crc_at]);
+        Endian::write_u32(&mut bytes[crc_at..], crc);
+        assert_eq!(SparseIndex::decode(&bytes).unwrap().entries[0].seq, u64::MAX);
     }
 
     #[test]

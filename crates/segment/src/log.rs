@@ -1219,7 +1219,9 @@ impl Log {
         let end_offset = w.active.len;
         let old_base = w.active.base_seq;
         let old_file_id = w.active.file_id;
-        let file_id = (w.last_file_id + 1).max(now_micros());
+        // The last id comes from a header on disk and may be any u64; past
+        // u64::MAX the clock alone picks the next one.
+        let file_id = w.last_file_id.checked_add(1).unwrap_or(0).max(now_micros());
         let new = match Self::create_segment(
             &*self.inner.fs,
             &self.inner.dir,

@@ -852,3 +852,32 @@ fn the_clean_marker_is_used_once_and_a_stale_one_is_ignored() {
         "the marker is removed at open"
     );
 }
+
+/// Found by the `segment_log` fuzz target: a segment whose header carries
+/// the largest file id (any u64 can be on disk) made the next roll compute
+/// `file_id + 1` and overflow.
+#[test]
+fn rolling_after_a_segment_with_the_largest_file_id_does_not_overflow() {
+    use shardlog_segment::segment::{segment_file_name, SegmentHeader};
+    let fs = MemFs::new();
+    fs.create_dir_all(&dir()).unwrap();
+    let header = SegmentHeader {
+        file_id: u64::MAX,
+        base_seq: 0,
+        created_ms: 0,
+    };
+    let file = fs.create_new(&dir().join(segment_file_name(0))).unwrap();
+    file.write_all_at(&header.encode(), 0).unwrap();
+    file.sync_data().unwrap();
+    fs.sync_dir(&dir()).unwrap();
+    drop(file);
+    let log = open(&fs, small_opts()).unwrap();
+    log.append(&[RecordIn::new("k", b"before", 1)]).unwrap();
+    log.roll().unwrap();
+    log.append(&[RecordIn::new("k", b"after", 2)]).unwrap();
+    let segs = log.segments();
+    assert_eq!(segs.len(), 2);
+    drop(log);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_eq!(log.next_seq(), 2);
+}

@@ -21,6 +21,11 @@ const TIMESTAMP_MEMBERS: &[&str] = &[
 ];
 /// Members that hold blobs.
 const BLOB_MEMBERS: &[&str] = &["Data"];
+/// Most arrays and maps nested in one another that a request may hold:
+/// what serde_json accepts in JSON (its recursion limit of 128), so both
+/// formats accept the same trees and whatever is decoded can be encoded to
+/// either and read back.
+pub const NESTING_MAX: usize = 127;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -54,7 +59,7 @@ pub fn decode(format: Format, body: &[u8]) -> Result<Value, String> {
         Format::Cbor => {
             let c: ciborium::Value =
                 ciborium::from_reader(body).map_err(|e| format!("Malformed CBOR: {e}"))?;
-            cbor_to_json(c)?
+            cbor_to_json(c, 0)?
         }
     };
     if !v.is_object() {
@@ -63,8 +68,11 @@ pub fn decode(format: Format, body: &[u8]) -> Result<Value, String> {
     Ok(v)
 }
 
-fn cbor_to_json(c: ciborium::Value) -> Result<Value, String> {
+fn cbor_to_json(c: ciborium::Value, depth: usize) -> Result<Value, String> {
     use ciborium::Value as C;
+    if matches!(c, C::Array(_) | C::Map(_)) && depth >= NESTING_MAX {
+        return Err("Malformed CBOR: nesting is too deep".into());
+    }
     Ok(match c {
         C::Null => Value::Null,
         C::Bool(b) => Value::Bool(b),
@@ -83,14 +91,18 @@ fn cbor_to_json(c: ciborium::Value) -> Result<Value, String> {
             .ok_or("CBOR float is not finite")?,
         C::Text(s) => Value::String(s),
         C::Bytes(b) => Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
-        C::Array(a) => Value::Array(a.into_iter().map(cbor_to_json).collect::<Result<_, _>>()?),
+        C::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|x| cbor_to_json(x, depth + 1))
+                .collect::<Result<_, _>>()?,
+        ),
         C::Map(m) => {
             let mut out = Map::new();
             for (k, v) in m {
                 let C::Text(k) = k else {
                     return Err("CBOR map keys must be text".into());
                 };
-                out.insert(k, cbor_to_json(v)?);
+                out.insert(k, cbor_to_json(v, depth + 1)?);
             }
             Value::Object(out)
         }
@@ -106,7 +118,7 @@ fn cbor_to_json(c: ciborium::Value) -> Result<Value, String> {
             C::Float(f) => Number::from_f64(f).map(Value::Number).ok_or("bad timestamp")?,
             _ => return Err("CBOR tag 1 must hold a number".into()),
         },
-        C::Tag(_, inner) => cbor_to_json(*inner)?,
+        C::Tag(_, inner) => cbor_to_json(*inner, depth)?,
         _ => return Err("unsupported CBOR value".into()),
     })
 }
@@ -217,6 +229,26 @@ mod tests {
         let out = encode(Format::Cbor, &v);
         let prefix = hex("a2 66 5f 5f 74 79 70 65 78 19 52 65 73 6f 75 72 63 65 4e 6f 74 46 6f 75 6e 64 45 78 63 65 70 74 69 6f 6e 67 6d 65 73 73 61 67 65 78 2e");
         assert_eq!(&out[..prefix.len()], prefix.as_slice());
+    }
+
+    /// Found by the `request_cbor` fuzz target: CBOR nested deeper than
+    /// JSON's limit decoded (ciborium allows 256 levels) although the same
+    /// request in JSON is refused, so the two formats disagreed.
+    #[test]
+    fn cbor_nesting_is_limited_like_json() {
+        let nested = |depth: usize| {
+            let mut v = serde_json::json!(1);
+            for _ in 1..depth {
+                v = serde_json::json!([v]);
+            }
+            serde_json::json!({ "a": v })
+        };
+        let ok = nested(NESTING_MAX);
+        let deep = nested(NESTING_MAX + 1);
+        for format in [Format::Json, Format::Cbor] {
+            assert_eq!(decode(format, &encode(format, &ok)), Ok(ok.clone()), "{format:?}");
+            assert!(decode(format, &encode(format, &deep)).is_err(), "{format:?}");
+        }
     }
 
     #[test]

@@ -600,7 +600,7 @@ impl Engine {
             m
         };
         let mut engine_meta = engine_meta;
-        if engine_meta.managed_key.len() != 2 * crypto::KEY_BYTES {
+        if engine_meta.managed_key.is_empty() {
             // Made on first open (and added to directories made before
             // encryption existed); stored before any record can use it.
             let mut key = [0u8; crypto::KEY_BYTES];
@@ -608,8 +608,17 @@ impl Engine {
             engine_meta.managed_key = hex(&key);
             meta::store(&*fs, &engine_path, &engine_meta)?;
         }
-        let mut managed = [0u8; crypto::KEY_BYTES];
-        managed.copy_from_slice(&unhex(&engine_meta.managed_key));
+        // Records may already be sealed with the stored key: a damaged one is
+        // reported, never replaced.
+        let managed: [u8; crypto::KEY_BYTES] = match unhex(&engine_meta.managed_key).try_into() {
+            Ok(k) if engine_meta.managed_key.len() == 2 * crypto::KEY_BYTES => k,
+            _ => {
+                return Err(Error::meta(
+                    &engine_path,
+                    format!("managed_key is not {} hex digits", 2 * crypto::KEY_BYTES),
+                ))
+            }
+        };
         let managed_key = crypto::Key::new(crypto::MANAGED_KEY_ALIAS, managed);
         let iterator_key = unhex(&engine_meta.iterator_key);
         let coordinator = if opts.share_syncs_across_shards {

@@ -1344,3 +1344,45 @@ fn dropping_an_engine_stops_its_retention_thread_without_waiting_an_interval() {
         );
     }
 }
+
+/// Found by the `stream_metadata` fuzz target: an ENGINE.json whose
+/// `managed_key` had the right length but a non-hex digit panicked in
+/// `copy_from_slice` on open. A damaged key is now a metadata error (records
+/// may be sealed with it, so it is never silently replaced); a missing one
+/// (directories from before encryption) is still made on open.
+#[test]
+fn engine_with_a_malformed_managed_key_fails_to_open_instead_of_panicking() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    drop(mem_engine(&fs, &clock));
+    let path = PathBuf::from("/data/ENGINE.json");
+    let good: serde_json::Value = serde_json::from_slice(&fs.contents(&path).unwrap()).unwrap();
+    let key = good["managed_key"].as_str().unwrap().to_string();
+    assert_eq!(key.len(), 64);
+    let reopen = |managed_key: &str| {
+        let mut m = good.clone();
+        m["managed_key"] = managed_key.into();
+        shardlog_segment::fs::write_atomic(&fs, &path, &serde_json::to_vec(&m).unwrap()).unwrap();
+        Engine::open_with(
+            Arc::new(fs.clone()),
+            PathBuf::from("/data"),
+            small_opts(),
+            Arc::new(clock.clone()),
+        )
+    };
+    let not_hex = format!("{}={}", &key[..9], &key[10..]);
+    let short = &key[..62];
+    let long = format!("{key}00");
+    for bad in [not_hex.as_str(), short, long.as_str(), &"é".repeat(32)] {
+        match reopen(bad) {
+            Err(Error::Metadata { .. }) => {}
+            Err(e) => panic!("{bad:?}: unexpected error {e}"),
+            Ok(_) => panic!("{bad:?}: opened with a malformed managed key"),
+        }
+    }
+    assert!(reopen(&key).is_ok());
+    // A directory made before encryption at rest gets a key on open.
+    drop(reopen("").unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&fs.contents(&path).unwrap()).unwrap();
+    assert_eq!(m["managed_key"].as_str().unwrap().len(), 64);
+}
