@@ -1356,7 +1356,9 @@ fn engine_with_a_malformed_managed_key_fails_to_open_instead_of_panicking() {
     let clock = ManualClock::new(T0);
     drop(mem_engine(&fs, &clock));
     let path = PathBuf::from("/data/ENGINE.json");
-    let good: serde_json::Value = serde_json::from_slice(&fs.contents(&path).unwrap()).unwrap();
+    let bytes = fs.contents(&path).unwrap();
+    let good: serde_json::Value =
+        serde_json::from_slice(shardlog_stream::meta::verify_meta_bytes(&bytes).unwrap()).unwrap();
     let key = good["managed_key"].as_str().unwrap().to_string();
     assert_eq!(key.len(), 64);
     let reopen = |managed_key: &str| {
@@ -1383,6 +1385,8 @@ fn engine_with_a_malformed_managed_key_fails_to_open_instead_of_panicking() {
     assert!(reopen(&key).is_ok());
     // A directory made before encryption at rest gets a key on open.
     drop(reopen("").unwrap());
-    let m: serde_json::Value = serde_json::from_slice(&fs.contents(&path).unwrap()).unwrap();
+    let bytes = fs.contents(&path).unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(shardlog_stream::meta::verify_meta_bytes(&bytes).unwrap()).unwrap();
     assert_eq!(m["managed_key"].as_str().unwrap().len(), 64);
 }
