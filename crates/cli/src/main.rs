@@ -1,5 +1,8 @@
 //! The `shardlog` command.
 
+mod client;
+
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +20,61 @@ use shardlog_stream::{Engine, EngineOptions, SyncPolicy};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    client: client::ClientArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum StreamCmd {
+    /// Create a stream.
+    Create {
+        name: String,
+        /// Shards (provisioned mode).
+        #[arg(long, default_value_t = 1)]
+        shards: i32,
+        /// On-demand mode instead of a shard count.
+        #[arg(long)]
+        on_demand: bool,
+    },
+    /// List streams.
+    List,
+    /// Describe a stream and its shards.
+    Describe { name: String },
+    /// Delete a stream (`--force` also deletes its consumers).
+    Delete {
+        name: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set how long records are kept, in hours (24 to 8760).
+    Retention { name: String, hours: i32 },
+}
+
+#[derive(Subcommand, Debug)]
+enum ReshardCmd {
+    /// Split a shard (at the middle of its hash-key range unless `--at`).
+    Split {
+        stream: String,
+        shard: String,
+        #[arg(long)]
+        at: Option<String>,
+    },
+    /// Merge two adjacent shards.
+    Merge {
+        stream: String,
+        shard: String,
+        adjacent: String,
+    },
+    /// Scale to a number of open shards (uniform scaling).
+    Scale { stream: String, shards: i32 },
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum ConsumerAction {
+    Register,
+    List,
+    Describe,
+    Deregister,
 }
 
 #[derive(Subcommand, Debug)]
@@ -51,19 +109,102 @@ enum Command {
         #[arg(long)]
         tag: String,
     },
+    /// Manage streams: create, list, describe, delete, retention.
+    Stream {
+        #[command(subcommand)]
+        action: StreamCmd,
+    },
+    /// Put records: a value, a file (`--file`), or each line of standard
+    /// input.
+    Put {
+        stream: String,
+        value: Option<String>,
+        /// Partition key [default: random per record].
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long)]
+        file: Option<String>,
+    },
+    /// Read records as JSON lines (or `--raw` data), from a position to the
+    /// end of every shard (or one `--shard`).
+    Get {
+        stream: String,
+        #[arg(long)]
+        shard: Option<String>,
+        /// trim-horizon, latest, at:SEQ, after:SEQ, time:RFC3339 or time:MS.
+        #[arg(long, default_value = "trim-horizon")]
+        from: client::Position,
+        #[arg(long)]
+        limit: Option<u64>,
+        /// Print each record's data on a line of its own.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Follow a stream across all its shards, through splits and merges,
+    /// like `tail -f`.
+    Tail {
+        stream: String,
+        #[arg(long, default_value = "latest")]
+        from: client::Position,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Split, merge or scale a stream.
+    Reshard {
+        #[command(subcommand)]
+        action: ReshardCmd,
+    },
+    /// Register, list, describe or deregister enhanced fan-out consumers.
+    Consumer {
+        action: ConsumerAction,
+        stream: String,
+        name: Option<String>,
+    },
+    /// Show an application's checkpoints (and its group's leases and lag).
+    Checkpoint {
+        stream: String,
+        #[arg(long)]
+        application: Option<String>,
+    },
+    /// Import records from JSON lines, CSV or raw lines (a file, or `-` for
+    /// standard input), with batched PutRecords and retries.
+    Import {
+        stream: String,
+        file: String,
+        /// jsonl, csv or lines.
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+        /// Field (jsonl, dotted path) or column (csv) holding the
+        /// partition key [default: random].
+        #[arg(long)]
+        key_field: Option<String>,
+        /// Field whose value is the record's data [default: the whole line].
+        #[arg(long)]
+        data_field: Option<String>,
+    },
+    /// Export records as JSON lines (to `--to FILE` or standard output).
+    Export {
+        stream: String,
+        #[arg(long)]
+        shard: Option<String>,
+        #[arg(long, default_value = "trim-horizon")]
+        from: client::Position,
+        #[arg(long)]
+        to: Option<PathBuf>,
+    },
+    /// Describe a stopped data directory offline: streams, shards, segments,
+    /// bytes, oldest and newest record times.
+    Inspect {
+        #[arg(long, env = "SHARDLOG_DATA_DIR", default_value = "data/local")]
+        data_dir: PathBuf,
+    },
     /// Show a stream's consumer groups: workers, leases, checkpoints, lag.
     Groups {
-        /// The server's endpoint.
-        #[arg(long, env = "SHARDLOG_ENDPOINT", default_value = "http://127.0.0.1:4567")]
-        endpoint: String,
         #[arg(long)]
         stream: String,
         /// One application only (default: every group of the stream).
         #[arg(long)]
         application: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
     },
     /// Print a segment file's header and frames, for humans.
     Dump {
@@ -243,17 +384,35 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Verify { data_dir, json } => verify(&data_dir, json),
         Command::CrashWriter { data_dir, tag } => crash_writer(&data_dir, &tag),
-        Command::Groups {
-            endpoint,
-            stream,
-            application,
-            json,
-        } => {
-            groups(&endpoint, &stream, application.as_deref(), json)?;
+        Command::Inspect { data_dir } => {
+            inspect(&data_dir, cli.client.json)?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+
+        Command::Groups { stream, application } => {
+            groups(
+                &cli.client.endpoint,
+                &stream,
+                application.as_deref(),
+                cli.client.json,
+            )?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Checkpoint { stream, application } => {
+            groups(
+                &cli.client.endpoint,
+                &stream,
+                application.as_deref(),
+                cli.client.json,
+            )?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Dump { file, data_bytes } => {
             dump(&file, data_bytes)?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        other => {
+            client_verb(other, &cli.client)?;
             Ok(std::process::ExitCode::SUCCESS)
         }
     }
@@ -306,6 +465,303 @@ fn verify(dir: &Path, json: bool) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+/// Runs a client verb on a small async runtime.
+fn client_verb(cmd: Command, args: &client::ClientArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let ctx = client::Ctx::new(args);
+    rt.block_on(async move {
+        match cmd {
+            Command::Stream { action } => match action {
+                StreamCmd::Create {
+                    name,
+                    shards,
+                    on_demand,
+                } => client::stream_create(&ctx, &name, Some(shards), on_demand).await,
+                StreamCmd::List => client::stream_list(&ctx).await,
+                StreamCmd::Describe { name } => client::stream_describe(&ctx, &name).await,
+                StreamCmd::Delete { name, force } => client::stream_delete(&ctx, &name, force).await,
+                StreamCmd::Retention { name, hours } => client::stream_retention(&ctx, &name, hours).await,
+            },
+            Command::Put {
+                stream,
+                value,
+                key,
+                file,
+            } => client::put(&ctx, &stream, key.as_deref(), value.as_deref(), file.as_deref()).await,
+            Command::Get {
+                stream,
+                shard,
+                from,
+                limit,
+                raw,
+            } => {
+                let stdout = std::io::stdout();
+                let mut out = std::io::BufWriter::new(stdout.lock());
+                client::read(
+                    &ctx,
+                    &stream,
+                    client::ReadSpec {
+                        shard: shard.as_deref(),
+                        from: &from,
+                        limit,
+                        follow: false,
+                        raw,
+                    },
+                    &mut out,
+                    &mut |_, _| {},
+                )
+                .await
+                .map(|_| ())
+            }
+            Command::Tail { stream, from, raw } => {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                client::read(
+                    &ctx,
+                    &stream,
+                    client::ReadSpec {
+                        shard: None,
+                        from: &from,
+                        limit: None,
+                        follow: true,
+                        raw,
+                    },
+                    &mut out,
+                    &mut |_, _| {},
+                )
+                .await
+                .map(|_| ())
+            }
+            Command::Reshard { action } => match action {
+                ReshardCmd::Split { stream, shard, at } => {
+                    client::reshard_split(&ctx, &stream, &shard, at.as_deref()).await
+                }
+                ReshardCmd::Merge {
+                    stream,
+                    shard,
+                    adjacent,
+                } => client::reshard_merge(&ctx, &stream, &shard, &adjacent).await,
+                ReshardCmd::Scale { stream, shards } => client::reshard_scale(&ctx, &stream, shards).await,
+            },
+            Command::Consumer { action, stream, name } => {
+                let a = match action {
+                    ConsumerAction::Register => "register",
+                    ConsumerAction::List => "list",
+                    ConsumerAction::Describe => "describe",
+                    ConsumerAction::Deregister => "deregister",
+                };
+                client::consumer(&ctx, a, &stream, name.as_deref()).await
+            }
+            Command::Import {
+                stream,
+                file,
+                format,
+                key_field,
+                data_field,
+            } => {
+                import(
+                    &ctx,
+                    &stream,
+                    &file,
+                    &format,
+                    key_field.as_deref(),
+                    data_field.as_deref(),
+                )
+                .await
+            }
+            Command::Export {
+                stream,
+                shard,
+                from,
+                to,
+            } => export(&ctx, &stream, shard.as_deref(), &from, to).await,
+            _ => Ok(()),
+        }
+    })
+}
+
+/// A progress bar on standard error that stays out of the way when it is
+/// not a terminal (indicatif hides itself then).
+fn progress_bar(total_bytes: Option<u64>, verb: &str) -> indicatif::ProgressBar {
+    let pb = match total_bytes {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    let template = match total_bytes {
+        Some(_) => {
+            format!("{verb} {{bar:30}} {{bytes}}/{{total_bytes}} {{bytes_per_sec}} ETA {{eta}} {{msg}}")
+        }
+        None => format!("{verb} {{spinner}} {{bytes}} {{bytes_per_sec}} {{msg}}"),
+    };
+    if let Ok(style) = indicatif::ProgressStyle::with_template(&template) {
+        pb.set_style(style);
+    }
+    pb
+}
+
+async fn import(
+    ctx: &client::Ctx,
+    stream: &str,
+    file: &str,
+    format: &str,
+    key_field: Option<&str>,
+    data_field: Option<&str>,
+) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let (reader, size): (Box<dyn std::io::BufRead>, Option<u64>) = if file == "-" {
+        (Box::new(std::io::BufReader::new(std::io::stdin())), None)
+    } else {
+        let f = std::fs::File::open(file).with_context(|| format!("cannot open {file}"))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (Box::new(std::io::BufReader::new(f)), size)
+    };
+    let pb = progress_bar(size, "import");
+    let started = std::time::Instant::now();
+    let mut header: Vec<String> = Vec::new();
+    let mut chunk: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut total = 0u64;
+    let mut line_bytes = 0u64;
+    let mut lines = reader.lines();
+    let mut first = true;
+    loop {
+        let line = lines.next().transpose().context("cannot read the input")?;
+        let at_end = line.is_none();
+        if let Some(line) = line {
+            line_bytes += line.len() as u64 + 1;
+            if first && format == "csv" {
+                header = line.split(',').map(|h| h.trim().to_string()).collect();
+                first = false;
+                continue;
+            }
+            first = false;
+            if line.trim().is_empty() {
+                continue;
+            }
+            chunk.push(client::import_record(
+                format, &line, key_field, data_field, &header,
+            )?);
+        }
+        if chunk.len() >= 5_000 || (at_end && !chunk.is_empty()) {
+            let n = client::put_batched(ctx, stream, std::mem::take(&mut chunk), &mut |_, _| {}).await?;
+            total += n;
+            pb.set_position(line_bytes);
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            pb.set_message(format!("{total} records, {:.0} records/s", total as f64 / secs));
+        }
+        if at_end {
+            break;
+        }
+    }
+    pb.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    if ctx.json {
+        println!("{}", serde_json::json!({"records": total, "seconds": secs}));
+    } else {
+        eprintln!(
+            "imported {total} records into {stream} in {secs:.1} s ({:.0} records/s)",
+            total as f64 / secs
+        );
+    }
+    Ok(())
+}
+
+async fn export(
+    ctx: &client::Ctx,
+    stream: &str,
+    shard: Option<&str>,
+    from: &client::Position,
+    to: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let pb = progress_bar(None, "export");
+    let started = std::time::Instant::now();
+    let mut out: Box<dyn std::io::Write> = match &to {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout())),
+    };
+    let mut count = 0u64;
+    let n = client::read(
+        ctx,
+        stream,
+        client::ReadSpec {
+            shard,
+            from,
+            limit: None,
+            follow: false,
+            raw: false,
+        },
+        &mut out,
+        &mut |records, bytes| {
+            count += records;
+            pb.inc(bytes);
+            pb.set_message(format!("{count} records"));
+        },
+    )
+    .await?;
+    out.flush()?;
+    pb.finish_and_clear();
+    if to.is_some() {
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        if ctx.json {
+            println!("{}", serde_json::json!({"records": n, "seconds": secs}));
+        } else {
+            eprintln!("exported {n} records in {secs:.1} s");
+        }
+    }
+    Ok(())
+}
+
+fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
+    if !dir.join("ENGINE.json").exists() {
+        bail!(
+            "{} is not a shardlog data directory (no ENGINE.json)",
+            dir.display()
+        );
+    }
+    let opts = EngineOptions {
+        retention_check_interval_ms: 0,
+        ..EngineOptions::default()
+    };
+    let engine = Engine::open(dir, opts)
+        .with_context(|| format!("cannot open {} (stop the server using it first)", dir.display()))?;
+    let report = engine.inspect();
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if report.is_empty() {
+        println!("{}: no streams", dir.display());
+    }
+    for s in &report {
+        println!(
+            "stream {} (id {}): {} shards, {} segments, {} bytes, {} records",
+            s.name,
+            s.id,
+            s.shards.len(),
+            s.shards.iter().map(|x| x.segments).sum::<usize>(),
+            s.shards.iter().map(|x| x.bytes).sum::<u64>(),
+            s.shards.iter().map(|x| x.records).sum::<u64>()
+        );
+        for sh in &s.shards {
+            println!(
+                "  {} {:<6} segments {:>4} bytes {:>12} records {:>10} oldest {} newest {}",
+                sh.shard_id,
+                if sh.open { "open" } else { "closed" },
+                sh.segments,
+                sh.bytes,
+                sh.records,
+                sh.oldest_ms.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                sh.newest_ms.map(|t| t.to_string()).unwrap_or_else(|| "-".into())
+            );
+        }
+    }
+    Ok(())
 }
 
 /// One call of the consumer-groups extension.
@@ -422,7 +878,6 @@ fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -
 }
 
 fn crash_writer(dir: &Path, tag: &str) -> anyhow::Result<std::process::ExitCode> {
-    use std::io::Write as _;
     let opts = EngineOptions {
         retention_check_interval_ms: 0,
         ..EngineOptions::default()

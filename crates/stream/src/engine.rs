@@ -57,6 +57,26 @@ use limits::*;
 /// Sequence numbers per shard that verification looks up through the index.
 pub const VERIFY_INDEX_SAMPLES: u64 = 256;
 
+/// A stream as [`Engine::inspect`] sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StreamInspection {
+    pub name: String,
+    pub id: u64,
+    pub shards: Vec<ShardInspection>,
+}
+
+/// A shard as [`Engine::inspect`] sees it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ShardInspection {
+    pub shard_id: String,
+    pub open: bool,
+    pub segments: usize,
+    pub bytes: u64,
+    pub records: u64,
+    pub oldest_ms: Option<i64>,
+    pub newest_ms: Option<i64>,
+}
+
 /// What [`Engine::verify_data_dir`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DataDirReport {
@@ -2342,6 +2362,57 @@ impl Engine {
             m.max_record_bytes = kib as usize * 1024;
             Ok(())
         })
+    }
+
+    // ----------------------------------------------------------------------
+    // Inspection
+    // ----------------------------------------------------------------------
+
+    /// Streams, shards, segments, bytes and record times, for operators.
+    pub fn inspect(&self) -> Vec<StreamInspection> {
+        let streams: Vec<Arc<Stream>> = read(&self.inner.streams).values().cloned().collect();
+        let mut out = Vec::new();
+        for stream in streams {
+            let st = read(&stream.state);
+            let mut shards = Vec::new();
+            for s in &st.meta.shards {
+                let Some(rt) = st.shards.get(&s.index) else {
+                    continue;
+                };
+                let log = rt.log.log();
+                let (first, next) = (log.first_seq(), log.visible_next_seq());
+                let time_at = |seq: u64| -> Option<i64> {
+                    let mut c = rt.log.cursor_at(seq).ok()?;
+                    let batch = rt
+                        .log
+                        .read(
+                            &mut c,
+                            ReadLimits {
+                                max_records: 1,
+                                max_bytes: usize::MAX,
+                            },
+                        )
+                        .ok()?;
+                    let t = batch.iter().next().map(|r| r.arrival_ms);
+                    t
+                };
+                shards.push(ShardInspection {
+                    shard_id: shard_id(s.index),
+                    open: s.closed.is_none(),
+                    segments: log.segments().len(),
+                    bytes: log.bytes_on_disk(),
+                    records: next.saturating_sub(first),
+                    oldest_ms: if next > first { time_at(first) } else { None },
+                    newest_ms: if next > first { time_at(next - 1) } else { None },
+                });
+            }
+            out.push(StreamInspection {
+                name: st.meta.name.clone(),
+                id: stream.id,
+                shards,
+            });
+        }
+        out
     }
 
     // ----------------------------------------------------------------------

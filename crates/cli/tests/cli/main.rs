@@ -4,4 +4,5 @@
 
 mod groups;
 mod kill9;
+mod verbs;
 mod verify;

@@ -1,0 +1,919 @@
+//! Client verbs: the Kinesis API of a shardlog server (or of any endpoint,
+//! real AWS included) through aws-sdk-kinesis.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, Write};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kinesis::primitives::{Blob, DateTime};
+use aws_sdk_kinesis::types::{
+    PutRecordsRequestEntry, ScalingType, ShardIteratorType, StreamMode, StreamModeDetails,
+};
+use aws_sdk_kinesis::Client;
+use base64::Engine as _;
+use serde_json::{json, Value};
+
+/// Where and how to reach the API.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ClientArgs {
+    /// The API endpoint (a shardlog server, or AWS's).
+    #[arg(
+        long,
+        global = true,
+        env = "SHARDLOG_ENDPOINT",
+        default_value = "http://127.0.0.1:4567"
+    )]
+    pub endpoint: String,
+    /// The region to sign for.
+    #[arg(long, global = true, env = "AWS_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// Machine-readable output (JSON) instead of text for people.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+pub struct Ctx {
+    pub client: Client,
+    pub json: bool,
+    pub endpoint: String,
+}
+
+/// Records PutRecords takes per call, and bytes.
+const BATCH_RECORDS_MAX: usize = 500;
+const BATCH_BYTES_MAX: usize = 5 * 1024 * 1024;
+/// Attempts for records a PutRecords call reports as failed.
+const PUT_ATTEMPTS_MAX: u32 = 8;
+
+impl Ctx {
+    pub fn new(args: &ClientArgs) -> Ctx {
+        // Credentials from the environment; a local server without
+        // authentication accepts any.
+        let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "shardlog".into());
+        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "shardlog".into());
+        let token = std::env::var("AWS_SESSION_TOKEN").ok();
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let conf = aws_sdk_kinesis::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(args.region.clone()))
+            .credentials_provider(Credentials::new(key, secret, token, None, "environment"))
+            .endpoint_url(&args.endpoint)
+            .http_client(http)
+            .build();
+        Ctx {
+            client: Client::from_conf(conf),
+            json: args.json,
+            endpoint: args.endpoint.clone(),
+        }
+    }
+
+    /// One line for an API failure: the service's error name and message,
+    /// or that the endpoint cannot be reached.
+    pub fn explain<E, R>(&self, e: aws_sdk_kinesis::error::SdkError<E, R>) -> anyhow::Error
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug,
+    {
+        use aws_sdk_kinesis::error::SdkError;
+        match &e {
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => anyhow!(
+                "cannot reach {} (is the server running? set --endpoint or SHARDLOG_ENDPOINT)",
+                self.endpoint
+            ),
+            SdkError::ServiceError(s) => {
+                let err = s.err();
+                anyhow!(
+                    "{}: {}",
+                    err.code().unwrap_or("error"),
+                    err.message().unwrap_or("the service refused the request")
+                )
+            }
+            _ => anyhow!("{}", aws_sdk_kinesis::error::DisplayErrorContext(&e)),
+        }
+    }
+}
+
+fn print_json(v: &Value) {
+    println!("{v}");
+}
+
+fn millis(t: Option<&DateTime>) -> Option<i64> {
+    t.map(|t| t.to_millis().unwrap_or(0))
+}
+
+/// A record as JSON lines carry it: data as text when it is UTF-8, else
+/// base64 (`data_base64`).
+pub fn record_json(shard: &str, r: &aws_sdk_kinesis::types::Record) -> Value {
+    let data = r.data().as_ref();
+    let mut v = json!({
+        "shard": shard,
+        "sequence_number": r.sequence_number(),
+        "partition_key": r.partition_key(),
+        "arrival_ms": millis(r.approximate_arrival_timestamp()),
+    });
+    match std::str::from_utf8(data) {
+        Ok(s) => v["data"] = json!(s),
+        Err(_) => v["data_base64"] = json!(base64::engine::general_purpose::STANDARD.encode(data)),
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------
+// stream …
+
+pub async fn stream_create(ctx: &Ctx, name: &str, shards: Option<i32>, on_demand: bool) -> Result<()> {
+    let mut req = ctx.client.create_stream().stream_name(name);
+    if on_demand {
+        req = req.stream_mode_details(
+            StreamModeDetails::builder()
+                .stream_mode(StreamMode::OnDemand)
+                .build()?,
+        );
+    } else {
+        req = req.shard_count(shards.unwrap_or(1));
+    }
+    req.send().await.map_err(|e| ctx.explain(e))?;
+    if ctx.json {
+        print_json(&json!({"created": name}));
+    } else {
+        println!("created stream {name}");
+    }
+    Ok(())
+}
+
+pub async fn stream_list(ctx: &Ctx) -> Result<()> {
+    let mut names = Vec::new();
+    let mut pages = ctx.client.list_streams().into_paginator().send();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| ctx.explain(e))?;
+        names.extend(page.stream_names().iter().cloned());
+    }
+    if ctx.json {
+        print_json(&json!(names));
+    } else if names.is_empty() {
+        println!("no streams");
+    } else {
+        for n in names {
+            println!("{n}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn stream_describe(ctx: &Ctx, name: &str) -> Result<()> {
+    let s = ctx
+        .client
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .map_err(|e| ctx.explain(e))?;
+    let s = s
+        .stream_description_summary()
+        .ok_or_else(|| anyhow!("empty answer"))?;
+    let shards = list_all_shards(ctx, name).await?;
+    let shard_json: Vec<Value> = shards
+        .iter()
+        .map(|sh| {
+            json!({
+                "shard_id": sh.shard_id(),
+                "parent": sh.parent_shard_id(),
+                "adjacent_parent": sh.adjacent_parent_shard_id(),
+                "hash_key_range": sh.hash_key_range().map(|r| [r.starting_hash_key(), r.ending_hash_key()]),
+                "open": sh.sequence_number_range().is_some_and(|r| r.ending_sequence_number().is_none()),
+            })
+        })
+        .collect();
+    if ctx.json {
+        print_json(&json!({
+            "name": s.stream_name(),
+            "arn": s.stream_arn(),
+            "status": s.stream_status().as_str(),
+            "mode": s.stream_mode_details().map(|m| m.stream_mode().as_str()),
+            "retention_hours": s.retention_period_hours(),
+            "open_shards": s.open_shard_count(),
+            "consumers": s.consumer_count(),
+            "encryption": s.encryption_type().map(|e| e.as_str()),
+            "shards": shard_json,
+        }));
+    } else {
+        println!("stream {} ({})", s.stream_name(), s.stream_status().as_str());
+        println!("  arn            {}", s.stream_arn());
+        println!(
+            "  mode           {}",
+            s.stream_mode_details()
+                .map(|m| m.stream_mode().as_str())
+                .unwrap_or("PROVISIONED")
+        );
+        println!("  retention      {} h", s.retention_period_hours());
+        println!("  open shards    {}", s.open_shard_count());
+        println!("  consumers      {}", s.consumer_count().unwrap_or(0));
+        println!(
+            "  encryption     {}",
+            s.encryption_type().map(|e| e.as_str()).unwrap_or("NONE")
+        );
+        println!("  shards:");
+        for sh in &shards {
+            let open = sh
+                .sequence_number_range()
+                .is_some_and(|r| r.ending_sequence_number().is_none());
+            let parents: Vec<&str> = sh
+                .parent_shard_id()
+                .into_iter()
+                .chain(sh.adjacent_parent_shard_id())
+                .collect();
+            println!(
+                "    {} {}{}",
+                sh.shard_id(),
+                if open { "open" } else { "closed" },
+                if parents.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (from {})", parents.join(" + "))
+                }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub async fn stream_delete(ctx: &Ctx, name: &str, force: bool) -> Result<()> {
+    ctx.client
+        .delete_stream()
+        .stream_name(name)
+        .enforce_consumer_deletion(force)
+        .send()
+        .await
+        .map_err(|e| ctx.explain(e))?;
+    if ctx.json {
+        print_json(&json!({"deleted": name}));
+    } else {
+        println!("deleted stream {name}");
+    }
+    Ok(())
+}
+
+pub async fn stream_retention(ctx: &Ctx, name: &str, hours: i32) -> Result<()> {
+    let current = ctx
+        .client
+        .describe_stream_summary()
+        .stream_name(name)
+        .send()
+        .await
+        .map_err(|e| ctx.explain(e))?
+        .stream_description_summary()
+        .map(|s| s.retention_period_hours())
+        .unwrap_or(24);
+    if hours > current {
+        ctx.client
+            .increase_stream_retention_period()
+            .stream_name(name)
+            .retention_period_hours(hours)
+            .send()
+            .await
+            .map_err(|e| ctx.explain(e))?;
+    } else if hours < current {
+        ctx.client
+            .decrease_stream_retention_period()
+            .stream_name(name)
+            .retention_period_hours(hours)
+            .send()
+            .await
+            .map_err(|e| ctx.explain(e))?;
+    }
+    if ctx.json {
+        print_json(&json!({"stream": name, "retention_hours": hours}));
+    } else {
+        println!("stream {name} keeps records for {hours} h (was {current} h)");
+    }
+    Ok(())
+}
+
+async fn list_all_shards(ctx: &Ctx, name: &str) -> Result<Vec<aws_sdk_kinesis::types::Shard>> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let mut req = ctx.client.list_shards();
+        req = match &token {
+            Some(t) => req.next_token(t),
+            None => req.stream_name(name),
+        };
+        let page = req.send().await.map_err(|e| ctx.explain(e))?;
+        out.extend(page.shards().iter().cloned());
+        match page.next_token() {
+            Some(t) => token = Some(t.to_string()),
+            None => return Ok(out),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// put, import
+
+fn random_key() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub async fn put(
+    ctx: &Ctx,
+    stream: &str,
+    key: Option<&str>,
+    value: Option<&str>,
+    file: Option<&str>,
+) -> Result<()> {
+    let records: Vec<Vec<u8>> = match (value, file) {
+        (Some(v), None) => vec![v.as_bytes().to_vec()],
+        (None, Some(f)) => vec![std::fs::read(f).with_context(|| format!("cannot read {f}"))?],
+        (None, None) => {
+            // Each line of standard input is a record.
+            let stdin = std::io::stdin();
+            stdin
+                .lock()
+                .lines()
+                .map(|l| l.map(String::into_bytes))
+                .collect::<std::io::Result<_>>()
+                .context("cannot read standard input")?
+        }
+        (Some(_), Some(_)) => bail!("give a value or --file, not both"),
+    };
+    let entries: Vec<(String, Vec<u8>)> = records
+        .into_iter()
+        .map(|d| (key.map(str::to_string).unwrap_or_else(random_key), d))
+        .collect();
+    if entries.len() == 1 {
+        let (k, d) = &entries[0];
+        let out = ctx
+            .client
+            .put_record()
+            .stream_name(stream)
+            .partition_key(k)
+            .data(Blob::new(d.clone()))
+            .send()
+            .await
+            .map_err(|e| ctx.explain(e))?;
+        if ctx.json {
+            print_json(&json!({"shard": out.shard_id(), "sequence_number": out.sequence_number()}));
+        } else {
+            println!("{} {}", out.shard_id(), out.sequence_number());
+        }
+        return Ok(());
+    }
+    let n = put_batched(ctx, stream, entries, &mut |_, _| {}).await?;
+    if ctx.json {
+        print_json(&json!({"records": n}));
+    } else {
+        println!("put {n} records");
+    }
+    Ok(())
+}
+
+/// Puts records with PutRecords in batches (500 records, 5 MiB), retrying
+/// the records a call reports as failed with backoff; `progress` hears of
+/// every batch (records, bytes).
+pub async fn put_batched(
+    ctx: &Ctx,
+    stream: &str,
+    entries: Vec<(String, Vec<u8>)>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let mut done = 0u64;
+    let mut batch: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut bytes = 0usize;
+    let mut it = entries.into_iter().peekable();
+    while let Some((k, d)) = it.next() {
+        bytes += k.len() + d.len();
+        batch.push((k, d));
+        let next_fits = it.peek().is_some_and(|(k2, d2)| {
+            batch.len() < BATCH_RECORDS_MAX && bytes + k2.len() + d2.len() <= BATCH_BYTES_MAX
+        });
+        if !next_fits {
+            let (n, b) = (batch.len() as u64, bytes as u64);
+            put_with_retries(ctx, stream, std::mem::take(&mut batch)).await?;
+            done += n;
+            progress(n, b);
+            bytes = 0;
+        }
+    }
+    Ok(done)
+}
+
+async fn put_with_retries(ctx: &Ctx, stream: &str, mut batch: Vec<(String, Vec<u8>)>) -> Result<()> {
+    for attempt in 0..PUT_ATTEMPTS_MAX {
+        let entries: Vec<PutRecordsRequestEntry> = batch
+            .iter()
+            .map(|(k, d)| {
+                PutRecordsRequestEntry::builder()
+                    .partition_key(k)
+                    .data(Blob::new(d.clone()))
+                    .build()
+                    .map_err(|e| anyhow!("{e}"))
+            })
+            .collect::<Result<_>>()?;
+        let out = ctx
+            .client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(entries))
+            .send()
+            .await
+            .map_err(|e| ctx.explain(e))?;
+        if out.failed_record_count().unwrap_or(0) == 0 {
+            return Ok(());
+        }
+        let mut last_error = String::new();
+        batch = batch
+            .into_iter()
+            .zip(out.records())
+            .filter(|(_, r)| {
+                if let Some(code) = r.error_code() {
+                    last_error = format!("{code}: {}", r.error_message().unwrap_or(""));
+                    true
+                } else {
+                    false
+                }
+            })
+            .map(|(e, _)| e)
+            .collect();
+        if attempt + 1 == PUT_ATTEMPTS_MAX {
+            bail!(
+                "{} records still failing after {PUT_ATTEMPTS_MAX} attempts ({last_error})",
+                batch.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50 << attempt.min(6))).await;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// get, tail, export
+
+/// Where to start reading, as people write it.
+#[derive(Debug, Clone)]
+pub enum Position {
+    TrimHorizon,
+    Latest,
+    At(String),
+    After(String),
+    Time(DateTime),
+}
+
+impl std::str::FromStr for Position {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Position, String> {
+        Ok(match s {
+            "trim-horizon" | "start" | "oldest" => Position::TrimHorizon,
+            "latest" | "end" | "now" => Position::Latest,
+            _ => {
+                if let Some(seq) = s.strip_prefix("at:") {
+                    Position::At(seq.to_string())
+                } else if let Some(seq) = s.strip_prefix("after:") {
+                    Position::After(seq.to_string())
+                } else if let Some(t) = s.strip_prefix("time:") {
+                    let dt = match t.parse::<i64>() {
+                        Ok(ms) => DateTime::from_millis(ms),
+                        Err(_) => {
+                            DateTime::from_str(t, aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
+                                .map_err(|e| {
+                                    format!("{t:?} is not an RFC 3339 time or epoch milliseconds: {e}")
+                                })?
+                        }
+                    };
+                    Position::Time(dt)
+                } else {
+                    return Err(format!(
+                        "{s:?}: use trim-horizon, latest, at:SEQ, after:SEQ or time:(RFC 3339 or epoch ms)"
+                    ));
+                }
+            }
+        })
+    }
+}
+
+async fn iterator(ctx: &Ctx, stream: &str, shard: &str, from: &Position) -> Result<String> {
+    let mut req = ctx
+        .client
+        .get_shard_iterator()
+        .stream_name(stream)
+        .shard_id(shard);
+    req = match from {
+        Position::TrimHorizon => req.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        Position::Latest => req.shard_iterator_type(ShardIteratorType::Latest),
+        Position::At(s) => req
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(s),
+        Position::After(s) => req
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(s),
+        Position::Time(t) => req
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(*t),
+    };
+    let out = req.send().await.map_err(|e| ctx.explain(e))?;
+    out.shard_iterator
+        .ok_or_else(|| anyhow!("no iterator for {shard}"))
+}
+
+/// Writes one record: a JSON line, or with `raw` its data and a newline.
+fn emit(out: &mut dyn Write, shard: &str, r: &aws_sdk_kinesis::types::Record, raw: bool) -> Result<()> {
+    if raw {
+        out.write_all(r.data().as_ref())?;
+        out.write_all(b"\n")?;
+    } else {
+        writeln!(out, "{}", record_json(shard, r))?;
+    }
+    Ok(())
+}
+
+/// Reads shards from a position. With `follow`, keeps reading as records
+/// arrive and moves from closed shards to their children (parents first,
+/// so a key's records come out in order); without, stops at the end.
+/// Returns the number of records written.
+/// What to read, for [`read`].
+#[derive(Debug, Clone)]
+pub struct ReadSpec<'a> {
+    pub shard: Option<&'a str>,
+    pub from: &'a Position,
+    pub limit: Option<u64>,
+    pub follow: bool,
+    pub raw: bool,
+}
+
+pub async fn read(
+    ctx: &Ctx,
+    stream: &str,
+    spec: ReadSpec<'_>,
+    out: &mut dyn Write,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<u64> {
+    let ReadSpec {
+        shard,
+        from,
+        limit,
+        follow,
+        raw,
+    } = spec;
+    let all = list_all_shards(ctx, stream).await?;
+    // Which shards to start with: the one asked for, or every shard whose
+    // parents are not in the listing (the oldest generation still held);
+    // for `latest`, the open shards.
+    let ids: BTreeSet<String> = all.iter().map(|s| s.shard_id().to_string()).collect();
+    let mut pending: Vec<String> = match shard {
+        Some(s) => vec![s.to_string()],
+        None => match from {
+            Position::Latest => all
+                .iter()
+                .filter(|s| {
+                    s.sequence_number_range()
+                        .is_some_and(|r| r.ending_sequence_number().is_none())
+                })
+                .map(|s| s.shard_id().to_string())
+                .collect(),
+            _ => all
+                .iter()
+                .filter(|s| {
+                    s.parent_shard_id().is_none_or(|p| !ids.contains(p))
+                        && s.adjacent_parent_shard_id().is_none_or(|p| !ids.contains(p))
+                })
+                .map(|s| s.shard_id().to_string())
+                .collect(),
+        },
+    };
+    let mut iters: BTreeMap<String, String> = BTreeMap::new();
+    if shard.is_none() && matches!(from, Position::At(_) | Position::After(_)) {
+        // A sequence number belongs to one shard: read from the shard that
+        // accepts it.
+        for s in all.iter().map(|s| s.shard_id().to_string()) {
+            if let Ok(it) = iterator(ctx, stream, &s, from).await {
+                iters.insert(s, it);
+                break;
+            }
+        }
+        if iters.is_empty() {
+            bail!("no shard of {stream} holds that sequence number");
+        }
+        pending.clear();
+    }
+    for s in &pending {
+        iters.insert(s.clone(), iterator(ctx, stream, s, from).await?);
+    }
+    pending.clear();
+    let mut finished: BTreeSet<String> = BTreeSet::new();
+    // Children wait until all their parents are finished.
+    let mut waiting: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut written = 0u64;
+    loop {
+        let mut any = false;
+        let current: Vec<(String, String)> = iters.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+        for (sid, it) in current {
+            let r = ctx
+                .client
+                .get_records()
+                .shard_iterator(&it)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            let mut bytes = 0u64;
+            for rec in r.records() {
+                if limit.is_some_and(|l| written >= l) {
+                    return Ok(written);
+                }
+                emit(out, &sid, rec, raw)?;
+                bytes += rec.data().as_ref().len() as u64;
+                written += 1;
+                any = true;
+            }
+            if !r.records().is_empty() {
+                progress(r.records().len() as u64, bytes);
+            }
+            match r.next_shard_iterator() {
+                Some(n) => {
+                    iters.insert(sid.clone(), n.to_string());
+                }
+                None => {
+                    iters.remove(&sid);
+                    finished.insert(sid.clone());
+                    if shard.is_none() {
+                        for c in r.child_shards() {
+                            waiting
+                                .entry(c.shard_id().to_string())
+                                .or_insert_with(|| c.parent_shards().to_vec());
+                        }
+                    }
+                }
+            }
+        }
+        // Start children whose parents are all finished.
+        let ready: Vec<String> = waiting
+            .iter()
+            .filter(|(_, parents)| parents.iter().all(|p| finished.contains(p) || !ids.contains(p)))
+            .map(|(c, _)| c.clone())
+            .collect();
+        for c in ready {
+            waiting.remove(&c);
+            if !iters.contains_key(&c) && !finished.contains(&c) {
+                iters.insert(
+                    c.clone(),
+                    iterator(ctx, stream, &c, &Position::TrimHorizon).await?,
+                );
+                any = true;
+            }
+        }
+        out.flush()?;
+        if iters.is_empty() && waiting.is_empty() {
+            return Ok(written);
+        }
+        if !any {
+            if !follow {
+                return Ok(written);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// reshard, consumers
+
+pub async fn reshard_split(ctx: &Ctx, stream: &str, shard: &str, at: Option<&str>) -> Result<()> {
+    let key = match at {
+        Some(k) => k.to_string(),
+        None => {
+            let all = list_all_shards(ctx, stream).await?;
+            let s = all
+                .iter()
+                .find(|s| s.shard_id() == shard)
+                .ok_or_else(|| anyhow!("stream {stream} has no shard {shard}"))?;
+            let r = s
+                .hash_key_range()
+                .ok_or_else(|| anyhow!("shard {shard} has no range"))?;
+            let lo: u128 = r.starting_hash_key().parse()?;
+            let hi: u128 = r.ending_hash_key().parse()?;
+            (lo + (hi - lo) / 2 + 1).to_string()
+        }
+    };
+    ctx.client
+        .split_shard()
+        .stream_name(stream)
+        .shard_to_split(shard)
+        .new_starting_hash_key(&key)
+        .send()
+        .await
+        .map_err(|e| ctx.explain(e))?;
+    if ctx.json {
+        print_json(&json!({"split": shard, "at": key}));
+    } else {
+        println!("split {shard} at hash key {key}");
+    }
+    Ok(())
+}
+
+pub async fn reshard_merge(ctx: &Ctx, stream: &str, a: &str, b: &str) -> Result<()> {
+    ctx.client
+        .merge_shards()
+        .stream_name(stream)
+        .shard_to_merge(a)
+        .adjacent_shard_to_merge(b)
+        .send()
+        .await
+        .map_err(|e| ctx.explain(e))?;
+    if ctx.json {
+        print_json(&json!({"merged": [a, b]}));
+    } else {
+        println!("merged {a} and {b}");
+    }
+    Ok(())
+}
+
+pub async fn reshard_scale(ctx: &Ctx, stream: &str, target: i32) -> Result<()> {
+    let out = ctx
+        .client
+        .update_shard_count()
+        .stream_name(stream)
+        .target_shard_count(target)
+        .scaling_type(ScalingType::UniformScaling)
+        .send()
+        .await
+        .map_err(|e| ctx.explain(e))?;
+    if ctx.json {
+        print_json(&json!({"from": out.current_shard_count(), "to": out.target_shard_count()}));
+    } else {
+        println!(
+            "scaled {stream} from {} to {} open shards",
+            out.current_shard_count().unwrap_or(0),
+            out.target_shard_count().unwrap_or(0)
+        );
+    }
+    Ok(())
+}
+
+async fn stream_arn(ctx: &Ctx, stream: &str) -> Result<String> {
+    Ok(ctx
+        .client
+        .describe_stream_summary()
+        .stream_name(stream)
+        .send()
+        .await
+        .map_err(|e| ctx.explain(e))?
+        .stream_description_summary()
+        .map(|s| s.stream_arn().to_string())
+        .unwrap_or_default())
+}
+
+pub async fn consumer(ctx: &Ctx, action: &str, stream: &str, name: Option<&str>) -> Result<()> {
+    let arn = stream_arn(ctx, stream).await?;
+    let need = || name.ok_or_else(|| anyhow!("give the consumer's name"));
+    match action {
+        "register" => {
+            let c = ctx
+                .client
+                .register_stream_consumer()
+                .stream_arn(&arn)
+                .consumer_name(need()?)
+                .send()
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            let c = c.consumer().ok_or_else(|| anyhow!("empty answer"))?;
+            if ctx.json {
+                print_json(
+                    &json!({"name": c.consumer_name(), "arn": c.consumer_arn(), "status": c.consumer_status().as_str()}),
+                );
+            } else {
+                println!(
+                    "registered {} ({})",
+                    c.consumer_arn(),
+                    c.consumer_status().as_str()
+                );
+            }
+        }
+        "deregister" => {
+            ctx.client
+                .deregister_stream_consumer()
+                .stream_arn(&arn)
+                .consumer_name(need()?)
+                .send()
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            if ctx.json {
+                print_json(&json!({"deregistered": need()?}));
+            } else {
+                println!("deregistered {}", need()?);
+            }
+        }
+        "describe" => {
+            let c = ctx
+                .client
+                .describe_stream_consumer()
+                .stream_arn(&arn)
+                .consumer_name(need()?)
+                .send()
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            let c = c.consumer_description().ok_or_else(|| anyhow!("empty answer"))?;
+            if ctx.json {
+                print_json(
+                    &json!({"name": c.consumer_name(), "arn": c.consumer_arn(), "status": c.consumer_status().as_str(), "created_ms": millis(Some(c.consumer_creation_timestamp()))}),
+                );
+            } else {
+                println!(
+                    "{} {} {}",
+                    c.consumer_name(),
+                    c.consumer_status().as_str(),
+                    c.consumer_arn()
+                );
+            }
+        }
+        _ => {
+            let out = ctx
+                .client
+                .list_stream_consumers()
+                .stream_arn(&arn)
+                .send()
+                .await
+                .map_err(|e| ctx.explain(e))?;
+            let list: Vec<Value> = out
+                .consumers()
+                .iter()
+                .map(|c| json!({"name": c.consumer_name(), "arn": c.consumer_arn(), "status": c.consumer_status().as_str()}))
+                .collect();
+            if ctx.json {
+                print_json(&json!(list));
+            } else if list.is_empty() {
+                println!("stream {stream} has no consumers");
+            } else {
+                for c in out.consumers() {
+                    println!("{} {}", c.consumer_name(), c.consumer_status().as_str());
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses an import line into (partition key, data).
+pub fn import_record(
+    format: &str,
+    line: &str,
+    key_field: Option<&str>,
+    data_field: Option<&str>,
+    header: &[String],
+) -> Result<(String, Vec<u8>)> {
+    match format {
+        "lines" => Ok((random_key(), line.as_bytes().to_vec())),
+        "jsonl" => {
+            let v: Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line:.60}"))?;
+            let key = match key_field {
+                Some(f) => field_text(&v, f).ok_or_else(|| anyhow!("no field {f:?} in {line:.60}"))?,
+                None => random_key(),
+            };
+            let data = match data_field {
+                Some(f) => field_text(&v, f)
+                    .ok_or_else(|| anyhow!("no field {f:?} in {line:.60}"))?
+                    .into_bytes(),
+                None => line.as_bytes().to_vec(),
+            };
+            Ok((key, data))
+        }
+        "csv" => {
+            let cells: Vec<&str> = line.split(',').collect();
+            let key = match key_field {
+                Some(f) => {
+                    let i = header
+                        .iter()
+                        .position(|h| h == f)
+                        .ok_or_else(|| anyhow!("no column {f:?} in the CSV header"))?;
+                    cells.get(i).map(|s| s.to_string()).unwrap_or_default()
+                }
+                None => random_key(),
+            };
+            let data = if header.is_empty() {
+                line.as_bytes().to_vec()
+            } else {
+                let obj: serde_json::Map<String, Value> = header
+                    .iter()
+                    .zip(cells.iter())
+                    .map(|(h, c)| (h.clone(), json!(c)))
+                    .collect();
+                serde_json::to_vec(&obj)?
+            };
+            Ok((if key.is_empty() { random_key() } else { key }, data))
+        }
+        other => bail!("unknown format {other:?}: use jsonl, csv or lines"),
+    }
+}
+
+fn field_text(v: &Value, field: &str) -> Option<String> {
+    let x = field.split('.').try_fold(v, |v, part| v.get(part))?;
+    Some(match x {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    })
+}

@@ -1,0 +1,229 @@
+//! The client verbs as a user runs them: a spawned binary against a real
+//! server.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::kill9::start;
+
+fn run(endpoint: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .env("SHARDLOG_LOG", "off")
+        .output()
+        .unwrap()
+}
+
+fn ok(o: &Output) -> String {
+    assert!(
+        o.status.success(),
+        "failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn workspace() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+#[test]
+fn every_verb_works_against_a_server_and_json_output_parses() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let ep = server.endpoint.as_str();
+    ok(&run(ep, &["stream", "create", "v", "--shards", "2"]));
+    let list: Value = serde_json::from_str(&ok(&run(ep, &["--json", "stream", "list"]))).unwrap();
+    assert_eq!(list, serde_json::json!(["v"]));
+    // put: a value, a file, stdin lines.
+    let put: Value =
+        serde_json::from_str(&ok(&run(ep, &["--json", "put", "v", "one", "--key", "k"]))).unwrap();
+    assert!(put["sequence_number"].as_str().unwrap().starts_with("49"));
+    let file = dir.path().join("blob.bin");
+    std::fs::write(&file, [0u8, 159, 146, 150]).unwrap();
+    ok(&run(
+        ep,
+        &["put", "v", "--file", file.to_str().unwrap(), "--key", "k"],
+    ));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["--endpoint", ep, "put", "v", "--key", "k"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"two\nthree\n").unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    // get: JSON lines, binary data as base64; --raw.
+    let lines = ok(&run(ep, &["get", "v"]));
+    let recs: Vec<Value> = lines.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(recs.len(), 4);
+    let texts: Vec<Option<&str>> = recs.iter().map(|r| r["data"].as_str()).collect();
+    assert_eq!(texts, vec![Some("one"), None, Some("two"), Some("three")]);
+    assert_eq!(recs[1]["data_base64"], "AJ+Slg==");
+    let limited = ok(&run(ep, &["get", "v", "--limit", "2"]));
+    assert_eq!(limited.lines().count(), 2);
+    let after = ok(&run(
+        ep,
+        &[
+            "get",
+            "v",
+            "--raw",
+            "--from",
+            &format!("after:{}", recs[2]["sequence_number"].as_str().unwrap()),
+        ],
+    ));
+    assert_eq!(after, "three\n");
+    // describe, retention, reshard, consumers.
+    let d: Value = serde_json::from_str(&ok(&run(ep, &["--json", "stream", "describe", "v"]))).unwrap();
+    assert_eq!(d["open_shards"], 2);
+    ok(&run(ep, &["stream", "retention", "v", "48"]));
+    ok(&run(ep, &["reshard", "split", "v", "shardId-000000000000"]));
+    ok(&run(
+        ep,
+        &[
+            "reshard",
+            "merge",
+            "v",
+            "shardId-000000000002",
+            "shardId-000000000003",
+        ],
+    ));
+    ok(&run(ep, &["reshard", "scale", "v", "4"]));
+    let d: Value = serde_json::from_str(&ok(&run(ep, &["--json", "stream", "describe", "v"]))).unwrap();
+    assert_eq!(
+        (d["open_shards"].as_i64(), d["retention_hours"].as_i64()),
+        (Some(4), Some(48))
+    );
+    ok(&run(ep, &["consumer", "register", "v", "app"]));
+    let c: Value = serde_json::from_str(&ok(&run(ep, &["--json", "consumer", "list", "v"]))).unwrap();
+    assert_eq!(c[0]["name"], "app");
+    ok(&run(ep, &["consumer", "deregister", "v", "app"]));
+    ok(&run(ep, &["checkpoint", "v"]));
+    ok(&run(ep, &["stream", "delete", "v"]));
+    // Errors are one line and a non-zero status.
+    let missing = run(ep, &["stream", "describe", "v"]);
+    assert_eq!(missing.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&missing.stderr).to_string();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("ResourceNotFoundException"), "{err}");
+    let nowhere = run("http://127.0.0.1:9", &["stream", "list"]);
+    assert_eq!(nowhere.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&nowhere.stderr).contains("cannot reach http://127.0.0.1:9"));
+}
+
+#[test]
+fn import_then_export_round_trips_the_sample_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let ep = server.endpoint.as_str();
+    ok(&run(ep, &["stream", "create", "clicks", "--shards", "1"]));
+    let sample = workspace().join("data/samples/clickstream.jsonl");
+    let imported = ok(&run(
+        ep,
+        &[
+            "--json",
+            "import",
+            "clicks",
+            sample.to_str().unwrap(),
+            "--key-field",
+            "user_id",
+        ],
+    ));
+    let v: Value = serde_json::from_str(&imported).unwrap();
+    assert_eq!(v["records"], 2000);
+    let out = dir.path().join("export.jsonl");
+    ok(&run(ep, &["export", "clicks", "--to", out.to_str().unwrap()]));
+    let exported: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: Value = serde_json::from_str(l).unwrap();
+            r["data"].as_str().unwrap().to_string()
+        })
+        .collect();
+    let original: Vec<String> = std::fs::read_to_string(&sample)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(exported, original, "one shard keeps the file's order exactly");
+    // Raw lines from stdin, and CSV with a header.
+    let csv = dir.path().join("x.csv");
+    std::fs::write(&csv, "user,item\nu1,apple\nu2,pear\n").unwrap();
+    ok(&run(
+        ep,
+        &[
+            "import",
+            "clicks",
+            csv.to_str().unwrap(),
+            "--format",
+            "csv",
+            "--key-field",
+            "user",
+        ],
+    ));
+    let tail = ok(&run(ep, &["get", "clicks", "--raw", "--from", "trim-horizon"]));
+    let last: Vec<&str> = tail.lines().rev().take(2).collect();
+    assert_eq!(
+        last,
+        vec![
+            r#"{"item":"pear","user":"u2"}"#,
+            r#"{"item":"apple","user":"u1"}"#
+        ]
+    );
+}
+
+#[test]
+fn tail_follows_a_stream_through_a_split() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let ep = server.endpoint.clone();
+    ok(&run(&ep, &["stream", "create", "t", "--shards", "1"]));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["--endpoint", &ep, "tail", "t", "--from", "trim-horizon", "--raw"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            let done = line == "after-9";
+            got.push(line);
+            if done {
+                break;
+            }
+        }
+        got
+    });
+    for i in 0..10 {
+        ok(&run(
+            &ep,
+            &["put", "t", &format!("before-{i}"), "--key", &format!("k{i}")],
+        ));
+    }
+    ok(&run(&ep, &["reshard", "split", "t", "shardId-000000000000"]));
+    for i in 0..10 {
+        ok(&run(&ep, &["put", "t", &format!("after-{i}"), "--key", "k0"]));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !reader.is_finished() {
+        assert!(Instant::now() < deadline, "tail did not follow into the children");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let got = reader.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let want: Vec<String> = (0..10)
+        .map(|i| format!("before-{i}"))
+        .chain((0..10).map(|i| format!("after-{i}")))
+        .collect();
+    assert_eq!(got, want, "parent first, then the child holding key k0, in order");
+}
