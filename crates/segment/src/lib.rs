@@ -9,6 +9,7 @@ pub mod fs;
 pub mod log;
 mod mmap;
 pub mod segment;
+pub mod stats;
 pub mod sync;
 
 pub use error::{Error, Result};

@@ -1329,12 +1329,15 @@ impl Log {
             let goal = st.written;
             let file = st.active_file.clone();
             drop(st);
+            let started = std::time::Instant::now();
             let result = file.sync_data();
+            crate::stats::record_fsync(started.elapsed());
             st = lock(&self.inner.sync);
             st.syncing = false;
             match result {
                 Ok(()) => {
                     if goal.next_seq > st.durable.next_seq {
+                        crate::stats::record_group(goal.next_seq - st.durable.next_seq);
                         st.durable = goal;
                     }
                 }

@@ -88,7 +88,9 @@ impl SyncCoordinator {
             st.started += 1;
             let n = st.started;
             drop(st);
+            let started = std::time::Instant::now();
             let result = self.syncer.sync();
+            crate::stats::record_fsync(started.elapsed());
             st = lock(&self.state);
             st.running = false;
             match result {

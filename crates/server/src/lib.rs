@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod groups;
+pub mod metrics;
 pub mod ops;
 pub mod protocol;
 pub mod subscribe;
@@ -33,6 +34,7 @@ pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
 struct AppState {
     engine: Engine,
     subscriptions: Arc<subscribe::Subscriptions>,
+    metrics: Arc<metrics::ServerMetrics>,
 }
 
 /// The HTTP routes: `POST /` for the API, health endpoints for scripts.
@@ -41,10 +43,12 @@ pub fn router(engine: Engine) -> Router {
         .route("/", post(api))
         .route("/_health", get(health))
         .route("/_health/ready", get(health))
+        .route("/metrics", get(prometheus))
         .fallback(post(api))
         .with_state(Arc::new(AppState {
             engine,
             subscriptions: Arc::default(),
+            metrics: Arc::default(),
         }))
 }
 
@@ -134,6 +138,82 @@ pub fn scope_of(headers: &HeaderMap, query: Option<&str>) -> (String, String) {
     (account, region)
 }
 
+async fn prometheus(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    let (engine, m) = (state.engine.clone(), state.metrics.clone());
+    let text = tokio::task::spawn_blocking(move || metrics::render(&engine, &m))
+        .await
+        .unwrap_or_default();
+    let mut resp = Response::new(Body::from(text));
+    resp.headers_mut().insert(
+        "content-type",
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// Decoded length of a base64 string.
+fn b64_len(s: &str) -> u64 {
+    let pad = s.bytes().rev().take_while(|&b| b == b'=').count();
+    ((s.len() / 4) * 3).saturating_sub(pad) as u64
+}
+
+/// The stream a request names, for the metrics' labels.
+fn stream_label(engine: &Engine, op: &str, v: &Value) -> String {
+    if let Some(n) = v.get("StreamName").and_then(Value::as_str) {
+        return n.to_string();
+    }
+    for key in ["StreamARN", "ConsumerARN"] {
+        if let Some(arn) = v.get(key).and_then(Value::as_str) {
+            if let Some((_, rest)) = arn.split_once(":stream/") {
+                return rest.split('/').next().unwrap_or(rest).to_string();
+            }
+        }
+    }
+    if op == "GetRecords" {
+        if let Some(it) = v.get("ShardIterator").and_then(Value::as_str) {
+            return engine.stream_of_iterator(it).unwrap_or_default();
+        }
+    }
+    String::new()
+}
+
+/// Bytes and records an answered call moved.
+fn call_volume(op: &str, req: &Value, resp: &Value) -> (u64, u64) {
+    let data_len = |r: &Value| r.get("Data").and_then(Value::as_str).map(b64_len).unwrap_or(0);
+    match op {
+        "PutRecord" => (data_len(req), 1),
+        "PutRecords" => {
+            let recs = req
+                .get("Records")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let failed = resp.get("FailedRecordCount").and_then(Value::as_u64).unwrap_or(0);
+            let bytes = recs
+                .iter()
+                .zip(
+                    resp.get("Records")
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten(),
+                )
+                .filter(|(_, out)| out.get("ErrorCode").is_none())
+                .map(|(r, _)| data_len(r))
+                .sum();
+            (bytes, (recs.len() as u64).saturating_sub(failed))
+        }
+        "GetRecords" => {
+            let recs = resp
+                .get("Records")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            (recs.iter().map(data_len).sum(), recs.len() as u64)
+        }
+        _ => (0, 0),
+    }
+}
+
 async fn api(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     uri: axum::http::Uri,
@@ -175,7 +255,8 @@ async fn api(
     let (account, region) = scope_of(&headers, uri.query());
     if op == "SubscribeToShard" && groups_op.is_none() {
         let subs = state.subscriptions.clone();
-        return match subscribe::subscribe(root, subs, account, region, format, value).await {
+        let m = state.metrics.clone();
+        return match subscribe::subscribe(root, subs, m, account, region, format, value).await {
             Ok(mut resp) => {
                 if let Ok(v) = HeaderValue::from_str(&request_id()) {
                     resp.headers_mut().insert("x-amzn-requestid", v);
@@ -186,14 +267,30 @@ async fn api(
         };
     }
     let op_name = op.clone();
+    let metrics = state.metrics.clone();
+    let started = std::time::Instant::now();
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
         let engine = root.for_scope(&account, &region)?;
-        if groups_op.is_some() {
+        let label = stream_label(&engine, &op_name, &value);
+        let out = if groups_op.is_some() {
             groups::dispatch(&engine, &op_name, &value)
         } else {
             ops::dispatch(&engine, &op_name, &value)
-        }
+        };
+        let (bytes, records) = match &out {
+            Ok(resp) => call_volume(&op_name, &value, resp),
+            Err(_) => (0, 0),
+        };
+        metrics.record_call(metrics::CallFacts {
+            operation: op_name.clone(),
+            stream: label,
+            success: out.is_ok(),
+            latency: started.elapsed(),
+            bytes,
+            records,
+        });
+        out
     })
     .await;
     match result {

@@ -141,6 +141,7 @@ fn exception(format: Format, e: &ApiError) -> bytes::Bytes {
 pub async fn subscribe(
     root: Engine,
     subs: Arc<Subscriptions>,
+    metrics: Arc<crate::metrics::ServerMetrics>,
     account: String,
     region: String,
     format: Format,
@@ -160,7 +161,7 @@ pub async fn subscribe(
     tokio::spawn(async move {
         // The entry stays after the stream ends: the 5-second rule counts
         // from the start of the last successful subscription.
-        pump(engine, &subs, &key, id, sub, format, tx).await;
+        pump(engine, &subs, &metrics, &key, id, sub, format, tx).await;
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()
@@ -178,9 +179,11 @@ pub async fn subscribe(
 
 /// Reads the shard and sends events until the subscription ends, the shard
 /// ends, it is replaced, or the subscriber goes away.
+#[allow(clippy::too_many_arguments)]
 async fn pump(
     engine: Engine,
     subs: &Subscriptions,
+    metrics: &crate::metrics::ServerMetrics,
     key: &Key,
     id: u64,
     sub: ops::Subscription,
@@ -251,6 +254,12 @@ async fn pump(
                 return;
             }
             last_sent = Instant::now();
+            metrics.record_event(
+                &sub.stream,
+                out.records.len() as u64,
+                out.records.iter().map(|r| r.data.len() as u64).sum(),
+                out.millis_behind_latest,
+            );
         }
         match out.next_position {
             None => return,

@@ -146,6 +146,23 @@ fn python_workers_share_a_stream_through_the_consumer_groups_extension() {
 }
 
 #[test]
+fn metrics_parse_as_prometheus_text_and_count_the_traffic_sent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let out = Command::new(venv_bin("python"))
+        .arg(workspace().join("tests/python/metrics_check.py"))
+        .arg(server.endpoint())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "metrics check failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn aws_cli_journey() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -373,6 +374,85 @@ struct ShardRt {
     log: Arc<IndexedLog>,
     notify: Arc<tokio::sync::Notify>,
     limits: Mutex<ShardBuckets>,
+    counters: Counters,
+}
+
+/// Traffic counters (CloudWatch's stream- and shard-level metrics).
+#[derive(Debug, Default)]
+struct Counters {
+    incoming_bytes: AtomicU64,
+    incoming_records: AtomicU64,
+    outgoing_bytes: AtomicU64,
+    outgoing_records: AtomicU64,
+    get_records_calls: AtomicU64,
+    write_throttled: AtomicU64,
+    read_throttled: AtomicU64,
+    /// The last reader's distance from the tip, in ms (a gauge).
+    iterator_age_ms: std::sync::atomic::AtomicI64,
+}
+
+impl Counters {
+    fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> TrafficMetrics {
+        let g = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        TrafficMetrics {
+            incoming_bytes: g(&self.incoming_bytes),
+            incoming_records: g(&self.incoming_records),
+            outgoing_bytes: g(&self.outgoing_bytes),
+            outgoing_records: g(&self.outgoing_records),
+            get_records_calls: g(&self.get_records_calls),
+            write_throttled: g(&self.write_throttled),
+            read_throttled: g(&self.read_throttled),
+            iterator_age_ms: self.iterator_age_ms.load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+}
+
+/// Traffic of a stream or a shard since the server started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrafficMetrics {
+    pub incoming_bytes: u64,
+    pub incoming_records: u64,
+    pub outgoing_bytes: u64,
+    pub outgoing_records: u64,
+    pub get_records_calls: u64,
+    pub write_throttled: u64,
+    pub read_throttled: u64,
+    pub iterator_age_ms: i64,
+}
+
+/// A shard's traffic and storage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardMetrics {
+    pub shard_id: String,
+    pub traffic: TrafficMetrics,
+    pub segments: usize,
+    pub bytes_on_disk: u64,
+}
+
+/// A stream's traffic, by shard too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMetrics {
+    pub account_id: String,
+    pub region: String,
+    pub name: String,
+    pub traffic: TrafficMetrics,
+    pub shards: Vec<ShardMetrics>,
+}
+
+/// What [`Engine::metrics`] reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EngineMetrics {
+    pub streams: Vec<StreamMetrics>,
+    /// Segments retention deleted.
+    pub retention_deleted_segments: u64,
+    /// Shard logs whose open cut a torn tail.
+    pub recoveries: u64,
+    /// Damage found (shard logs quarantined, streams set aside).
+    pub corruptions: u64,
 }
 
 /// Token buckets holding one second of a shard's allowance each.
@@ -470,6 +550,7 @@ struct Stream {
     dir: PathBuf,
     state: RwLock<StreamState>,
     checkpoints: Mutex<Checkpoints>,
+    counters: Counters,
 }
 
 struct Inner {
@@ -486,6 +567,9 @@ struct Inner {
     scopes: Mutex<HashMap<(String, String), Engine>>,
     /// Problems found when opening (quarantined streams and logs).
     problems: Mutex<Vec<String>>,
+    retention_deleted: AtomicU64,
+    recoveries: AtomicU64,
+    corruptions: AtomicU64,
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     /// Serializes stream creation and deletion (the name map and ids).
     admin: Mutex<()>,
@@ -660,6 +744,9 @@ impl Engine {
             managed_key,
             scopes: Mutex::new(HashMap::new()),
             problems: Mutex::new(Vec::new()),
+            retention_deleted: AtomicU64::new(0),
+            recoveries: AtomicU64::new(0),
+            corruptions: AtomicU64::new(0),
             streams: RwLock::new(BTreeMap::new()),
             admin: Mutex::new(()),
             nonce: std::sync::atomic::AtomicU32::new(0),
@@ -735,6 +822,12 @@ impl Engine {
     fn open_shard_log(&self, stream_dir: &Path, index: u64, m: &StreamMeta) -> Result<ShardRt> {
         let dir = meta::shard_dir(stream_dir, index);
         let (log, report) = IndexedLog::open_with(self.inner.fs.clone(), &dir, self.log_options(m.sync))?;
+        if report.truncated_at.is_some() {
+            Counters::add(&self.inner.recoveries, 1);
+        }
+        if report.quarantined.is_some() {
+            Counters::add(&self.inner.corruptions, 1);
+        }
         if let Some((file, offset)) = &report.truncated_at {
             // Normal after a crash (a write that was never acknowledged);
             // after a clean stop it can only be damage, so say so.
@@ -758,6 +851,7 @@ impl Engine {
             log: Arc::new(log),
             notify: Arc::new(tokio::sync::Notify::new()),
             limits: Mutex::new(ShardBuckets::default()),
+            counters: Counters::default(),
         })
     }
 
@@ -787,10 +881,13 @@ impl Engine {
                     let n = read(&stream.state).meta.name.clone();
                     streams.insert(n, stream);
                 }
-                Err(e) => self.report_problem(format!(
-                    "stream directory {} is quarantined (not served): {e}",
-                    sdir.display()
-                )),
+                Err(e) => {
+                    Counters::add(&self.inner.corruptions, 1);
+                    self.report_problem(format!(
+                        "stream directory {} is quarantined (not served): {e}",
+                        sdir.display()
+                    ))
+                }
             }
         }
         // Recovered data may sit only in the page cache after a process crash:
@@ -903,6 +1000,7 @@ impl Engine {
                 dir: sdir,
                 state: RwLock::new(state),
                 checkpoints: Mutex::new(checkpoints),
+                counters: Counters::default(),
             }))
         }
     }
@@ -1109,6 +1207,7 @@ impl Engine {
                 deleted: false,
             }),
             checkpoints: Mutex::new(Checkpoints::new()),
+            counters: Counters::default(),
         };
         self.persist(&stream, &m)?;
         write(&stream.state).rebuild_routes();
@@ -1393,6 +1492,9 @@ impl Engine {
                     .map(|&i| records[i].data.len() + records[i].partition_key.len())
                     .sum();
                 if !lock(&rt.limits).take_write(now, idxs.len(), bytes) {
+                    for c in [&stream.counters, &rt.counters] {
+                        Counters::add(&c.write_throttled, idxs.len() as u64);
+                    }
                     let e = rate_exceeded(self.account_id(), index, name);
                     if !batch {
                         return Err(e);
@@ -1450,6 +1552,14 @@ impl Engine {
             match done {
                 Ok(()) => {
                     rt.notify.notify_waiters();
+                    let bytes: u64 = idxs
+                        .iter()
+                        .map(|&i| (records[i].data.len() + records[i].partition_key.len()) as u64)
+                        .sum();
+                    for c in [&stream.counters, &rt.counters] {
+                        Counters::add(&c.incoming_records, idxs.len() as u64);
+                        Counters::add(&c.incoming_bytes, bytes);
+                    }
                     for (k, &i) in idxs.iter().enumerate() {
                         results[i] = Some(Ok(PutRecordOutput {
                             shard_id: shard_id(index),
@@ -1572,6 +1682,13 @@ impl Engine {
         read(&self.inner.streams).values().find(|s| s.id == id).cloned()
     }
 
+    /// The stream a shard iterator of this engine reads, if it is valid.
+    pub fn stream_of_iterator(&self, iterator: &str) -> Option<String> {
+        let t = IteratorToken::decode(iterator, &self.inner.iterator_key, self.now_ms()).ok()?;
+        self.stream_by_id(t.stream_id)
+            .map(|s| read(&s.state).meta.name.clone())
+    }
+
     /// Reads with a shard iterator (GetRecords).
     pub fn get_records(&self, iterator: &str, limit: Option<usize>) -> Result<GetRecordsOutput> {
         let acct = self.account_id();
@@ -1599,6 +1716,8 @@ impl Engine {
             let st = read(&stream.state);
             if let Some(rt) = st.shards.get(&t.shard_index) {
                 if !lock(&rt.limits).take_read_call(now) {
+                    Counters::add(&stream.counters.read_throttled, 1);
+                    Counters::add(&rt.counters.read_throttled, 1);
                     return Err(rate_exceeded(self.account_id(), t.shard_index, &name));
                 }
             }
@@ -1610,6 +1729,7 @@ impl Engine {
             limit,
             GET_RECORDS_BYTES_MAX,
         )?;
+        Counters::add(&stream.counters.get_records_calls, 1);
         if enforce {
             let bytes: usize = out.records.iter().map(|r| r.data.len()).sum();
             let st = read(&stream.state);
@@ -1746,6 +1866,14 @@ impl Engine {
         } else {
             last_arrival.map(|a| (now - a).max(0)).unwrap_or(0)
         };
+        if let Some(rt) = st.shards.get(&s.index) {
+            for c in [&stream.counters, &rt.counters] {
+                Counters::add(&c.outgoing_records, records.len() as u64);
+                Counters::add(&c.outgoing_bytes, bytes as u64);
+                c.iterator_age_ms
+                    .store(millis_behind_latest, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
         let (next_position, child_shards) = match end {
             Some(end) if pos >= end => (None, Self::children_of(&st, s.index)),
             _ => (Some(pos), Vec::new()),
@@ -2221,7 +2349,12 @@ impl Engine {
             }
         }
         match failures.first() {
-            None => Ok(removed),
+            None => {
+                self.inner
+                    .retention_deleted
+                    .fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(removed)
+            }
             Some(first) => Err(Error::meta(
                 &self.inner.dir,
                 format!(
@@ -2362,6 +2495,53 @@ impl Engine {
             m.max_record_bytes = kib as usize * 1024;
             Ok(())
         })
+    }
+
+    // ----------------------------------------------------------------------
+    // Metrics
+    // ----------------------------------------------------------------------
+
+    /// Traffic of every stream and shard (of this account and region, and of
+    /// the others this engine opened), and the storage counters.
+    pub fn metrics(&self) -> EngineMetrics {
+        let g = |c: &AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+        let mut m = EngineMetrics {
+            streams: Vec::new(),
+            retention_deleted_segments: g(&self.inner.retention_deleted),
+            recoveries: g(&self.inner.recoveries),
+            corruptions: g(&self.inner.corruptions),
+        };
+        let streams: Vec<Arc<Stream>> = read(&self.inner.streams).values().cloned().collect();
+        for stream in streams {
+            let st = read(&stream.state);
+            let mut shards: Vec<ShardMetrics> = st
+                .shards
+                .iter()
+                .map(|(index, rt)| ShardMetrics {
+                    shard_id: shard_id(*index),
+                    traffic: rt.counters.snapshot(),
+                    segments: rt.log.log().segments().len(),
+                    bytes_on_disk: rt.log.log().bytes_on_disk(),
+                })
+                .collect();
+            shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
+            m.streams.push(StreamMetrics {
+                account_id: self.account_id().to_string(),
+                region: self.region().to_string(),
+                name: st.meta.name.clone(),
+                traffic: stream.counters.snapshot(),
+                shards,
+            });
+        }
+        let scopes: Vec<Engine> = lock(&self.inner.scopes).values().cloned().collect();
+        for e in scopes {
+            let sm = e.metrics();
+            m.streams.extend(sm.streams);
+            m.retention_deleted_segments += sm.retention_deleted_segments;
+            m.recoveries += sm.recoveries;
+            m.corruptions += sm.corruptions;
+        }
+        m
     }
 
     // ----------------------------------------------------------------------

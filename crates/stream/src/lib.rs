@@ -30,9 +30,10 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{KeySpec, KeyState, Keyring};
 pub use engine::{
     limits, parse_shard_id, shard_id, ChildShard, ConsumerDescription, CreateStreamOptions, DataDirReport,
-    Engine, EngineOptions, GetRecordsOutput, GroupBatch, GroupDescription, GroupShard, GroupWorker, Lease,
-    PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput, ShardDescription, StartingPosition,
-    StatusDelays, StoredRecord, StreamDescription, StreamStatus, StreamSummary,
+    Engine, EngineMetrics, EngineOptions, GetRecordsOutput, GroupBatch, GroupDescription, GroupShard,
+    GroupWorker, Lease, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput, ShardDescription,
+    ShardMetrics, StartingPosition, StatusDelays, StoredRecord, StreamDescription, StreamMetrics,
+    StreamStatus, StreamSummary, TrafficMetrics,
 };
 pub use error::{Error, Result};
 pub use hashkey::HashRange;

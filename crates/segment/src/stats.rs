@@ -1,0 +1,115 @@
+//! Process-wide counters of the storage path (fsync latency, group-commit
+//! sizes), for metrics. Atomic and lock-free: recording costs a few relaxed
+//! increments on the write path.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Upper bounds of the fsync latency buckets, in seconds.
+pub const FSYNC_BUCKETS_SECONDS: [f64; 12] = [
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Upper bounds of the group-commit size buckets, in records per sync.
+pub const GROUP_BUCKETS_RECORDS: [f64; 10] = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
+
+/// A fixed-bucket histogram of atomics.
+#[derive(Debug)]
+pub struct AtomicHistogram<const N: usize> {
+    bounds: [f64; N],
+    /// Per bucket (not cumulative), then the overflow bucket.
+    counts: [AtomicU64; 13],
+    sum_micro: AtomicU64,
+    count: AtomicU64,
+}
+
+/// A histogram's values at one moment: cumulative `(upper bound, count)`
+/// pairs, the sum and the count, as Prometheus wants them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HistogramSnapshot {
+    pub buckets: Vec<(f64, u64)>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl<const N: usize> AtomicHistogram<N> {
+    const fn new(bounds: [f64; N]) -> Self {
+        AtomicHistogram {
+            bounds,
+            counts: [const { AtomicU64::new(0) }; 13],
+            sum_micro: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, value: f64) {
+        let i = self.bounds.iter().position(|b| value <= *b).unwrap_or(N);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micro
+            .fetch_add((value * 1_000_000.0) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn snapshot(&self) -> HistogramSnapshot {
+        let mut acc = 0;
+        let buckets = self
+            .bounds
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                acc += self.counts[i].load(Ordering::Relaxed);
+                (*b, acc)
+            })
+            .collect();
+        HistogramSnapshot {
+            buckets,
+            sum: self.sum_micro.load(Ordering::Relaxed) as f64 / 1_000_000.0,
+            count: self.count.load(Ordering::Relaxed),
+        }
+    }
+}
+
+const _: () = assert!(FSYNC_BUCKETS_SECONDS.len() < 13 && GROUP_BUCKETS_RECORDS.len() < 13);
+
+static FSYNC: AtomicHistogram<12> = AtomicHistogram::new(FSYNC_BUCKETS_SECONDS);
+static GROUP: AtomicHistogram<10> = AtomicHistogram::new(GROUP_BUCKETS_RECORDS);
+
+/// Records one fsync (`fdatasync` of a segment, or a shared `syncfs`).
+pub fn record_fsync(took: Duration) {
+    FSYNC.observe(took.as_secs_f64());
+}
+
+/// Records how many records one group commit made durable.
+pub fn record_group(records: u64) {
+    GROUP.observe(records as f64);
+}
+
+/// The storage path's counters.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageStats {
+    pub fsync_seconds: HistogramSnapshot,
+    pub group_commit_records: HistogramSnapshot,
+}
+
+pub fn snapshot() -> StorageStats {
+    StorageStats {
+        fsync_seconds: FSYNC.snapshot(),
+        group_commit_records: GROUP.snapshot(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histograms_are_cumulative_and_count_everything() {
+        let h: AtomicHistogram<3> = AtomicHistogram::new([1.0, 2.0, 4.0]);
+        for v in [0.5, 1.0, 1.5, 3.0, 100.0] {
+            h.observe(v);
+        }
+        let s = h.snapshot();
+        assert_eq!(s.buckets, vec![(1.0, 2), (2.0, 3), (4.0, 4)]);
+        assert_eq!(s.count, 5);
+        assert!((s.sum - 106.0).abs() < 1e-6);
+    }
+}
