@@ -282,6 +282,17 @@ async fn api(
             Ok(resp) => call_volume(&op_name, &value, resp),
             Err(_) => (0, 0),
         };
+        tracing::debug!(
+            target: "shardlog::request",
+            operation = %op_name,
+            stream = %label,
+            account = %account,
+            region = %region,
+            ok = out.is_ok(),
+            error = out.as_ref().err().map(|e| e.kind).unwrap_or(""),
+            latency_us = started.elapsed().as_micros() as u64,
+            "api call"
+        );
         metrics.record_call(metrics::CallFacts {
             operation: op_name.clone(),
             stream: label,

@@ -227,3 +227,52 @@ fn tail_follows_a_stream_through_a_split() {
         .collect();
     assert_eq!(got, want, "parent first, then the child holding key k0, in order");
 }
+
+#[test]
+fn each_api_call_logs_one_json_line_at_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("server.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("SHARDLOG_LOG", "shardlog::request=debug")
+        .env("SHARDLOG_LOG_FORMAT", "json")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok(&run(&endpoint, &["stream", "create", "logged"]));
+    let _ = run(&endpoint, &["stream", "describe", "missing"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    let lines: Vec<Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &Value| v["fields"]["message"] == "api call")
+        .collect();
+    let ops: Vec<(&str, bool)> = lines
+        .iter()
+        .map(|v| {
+            (
+                v["fields"]["operation"].as_str().unwrap(),
+                v["fields"]["ok"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        vec![("CreateStream", true), ("DescribeStreamSummary", false)]
+    );
+    assert_eq!(lines[1]["fields"]["error"], "ResourceNotFoundException");
+}
