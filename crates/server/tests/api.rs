@@ -66,14 +66,39 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+/// A program of the test virtualenv (boto3, the AWS CLI, prometheus_client),
+/// made on first use from `tests/python/requirements.txt` when it is
+/// missing, so `cargo test` works on a fresh machine with Python 3 (`.ci/run`
+/// makes it up front).
 fn venv_bin(name: &str) -> PathBuf {
-    let p = workspace().join(".venv/bin").join(name);
-    assert!(
-        p.exists(),
-        "{} is missing: create the test virtualenv with `python3 -m venv .venv && .venv/bin/pip install -r tests/python/requirements.txt` (.ci/run does this)",
-        p.display()
-    );
-    p
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let venv = workspace().join(".venv");
+    let ready = READY.get_or_init(|| {
+        let ok = venv.join("bin/aws").exists()
+            && Command::new(venv.join("bin/python"))
+                .args(["-c", "import boto3, prometheus_client"])
+                .status()
+                .is_ok_and(|s| s.success());
+        if ok {
+            return Ok(());
+        }
+        let run = |cmd: &mut Command| -> Result<(), String> {
+            let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+            }
+        };
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
+            .arg(workspace().join("tests/python/requirements.txt")))
+    });
+    if let Err(e) = ready {
+        panic!("the test virtualenv could not be made (needs python3 and PyPI): {e}");
+    }
+    venv.join("bin").join(name)
 }
 
 #[test]
