@@ -1,5 +1,6 @@
 //! The `shardlog` command.
 
+mod bench;
 mod client;
 
 use std::io::Write as _;
@@ -198,6 +199,10 @@ enum Command {
         #[arg(long, env = "SHARDLOG_DATA_DIR", default_value = "data/local")]
         data_dir: PathBuf,
     },
+    /// Load generator: put from many connections, replay, and verify every
+    /// acknowledged record comes back once and intact; prints records/s,
+    /// MiB/s and latency percentiles (table, or --json).
+    Bench(bench::BenchArgs),
     /// Show a stream's consumer groups: workers, leases, checkpoints, lag.
     Groups {
         #[arg(long)]
@@ -349,10 +354,34 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     Ok(s)
 }
 
+/// Whether an error comes from writing to a closed pipe (`shardlog get | head`).
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 fn main() -> std::process::ExitCode {
+    // A reader that stops early (`| head`) closes our stdout: that ends the
+    // command quietly, as for any Unix tool, instead of a panic from println!.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
     // One clear line on failure, whatever RUST_BACKTRACE says.
     match run() {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardlog: {e:#}");
             std::process::ExitCode::from(2)
@@ -390,6 +419,14 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         }
         Command::Verify { data_dir, json } => verify(&data_dir, json),
         Command::CrashWriter { data_dir, tag } => crash_writer(&data_dir, &tag),
+        Command::Bench(args) => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            rt.block_on(bench::run(&cli.client.endpoint, &args, cli.client.json))?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Inspect { data_dir } => {
             inspect(&data_dir, cli.client.json)?;
             Ok(std::process::ExitCode::SUCCESS)
@@ -958,6 +995,9 @@ fn dump(path: &Path, data_bytes: usize) -> anyhow::Result<()> {
     }
 }
 
+/// Blocking threads that run engine calls (see `serve`).
+const BLOCKING_THREADS_MAX: usize = 64;
+
 fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
     let mut opts = EngineOptions {
         sync: parse_sync(&s.sync)?,
@@ -1001,8 +1041,13 @@ fn open_engine(dir: &Path, opts: EngineOptions) -> anyhow::Result<Engine> {
 
 fn serve(s: Settings) -> anyhow::Result<()> {
     let engine = open_engine(&s.data_dir, engine_options(&s)?)?;
+    // Engine calls run on blocking threads (they wait for fsync). Each
+    // such thread gets its own malloc arena, so an unbounded pool makes
+    // memory grow with the peak concurrency; group commit needs only enough
+    // threads for the writers that share a sync.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS_MAX)
         .build()
         .context("cannot start the async runtime")?;
     let listen = s.listen;

@@ -87,7 +87,10 @@ fn venv_bin(name: &str) -> PathBuf {
             if out.status.success() {
                 Ok(())
             } else {
-                Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr)))
+                Err(format!(
+                    "{cmd:?} failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ))
             }
         };
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;

@@ -276,3 +276,41 @@ fn each_api_call_logs_one_json_line_at_debug() {
     );
     assert_eq!(lines[1]["fields"]["error"], "ResourceNotFoundException");
 }
+
+#[test]
+fn bench_puts_replays_and_verifies_every_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let out = ok(&run(
+        &server.endpoint,
+        &[
+            "--json",
+            "bench",
+            "--seconds",
+            "1",
+            "--connections",
+            "2",
+            "--batch",
+            "20",
+            "--record-bytes",
+            "256",
+            "--shards",
+            "2",
+        ],
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["verify"]["ok"], true, "{v}");
+    let put = &v["phases"][0];
+    assert_eq!(put["phase"], "put");
+    assert!(put["records"].as_u64().unwrap() > 0);
+    assert_eq!(v["verify"]["acknowledged"], put["records"]);
+    assert!(put["latency_us"]["p99"].as_u64().unwrap() >= put["latency_us"]["p50"].as_u64().unwrap());
+    let single = ok(&run(
+        &server.endpoint,
+        &["bench", "--records", "50", "--batch", "1", "--stream", "one"],
+    ));
+    assert!(
+        single.contains("verify:") && single.contains("\"ok\":true"),
+        "{single}"
+    );
+}
