@@ -3,6 +3,7 @@ Prometheus client library's text-format parser and checks the counters.
 Usage: python metrics_check.py ENDPOINT
 """
 import sys
+import urllib.error
 import urllib.request
 
 import boto3
@@ -22,7 +23,16 @@ for s in k.list_shards(StreamName="m")["Shards"]:
     read += len(k.get_records(ShardIterator=it)["Records"])
 assert read == 30
 
+# An arbitrary target must not become a metric name (or break the text).
+bad = urllib.request.Request(endpoint, data=b"{}", method="POST", headers={
+    "X-Amz-Target": 'Kinesis_20131202.Foo Bar{"x"}', "Content-Type": "application/x-amz-json-1.1"})
+try:
+    urllib.request.urlopen(bad)
+except urllib.error.HTTPError:
+    pass
+
 text = urllib.request.urlopen(endpoint + "/metrics").read().decode()
+assert "Foo" not in text, "an unknown operation became a metric name"
 samples = {}
 for family in text_string_to_metric_families(text):  # raises on malformed text
     for s in family.samples:

@@ -225,3 +225,32 @@ fn a_worker_that_lost_its_lease_cannot_overwrite_its_successors_checkpoint() {
     );
     assert_eq!(e.group_list("g").unwrap(), vec!["app".to_string()]);
 }
+
+#[test]
+fn four_shards_over_three_workers_give_every_worker_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = open(dir.path(), &clock);
+    e.create_stream("g", 4, CreateStreamOptions::default()).unwrap();
+    let beat = |w: &str| e.group_heartbeat("g", "app", w, LEASE_MS).unwrap().len();
+    assert_eq!(beat("a"), 4, "alone, a takes every shard");
+    for _ in 0..3 {
+        for w in ["a", "b", "c"] {
+            beat(w);
+        }
+        clock.advance(ROUND_MS);
+    }
+    let counts: Vec<usize> = ["a", "b", "c"].iter().map(|w| beat(w)).collect();
+    assert_eq!(counts.iter().sum::<usize>(), 4, "{counts:?}");
+    assert!(counts.iter().all(|&n| n >= 1), "nobody idles: {counts:?}");
+    // Releasing every worker lets the group be forgotten: 100 more
+    // applications can come and go on the stream.
+    for w in ["a", "b", "c"] {
+        e.group_release("g", "app", w).unwrap();
+    }
+    for i in 0..150 {
+        let app = format!("short-lived-{i}");
+        e.group_heartbeat("g", &app, "w", LEASE_MS).unwrap();
+        e.group_release("g", &app, "w").unwrap();
+    }
+}

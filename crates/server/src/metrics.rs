@@ -16,6 +16,55 @@ use std::time::Duration;
 use shardlog_segment::stats::HistogramSnapshot;
 use shardlog_stream::Engine;
 
+/// Operations that get their own metric names (the Kinesis API and the
+/// consumer-groups extension); anything else is counted as `Unknown`.
+pub const KNOWN_OPERATIONS: &[&str] = &[
+    "AddTagsToStream",
+    "CreateStream",
+    "DecreaseStreamRetentionPeriod",
+    "DeleteResourcePolicy",
+    "DeleteStream",
+    "DeregisterStreamConsumer",
+    "DescribeAccountSettings",
+    "DescribeLimits",
+    "DescribeStream",
+    "DescribeStreamConsumer",
+    "DescribeStreamSummary",
+    "DisableEnhancedMonitoring",
+    "EnableEnhancedMonitoring",
+    "GetRecords",
+    "GetResourcePolicy",
+    "GetShardIterator",
+    "IncreaseStreamRetentionPeriod",
+    "ListShards",
+    "ListStreamConsumers",
+    "ListStreams",
+    "ListTagsForResource",
+    "ListTagsForStream",
+    "MergeShards",
+    "PutRecord",
+    "PutRecords",
+    "PutResourcePolicy",
+    "RegisterStreamConsumer",
+    "RemoveTagsFromStream",
+    "SplitShard",
+    "StartStreamEncryption",
+    "StopStreamEncryption",
+    "SubscribeToShard",
+    "TagResource",
+    "UntagResource",
+    "UpdateAccountSettings",
+    "UpdateMaxRecordSize",
+    "UpdateShardCount",
+    "UpdateStreamMode",
+    "UpdateStreamWarmThroughput",
+    "Heartbeat",
+    "Checkpoint",
+    "Release",
+    "ListGroups",
+    "DescribeGroup",
+];
+
 /// Upper bounds of the request latency buckets, in seconds.
 pub const LATENCY_BUCKETS_SECONDS: [f64; 12] = [
     0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -93,8 +142,16 @@ pub struct ServerMetrics {
 
 impl ServerMetrics {
     pub fn record_call(&self, f: CallFacts) {
+        // Only names of real operations become metric names: a client
+        // cannot mint metric families (or break the exposition) by sending
+        // arbitrary targets.
+        let operation = if KNOWN_OPERATIONS.contains(&f.operation.as_str()) {
+            f.operation
+        } else {
+            "Unknown".to_string()
+        };
         let mut ops = self.ops.lock().unwrap_or_else(|p| p.into_inner());
-        let mut key = (f.operation, f.stream);
+        let mut key = (operation, f.stream);
         if !ops.contains_key(&key) && ops.len() >= SERIES_MAX {
             key.1 = String::new();
         }

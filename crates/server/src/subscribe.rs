@@ -155,7 +155,14 @@ pub async fn subscribe(
     .await
     .map_err(|_| ApiError::new("InternalFailure", "Internal service failure."))??;
     let (engine, sub, account, region) = prepared;
-    let key: Key = (account, region, sub.consumer_arn.clone(), sub.shard.clone());
+    // Keyed by the consumer itself, not the ARN's spelling: two ARNs of one
+    // consumer are one subscriber.
+    let key: Key = (
+        account,
+        region,
+        format!("{}/consumer/{}", sub.stream, sub.consumer),
+        sub.shard.clone(),
+    );
     let id = subs.start(key.clone())?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(EVENTS_BUFFERED_MAX);
     tokio::spawn(async move {
@@ -175,6 +182,16 @@ pub async fn subscribe(
         HttpHeaderValue::from_static(EVENT_STREAM_CONTENT_TYPE),
     );
     Ok(resp)
+}
+
+/// Sends an event, waiting for a slow subscriber at most `left`; `false`
+/// when the subscriber is gone or did not take it in time.
+async fn send_within(
+    tx: &tokio::sync::mpsc::Sender<bytes::Bytes>,
+    event: bytes::Bytes,
+    left: Duration,
+) -> bool {
+    matches!(tokio::time::timeout(left, tx.send(event)).await, Ok(Ok(())))
 }
 
 /// Reads the shard and sends events until the subscription ends, the shard
@@ -246,10 +263,15 @@ async fn pump(
             }
             // Waiting here is the back-pressure: nothing more is read until
             // the subscriber has taken this event.
-            if tx
-                .send(event(format, "SubscribeToShardEvent", &Value::Object(m)))
-                .await
-                .is_err()
+            // The wait is bounded by the subscription's lifetime, so a
+            // client that stops reading cannot pin it forever.
+            let left = lifetime.saturating_sub(started.elapsed());
+            if !send_within(
+                &tx,
+                event(format, "SubscribeToShardEvent", &Value::Object(m)),
+                left,
+            )
+            .await
             {
                 return;
             }

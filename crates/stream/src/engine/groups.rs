@@ -114,12 +114,37 @@ impl Engine {
         }
         let stream = self.stream(name)?;
         let now = self.now_ms();
-        let st = read(&stream.state);
+        // The shard layout, copied so that no stream lock is held while the
+        // lease table is (a checkpoint's fsync holds the table).
+        let (held_shards, layout): (std::collections::HashSet<u64>, Vec<(u64, Vec<u64>)>) = {
+            let st = read(&stream.state);
+            (
+                st.shards.keys().copied().collect(),
+                st.meta
+                    .shards
+                    .iter()
+                    .map(|s| {
+                        (
+                            s.index,
+                            s.parent.iter().chain(s.adjacent_parent.iter()).copied().collect(),
+                        )
+                    })
+                    .collect(),
+            )
+        };
+        let mut groups = lock(&self.inner.groups);
+        // Read after taking the table: a SHARD_END written just before is
+        // seen (group_checkpoint writes under the same lock).
         let cps: BTreeMap<String, String> = lock(&stream.checkpoints)
             .get(application)
             .cloned()
             .unwrap_or_default();
-        let mut groups = lock(&self.inner.groups);
+        // Groups of this stream with no live worker and no lease are gone.
+        groups.retain(|(id, _), g| {
+            *id != stream.id
+                || (!g.leases.is_empty() && g.leases.values().any(|h| h.expires_ms > now))
+                || g.workers.values().any(|(seen, ms)| now - *seen <= *ms as i64)
+        });
         let apps_of_stream = groups.keys().filter(|(id, _)| *id == stream.id).count();
         let key = (stream.id, application.to_string());
         if !groups.contains_key(&key) && apps_of_stream >= GROUPS_PER_STREAM_MAX {
@@ -137,25 +162,21 @@ impl Engine {
         }
         g.workers.insert(worker.to_string(), (now, lease_ms));
         g.leases
-            .retain(|index, h| h.expires_ms > now && st.shards.contains_key(index));
+            .retain(|index, h| h.expires_ms > now && held_shards.contains(index));
         for h in g.leases.values_mut() {
             if h.owner == worker {
                 h.expires_ms = now + lease_ms as i64;
             }
         }
         let finished = |index: u64| cps.get(&shard_id(index)).is_some_and(|c| c == SHARD_END);
-        let parents_done = |s: &ShardMeta| {
-            s.parent
-                .iter()
-                .chain(s.adjacent_parent.iter())
-                .all(|p| finished(*p) || !st.shards.contains_key(p))
-        };
-        let workable: Vec<u64> = st
-            .meta
-            .shards
+        let workable: Vec<u64> = layout
             .iter()
-            .filter(|s| st.shards.contains_key(&s.index) && !finished(s.index) && parents_done(s))
-            .map(|s| s.index)
+            .filter(|(index, parents)| {
+                held_shards.contains(index)
+                    && !finished(*index)
+                    && parents.iter().all(|p| finished(*p) || !held_shards.contains(p))
+            })
+            .map(|(index, _)| *index)
             .collect();
         let live = g.workers.len().max(1);
         let target = workable.len().div_ceil(live);
@@ -176,17 +197,19 @@ impl Engine {
                 );
             }
         }
-        // Balance: take one lease from the busiest worker if it holds more
-        // than its share and this one holds less. The loser learns it at
-        // its next heartbeat; its checkpoints are refused from now on.
+        // Balance: take one lease from the busiest worker if it holds at
+        // least two more than this one (so 4 shards over 3 workers settle at
+        // 2-1-1, not 2-2-0). The loser learns it at its next heartbeat; its
+        // checkpoints are refused from now on.
         if mine(g) < target {
+            let have = mine(g);
             let mut load: HashMap<String, Vec<u64>> = HashMap::new();
             for (index, h) in &g.leases {
                 load.entry(h.owner.clone()).or_default().push(*index);
             }
             if let Some((_, shards)) = load
                 .into_iter()
-                .filter(|(w, s)| w != worker && s.len() > target)
+                .filter(|(w, s)| w != worker && s.len() >= have + 2)
                 .max_by_key(|(_, s)| s.len())
             {
                 if let Some(index) = shards.into_iter().min() {
