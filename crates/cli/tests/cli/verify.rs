@@ -68,6 +68,17 @@ fn verify_passes_a_clean_directory_flags_damage_with_its_file_and_refuses_a_busy
         assert_eq!(busy.status.code(), Some(2), "{}", text(&busy));
         assert!(text(&busy).contains("stop the server"), "{}", text(&busy));
     }
+    let inspected = shardlog(&["--json", "inspect", "--data-dir"], dir.path());
+    assert_eq!(inspected.status.code(), Some(0), "{}", text(&inspected));
+    let v: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
+    assert_eq!(v[0]["name"], "orders");
+    let shards = v[0]["shards"].as_array().unwrap();
+    assert_eq!(shards.len(), 2);
+    let records: u64 = shards.iter().map(|s| s["records"].as_u64().unwrap()).sum();
+    assert_eq!(records, 2000);
+    assert!(shards
+        .iter()
+        .all(|s| s["segments"].as_u64().unwrap() >= 1 && s["oldest_ms"].is_i64()));
     let clean = shardlog(&["verify", "--data-dir"], dir.path());
     assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
     assert!(text(&clean).contains("2000 records"), "{}", text(&clean));
