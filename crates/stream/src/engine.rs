@@ -565,6 +565,8 @@ struct Inner {
     /// Engines of other accounts and regions, opened on first use under
     /// `scopes/<account>/<region>/` of this directory.
     scopes: Mutex<HashMap<(String, String), Engine>>,
+    /// Serializes the opening of new scopes (see [`Engine::for_scope`]).
+    scope_opening: Mutex<()>,
     /// Problems found when opening (quarantined streams and logs).
     problems: Mutex<Vec<String>>,
     retention_deleted: AtomicU64,
@@ -743,6 +745,7 @@ impl Engine {
             iterator_key,
             managed_key,
             scopes: Mutex::new(HashMap::new()),
+            scope_opening: Mutex::new(()),
             problems: Mutex::new(Vec::new()),
             retention_deleted: AtomicU64::new(0),
             recoveries: AtomicU64::new(0),
@@ -2906,12 +2909,17 @@ impl Engine {
                 "Region {region:?} is not a valid AWS region name."
             )));
         }
-        let mut scopes = lock(&self.inner.scopes);
         let key = (account_id.to_string(), region.to_string());
-        if let Some(e) = scopes.get(&key) {
+        if let Some(e) = lock(&self.inner.scopes).get(&key) {
             return Ok(e.clone());
         }
-        if scopes.len() >= SCOPES_MAX {
+        // Opening recovers logs and may take a while: only other openings
+        // wait for it, not requests to scopes already open.
+        let _opening = lock(&self.inner.scope_opening);
+        if let Some(e) = lock(&self.inner.scopes).get(&key) {
+            return Ok(e.clone());
+        }
+        if lock(&self.inner.scopes).len() >= SCOPES_MAX {
             return Err(Error::LimitExceeded(format!(
                 "This server already serves {SCOPES_MAX} accounts and regions; no more can be opened."
             )));
@@ -2923,7 +2931,7 @@ impl Engine {
         };
         let dir = self.inner.dir.join(SCOPES_DIR).join(account_id).join(region);
         let e = Engine::open_with(self.inner.fs.clone(), dir, opts, self.inner.clock.clone())?;
-        scopes.insert(key, e.clone());
+        lock(&self.inner.scopes).insert(key, e.clone());
         Ok(e)
     }
 
