@@ -85,8 +85,18 @@ fn request_id() -> String {
     )
 }
 
+/// An operation's answer: a value to encode, or a body already encoded.
+enum Answer {
+    Tree(Value),
+    Text(Vec<u8>),
+}
+
 fn respond(format: Format, status: u16, body: Option<&Value>) -> Response {
     let bytes = body.map(|b| protocol::encode(format, b)).unwrap_or_default();
+    respond_bytes(format, status, bytes)
+}
+
+fn respond_bytes(format: Format, status: u16, bytes: Vec<u8>) -> Response {
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let h = resp.headers_mut();
@@ -273,15 +283,25 @@ async fn api(
     let result = tokio::task::spawn_blocking(move || {
         let engine = root.for_scope(&account, &region)?;
         let label = stream_label(&engine, &op_name, &value);
-        let out = if groups_op.is_some() {
-            groups::dispatch(&engine, &op_name, &value)
-        } else {
-            ops::dispatch(&engine, &op_name, &value)
-        };
-        let (bytes, records) = match &out {
-            Ok(resp) => call_volume(&op_name, &value, resp),
-            Err(_) => (0, 0),
-        };
+        let (out, (bytes, records)) =
+            if groups_op.is_none() && op_name == "GetRecords" && format == Format::Json {
+                // The big responses skip the value tree (see get_records_json_body).
+                match ops::get_records_json_body(&engine, &value) {
+                    Ok((body, bytes, records)) => (Ok(Answer::Text(body)), (bytes, records)),
+                    Err(e) => (Err(e), (0, 0)),
+                }
+            } else {
+                let out = if groups_op.is_some() {
+                    groups::dispatch(&engine, &op_name, &value)
+                } else {
+                    ops::dispatch(&engine, &op_name, &value)
+                };
+                let volume = match &out {
+                    Ok(resp) => call_volume(&op_name, &value, resp),
+                    Err(_) => (0, 0),
+                };
+                (out.map(Answer::Tree), volume)
+            };
         tracing::debug!(
             target: "shardlog::request",
             operation = %op_name,
@@ -305,8 +325,9 @@ async fn api(
     })
     .await;
     match result {
-        Ok(Ok(Value::Null)) => respond(format, 200, None),
-        Ok(Ok(v)) => respond(format, 200, Some(&v)),
+        Ok(Ok(Answer::Tree(Value::Null))) => respond(format, 200, None),
+        Ok(Ok(Answer::Tree(v))) => respond(format, 200, Some(&v)),
+        Ok(Ok(Answer::Text(body))) => respond_bytes(format, 200, body),
         Ok(Err(e)) => {
             if e.status >= 500 {
                 tracing::error!(operation = %op, error = %e.kind, message = %e.message, "request failed");

@@ -529,6 +529,58 @@ fn cbor_subscribe_to_shard_over_h2c_streams_framed_events_with_byte_string_data(
     });
 }
 
+#[test]
+fn get_records_json_is_exact_for_awkward_keys_binary_data_and_child_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        json_call(&c, &server, "CreateStream", json!({"StreamName": "j", "ShardCount": 1})).await;
+        let key = "q\"uo\\te é \u{1} ✓";
+        let data = [0u8, 255, 10, 34, 92];
+        let b64 = {
+            use base64::Engine as _;
+            base64::engine::general_purpose::STANDARD.encode(data)
+        };
+        let (s, _) = json_call(&c, &server, "PutRecord", json!({"StreamName": "j", "PartitionKey": key, "Data": b64})).await;
+        assert_eq!(s, 200);
+        let (_, sp) = json_call(
+            &c,
+            &server,
+            "SplitShard",
+            json!({"StreamName": "j", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "12345"}),
+        )
+        .await;
+        assert!(sp.is_null() || sp.is_object());
+        let (_, it) = json_call(
+            &c,
+            &server,
+            "GetShardIterator",
+            json!({"StreamName": "j", "ShardId": "shardId-000000000000", "ShardIteratorType": "TRIM_HORIZON"}),
+        )
+        .await;
+        let (s, r) = json_call(&c, &server, "GetRecords", json!({"ShardIterator": it["ShardIterator"]})).await;
+        assert_eq!(s, 200);
+        let rec = &r["Records"][0];
+        assert_eq!(rec["PartitionKey"], key);
+        assert_eq!(rec["Data"], b64);
+        assert_eq!(rec["EncryptionType"], "NONE");
+        assert!(rec["ApproximateArrivalTimestamp"].as_f64().unwrap() > 1.0e9);
+        assert!(rec["SequenceNumber"].as_str().unwrap().starts_with("49"));
+        assert_eq!(r["MillisBehindLatest"], 0);
+        // At the end of the closed parent: no NextShardIterator, ChildShards.
+        let (_, end) = json_call(&c, &server, "GetRecords", json!({"ShardIterator": it["ShardIterator"], "Limit": 10})).await;
+        let mut it2 = end["NextShardIterator"].clone();
+        let mut last = end;
+        while let Some(i) = it2.as_str().map(str::to_string) {
+            let (_, next) = json_call(&c, &server, "GetRecords", json!({"ShardIterator": i})).await;
+            it2 = next["NextShardIterator"].clone();
+            last = next;
+        }
+        assert_eq!(last["ChildShards"].as_array().unwrap().len(), 2, "{last}");
+    });
+}
+
 fn base64_of(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
