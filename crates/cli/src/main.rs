@@ -901,7 +901,9 @@ fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -
             );
             for s in d["Shards"].as_array().into_iter().flatten() {
                 let cp = s["Checkpoint"].as_str().unwrap_or("-");
-                let short = if cp.len() > 20 { &cp[cp.len() - 20..] } else { cp };
+                // The tail of a long sequence number; `get` keeps a checkpoint
+                // that is not ASCII (never from this server) whole.
+                let short = cp.get(cp.len().saturating_sub(20)..).unwrap_or(cp);
                 println!(
                     "  {:<22} {:<16} {:>20} {:>10}  {}{}",
                     s["ShardId"].as_str().unwrap_or("?"),
@@ -911,7 +913,7 @@ fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -
                         .map(|l| l.to_string())
                         .unwrap_or_else(|| "-".into()),
                     s["RecordsBehind"].as_u64().unwrap_or(0),
-                    if cp.len() > 20 { "…" } else { "" },
+                    if short.len() < cp.len() { "…" } else { "" },
                     short
                 );
             }

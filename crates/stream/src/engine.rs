@@ -1593,6 +1593,17 @@ impl Engine {
     // ----------------------------------------------------------------------
 
     fn shard_meta<'a>(&self, st: &'a StreamState, name: &str, shard: &str) -> Result<&'a ShardMeta> {
+        self.shard_rt(st, name, shard).map(|(s, _)| s)
+    }
+
+    /// A shard's metadata and its open log; `ResourceNotFound` for a shard
+    /// the stream does not hold (unknown, or expired by retention).
+    fn shard_rt<'a>(
+        &self,
+        st: &'a StreamState,
+        name: &str,
+        shard: &str,
+    ) -> Result<(&'a ShardMeta, &'a ShardRt)> {
         let acct = self.account_id();
         let missing = || {
             Error::ResourceNotFound(format!(
@@ -1601,10 +1612,8 @@ impl Engine {
         };
         let index = parse_shard_id(shard).ok_or_else(missing)?;
         let s = st.meta.shard(index).ok_or_else(missing)?;
-        if !st.shards.contains_key(&index) {
-            return Err(missing());
-        }
-        Ok(s)
+        let rt = st.shards.get(&index).ok_or_else(missing)?;
+        Ok((s, rt))
     }
 
     /// Resolves a starting position to a shard position.
@@ -1613,8 +1622,8 @@ impl Engine {
         let stream = self.stream(name)?;
         self.require_created(name)?;
         let st = read(&stream.state);
-        let s = self.shard_meta(&st, name, shard)?;
-        let log = &st.shards[&s.index].log;
+        let (s, rt) = self.shard_rt(&st, name, shard)?;
+        let log = &rt.log;
         let first = log.log().first_seq();
         let parse = |seq: &str| -> Result<u64> {
             if let Some(n) = SeqNum::parse_before_start(seq) {
@@ -1792,8 +1801,8 @@ impl Engine {
     ) -> Result<ReadOutput> {
         let stream = self.stream(name)?;
         let st = read(&stream.state);
-        let s = self.shard_meta(&st, name, shard)?.clone();
-        let log = st.shards[&s.index].log.clone();
+        let (s, rt) = self.shard_rt(&st, name, shard)?;
+        let (s, log) = (s.clone(), rt.log.clone());
         let now = self.now_ms();
         let first = log.log().first_seq();
         let tip = log.log().visible_next_seq();
@@ -1904,8 +1913,7 @@ impl Engine {
             let (notify, ready) = {
                 let stream = self.stream(name)?;
                 let st = read(&stream.state);
-                let s = self.shard_meta(&st, name, shard)?;
-                let rt = &st.shards[&s.index];
+                let (s, rt) = self.shard_rt(&st, name, shard)?;
                 let notify = rt.notify.clone();
                 let ready = rt.log.log().visible_next_seq() > position || s.closed.is_some();
                 (notify, ready)
@@ -1921,8 +1929,8 @@ impl Engine {
             {
                 let stream = self.stream(name)?;
                 let st = read(&stream.state);
-                let s = self.shard_meta(&st, name, shard)?;
-                if st.shards[&s.index].log.log().visible_next_seq() > position || s.closed.is_some() {
+                let (s, rt) = self.shard_rt(&st, name, shard)?;
+                if rt.log.log().visible_next_seq() > position || s.closed.is_some() {
                     return Ok(true);
                 }
             }
@@ -1939,7 +1947,11 @@ impl Engine {
     /// Closes `parent` (no writes can be in flight: the caller holds the write
     /// lock) and returns its end position.
     fn seal_parent(st: &StreamState, index: u64) -> Result<u64> {
-        let log = &st.shards[&index].log;
+        let log = &st
+            .shards
+            .get(&index)
+            .ok_or_else(|| Error::InvalidArgument(format!("Shard {} has no log to seal.", shard_id(index))))?
+            .log;
         log.log().sync()?;
         log.log().roll()?;
         Ok(log.log().next_seq())

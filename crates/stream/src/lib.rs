@@ -5,16 +5,17 @@
 //! ```
 //! use shardlog_stream::{CreateStreamOptions, Engine, EngineOptions, PutRecordInput, StartingPosition};
 //!
-//! let dir = tempfile::tempdir().unwrap();
-//! let engine = Engine::open(dir.path(), EngineOptions::default()).unwrap();
-//! engine.create_stream("orders", 2, CreateStreamOptions::default()).unwrap();
-//! let put = engine.put_record("orders", PutRecordInput::new("customer-7", b"hello")).unwrap();
-//! let it = engine
-//!     .get_shard_iterator("orders", &put.shard_id, StartingPosition::TrimHorizon)
-//!     .unwrap();
-//! let out = engine.get_records(&it, Some(100)).unwrap();
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let engine = Engine::open(dir.path(), EngineOptions::default())?;
+//! engine.create_stream("orders", 2, CreateStreamOptions::default())?;
+//! let put = engine.put_record("orders", PutRecordInput::new("customer-7", b"hello"))?;
+//! let it = engine.get_shard_iterator("orders", &put.shard_id, StartingPosition::TrimHorizon)?;
+//! let out = engine.get_records(&it, Some(100))?;
 //! assert_eq!(out.records[0].data, b"hello");
 //! assert_eq!(out.records[0].sequence_number, put.sequence_number);
+//! # Ok(())
+//! # }
 //! ```
 
 pub mod clock;
