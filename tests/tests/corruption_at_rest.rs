@@ -17,13 +17,7 @@ use shardlog_testkit::{for_each_seed, SimRng};
 type Expected = BTreeMap<(String, String), Vec<(String, Vec<u8>)>>;
 
 fn opts() -> EngineOptions {
-    let mut o = EngineOptions {
-        retention_check_interval_ms: 0,
-        ..EngineOptions::default()
-    };
-    o.log.segment_bytes_max = 64 * 1024;
-    o.log.preallocate_bytes = 16 * 1024;
-    o
+    shardlog_tests::small_engine_options()
 }
 
 /// A stopped data directory with three streams (one encrypted), several

@@ -80,13 +80,7 @@ struct Sim {
 }
 
 fn opts() -> EngineOptions {
-    let mut o = EngineOptions {
-        retention_check_interval_ms: 0,
-        ..EngineOptions::default()
-    };
-    o.log.segment_bytes_max = 64 * 1024;
-    o.log.preallocate_bytes = 16 * 1024;
-    o
+    shardlog_tests::small_engine_options()
 }
 
 impl Sim {

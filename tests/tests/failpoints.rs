@@ -20,13 +20,7 @@ use shardlog_testkit::{CrashPlan, FsOp, MemFs};
 const T0: i64 = 1_800_000_000_000;
 
 fn opts() -> EngineOptions {
-    let mut o = EngineOptions {
-        retention_check_interval_ms: 0,
-        ..EngineOptions::default()
-    };
-    o.log.segment_bytes_max = 64 * 1024;
-    o.log.preallocate_bytes = 16 * 1024;
-    o
+    shardlog_tests::small_engine_options()
 }
 
 fn open(fs: &MemFs, clock: &ManualClock) -> Engine {

@@ -12,9 +12,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use base64::Engine as _;
 use serde_json::{json, Value};
+
+use crate::client::JsonApi;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -49,35 +51,6 @@ pub struct BenchArgs {
     /// Keep the stream afterwards.
     #[arg(long)]
     pub keep: bool,
-}
-
-struct Api {
-    http: reqwest::Client,
-    endpoint: String,
-}
-
-impl Api {
-    async fn call(&self, op: &str, body: Value) -> Result<Value> {
-        let r = self
-            .http
-            .post(&self.endpoint)
-            .header("x-amz-target", format!("Kinesis_20131202.{op}"))
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(body.to_string())
-            .send()
-            .await
-            .with_context(|| format!("cannot reach {} (is the server running?)", self.endpoint))?;
-        let ok = r.status().is_success();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
-        if !ok {
-            bail!(
-                "{op}: {}: {}",
-                v["__type"].as_str().unwrap_or("error"),
-                v["message"].as_str().unwrap_or("")
-            );
-        }
-        Ok(v)
-    }
 }
 
 /// Latency percentiles of a phase, in microseconds.
@@ -145,12 +118,13 @@ pub async fn run(endpoint: &str, args: &BenchArgs, json_out: bool) -> Result<()>
     if args.record_bytes < 17 || args.record_bytes > 1024 * 1024 {
         bail!("--record-bytes must be 17 bytes to 1 MiB (each record carries its id)");
     }
-    let api = Arc::new(Api {
-        http: reqwest::Client::builder()
+    let api = Arc::new(JsonApi::new(
+        reqwest::Client::builder()
             .pool_max_idle_per_host(args.connections)
             .build()?,
-        endpoint: endpoint.to_string(),
-    });
+        endpoint,
+        shardlog_server::TARGET_PREFIX,
+    ));
     let stream = args.stream.clone();
     if api
         .call("DescribeStreamSummary", json!({"StreamName": stream}))
@@ -228,7 +202,7 @@ pub async fn run(endpoint: &str, args: &BenchArgs, json_out: bool) -> Result<()>
 }
 
 async fn put_phase(
-    api: &Arc<Api>,
+    api: &Arc<JsonApi>,
     args: &BenchArgs,
     acked: &Arc<Mutex<HashMap<u64, String>>>,
 ) -> Result<Phase> {
@@ -316,7 +290,7 @@ async fn put_phase(
     Ok(total)
 }
 
-async fn replay_phase(api: &Api, stream: &str, acked: &HashMap<u64, String>) -> Result<(Phase, Value)> {
+async fn replay_phase(api: &JsonApi, stream: &str, acked: &HashMap<u64, String>) -> Result<(Phase, Value)> {
     let started = Instant::now();
     let shards = api.call("ListShards", json!({"StreamName": stream})).await?;
     let mut p = Phase {

@@ -98,6 +98,55 @@ impl Ctx {
     }
 }
 
+/// A plain awsJson 1.1 caller, without the SDK: the load generator (which
+/// should spend little CPU beside the server) and the consumer-groups
+/// extension (which the SDK does not know) use it.
+#[derive(Debug, Clone)]
+pub struct JsonApi {
+    http: reqwest::Client,
+    endpoint: String,
+    /// `X-Amz-Target` prefix, such as `Kinesis_20131202.`.
+    prefix: &'static str,
+}
+
+impl JsonApi {
+    pub fn new(http: reqwest::Client, endpoint: &str, prefix: &'static str) -> JsonApi {
+        JsonApi {
+            http,
+            endpoint: endpoint.to_string(),
+            prefix,
+        }
+    }
+
+    /// Calls `op`; a refusal becomes one line with the error name and message.
+    pub async fn call(&self, op: &str, body: Value) -> Result<Value> {
+        let r = self
+            .http
+            .post(&self.endpoint)
+            .header("x-amz-target", format!("{}{op}", self.prefix))
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(body.to_string())
+            .send()
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach a shardlog server at {} (is it running? see --endpoint)",
+                    self.endpoint
+                )
+            })?;
+        let ok = r.status().is_success();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        if !ok {
+            bail!(
+                "{}: {}",
+                v["__type"].as_str().unwrap_or("error"),
+                v["message"].as_str().unwrap_or("the server refused the request")
+            );
+        }
+        Ok(v)
+    }
+}
+
 fn print_json(v: &Value) {
     println!("{v}");
 }

@@ -432,16 +432,8 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
             Ok(std::process::ExitCode::SUCCESS)
         }
 
-        Command::Groups { stream, application } => {
-            groups(
-                &cli.client.endpoint,
-                &stream,
-                application.as_deref(),
-                cli.client.json,
-            )?;
-            Ok(std::process::ExitCode::SUCCESS)
-        }
-        Command::Checkpoint { stream, application } => {
+        // Checkpoints are shown with the groups' leases and lag.
+        Command::Groups { stream, application } | Command::Checkpoint { stream, application } => {
             groups(
                 &cli.client.endpoint,
                 &stream,
@@ -807,55 +799,23 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One call of the consumer-groups extension.
-async fn groups_call(
-    client: &reqwest::Client,
-    endpoint: &str,
-    op: &str,
-    body: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let r = client
-        .post(endpoint)
-        .header(
-            "x-amz-target",
-            format!("{}{op}", shardlog_server::groups::GROUPS_TARGET_PREFIX),
-        )
-        .header("content-type", "application/x-amz-json-1.1")
-        .body(body.to_string())
-        .send()
-        .await
-        .with_context(|| {
-            format!("cannot reach a shardlog server at {endpoint} (is it running? see --endpoint)")
-        })?;
-    let ok = r.status().is_success();
-    let v: serde_json::Value = r.json().await.unwrap_or(serde_json::Value::Null);
-    if !ok {
-        bail!(
-            "{}: {}",
-            v["__type"].as_str().unwrap_or("error"),
-            v["message"].as_str().unwrap_or("the server refused the request")
-        );
-    }
-    Ok(v)
-}
-
 fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let client = reqwest::Client::new();
+        let api = client::JsonApi::new(
+            reqwest::Client::new(),
+            endpoint,
+            shardlog_server::groups::GROUPS_TARGET_PREFIX,
+        );
         let apps: Vec<String> = match application {
             Some(a) => vec![a.to_string()],
             None => {
-                let v = groups_call(
-                    &client,
-                    endpoint,
-                    "ListGroups",
-                    serde_json::json!({"StreamName": stream}),
-                )
-                .await?;
+                let v = api
+                    .call("ListGroups", serde_json::json!({"StreamName": stream}))
+                    .await?;
                 v["ApplicationNames"]
                     .as_array()
                     .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
@@ -864,13 +824,12 @@ fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -
         };
         let mut all = Vec::new();
         for app in &apps {
-            let d = groups_call(
-                &client,
-                endpoint,
-                "DescribeGroup",
-                serde_json::json!({"StreamName": stream, "ApplicationName": app}),
-            )
-            .await?;
+            let d = api
+                .call(
+                    "DescribeGroup",
+                    serde_json::json!({"StreamName": stream, "ApplicationName": app}),
+                )
+                .await?;
             all.push(d);
         }
         if json {

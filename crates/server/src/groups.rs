@@ -10,7 +10,7 @@ use shardlog_stream::engine::{GROUP_LEASE_DEFAULT_MS, SHARD_END};
 use shardlog_stream::Engine;
 
 use crate::error::{ApiError, Violations};
-use crate::ops::{check_arn_scope, opt_int, opt_str, stream_name};
+use crate::ops::{opt_int, opt_str, stream_name};
 
 pub const GROUPS_TARGET_PREFIX: &str = "ShardlogGroups_20261126.";
 
@@ -30,8 +30,8 @@ fn required<'a>(v: &'a Value, key: &str, viol: &mut Violations) -> Result<&'a st
 }
 
 /// Runs one consumer-groups operation.
+/// The caller has checked the request's ARNs ([`crate::ops::check_arn_scope`]).
 pub fn dispatch(e: &Engine, op: &str, v: &Value) -> R {
-    check_arn_scope(e, v)?;
     match op {
         "Heartbeat" => heartbeat(e, v),
         "Checkpoint" => checkpoint(e, v),

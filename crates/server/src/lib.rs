@@ -168,7 +168,7 @@ fn b64_len(s: &str) -> u64 {
 }
 
 /// The stream a request names, for the metrics' labels.
-fn stream_label(engine: &Engine, op: &str, v: &Value) -> String {
+fn stream_label(v: &Value) -> String {
     if let Some(n) = v.get("StreamName").and_then(Value::as_str) {
         return n.to_string();
     }
@@ -179,15 +179,10 @@ fn stream_label(engine: &Engine, op: &str, v: &Value) -> String {
             }
         }
     }
-    if op == "GetRecords" {
-        if let Some(it) = v.get("ShardIterator").and_then(Value::as_str) {
-            return engine.stream_of_iterator(it).unwrap_or_default();
-        }
-    }
     String::new()
 }
 
-/// Bytes and records an answered call moved.
+/// Bytes and records an answered write moved (GetRecords counts its own).
 fn call_volume(op: &str, req: &Value, resp: &Value) -> (u64, u64) {
     let data_len = |r: &Value| r.get("Data").and_then(Value::as_str).map(b64_len).unwrap_or(0);
     match op {
@@ -196,29 +191,20 @@ fn call_volume(op: &str, req: &Value, resp: &Value) -> (u64, u64) {
             let recs = req
                 .get("Records")
                 .and_then(Value::as_array)
-                .cloned()
+                .map(Vec::as_slice)
                 .unwrap_or_default();
-            let failed = resp.get("FailedRecordCount").and_then(Value::as_u64).unwrap_or(0);
-            let bytes = recs
-                .iter()
-                .zip(
-                    resp.get("Records")
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten(),
-                )
-                .filter(|(_, out)| out.get("ErrorCode").is_none())
-                .map(|(r, _)| data_len(r))
-                .sum();
-            (bytes, (recs.len() as u64).saturating_sub(failed))
-        }
-        "GetRecords" => {
-            let recs = resp
+            let outs = resp
                 .get("Records")
                 .and_then(Value::as_array)
-                .cloned()
+                .map(Vec::as_slice)
                 .unwrap_or_default();
-            (recs.iter().map(data_len).sum(), recs.len() as u64)
+            let ok: Vec<&Value> = recs
+                .iter()
+                .zip(outs)
+                .filter(|(_, out)| out.get("ErrorCode").is_none())
+                .map(|(r, _)| r)
+                .collect();
+            (ok.iter().map(|r| data_len(r)).sum(), ok.len() as u64)
         }
         _ => (0, 0),
     }
@@ -282,26 +268,39 @@ async fn api(
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
         let engine = root.for_scope(&account, &region)?;
-        let label = stream_label(&engine, &op_name, &value);
-        let (out, (bytes, records)) =
-            if groups_op.is_none() && op_name == "GetRecords" && format == Format::Json {
-                // The big responses skip the value tree (see get_records_json_body).
-                match ops::get_records_json_body(&engine, &value) {
-                    Ok((body, bytes, records)) => (Ok(Answer::Text(body)), (bytes, records)),
-                    Err(e) => (Err(e), (0, 0)),
+        // One check of the request's ARNs for every operation below.
+        ops::check_arn_scope(&engine, &value)?;
+        let mut label = stream_label(&value);
+        let (out, (bytes, records)) = if groups_op.is_none() && op_name == "GetRecords" {
+            // The read names its stream (the request only has an
+            // iterator); JSON answers skip the value tree.
+            match ops::get_records_output(&engine, &value) {
+                Ok(got) => {
+                    label.clone_from(&got.stream_name);
+                    let volume = (
+                        got.records.iter().map(|r| r.data.len() as u64).sum(),
+                        got.records.len() as u64,
+                    );
+                    let answer = match format {
+                        Format::Json => Answer::Text(ops::get_records_json_body(&got)),
+                        Format::Cbor => Answer::Tree(ops::get_records_value(&got)),
+                    };
+                    (Ok(answer), volume)
                 }
+                Err(e) => (Err(e), (0, 0)),
+            }
+        } else {
+            let out = if groups_op.is_some() {
+                groups::dispatch(&engine, &op_name, &value)
             } else {
-                let out = if groups_op.is_some() {
-                    groups::dispatch(&engine, &op_name, &value)
-                } else {
-                    ops::dispatch(&engine, &op_name, &value)
-                };
-                let volume = match &out {
-                    Ok(resp) => call_volume(&op_name, &value, resp),
-                    Err(_) => (0, 0),
-                };
-                (out.map(Answer::Tree), volume)
+                ops::dispatch(&engine, &op_name, &value)
             };
+            let volume = match &out {
+                Ok(resp) => call_volume(&op_name, &value, resp),
+                Err(_) => (0, 0),
+            };
+            (out.map(Answer::Tree), volume)
+        };
         tracing::debug!(
             target: "shardlog::request",
             operation = %op_name,

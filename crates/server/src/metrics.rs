@@ -289,6 +289,8 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
             |t| t.get_records_calls,
         ),
     ];
+    // The shard-level metrics each stream turned on, read once per scrape.
+    let enabled: Vec<Vec<String>> = em.streams.iter().map(|s| shard_level(root, s)).collect();
     for (name, cw, shard_metric, pick) in traffic {
         o.declare(
             name,
@@ -297,14 +299,13 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
                 "CloudWatch {cw}: per stream, and per shard when enhanced monitoring enables {shard_metric}."
             ),
         );
-        for s in &em.streams {
+        for (s, enabled) in em.streams.iter().zip(&enabled) {
             let labels = [
                 ("account", s.account_id.as_str()),
                 ("region", s.region.as_str()),
                 ("stream", s.name.as_str()),
             ];
             o.sample(name, &labels, pick(&s.traffic));
-            let enabled = shard_level(root, s);
             if enabled.iter().any(|m| m == shard_metric || m == "ALL") {
                 for sh in &s.shards {
                     let mut l = labels.to_vec();
@@ -316,14 +317,14 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
     }
     let name = "kinesis_get_records_iterator_age_milliseconds";
     o.declare(name, "gauge", "CloudWatch GetRecords.IteratorAgeMilliseconds (IteratorAgeMilliseconds per shard): how far behind the tip the last read was.");
-    for s in &em.streams {
+    for (s, enabled) in em.streams.iter().zip(&enabled) {
         let labels = [
             ("account", s.account_id.as_str()),
             ("region", s.region.as_str()),
             ("stream", s.name.as_str()),
         ];
         o.sample(name, &labels, s.traffic.iterator_age_ms);
-        if shard_level(root, s)
+        if enabled
             .iter()
             .any(|m| m == "IteratorAgeMilliseconds" || m == "ALL")
         {
@@ -343,36 +344,32 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
     }
     for (op, rows) in by_op {
         let base = format!("kinesis_{}", stem(op));
-        let n = format!("{base}_success_total");
-        o.declare(
-            &n,
-            "counter",
-            &format!("CloudWatch {op}.Success: calls that succeeded."),
-        );
-        for (stream, st) in &rows {
-            o.sample(&n, &[("stream", stream)], st.success);
-        }
-        let n = format!("{base}_failure_total");
-        o.declare(&n, "counter", &format!("Calls of {op} that failed."));
-        for (stream, st) in &rows {
-            o.sample(&n, &[("stream", stream)], st.failure);
-        }
+        type OpPick = fn(&OpStats) -> u64;
+        let mut counters: Vec<(&str, String, OpPick)> = vec![
+            (
+                "success_total",
+                format!("CloudWatch {op}.Success: calls that succeeded."),
+                |s| s.success,
+            ),
+            ("failure_total", format!("Calls of {op} that failed."), |s| {
+                s.failure
+            }),
+        ];
         if matches!(op, "PutRecord" | "PutRecords" | "GetRecords") {
-            let n = format!("{base}_bytes_total");
-            o.declare(&n, "counter", &format!("CloudWatch {op}.Bytes."));
-            for (stream, st) in &rows {
-                o.sample(&n, &[("stream", stream)], st.bytes);
-            }
+            counters.push(("bytes_total", format!("CloudWatch {op}.Bytes."), |s| s.bytes));
             if op != "PutRecord" {
-                let n = format!("{base}_records_total");
-                o.declare(
-                    &n,
-                    "counter",
-                    &format!("CloudWatch {op}.Records (successful records)."),
-                );
-                for (stream, st) in &rows {
-                    o.sample(&n, &[("stream", stream)], st.records);
-                }
+                counters.push((
+                    "records_total",
+                    format!("CloudWatch {op}.Records (successful records)."),
+                    |s| s.records,
+                ));
+            }
+        }
+        for (suffix, help, pick) in counters {
+            let n = format!("{base}_{suffix}");
+            o.declare(&n, "counter", &help);
+            for (stream, st) in &rows {
+                o.sample(&n, &[("stream", stream)], pick(st));
             }
         }
         let n = format!("{base}_latency_seconds");

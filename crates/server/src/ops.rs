@@ -125,6 +125,25 @@ fn lower_camel(member: &str) -> String {
     }
 }
 
+/// A required string member of 1 to `max_chars` characters, reported in
+/// Kinesis's wording.
+fn check_text(viol: &mut Violations, member: &str, value: Option<&str>, max_chars: usize) {
+    match value {
+        None => viol.add(None, member, "Member must not be null"),
+        Some(s) if s.is_empty() => viol.add(
+            Some(s),
+            member,
+            "Member must have length greater than or equal to 1",
+        ),
+        Some(s) if s.chars().count() > max_chars => viol.add(
+            Some(s),
+            member,
+            &format!("Member must have length less than or equal to {max_chars}"),
+        ),
+        Some(_) => {}
+    }
+}
+
 fn check_name(viol: &mut Violations, member: &str, value: Option<&str>, required: bool) {
     let m = lower_camel(member);
     match value {
@@ -251,8 +270,9 @@ fn tags_of(v: &Value, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
 }
 
 /// Runs one operation.
+/// The caller has checked the request's ARNs against the engine's account
+/// and region ([`check_arn_scope`]).
 pub fn dispatch(engine: &Engine, op: &str, v: &Value) -> R {
-    check_arn_scope(engine, v)?;
     match op {
         "CreateStream" => create_stream(engine, v),
         "DeleteStream" => delete_stream(engine, v),
@@ -440,20 +460,7 @@ fn stream_encryption(e: &Engine, v: &Value, start: bool) -> R {
         ),
     }
     let key_id = opt_str(v, "KeyId")?;
-    match key_id {
-        None => viol.add(None, "keyId", "Member must not be null"),
-        Some(k) if k.is_empty() => viol.add(
-            Some(k),
-            "keyId",
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(k) if k.len() > 2048 => viol.add(
-            Some(k),
-            "keyId",
-            "Member must have length less than or equal to 2048",
-        ),
-        Some(_) => {}
-    }
+    check_text(&mut viol, "keyId", key_id, 2048);
     viol.into_result()?;
     if kind == Some("NONE") {
         return Err(ApiError::invalid(
@@ -1024,20 +1031,12 @@ fn record_args(
     let key = opt_str(v, "PartitionKey")?;
     let data = blob(v, "Data")?;
     let ehk = opt_str(v, "ExplicitHashKey")?;
-    match key {
-        None => viol.add(None, &format!("{prefix}partitionKey"), "Member must not be null"),
-        Some(k) if k.is_empty() => viol.add(
-            Some(k),
-            &format!("{prefix}partitionKey"),
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(k) if k.chars().count() > limits::PARTITION_KEY_CHARS_MAX => viol.add(
-            Some(k),
-            &format!("{prefix}partitionKey"),
-            "Member must have length less than or equal to 256",
-        ),
-        _ => {}
-    }
+    check_text(
+        viol,
+        &format!("{prefix}partitionKey"),
+        key,
+        limits::PARTITION_KEY_CHARS_MAX,
+    );
     match &data {
         None => viol.add(None, &format!("{prefix}data"), "Member must not be null"),
         Some(d) if d.len() > max_data => viol.add(
@@ -1324,26 +1323,29 @@ pub fn prepare_subscription(e: &Engine, v: &Value) -> Result<Subscription, ApiEr
 }
 
 fn get_records(e: &Engine, v: &Value) -> R {
-    let out = get_records_output(e, v)?;
+    Ok(get_records_value(&get_records_output(e, v)?))
+}
+
+/// A GetRecords answer as a value (for CBOR, which the encoder converts).
+pub fn get_records_value(out: &shardlog_stream::GetRecordsOutput) -> Value {
     let mut m = Map::new();
     m.insert("Records".into(), records_json(&out.records));
     m.insert("MillisBehindLatest".into(), json!(out.millis_behind_latest));
-    if let Some(next) = out.next_shard_iterator {
+    if let Some(next) = &out.next_shard_iterator {
         m.insert("NextShardIterator".into(), json!(next));
     }
     if !out.child_shards.is_empty() {
         m.insert("ChildShards".into(), child_shards_json(&out.child_shards));
     }
-    Ok(Value::Object(m))
+    Value::Object(m)
 }
 
 /// GetRecords answered in JSON text written straight from the records,
 /// without an intermediate value tree: the largest responses the server
 /// sends (up to 10,000 records, 10 MiB of data) cost one buffer, not a tree
-/// of maps and strings. Returns the body, the data bytes and the records.
-pub fn get_records_json_body(e: &Engine, v: &Value) -> Result<(Vec<u8>, u64, u64), ApiError> {
+/// of maps and strings.
+pub fn get_records_json_body(out: &shardlog_stream::GetRecordsOutput) -> Vec<u8> {
     use base64::Engine as _;
-    let out = get_records_output(e, v)?;
     let data_bytes: usize = out.records.iter().map(|r| r.data.len()).sum();
     let mut body = String::with_capacity(data_bytes * 4 / 3 + out.records.len() * 220 + 1024);
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
@@ -1375,26 +1377,15 @@ pub fn get_records_json_body(e: &Engine, v: &Value) -> Result<(Vec<u8>, u64, u64
         body.push_str(&child_shards_json(&out.child_shards).to_string());
     }
     body.push('}');
-    Ok((body.into_bytes(), data_bytes as u64, out.records.len() as u64))
+    body.into_bytes()
 }
 
-fn get_records_output(e: &Engine, v: &Value) -> Result<shardlog_stream::GetRecordsOutput, ApiError> {
+/// Validates a GetRecords request and reads (shared by the JSON and CBOR
+/// answers).
+pub fn get_records_output(e: &Engine, v: &Value) -> Result<shardlog_stream::GetRecordsOutput, ApiError> {
     let mut viol = Violations::default();
     let it = opt_str(v, "ShardIterator")?;
-    match it {
-        None => viol.add(None, "shardIterator", "Member must not be null"),
-        Some(s) if s.is_empty() => viol.add(
-            Some(s),
-            "shardIterator",
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(s) if s.len() > 512 => viol.add(
-            Some(s),
-            "shardIterator",
-            "Member must have length less than or equal to 512",
-        ),
-        _ => {}
-    }
+    check_text(&mut viol, "shardIterator", it, 512);
     let limit = opt_int(v, "Limit")?;
     int_range(&mut viol, "Limit", limit, 1, 10_000);
     viol.into_result()?;

@@ -104,90 +104,54 @@ fn venv_bin(name: &str) -> PathBuf {
     venv.join("bin").join(name)
 }
 
-#[test]
-fn boto3_journey_survives_a_server_restart() {
-    let tmp = tempfile::tempdir().unwrap();
-    let script = workspace().join("tests/python/boto3_journey.py");
-    {
-        let server = Server::start(tmp.path());
-        let out = Command::new(venv_bin("python"))
-            .arg(&script)
-            .arg(server.endpoint())
-            .arg("write")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "boto3 write phase failed:\n{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    // A new server process state on the same data directory.
-    let server = Server::start(tmp.path());
+/// Runs `tests/python/<script>` with the server's endpoint and `args`, and
+/// asserts it succeeded (printing its output when it did not).
+fn run_python(script: &str, server: &Server, args: &[&str], what: &str) {
     let out = Command::new(venv_bin("python"))
-        .arg(&script)
+        .arg(workspace().join("tests/python").join(script))
         .arg(server.endpoint())
-        .arg("read")
+        .args(args)
         .output()
         .unwrap();
     assert!(
         out.status.success(),
-        "boto3 read phase failed:\n{}\n{}",
+        "{what} failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+#[test]
+fn boto3_journey_survives_a_server_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    {
+        let server = Server::start(tmp.path());
+        run_python("boto3_journey.py", &server, &["write"], "boto3 write phase");
+    }
+    // A new server process state on the same data directory.
+    let server = Server::start(tmp.path());
+    run_python("boto3_journey.py", &server, &["read"], "boto3 read phase");
 }
 
 #[test]
 fn boto3_subscribe_to_shard_receives_every_record_in_order_across_a_split() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
-    let out = Command::new(venv_bin("python"))
-        .arg(workspace().join("tests/python/boto3_subscribe.py"))
-        .arg(server.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "boto3 subscribe failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python("boto3_subscribe.py", &server, &[], "boto3 subscribe");
 }
 
 #[test]
 fn python_workers_share_a_stream_through_the_consumer_groups_extension() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
-    let out = Command::new(venv_bin("python"))
-        .arg(workspace().join("tests/python/groups_worker.py"))
-        .arg(server.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python group workers failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python("groups_worker.py", &server, &[], "python group workers");
 }
 
 #[test]
 fn metrics_parse_as_prometheus_text_and_count_the_traffic_sent() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
-    let out = Command::new(venv_bin("python"))
-        .arg(workspace().join("tests/python/metrics_check.py"))
-        .arg(server.endpoint())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "metrics check failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python("metrics_check.py", &server, &[], "metrics check");
 }
 
 #[test]

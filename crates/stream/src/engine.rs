@@ -309,6 +309,8 @@ pub struct ReadOutput {
 /// The result of [`Engine::get_records`].
 #[derive(Debug, Clone)]
 pub struct GetRecordsOutput {
+    /// The stream the iterator reads.
+    pub stream_name: String,
     pub records: Vec<StoredRecord>,
     pub next_shard_iterator: Option<String>,
     pub millis_behind_latest: i64,
@@ -1051,6 +1053,15 @@ impl Engine {
         }
     }
 
+    /// The stream shows UPDATING for the configured delay.
+    fn begin_updating(&self, name: &str) {
+        self.begin_transition(
+            name,
+            StreamStatus::Updating,
+            self.inner.opts.status_delays.updating_ms,
+        );
+    }
+
     /// Control operations need an ACTIVE stream, as on Kinesis.
     fn require_active(&self, name: &str) -> Result<()> {
         let acct = self.account_id();
@@ -1694,13 +1705,6 @@ impl Engine {
         read(&self.inner.streams).values().find(|s| s.id == id).cloned()
     }
 
-    /// The stream a shard iterator of this engine reads, if it is valid.
-    pub fn stream_of_iterator(&self, iterator: &str) -> Option<String> {
-        let t = IteratorToken::decode(iterator, &self.inner.iterator_key, self.now_ms()).ok()?;
-        self.stream_by_id(t.stream_id)
-            .map(|s| read(&s.state).meta.name.clone())
-    }
-
     /// Reads with a shard iterator (GetRecords).
     pub fn get_records(&self, iterator: &str, limit: Option<usize>) -> Result<GetRecordsOutput> {
         let acct = self.account_id();
@@ -1761,6 +1765,7 @@ impl Engine {
             .encode(&self.inner.iterator_key)
         });
         Ok(GetRecordsOutput {
+            stream_name: name,
             records: out.records,
             next_shard_iterator,
             millis_behind_latest: out.millis_behind_latest,
@@ -2140,11 +2145,7 @@ impl Engine {
                 for rt in st.shards.values() {
                     rt.notify.notify_waiters();
                 }
-                self.begin_transition(
-                    name,
-                    StreamStatus::Updating,
-                    self.inner.opts.status_delays.updating_ms,
-                );
+                self.begin_updating(name);
                 Ok(())
             }
             Err(e) => {
@@ -2808,11 +2809,10 @@ impl Engine {
         let corrupt = |reason: &str| {
             let base = log.log().segment_of(r.seq).map(|(b, _)| b).unwrap_or(0);
             Error::Storage(shardlog_segment::Error::Corruption {
-                path: log.log().dir().join(format!(
-                    "{base:0width$}{}",
-                    shardlog_segment::format::SEGMENT_FILE_SUFFIX,
-                    width = shardlog_segment::format::SEGMENT_FILE_NAME_DIGITS
-                )),
+                path: log
+                    .log()
+                    .dir()
+                    .join(shardlog_segment::segment::segment_file_name(base)),
                 offset: r.offset,
                 reason: reason.to_string(),
             })
@@ -2860,11 +2860,7 @@ impl Engine {
             });
             Ok(())
         })?;
-        self.begin_transition(
-            name,
-            StreamStatus::Updating,
-            self.inner.opts.status_delays.updating_ms,
-        );
+        self.begin_updating(name);
         Ok(())
     }
 
@@ -2887,11 +2883,7 @@ impl Engine {
             m.encryption = None;
             Ok(())
         })?;
-        self.begin_transition(
-            name,
-            StreamStatus::Updating,
-            self.inner.opts.status_delays.updating_ms,
-        );
+        self.begin_updating(name);
         Ok(())
     }
 

@@ -22,16 +22,11 @@ pub use memfs::{CrashPlan, FsOp, MemFs, SimRng};
 /// otherwise `SHARDLOG_SEEDS=<count>` seeds (default `default_count`)
 /// starting at `SHARDLOG_SEED_START` (default 1).
 pub fn seeds(default_count: u64) -> Vec<u64> {
-    let var = |name: &str| {
-        std::env::var(name)
-            .ok()
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    if let Some(one) = var("SHARDLOG_SEED") {
+    if let Some(one) = env_u64("SHARDLOG_SEED") {
         return vec![one];
     }
-    let start = var("SHARDLOG_SEED_START").unwrap_or(1);
-    let count = var("SHARDLOG_SEEDS").unwrap_or(default_count);
+    let start = env_u64("SHARDLOG_SEED_START").unwrap_or(1);
+    let count = env_u64("SHARDLOG_SEEDS").unwrap_or(default_count);
     (start..start.saturating_add(count)).collect()
 }
 
@@ -45,4 +40,11 @@ pub fn for_each_seed(test: &str, default_count: u64, mut body: impl FnMut(u64)) 
             std::panic::resume_unwind(panic);
         }
     }
+}
+
+/// A number from the environment (for the sizes of long test runs).
+pub fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }

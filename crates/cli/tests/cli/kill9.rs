@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::{json, Value};
-use shardlog_testkit::SimRng;
+use shardlog_testkit::{env_u64, SimRng};
 
 pub(crate) struct Server {
     pub(crate) child: Child,
@@ -134,14 +134,8 @@ async fn read_everything(
 
 #[test]
 fn every_acknowledged_record_survives_kill_9_of_the_server() {
-    let cycles: u64 = std::env::var("SHARDLOG_KILL_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let seed: u64 = std::env::var("SHARDLOG_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0x5eed);
+    let cycles = env_u64("SHARDLOG_KILL_CYCLES").unwrap_or(4);
+    let seed = env_u64("SHARDLOG_SEED").unwrap_or(0x5eed);
     eprintln!("kill -9 harness: {cycles} cycles, seed {seed} (replay with SHARDLOG_SEED={seed})");
     let mut rng = SimRng::new(seed);
     let dir = tempfile::tempdir().unwrap();
@@ -251,14 +245,8 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
 #[test]
 fn every_acknowledged_record_survives_kill_9_of_an_embedding_process() {
     use std::io::BufRead as _;
-    let cycles: u64 = std::env::var("SHARDLOG_KILL_CYCLES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
-    let seed: u64 = std::env::var("SHARDLOG_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0xe1b);
+    let cycles = env_u64("SHARDLOG_KILL_CYCLES").unwrap_or(4);
+    let seed = env_u64("SHARDLOG_SEED").unwrap_or(0xe1b);
     let mut rng = SimRng::new(seed);
     let dir = tempfile::tempdir().unwrap();
     let mut acked: BTreeMap<String, (String, String)> = BTreeMap::new();
