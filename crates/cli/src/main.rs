@@ -260,6 +260,17 @@ struct ServeArgs {
     /// StartStreamEncryption. `alias/aws/kinesis` works without one.
     #[arg(long, env = "SHARDLOG_KMS_KEY_FILE")]
     kms_key_file: Option<PathBuf>,
+    /// Serve HTTPS: the certificate chain (PEM, leaf first). HTTP/2 is
+    /// offered by ALPN. Needs --tls-key.
+    #[arg(long, env = "SHARDLOG_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "SHARDLOG_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Open connections at once; more are answered 503 [default: 4096].
+    /// Other limits are in the configuration file's `[limits]` table.
+    #[arg(long, env = "SHARDLOG_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -280,6 +291,12 @@ struct Settings {
     delete_stream_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     kms_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_cert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tls_key: Option<PathBuf>,
+    /// Connection and request limits (a TOML table, so it comes last).
+    limits: shardlog_server::Limits,
 }
 
 impl Default for Settings {
@@ -295,6 +312,9 @@ impl Default for Settings {
             update_stream_ms: 0,
             delete_stream_ms: 0,
             kms_key_file: None,
+            tls_cert: None,
+            tls_key: None,
+            limits: shardlog_server::Limits::default(),
         }
     }
 }
@@ -350,7 +370,20 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     if let Some(v) = &args.kms_key_file {
         s.kms_key_file = Some(v.clone());
     }
+    if let Some(v) = &args.tls_cert {
+        s.tls_cert = Some(v.clone());
+    }
+    if let Some(v) = &args.tls_key {
+        s.tls_key = Some(v.clone());
+    }
+    if let Some(v) = args.max_connections {
+        s.limits.connections_max = v;
+    }
     parse_sync(&s.sync)?;
+    s.limits.validate().map_err(anyhow::Error::msg)?;
+    if s.tls_cert.is_some() != s.tls_key.is_some() {
+        bail!("tls_cert and tls_key go together: give both or neither");
+    }
     Ok(s)
 }
 
@@ -1012,12 +1045,21 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let listen = s.listen;
+    let tls = match (&s.tls_cert, &s.tls_key) {
+        (Some(cert), Some(key)) => Some(shardlog_server::load_tls(cert, key)?),
+        _ => None,
+    };
+    let options = shardlog_server::ServeOptions {
+        limits: s.limits.clone(),
+        tls,
+    };
     rt.block_on(async move {
         let (listener, addr) = shardlog_server::bind(listen)
             .await
             .with_context(|| format!("cannot listen on {listen} (is another server running there?)"))?;
-        tracing::info!(%addr, data_dir = %s.data_dir.display(), sync = %s.sync, "shardlog serving the Kinesis API");
-        shardlog_server::serve(listener, engine, shutdown_signal())
+        let scheme = if options.tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, %scheme, data_dir = %s.data_dir.display(), sync = %s.sync, "shardlog serving the Kinesis API");
+        shardlog_server::serve_with(listener, engine, options, shutdown_signal())
             .await
             .context("server failed")?;
         tracing::info!("stopped after in-flight requests finished");

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod groups;
 pub mod metrics;
+pub mod net;
 pub mod ops;
 pub mod protocol;
 pub mod subscribe;
@@ -30,16 +31,26 @@ use crate::protocol::Format;
 pub const REQUEST_BODY_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const TARGET_PREFIX: &str = "Kinesis_20131202.";
 
+pub use net::{load_tls, Limits, ServeOptions, TlsError};
+
 #[derive(Clone)]
 struct AppState {
     engine: Engine,
     subscriptions: Arc<subscribe::Subscriptions>,
     metrics: Arc<metrics::ServerMetrics>,
+    limits: Limits,
 }
 
 /// The HTTP routes: `POST /` for the API, health endpoints for scripts.
 pub fn router(engine: Engine) -> Router {
-    Router::new()
+    app(engine, &Limits::default()).0
+}
+
+/// The routes under `limits`, and the counters they share with the
+/// listener.
+fn app(engine: Engine, limits: &Limits) -> (Router, Arc<metrics::ServerMetrics>) {
+    let metrics: Arc<metrics::ServerMetrics> = Arc::default();
+    let router = Router::new()
         .route("/", post(api))
         .route("/_health", get(health))
         .route("/_health/ready", get(health))
@@ -47,9 +58,11 @@ pub fn router(engine: Engine) -> Router {
         .fallback(post(api))
         .with_state(Arc::new(AppState {
             engine,
-            subscriptions: Arc::default(),
-            metrics: Arc::default(),
-        }))
+            subscriptions: Arc::new(subscribe::Subscriptions::with_max(limits.subscriptions_max)),
+            metrics: metrics.clone(),
+            limits: limits.clone(),
+        }));
+    (router, metrics)
 }
 
 /// Liveness and readiness: 200 while the server answers. The body says
@@ -234,13 +247,31 @@ async fn api(
             &ApiError::new("UnknownOperationException", format!("Unknown target '{target}'.")),
         );
     };
-    let bytes = match to_bytes(body, REQUEST_BODY_BYTES_MAX).await {
-        Ok(b) => b,
+    // The body must arrive whole, within its size and time limits, before
+    // anything else happens: a slow or endless sender holds nothing else.
+    let body_max = state.limits.request_body_bytes_max;
+    let body_time = std::time::Duration::from_millis(state.limits.body_read_timeout_ms);
+    let bytes = match tokio::time::timeout(body_time, to_bytes(body, body_max)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(_)) => {
+            state.metrics.limit_rejected(metrics::Limit::RequestBodyBytes);
+            let mut e = ApiError::serialization(format!(
+                "Request body exceeds {body_max} bytes (limits.request_body_bytes_max)."
+            ));
+            e.status = 413;
+            return error_response(format, &e);
+        }
         Err(_) => {
-            return error_response(
-                format,
-                &ApiError::serialization(format!("Request body exceeds {REQUEST_BODY_BYTES_MAX} bytes.")),
-            )
+            state.metrics.limit_rejected(metrics::Limit::BodyTimeout);
+            let mut e = ApiError::new(
+                "RequestTimeoutException",
+                format!(
+                    "The request body did not arrive within {} ms (limits.body_read_timeout_ms).",
+                    state.limits.body_read_timeout_ms
+                ),
+            );
+            e.status = 408;
+            return error_response(format, &e);
         }
     };
     let value = match protocol::decode(format, &bytes) {
@@ -352,9 +383,19 @@ pub async fn serve(
     engine: Engine,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(engine))
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with(listener, engine, ServeOptions::default(), shutdown).await
+}
+
+/// Serves the API on `listener` with `options` (limits, TLS) until
+/// `shutdown` completes; in-flight requests get the shutdown grace.
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Engine,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, metrics) = app(engine, &options.limits);
+    net::run(listener, router, metrics, options, shutdown).await
 }
 
 /// Binds `addr` and returns the listener and the address actually bound

@@ -138,9 +138,63 @@ struct SubStats {
 pub struct ServerMetrics {
     ops: Mutex<BTreeMap<(String, String), OpStats>>,
     subs: Mutex<BTreeMap<String, SubStats>>,
+    rejections: [std::sync::atomic::AtomicU64; Limit::ALL.len()],
+}
+
+/// A server limit (see `net::Limits`) that refused or ended something.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Limit {
+    Connections,
+    RequestBodyBytes,
+    HeaderBytes,
+    HeaderTimeout,
+    BodyTimeout,
+    IdleTimeout,
+    TlsHandshake,
+    Subscriptions,
+}
+
+impl Limit {
+    pub const ALL: [Limit; 8] = [
+        Limit::Connections,
+        Limit::RequestBodyBytes,
+        Limit::HeaderBytes,
+        Limit::HeaderTimeout,
+        Limit::BodyTimeout,
+        Limit::IdleTimeout,
+        Limit::TlsHandshake,
+        Limit::Subscriptions,
+    ];
+
+    /// The label value, named after the setting in `[limits]`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Limit::Connections => "connections_max",
+            Limit::RequestBodyBytes => "request_body_bytes_max",
+            Limit::HeaderBytes => "header_bytes_max",
+            Limit::HeaderTimeout => "header_read_timeout_ms",
+            Limit::BodyTimeout => "body_read_timeout_ms",
+            Limit::IdleTimeout => "idle_timeout_ms",
+            Limit::TlsHandshake => "tls_handshake_timeout_ms",
+            Limit::Subscriptions => "subscriptions_max",
+        }
+    }
 }
 
 impl ServerMetrics {
+    /// Counts one refusal (or forced end) by `limit`.
+    pub fn limit_rejected(&self, limit: Limit) {
+        let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.rejections[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refusals so far by `limit`.
+    pub fn limit_rejections(&self, limit: Limit) -> u64 {
+        let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
+        self.rejections[i].load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn record_call(&self, f: CallFacts) {
         // Only names of real operations become metric names: a client
         // cannot mint metric families (or break the exposition) by sending
@@ -488,6 +542,18 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         "Problems /_health lists (quarantines, fenced shards).",
     );
     o.sample("shardlog_problems", &[], problems.len());
+    o.declare(
+        "shardlog_limit_rejections_total",
+        "counter",
+        "Connections and requests refused or ended by a server limit, by the limit's setting.",
+    );
+    for limit in Limit::ALL {
+        o.sample(
+            "shardlog_limit_rejections_total",
+            &[("limit", limit.name())],
+            server.limit_rejections(limit),
+        );
+    }
     o.text
 }
 

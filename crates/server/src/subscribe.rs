@@ -54,18 +54,43 @@ pub const EVENT_STREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream"
 type Key = (String, String, String, String);
 
 /// Active subscriptions, by account, region, consumer ARN and shard.
-#[derive(Debug, Default)]
+#[derive(Debug)]
+struct Entry {
+    id: u64,
+    started: Instant,
+    live: bool,
+}
+
+#[derive(Debug)]
 pub struct Subscriptions {
-    active: Mutex<HashMap<Key, (u64, Instant)>>,
+    active: Mutex<HashMap<Key, Entry>>,
     next: AtomicU64,
+    max: usize,
+}
+
+impl Default for Subscriptions {
+    fn default() -> Self {
+        Subscriptions::with_max(SUBSCRIPTIONS_MAX)
+    }
 }
 
 impl Subscriptions {
+    /// Tracks at most `max` subscriptions at once.
+    pub fn with_max(max: usize) -> Self {
+        Subscriptions {
+            active: Mutex::default(),
+            next: AtomicU64::default(),
+            max,
+        }
+    }
+
     /// Registers a subscription, replacing an older one of the same key.
+    /// At most `max` may be live at once; ended ones are kept only as long
+    /// as the 5-second rule needs them.
     fn start(&self, key: Key) -> Result<u64, ApiError> {
         let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, started)) = active.get(&key) {
-            if started.elapsed() < Duration::from_millis(RESUBSCRIBE_MIN_MS) {
+        if let Some(e) = active.get(&key) {
+            if e.started.elapsed() < Duration::from_millis(RESUBSCRIBE_MIN_MS) {
                 return Err(ApiError::new(
                     "ResourceInUseException",
                     format!(
@@ -77,24 +102,53 @@ impl Subscriptions {
                 ));
             }
         }
-        if active.len() >= SUBSCRIPTIONS_MAX / 2 {
-            // Entries older than a subscription's lifetime have ended.
-            active.retain(|_, (_, started)| started.elapsed() < Duration::from_millis(SUBSCRIPTION_MS));
-            if active.len() >= SUBSCRIPTIONS_MAX {
-                return Err(ApiError::new(
-                    "LimitExceededException",
-                    format!("This server serves at most {SUBSCRIPTIONS_MAX} subscriptions at once."),
-                ));
-            }
+        // A replaced subscription ends at its next event; it does not count.
+        let replacing = active.get(&key).is_some_and(|e| e.live);
+        if active.len() >= self.max {
+            let rule = Duration::from_millis(RESUBSCRIBE_MIN_MS);
+            active.retain(|_, e| e.live || e.started.elapsed() < rule);
+        }
+        let live = active.values().filter(|e| e.live).count() - usize::from(replacing);
+        if live >= self.max || active.len() >= self.max.saturating_mul(2) {
+            return Err(ApiError::new(
+                "LimitExceededException",
+                format!(
+                    "This server serves at most {} subscriptions at once (limits.subscriptions_max); retry later.",
+                    self.max
+                ),
+            ));
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        active.insert(key, (id, Instant::now()));
+        active.insert(
+            key,
+            Entry {
+                id,
+                started: Instant::now(),
+                live: true,
+            },
+        );
         Ok(id)
+    }
+
+    /// Marks subscription `id` ended (if it is still the key's current one).
+    fn end(&self, key: &Key, id: u64) {
+        let mut active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(e) = active.get_mut(key) {
+            if e.id == id {
+                e.live = false;
+            }
+        }
+    }
+
+    /// Subscriptions serving now.
+    pub fn live(&self) -> usize {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.values().filter(|e| e.live).count()
     }
 
     fn is_current(&self, key: &Key, id: u64) -> bool {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.get(key).is_some_and(|(current, _)| *current == id)
+        active.get(key).is_some_and(|e| e.id == id)
     }
 }
 
@@ -163,12 +217,18 @@ pub async fn subscribe(
         format!("{}/consumer/{}", sub.stream, sub.consumer),
         sub.shard.clone(),
     );
-    let id = subs.start(key.clone())?;
+    let id = subs.start(key.clone()).inspect_err(|e| {
+        if e.kind == "LimitExceededException" {
+            metrics.limit_rejected(crate::metrics::Limit::Subscriptions);
+        }
+    })?;
     let (tx, rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(EVENTS_BUFFERED_MAX);
     tokio::spawn(async move {
-        // The entry stays after the stream ends: the 5-second rule counts
-        // from the start of the last successful subscription.
         pump(engine, &subs, &metrics, &key, id, sub, format, tx).await;
+        // The entry stays after the stream ends (the 5-second rule counts
+        // from the start of the last successful subscription), but no
+        // longer counts as live.
+        subs.end(&key, id);
     });
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv()

@@ -9,6 +9,9 @@ use std::process::Command;
 use serde_json::{json, Value};
 use shardlog_stream::{Engine, EngineOptions};
 
+#[path = "api/limits.rs"]
+mod limits;
+
 struct Server {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -17,6 +20,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Server::start_with(dir, shardlog_server::ServeOptions::default())
+    }
+
+    fn start_with(dir: &Path, options: shardlog_server::ServeOptions) -> Server {
         let engine = Engine::open(dir, EngineOptions::default()).expect("open engine");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (atx, arx) = std::sync::mpsc::channel();
@@ -31,7 +38,7 @@ impl Server {
                     .await
                     .unwrap();
                 atx.send(addr).unwrap();
-                shardlog_server::serve(listener, engine, async {
+                shardlog_server::serve_with(listener, engine, options, async {
                     let _ = rx.await;
                 })
                 .await
@@ -352,7 +359,7 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
         assert_eq!(s, 400);
         assert!(b.windows(22).any(|w| w == b"SerializationException"));
         // An oversized body is refused without buffering it all: either a
-        // 400 naming the limit, or (when the server answers before the client
+        // 413 naming the limit, or (when the server answers before the client
         // finished sending) a closed connection. The server stays up.
         let r = reqwest::Client::new()
             .post(server.endpoint())
@@ -362,7 +369,7 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
             .send()
             .await;
         if let Ok(r) = r {
-            assert_eq!(r.status(), 400);
+            assert_eq!(r.status(), 413);
             assert!(r.text().await.unwrap().contains("exceeds"));
         }
         // Nothing changed: one stream, no records.
