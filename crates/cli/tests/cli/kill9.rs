@@ -36,11 +36,17 @@ fn free_port() -> u16 {
 }
 
 pub(crate) fn start(dir: &Path) -> Server {
+    start_with(dir, &[])
+}
+
+/// Starts `shardlog serve` on `dir` with `extra` arguments.
+pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("SHARDLOG_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -85,7 +91,16 @@ async fn read_everything(
     client: &reqwest::Client,
     endpoint: &str,
 ) -> BTreeMap<String, Vec<(String, String)>> {
-    let shards = call(client, endpoint, "ListShards", json!({"StreamName": "crash"}))
+    read_stream(client, endpoint, "crash").await
+}
+
+/// Every record of `stream`, by shard: (data as text, sequence number).
+pub(crate) async fn read_stream(
+    client: &reqwest::Client,
+    endpoint: &str,
+    stream: &str,
+) -> BTreeMap<String, Vec<(String, String)>> {
+    let shards = call(client, endpoint, "ListShards", json!({"StreamName": stream}))
         .await
         .unwrap();
     let mut out = BTreeMap::new();
@@ -95,7 +110,7 @@ async fn read_everything(
             client,
             endpoint,
             "GetShardIterator",
-            json!({"StreamName": "crash", "ShardId": id, "ShardIteratorType": "TRIM_HORIZON"}),
+            json!({"StreamName": stream, "ShardId": id, "ShardIteratorType": "TRIM_HORIZON"}),
         )
         .await
         .unwrap()["ShardIterator"]

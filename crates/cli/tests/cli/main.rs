@@ -2,6 +2,7 @@
 //! with SIGKILL under load, the offline `verify` and `dump` verbs, and the
 //! `groups` client verb.
 
+mod abuse;
 mod groups;
 mod kill9;
 mod verbs;
