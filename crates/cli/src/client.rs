@@ -120,12 +120,20 @@ impl JsonApi {
 
     /// Calls `op`; a refusal becomes one line with the error name and message.
     pub async fn call(&self, op: &str, body: Value) -> Result<Value> {
+        let bytes = self.call_raw(op, body.to_string()).await?;
+        Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    /// Calls `op` with a body already encoded, and returns the answer's
+    /// bytes (for callers that parse it into their own types, like the
+    /// load generator, which must not spend the CPU it measures).
+    pub async fn call_raw(&self, op: &str, body: String) -> Result<bytes::Bytes> {
         let r = self
             .http
             .post(&self.endpoint)
             .header("x-amz-target", format!("{}{op}", self.prefix))
             .header("content-type", "application/x-amz-json-1.1")
-            .body(body.to_string())
+            .body(body)
             .send()
             .await
             .with_context(|| {
@@ -135,15 +143,17 @@ impl JsonApi {
                 )
             })?;
         let ok = r.status().is_success();
-        let v: Value = r.json().await.unwrap_or(Value::Null);
+        let bytes = r.bytes().await.unwrap_or_default();
         if !ok {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let message = v["message"].as_str().or(v["Message"].as_str());
             bail!(
                 "{}: {}",
                 v["__type"].as_str().unwrap_or("error"),
-                v["message"].as_str().unwrap_or("the server refused the request")
+                message.unwrap_or("the server refused the request")
             );
         }
-        Ok(v)
+        Ok(bytes)
     }
 }
 

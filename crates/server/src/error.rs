@@ -72,6 +72,11 @@ impl Violations {
         ));
     }
 
+    /// Whether nothing was found wrong.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     pub fn into_result(self) -> Result<(), ApiError> {
         if self.0.is_empty() {
             return Ok(());

@@ -1,7 +1,9 @@
 //! The Kinesis operations: decode and validate members, call the engine,
 //! shape the response. Runs on a blocking thread (the engine fsyncs).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Write as _;
 
 use base64::Engine as _;
 use serde_json::{json, Map, Value};
@@ -1050,23 +1052,155 @@ fn record_args(
         _ => {}
     }
     if let Some(h) = ehk {
-        if h.is_empty()
-            || h.len() > 39
-            || !h.bytes().all(|b| b.is_ascii_digit())
-            || (h.len() > 1 && h.starts_with('0'))
-        {
-            viol.add(
-                Some(h),
-                &format!("{prefix}explicitHashKey"),
-                "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
-            );
-        }
+        check_explicit_hash_key(viol, prefix, h);
     }
     Ok(RecordArgs {
         key: key.unwrap_or("").to_string(),
         data: data.unwrap_or_default(),
         ehk: ehk.map(str::to_string),
     })
+}
+
+fn check_explicit_hash_key(viol: &mut Violations, prefix: &str, h: &str) {
+    if h.is_empty()
+        || h.len() > 39
+        || !h.bytes().all(|b| b.is_ascii_digit())
+        || (h.len() > 1 && h.starts_with('0'))
+    {
+        viol.add(
+            Some(h),
+            &format!("{prefix}explicitHashKey"),
+            "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
+        );
+    }
+}
+
+/// A PutRecords request as the fast path reads it: strings borrowed from
+/// the body (they are copied only when they hold escapes).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastPutRecords<'a> {
+    #[serde(rename = "StreamName", borrow)]
+    stream_name: Option<Cow<'a, str>>,
+    #[serde(rename = "StreamARN", borrow)]
+    stream_arn: Option<Cow<'a, str>>,
+    #[serde(rename = "Records", borrow)]
+    records: Vec<FastRecord<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FastRecord<'a> {
+    #[serde(rename = "Data", borrow)]
+    data: Cow<'a, str>,
+    #[serde(rename = "PartitionKey", borrow)]
+    partition_key: Cow<'a, str>,
+    #[serde(rename = "ExplicitHashKey", borrow)]
+    explicit_hash_key: Option<Cow<'a, str>>,
+}
+
+/// What the fast path answered: the JSON body, and the records and data
+/// bytes it wrote (for metrics).
+#[derive(Debug)]
+pub struct FastAnswer {
+    pub stream: String,
+    pub body: Vec<u8>,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+/// PutRecords in JSON without a value tree: the body is parsed into
+/// borrowed fields, every record's data is base64-decoded into one buffer,
+/// and the answer is written straight into its bytes. It takes only valid
+/// requests that name their stream by name: anything else (a parse error,
+/// a violated constraint, a stream ARN) returns `None`, and the general
+/// path answers it with its exact errors. The checks are the general
+/// path's own functions, so both accept the same requests.
+pub fn put_records_fast(e: &Engine, body: &[u8]) -> Option<Result<FastAnswer, ApiError>> {
+    let req: FastPutRecords<'_> = serde_json::from_slice(body).ok()?;
+    if req.stream_arn.is_some() {
+        return None;
+    }
+    let name = req.stream_name.as_deref()?;
+    let n = req.records.len();
+    if n == 0 || n > limits::PUT_RECORDS_COUNT_MAX {
+        return None;
+    }
+    let mut viol = Violations::default();
+    check_name(&mut viol, "StreamName", Some(name), false);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut arena = Vec::with_capacity(req.records.iter().map(|r| r.data.len() / 4 * 3).sum());
+    let mut spans = Vec::with_capacity(n);
+    for r in &req.records {
+        check_text(
+            &mut viol,
+            "partitionKey",
+            Some(&r.partition_key),
+            limits::PARTITION_KEY_CHARS_MAX,
+        );
+        if let Some(h) = &r.explicit_hash_key {
+            check_explicit_hash_key(&mut viol, "", h);
+        }
+        let start = arena.len();
+        b64.decode_vec(r.data.as_bytes(), &mut arena).ok()?;
+        if arena.len() - start > limits::RECORD_BYTES_LIMIT {
+            return None;
+        }
+        spans.push(start..arena.len());
+    }
+    if !viol.is_empty() {
+        return None;
+    }
+    let inputs: Vec<PutRecordInput<'_>> = req
+        .records
+        .iter()
+        .zip(&spans)
+        .map(|(r, span)| PutRecordInput {
+            partition_key: &r.partition_key,
+            data: &arena[span.clone()],
+            explicit_hash_key: r.explicit_hash_key.as_deref(),
+            sequence_number_for_ordering: None,
+        })
+        .collect();
+    let results = match e.put_records(name, &inputs) {
+        Ok(r) => r,
+        Err(err) => return Some(Err(err.into())),
+    };
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let encrypted = results.iter().any(|r| r.as_ref().is_ok_and(|o| o.encrypted));
+    let (mut records, mut bytes) = (0u64, 0u64);
+    let mut out = Vec::with_capacity(64 + n * 96);
+    let _ = write!(out, "{{\"FailedRecordCount\":{failed},\"Records\":[");
+    for (i, (r, span)) in results.iter().zip(&spans).enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        // Sequence numbers, shard ids and error names are plain ASCII;
+        // error messages go through the JSON encoder for their escapes.
+        let _ = match r {
+            Ok(o) => {
+                records += 1;
+                bytes += span.len() as u64;
+                write!(
+                    out,
+                    "{{\"SequenceNumber\":\"{}\",\"ShardId\":\"{}\"}}",
+                    o.sequence_number, o.shard_id
+                )
+            }
+            Err(f) => {
+                let _ = write!(out, "{{\"ErrorCode\":\"{}\",\"ErrorMessage\":", f.error_code);
+                let _ = serde_json::to_writer(&mut out, &f.error_message);
+                write!(out, "}}")
+            }
+        };
+    }
+    let _ = write!(out, "],\"EncryptionType\":\"{}\"}}", encryption_type(encrypted));
+    Some(Ok(FastAnswer {
+        stream: name.to_string(),
+        body: out,
+        records,
+        bytes,
+    }))
 }
 
 fn put_record(e: &Engine, v: &Value) -> R {
@@ -1095,9 +1229,9 @@ fn put_records(e: &Engine, v: &Value) -> R {
     let records = match v.get("Records") {
         None | Some(Value::Null) => {
             viol.add(None, "records", "Member must not be null");
-            Vec::new()
+            &[][..]
         }
-        Some(Value::Array(a)) => a.clone(),
+        Some(Value::Array(a)) => a.as_slice(),
         Some(_) => return Err(type_error("Records", "a list")),
     };
     if v.get("Records").is_some_and(Value::is_array) {
