@@ -5,9 +5,11 @@
 // The server must hold the stream crates/cli/tests/cli/console.rs seeds:
 // SHARDLOG_STREAM (default console-demo), created with two shards, shard 0
 // split and the upper child merged with shard 1, and four records in shard 0
-// (JSON, binary, text, JSON). The script checks the pages against that, splits
-// an open shard through the UI and prints {"split": "<shard id>"} as its last
-// line so the caller can check the split through the API.
+// (JSON, binary, text, JSON). The script checks the pages against that;
+// splits an open shard and merges two of the new shards, raises retention
+// to 48 hours and creates and deletes a stream, all through the UI; and
+// prints {"split": "<shard id>", "merged": [a, b]} as its last line so the
+// caller can check the changes through the API.
 // SHARDLOG_SCREENSHOTS=DIR saves streams.png, stream.png and records.png.
 
 import { mkdtempSync, mkdirSync, rmSync } from 'node:fs';
@@ -135,8 +137,42 @@ try {
   await page.click(tid('confirm-ok'));
   await page.waitForFunction(() => document.querySelectorAll('[data-testid="shard-rect"]').length === 7);
   check((await page.locator(tid('shard-rect', `[data-shard-id="${target}"]`)).getAttribute('data-state')) === 'closed', 'split shard drawn closed');
+
+  // 5. Merge the two new children (adjacent) with the merge form.
+  const pair = await page.locator(`${tid('merge-pair')} option`).evaluateAll((opts) => opts.map((o) => o.textContent.split(' + ')));
+  const merged = pair.find(([a, b]) => a !== target && b !== target);
+  check(merged, `an adjacent pair to merge: ${JSON.stringify(pair)}`);
+  await page.selectOption(tid('merge-pair'), { label: merged.join(' + ') });
+  await page.click(tid('merge-button'));
+  await page.click(tid('confirm-ok'));
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid="shard-rect"]').length === 8);
+
+  // 6. Retention, and a cancelled deletion that deletes nothing.
+  await page.click(tid('retention-button'));
+  await page.fill(tid('confirm-hours'), '48');
+  await page.click(tid('confirm-ok'));
+  await page.waitForFunction(() => document.querySelector('main .facts').textContent.includes('48 hours'));
+  await page.click(tid('delete-button'));
+  await page.click(tid('confirm-cancel'));
+  await page.goto(`${base}/console#/`);
+  await row.waitFor();
+
+  // 7. Create a stream with the form, then delete it from its page.
+  await page.fill(tid('create-name'), 'console-made');
+  await page.fill(tid('create-shards'), '3');
+  await page.click(tid('create-submit'));
+  await page.click(tid('confirm-ok'));
+  const made = page.locator(tid('stream-row', '[data-stream="console-made"]'));
+  await made.waitFor();
+  check((await made.locator(tid('stream-open')).textContent()) === '3', 'created with three shards');
+  await made.locator(tid('stream-link')).click();
+  await page.click(tid('delete-button'));
+  await page.click(tid('confirm-ok'));
+  await row.waitFor();
+  check((await made.count()) === 0, 'deleted stream gone from the list');
+
   check(problems.length === 0, problems.join('\n'));
-  console.log(JSON.stringify({ split: target }));
+  console.log(JSON.stringify({ split: target, merged }));
 } finally {
   await context.close();
   rmSync(userDir, { recursive: true, force: true });

@@ -88,6 +88,20 @@ async function waitActive(name) {
   }
 }
 
+// A deleted stream lingers as DELETING while its files go; the list should
+// not show it again, so wait until the server no longer knows it.
+async function waitGone(name) {
+  for (let i = 0; i < 40; i++) {
+    try {
+      await api('DescribeStreamSummary', { StreamName: name });
+    } catch (e) {
+      if (e.type === 'ResourceNotFoundException') return;
+      throw e;
+    }
+    await new Promise((r) => setTimeout(r, 250));
+  }
+}
+
 // ------------------------------------------------------------- DOM helpers
 
 const $ = (sel) => document.querySelector(sel);
@@ -611,6 +625,7 @@ async function streamPage(name) {
         if (!(await ask('Delete stream', `Delete “${name}” and every record in it? This cannot be undone.`))) return;
         try {
           await api('DeleteStream', { StreamName: name, EnforceConsumerDeletion: true });
+          await waitGone(name);
           location.hash = '#/';
         } catch (e) {
           showError(e);

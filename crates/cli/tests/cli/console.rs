@@ -1,8 +1,9 @@
 //! The web console in a real browser: a `shardlog serve` process with a
 //! seeded stream (records, a split, a merge, a consumer and a group), and
 //! `tests/console/e2e.mjs` driving headless Chromium through the pages. The
-//! script splits a shard through the UI; this test then checks through the
-//! API that the split happened.
+//! script splits and merges shards, changes retention and creates and
+//! deletes a stream through the UI; this test then checks through the API
+//! that each happened.
 //!
 //! Needs Node.js and Chromium (`/usr/bin/chromium`, or `SHARDLOG_CHROMIUM`);
 //! `.ci/run` installs both. Without them the test fails and says so, so a
@@ -246,12 +247,12 @@ fn console_shows_streams_lineage_and_records_and_splits_a_shard_in_a_browser() {
         .as_str()
         .expect("the split shard's id")
         .to_string();
-    // The UI's split, as the API sees it: the shard closed, two children.
+    // The UI's split and merge, as the API sees them.
     let all = rt.block_on(shards(&client, &server.endpoint));
     assert_eq!(
         all.len(),
-        7,
-        "five seeded shards and two from the UI's split: {all:?}"
+        8,
+        "five seeded shards, two from the UI's split, one from its merge: {all:?}"
     );
     let parent = all.iter().find(|s| s["ShardId"] == split.as_str()).unwrap();
     assert!(
@@ -275,5 +276,27 @@ fn console_shows_streams_lineage_and_records_and_splits_a_shard_in_a_browser() {
         kids,
         vec![(lo, mid - 1), (mid, hi)],
         "split at the midpoint the UI proposed"
+    );
+    let (a, b) = (&result["merged"][0], &result["merged"][1]);
+    assert!(
+        all.iter()
+            .any(|s| &s["ParentShardId"] == a && &s["AdjacentParentShardId"] == b),
+        "a shard merged from {a} and {b}: {all:?}"
+    );
+    let d = rt.block_on(must(
+        &client,
+        &server.endpoint,
+        "DescribeStreamSummary",
+        json!({"StreamName": STREAM}),
+    ));
+    assert_eq!(
+        d["StreamDescriptionSummary"]["RetentionPeriodHours"], 48,
+        "the UI's retention change"
+    );
+    let streams = rt.block_on(must(&client, &server.endpoint, "ListStreams", json!({})));
+    assert_eq!(
+        streams["StreamNames"],
+        json!([STREAM]),
+        "the stream the UI created and deleted is gone"
     );
 }
