@@ -152,7 +152,16 @@ try {
   await page.fill(tid('confirm-hours'), '48');
   await page.click(tid('confirm-ok'));
   await page.waitForFunction(() => document.querySelector('main .facts').textContent.includes('48 hours'));
+  // The keyboard alone: Enter on a focused button opens the dialog with the
+  // focus in its field; Escape closes it and changes nothing.
+  await page.focus(tid('scale-button'));
+  await page.keyboard.press('Enter');
+  await page.locator(tid('confirm-dialog')).waitFor();
+  check(await page.evaluate(() => document.activeElement.dataset.testid === 'confirm-count'), 'focus in the dialog field');
+  await page.keyboard.press('Escape');
+  await page.locator(tid('confirm-dialog')).waitFor({ state: 'hidden' });
   await page.click(tid('delete-button'));
+  check(await page.evaluate(() => document.activeElement.dataset.testid === 'confirm-cancel'), 'a deletion dialog starts on Cancel');
   await page.click(tid('confirm-cancel'));
   await page.goto(`${base}/console#/`);
   await row.waitFor();
