@@ -126,11 +126,18 @@ try {
   await page.waitForFunction(() => document.querySelector('[data-testid="rec-status"]').textContent.startsWith('Page 1'));
   check((await page.locator(tid('record-data')).allTextContents())[0] === 'héllo wörld', 'AFTER_SEQUENCE_NUMBER position');
 
-  // 4. Split an open shard through the UI, with its confirmation.
-  await page.goto(`${base}/console#/stream/${encodeURIComponent(stream)}`);
+  // 4. Split an open shard through the UI, with its confirmation; the page
+  // is opened by a deep link this time. A key outside the shard is refused
+  // first, and the API's error shows in the page.
+  await page.goto(`${base}/console/stream/${encodeURIComponent(stream)}`);
   const splitButton = page.locator(tid('split-button')).first();
   await splitButton.waitFor();
   const target = await splitButton.getAttribute('data-shard-id');
+  await splitButton.click();
+  await page.fill(tid('confirm-key'), '0');
+  await page.click(tid('confirm-ok'));
+  await page.locator(tid('error-type')).waitFor();
+  check((await page.locator(tid('error-type')).textContent()) === 'InvalidArgumentException', 'a bad split key is refused');
   await splitButton.click();
   await page.locator(tid('confirm-dialog')).waitFor();
   check(/^\d+$/.test(await page.inputValue(tid('confirm-key'))), 'midpoint proposed');

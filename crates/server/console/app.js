@@ -850,6 +850,13 @@ async function route() {
   onSample = view.tick || null;
 }
 
+// A path below /console (a deep link such as /console/stream/NAME) names the
+// same view as the fragment #/stream/NAME; move it there so links and the
+// back button work on one scheme.
+if (!location.hash && location.pathname.startsWith('/console/') && location.pathname.length > '/console/'.length) {
+  history.replaceState(null, '', `/console#${location.pathname.slice('/console'.length)}`);
+}
+
 window.addEventListener('hashchange', () => {
   clearError();
   route().then(() => $('#main').focus());

@@ -1,9 +1,11 @@
 //! The `shardlog` command as users and operators run it: the server killed
-//! with SIGKILL under load, the offline `verify` and `dump` verbs, the
-//! `groups` client verb, and the web console driven by a headless browser.
+//! with SIGKILL under load, the offline `verify` and `dump` verbs, and the
+//! `groups` client verb.
 
-mod console;
 mod groups;
 mod kill9;
 mod verbs;
 mod verify;
+
+// The web console in headless Chromium (needs node and /usr/bin/chromium).
+mod console;
