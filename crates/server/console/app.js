@@ -546,12 +546,18 @@ async function streamsPage() {
 
 async function streamPage(name) {
   const d = (await api('DescribeStreamSummary', { StreamName: name })).StreamDescriptionSummary;
-  const shards = await listShards(name);
+  // A stream still being created has no shards to list yet.
+  const shards = await listShards(name).catch(() => []);
   const scope = scopeOf(name, d.StreamARN);
+  // Consumers and groups are extras: if either cannot be read, the rest of
+  // the page still shows and the section says why.
   const [consumers, groups] = await Promise.all([
-    api('ListStreamConsumers', { StreamARN: d.StreamARN }).then((v) => v.Consumers || []),
-    api('ListGroups', { StreamName: name }, GROUPS).then((v) => Promise.all((v.ApplicationNames || []).map((app) => api('DescribeGroup', { StreamName: name, ApplicationName: app }, GROUPS)))),
+    api('ListStreamConsumers', { StreamARN: d.StreamARN }).then((v) => v.Consumers || [], (e) => e),
+    api('ListGroups', { StreamName: name }, GROUPS).then(
+      (v) => Promise.all((v.ApplicationNames || []).map((app) => api('DescribeGroup', { StreamName: name, ApplicationName: app }, GROUPS))),
+    ).catch((e) => e),
   ]);
+  const unreadable = (e) => h('p', { class: 'note', testid: 'section-error' }, `Could not read: ${e.type || e.name}: ${e.message}`);
   const open = shards.filter((sh) => sh.open).sort((a, b) => (a.start < b.start ? -1 : 1));
   const adjacent = open.slice(1).map((b, i) => [open[i], b]).filter(([a, b]) => a.end + 1n === b.start);
   const enc = encodeURIComponent(name);
@@ -687,14 +693,18 @@ async function streamPage(name) {
       section(
         'Consumers',
         'consumers',
-        consumers.length
+        consumers instanceof Error
+          ? unreadable(consumers)
+          : consumers.length
           ? table('consumers-table', ['Name', 'Status', 'Registered'], consumers.map((c) => h('tr', { testid: 'consumer-row' }, h('th', { scope: 'row' }, c.ConsumerName), h('td', {}, c.ConsumerStatus), h('td', {}, fmtTime(c.ConsumerCreationTimestamp)))))
           : h('p', {}, 'No enhanced fan-out consumers.'),
       ),
       section(
         'Consumer groups',
         'groups',
-        groups.length
+        groups instanceof Error
+          ? unreadable(groups)
+          : groups.length
           ? groups.map((g) =>
               h(
                 'div',
