@@ -3,6 +3,7 @@
 //! Java SDK's CBOR, over the stream engine. A thin layer: every semantic lives
 //! in `shardlog-stream`; this crate decodes, validates and encodes.
 
+pub mod console;
 pub mod error;
 pub mod groups;
 pub mod metrics;
@@ -55,6 +56,7 @@ fn app(engine: Engine, limits: &Limits) -> (Router, Arc<metrics::ServerMetrics>)
         .route("/_health", get(health))
         .route("/_health/ready", get(health))
         .route("/metrics", get(prometheus))
+        .merge(console::routes())
         .fallback(post(api))
         .with_state(Arc::new(AppState {
             engine,

@@ -7,3 +7,6 @@ mod groups;
 mod kill9;
 mod verbs;
 mod verify;
+
+// The web console in headless Chromium (needs node and /usr/bin/chromium).
+mod console;
