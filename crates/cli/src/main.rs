@@ -260,6 +260,13 @@ struct ServeArgs {
     /// StartStreamEncryption. `alias/aws/kinesis` works without one.
     #[arg(long, env = "SHARDLOG_KMS_KEY_FILE")]
     kms_key_file: Option<PathBuf>,
+    /// AWS shared-credentials file (`[profile]` sections with
+    /// `aws_access_key_id`, `aws_secret_access_key` and optional
+    /// `account_id`): every API request must then carry a valid SigV4
+    /// signature by one of its keys, and resource policies are enforced. The
+    /// file is reread when it changes. Without it nothing is verified.
+    #[arg(long, env = "SHARDLOG_CREDENTIALS_FILE")]
+    credentials_file: Option<PathBuf>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -280,6 +287,8 @@ struct Settings {
     delete_stream_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     kms_key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -295,6 +304,7 @@ impl Default for Settings {
             update_stream_ms: 0,
             delete_stream_ms: 0,
             kms_key_file: None,
+            credentials_file: None,
         }
     }
 }
@@ -349,6 +359,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = &args.kms_key_file {
         s.kms_key_file = Some(v.clone());
+    }
+    if let Some(v) = &args.credentials_file {
+        s.credentials_file = Some(v.clone());
     }
     parse_sync(&s.sync)?;
     Ok(s)
@@ -1000,8 +1013,29 @@ fn open_engine(dir: &Path, opts: EngineOptions) -> anyhow::Result<Engine> {
     Engine::open(dir, opts).with_context(|| format!("cannot open the data directory {}", dir.display()))
 }
 
+/// The SigV4 verifier of `--credentials-file`, if one is given. Logs how
+/// many keys it holds (never the secrets).
+fn load_verifier(s: &Settings) -> anyhow::Result<Option<std::sync::Arc<shardlog_server::auth::Verifier>>> {
+    let Some(path) = &s.credentials_file else {
+        tracing::warn!(
+            "no --credentials-file: requests are not authenticated and resource policies are not enforced"
+        );
+        return Ok(None);
+    };
+    let verifier = shardlog_server::auth::Verifier::load(path).context("cannot load --credentials-file")?;
+    tracing::info!(
+        path = %path.display(),
+        keys = verifier.key_count(),
+        "SigV4 authentication on: requests must be signed by one of the loaded keys"
+    );
+    Ok(Some(std::sync::Arc::new(verifier)))
+}
+
 fn serve(s: Settings) -> anyhow::Result<()> {
     let engine = open_engine(&s.data_dir, engine_options(&s)?)?;
+    let options = shardlog_server::ServerOptions {
+        verifier: load_verifier(&s)?,
+    };
     // Engine calls run on blocking threads (they wait for fsync). Each
     // such thread gets its own malloc arena, so an unbounded pool makes
     // memory grow with the peak concurrency; group commit needs only enough
@@ -1017,7 +1051,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen} (is another server running there?)"))?;
         tracing::info!(%addr, data_dir = %s.data_dir.display(), sync = %s.sync, "shardlog serving the Kinesis API");
-        shardlog_server::serve(listener, engine, shutdown_signal())
+        shardlog_server::serve_with(listener, engine, options, shutdown_signal())
             .await
             .context("server failed")?;
         tracing::info!("stopped after in-flight requests finished");

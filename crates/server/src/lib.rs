@@ -3,10 +3,12 @@
 //! Java SDK's CBOR, over the stream engine. A thin layer: every semantic lives
 //! in `shardlog-stream`; this crate decodes, validates and encodes.
 
+pub mod auth;
 pub mod error;
 pub mod groups;
 pub mod metrics;
 pub mod ops;
+pub mod policy;
 pub mod protocol;
 pub mod subscribe;
 
@@ -35,10 +37,26 @@ struct AppState {
     engine: Engine,
     subscriptions: Arc<subscribe::Subscriptions>,
     metrics: Arc<metrics::ServerMetrics>,
+    /// Set when requests must be signed: SigV4 is verified and resource
+    /// policies are enforced. `None` keeps the unauthenticated behaviour.
+    auth: Option<Arc<auth::Verifier>>,
+}
+
+/// How the API is served, beyond the engine.
+#[derive(Debug, Clone, Default)]
+pub struct ServerOptions {
+    /// Verify every API request's SigV4 signature with these keys and
+    /// enforce resource policies; without it nothing is checked.
+    pub verifier: Option<Arc<auth::Verifier>>,
 }
 
 /// The HTTP routes: `POST /` for the API, health endpoints for scripts.
 pub fn router(engine: Engine) -> Router {
+    router_with(engine, ServerOptions::default())
+}
+
+/// [`router`] with options (authentication).
+pub fn router_with(engine: Engine, options: ServerOptions) -> Router {
     Router::new()
         .route("/", post(api))
         .route("/_health", get(health))
@@ -49,6 +67,7 @@ pub fn router(engine: Engine) -> Router {
             engine,
             subscriptions: Arc::default(),
             metrics: Arc::default(),
+            auth: options.verifier,
         }))
 }
 
@@ -212,6 +231,7 @@ fn call_volume(op: &str, req: &Value, resp: &Value) -> (u64, u64) {
 
 async fn api(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
@@ -224,16 +244,22 @@ async fn api(
     let groups_op = target
         .strip_prefix(groups::GROUPS_TARGET_PREFIX)
         .map(str::to_string);
-    let Some(op) = target
+    let op = target
         .strip_prefix(TARGET_PREFIX)
         .map(str::to_string)
-        .or_else(|| groups_op.clone())
-    else {
-        return error_response(
+        .or_else(|| groups_op.clone());
+    let unknown_target = || {
+        error_response(
             format,
             &ApiError::new("UnknownOperationException", format!("Unknown target '{target}'.")),
-        );
+        )
     };
+    // Without authentication an unknown target is answered before the body
+    // is read, as it always was; with it, the signature comes first so an
+    // unsigned caller learns nothing, not even which operations exist.
+    if op.is_none() && state.auth.is_none() {
+        return unknown_target();
+    }
     let bytes = match to_bytes(body, REQUEST_BODY_BYTES_MAX).await {
         Ok(b) => b,
         Err(_) => {
@@ -243,16 +269,75 @@ async fn api(
             )
         }
     };
+    let identity = match &state.auth {
+        None => None,
+        Some(verifier) => {
+            let signed = auth::SignedRequest {
+                method: method.as_str(),
+                path: uri.path(),
+                query: uri.query(),
+                headers: &headers,
+                authority: uri.authority().map(|a| a.as_str()),
+                body: &bytes,
+            };
+            match verifier.verify(&signed, std::time::SystemTime::now()) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::debug!(error = %e.kind, message = %e.message, "request not authenticated");
+                    return error_response(format, &e);
+                }
+            }
+        }
+    };
+    let Some(op) = op else {
+        return unknown_target();
+    };
     let value = match protocol::decode(format, &bytes) {
         Ok(v) => v,
         Err(m) => return error_response(format, &ApiError::serialization(m)),
     };
     let root = state.engine.clone();
-    let (account, region) = scope_of(&headers, uri.query());
+    // A verified key's account is the caller; without verification the
+    // credential scope is taken at its word.
+    let (account, region) = match &identity {
+        Some(id) => (id.account.clone(), id.region.clone()),
+        None => scope_of(&headers, uri.query()),
+    };
+    // Which engine the call runs against: the caller's, or with
+    // authentication the owner's when a resource policy lets the caller in.
+    let authorize = {
+        let verifier = state.auth.clone();
+        move |root: &Engine, account: &str, region: &str, op: &str, value: &Value, kinesis_op: bool| {
+            match &verifier {
+                Some(v) if kinesis_op => {
+                    policy::authorize(root, account, region, op, value, |a| v.knows_account(a))
+                }
+                _ => root.for_scope(account, region).map_err(ApiError::from),
+            }
+        }
+    };
     if op == "SubscribeToShard" && groups_op.is_none() {
         let subs = state.subscriptions.clone();
         let m = state.metrics.clone();
-        return match subscribe::subscribe(root, subs, m, account, region, format, value).await {
+        let checked = {
+            let (root, value, authorize) = (root.clone(), value.clone(), authorize.clone());
+            tokio::task::spawn_blocking(move || {
+                authorize(&root, &account, &region, "SubscribeToShard", &value, true)
+                    .map(|e| (e.account_id().to_string(), region))
+            })
+            .await
+        };
+        let (owner, region) = match checked {
+            Ok(Ok(scope)) => scope,
+            Ok(Err(e)) => return error_response(format, &e),
+            Err(_) => {
+                return error_response(
+                    format,
+                    &ApiError::new("InternalFailure", "Internal service failure."),
+                )
+            }
+        };
+        return match subscribe::subscribe(root, subs, m, owner, region, format, value).await {
             Ok(mut resp) => {
                 if let Ok(v) = HeaderValue::from_str(&request_id()) {
                     resp.headers_mut().insert("x-amzn-requestid", v);
@@ -267,7 +352,7 @@ async fn api(
     let started = std::time::Instant::now();
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
-        let engine = root.for_scope(&account, &region)?;
+        let engine = authorize(&root, &account, &region, &op_name, &value, groups_op.is_none())?;
         // One check of the request's ARNs for every operation below.
         ops::check_arn_scope(&engine, &value)?;
         let mut label = stream_label(&value);
@@ -353,6 +438,18 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(engine))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// [`serve`] with options (authentication).
+pub async fn serve_with(
+    listener: TcpListener,
+    engine: Engine,
+    options: ServerOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router_with(engine, options))
         .with_graceful_shutdown(shutdown)
         .await
 }

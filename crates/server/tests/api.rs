@@ -9,6 +9,10 @@ use std::process::Command;
 use serde_json::{json, Value};
 use shardlog_stream::{Engine, EngineOptions};
 
+/// SigV4 authentication and resource policies, with real signers.
+#[path = "api/auth.rs"]
+mod auth;
+
 struct Server {
     addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -17,6 +21,11 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Server::start_with(dir, shardlog_server::ServerOptions::default())
+    }
+
+    /// A server with options (authentication).
+    fn start_with(dir: &Path, options: shardlog_server::ServerOptions) -> Server {
         let engine = Engine::open(dir, EngineOptions::default()).expect("open engine");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (atx, arx) = std::sync::mpsc::channel();
@@ -31,7 +40,7 @@ impl Server {
                     .await
                     .unwrap();
                 atx.send(addr).unwrap();
-                shardlog_server::serve(listener, engine, async {
+                shardlog_server::serve_with(listener, engine, options, async {
                     let _ = rx.await;
                 })
                 .await

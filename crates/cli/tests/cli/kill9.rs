@@ -36,11 +36,17 @@ fn free_port() -> u16 {
 }
 
 pub(crate) fn start(dir: &Path) -> Server {
+    start_with_args(dir, &[])
+}
+
+/// A server with more `serve` flags (`--credentials-file FILE`).
+pub(crate) fn start_with_args(dir: &Path, extra: &[&str]) -> Server {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
         .args(["serve", "--data-dir"])
         .arg(dir)
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("SHARDLOG_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
