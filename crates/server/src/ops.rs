@@ -28,9 +28,11 @@ fn consumer_arn(e: &Engine, stream: &str, consumer: &str, created_ms: i64) -> St
     )
 }
 
-/// Rejects an ARN of another account or region than the request's: streams
-/// of one account are invisible to another (without SigV4 the credential
-/// scope still chooses the account, so this is isolation, not security).
+/// Rejects an ARN of another account or region than the engine's: streams
+/// of one account are invisible to another. Without `--credentials-file`
+/// the credential scope chooses the account unverified, so this is
+/// isolation, not security; with it, `policy::authorize` has already moved
+/// a request that a resource policy allows onto the owner's engine.
 pub(crate) fn check_arn_scope(e: &Engine, v: &Value) -> Result<(), ApiError> {
     for member in ["StreamARN", "ConsumerARN", "ResourceARN"] {
         let Some(Value::String(arn)) = v.get(member) else {
