@@ -34,6 +34,33 @@ pub struct ClientArgs {
     pub json: bool,
 }
 
+/// The access key, secret and session token to sign with: the environment's
+/// `AWS_ACCESS_KEY_ID` and `AWS_SECRET_ACCESS_KEY`, else profile
+/// `AWS_PROFILE` (default `default`) of the shared-credentials file
+/// (`AWS_SHARED_CREDENTIALS_FILE`, default `~/.aws/credentials`), as the AWS
+/// CLI looks them up; else a placeholder, which a server without
+/// `--credentials-file` accepts.
+fn credentials() -> (String, String, Option<String>) {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return (key, secret, env("AWS_SESSION_TOKEN"));
+    }
+    let file = env("AWS_SHARED_CREDENTIALS_FILE")
+        .map(std::path::PathBuf::from)
+        .or_else(|| env("HOME").map(|h| std::path::Path::new(&h).join(".aws/credentials")));
+    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let from_file = file
+        .and_then(|f| ini::Ini::load_from_file_noescape(f).ok())
+        .and_then(|ini| {
+            let section = ini.section(Some(profile.as_str()))?;
+            let key = section.get("aws_access_key_id")?.trim().to_string();
+            let secret = section.get("aws_secret_access_key")?.trim().to_string();
+            let token = section.get("aws_session_token").map(|t| t.trim().to_string());
+            Some((key, secret, token))
+        });
+    from_file.unwrap_or_else(|| ("shardlog".into(), "shardlog".into(), None))
+}
+
 pub struct Ctx {
     pub client: Client,
     pub json: bool,
@@ -48,11 +75,7 @@ const PUT_ATTEMPTS_MAX: u32 = 8;
 
 impl Ctx {
     pub fn new(args: &ClientArgs) -> Ctx {
-        // Credentials from the environment; a local server without
-        // authentication accepts any.
-        let key = std::env::var("AWS_ACCESS_KEY_ID").unwrap_or_else(|_| "shardlog".into());
-        let secret = std::env::var("AWS_SECRET_ACCESS_KEY").unwrap_or_else(|_| "shardlog".into());
-        let token = std::env::var("AWS_SESSION_TOKEN").ok();
+        let (key, secret, token) = credentials();
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,

@@ -277,6 +277,13 @@ struct ServeArgs {
     /// Other limits are in the configuration file's `[limits]` table.
     #[arg(long, env = "SHARDLOG_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// AWS shared-credentials file (`[profile]` sections with
+    /// `aws_access_key_id`, `aws_secret_access_key` and optional
+    /// `account_id`): every API request must then carry a valid SigV4
+    /// signature by one of its keys, and resource policies are enforced. The
+    /// file is reread when it changes. Without it nothing is verified.
+    #[arg(long, env = "SHARDLOG_CREDENTIALS_FILE")]
+    credentials_file: Option<PathBuf>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -301,6 +308,8 @@ struct Settings {
     tls_cert: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tls_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    credentials_file: Option<PathBuf>,
     /// Connection and request limits (a TOML table, so it comes last).
     limits: shardlog_server::Limits,
 }
@@ -320,6 +329,7 @@ impl Default for Settings {
             kms_key_file: None,
             tls_cert: None,
             tls_key: None,
+            credentials_file: None,
             limits: shardlog_server::Limits::default(),
         }
     }
@@ -384,6 +394,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.max_connections {
         s.limits.connections_max = v;
+    }
+    if let Some(v) = &args.credentials_file {
+        s.credentials_file = Some(v.clone());
     }
     parse_sync(&s.sync)?;
     s.limits.validate().map_err(anyhow::Error::msg)?;
@@ -1039,8 +1052,27 @@ fn open_engine(dir: &Path, opts: EngineOptions) -> anyhow::Result<Engine> {
     Engine::open(dir, opts).with_context(|| format!("cannot open the data directory {}", dir.display()))
 }
 
+/// The SigV4 verifier of `--credentials-file`, if one is given. Logs how
+/// many keys it holds (never the secrets).
+fn load_verifier(s: &Settings) -> anyhow::Result<Option<std::sync::Arc<shardlog_server::auth::Verifier>>> {
+    let Some(path) = &s.credentials_file else {
+        tracing::warn!(
+            "no --credentials-file: requests are not authenticated and resource policies are not enforced"
+        );
+        return Ok(None);
+    };
+    let verifier = shardlog_server::auth::Verifier::load(path).context("cannot load --credentials-file")?;
+    tracing::info!(
+        path = %path.display(),
+        keys = verifier.key_count(),
+        "SigV4 authentication on: requests must be signed by one of the loaded keys"
+    );
+    Ok(Some(std::sync::Arc::new(verifier)))
+}
+
 fn serve(s: Settings) -> anyhow::Result<()> {
     let engine = open_engine(&s.data_dir, engine_options(&s)?)?;
+    let verifier = load_verifier(&s)?;
     // Engine calls run on blocking threads (they wait for fsync). Each
     // such thread gets its own malloc arena, so an unbounded pool makes
     // memory grow with the peak concurrency; group commit needs only enough
@@ -1058,6 +1090,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
     let options = shardlog_server::ServeOptions {
         limits: s.limits.clone(),
         tls,
+        verifier,
     };
     rt.block_on(async move {
         let (listener, addr) = shardlog_server::bind(listen)

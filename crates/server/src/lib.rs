@@ -3,12 +3,14 @@
 //! Java SDK's CBOR, over the stream engine. A thin layer: every semantic lives
 //! in `shardlog-stream`; this crate decodes, validates and encodes.
 
+pub mod auth;
 pub mod console;
 pub mod error;
 pub mod groups;
 pub mod metrics;
 pub mod net;
 pub mod ops;
+pub mod policy;
 pub mod protocol;
 pub mod subscribe;
 
@@ -40,16 +42,25 @@ struct AppState {
     subscriptions: Arc<subscribe::Subscriptions>,
     metrics: Arc<metrics::ServerMetrics>,
     limits: Limits,
+    /// Set when requests must be signed: SigV4 is verified and resource
+    /// policies are enforced. `None` keeps the unauthenticated behaviour.
+    auth: Option<Arc<auth::Verifier>>,
 }
 
 /// The HTTP routes: `POST /` for the API, health endpoints for scripts.
 pub fn router(engine: Engine) -> Router {
-    app(engine, &Limits::default()).0
+    app(engine, &ServeOptions::default()).0
 }
 
-/// The routes under `limits`, and the counters they share with the
+/// [`router`] with options (limits, authentication).
+pub fn router_with(engine: Engine, options: ServeOptions) -> Router {
+    app(engine, &options).0
+}
+
+/// The routes under `options`, and the counters they share with the
 /// listener.
-fn app(engine: Engine, limits: &Limits) -> (Router, Arc<metrics::ServerMetrics>) {
+fn app(engine: Engine, options: &ServeOptions) -> (Router, Arc<metrics::ServerMetrics>) {
+    let limits = &options.limits;
     let metrics: Arc<metrics::ServerMetrics> = Arc::default();
     let router = Router::new()
         .route("/", post(api))
@@ -63,6 +74,7 @@ fn app(engine: Engine, limits: &Limits) -> (Router, Arc<metrics::ServerMetrics>)
             subscriptions: Arc::new(subscribe::Subscriptions::with_max(limits.subscriptions_max)),
             metrics: metrics.clone(),
             limits: limits.clone(),
+            auth: options.verifier.clone(),
         }));
     (router, metrics)
 }
@@ -227,6 +239,7 @@ fn call_volume(op: &str, req: &Value, resp: &Value) -> (u64, u64) {
 
 async fn api(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    method: axum::http::Method,
     uri: axum::http::Uri,
     headers: HeaderMap,
     body: Body,
@@ -239,16 +252,22 @@ async fn api(
     let groups_op = target
         .strip_prefix(groups::GROUPS_TARGET_PREFIX)
         .map(str::to_string);
-    let Some(op) = target
+    let op = target
         .strip_prefix(TARGET_PREFIX)
         .map(str::to_string)
-        .or_else(|| groups_op.clone())
-    else {
-        return error_response(
+        .or_else(|| groups_op.clone());
+    let unknown_target = || {
+        error_response(
             format,
             &ApiError::new("UnknownOperationException", format!("Unknown target '{target}'.")),
-        );
+        )
     };
+    // Without authentication an unknown target is answered before the body
+    // is read, as it always was; with it, the signature comes first so an
+    // unsigned caller learns nothing, not even which operations exist.
+    if op.is_none() && state.auth.is_none() {
+        return unknown_target();
+    }
     // The body must arrive whole, within its size and time limits, before
     // anything else happens: a slow or endless sender holds nothing else.
     let body_max = state.limits.request_body_bytes_max;
@@ -276,6 +295,29 @@ async fn api(
             return error_response(format, &e);
         }
     };
+    let identity = match &state.auth {
+        None => None,
+        Some(verifier) => {
+            let signed = auth::SignedRequest {
+                method: method.as_str(),
+                path: uri.path(),
+                query: uri.query(),
+                headers: &headers,
+                authority: uri.authority().map(|a| a.as_str()),
+                body: &bytes,
+            };
+            match verifier.verify(&signed, std::time::SystemTime::now()) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    tracing::debug!(error = %e.kind, message = %e.message, "request not authenticated");
+                    return error_response(format, &e);
+                }
+            }
+        }
+    };
+    let Some(op) = op else {
+        return unknown_target();
+    };
     // PutRecords in JSON, the hot write path, is parsed on the blocking
     // thread without a value tree (see `ops::put_records_fast`).
     let fast_put = groups_op.is_none() && op == "PutRecords" && format == Format::Json;
@@ -288,11 +330,47 @@ async fn api(
         }
     };
     let root = state.engine.clone();
-    let (account, region) = scope_of(&headers, uri.query());
+    // A verified key's account is the caller; without verification the
+    // credential scope is taken at its word.
+    let (account, region) = match &identity {
+        Some(id) => (id.account.clone(), id.region.clone()),
+        None => scope_of(&headers, uri.query()),
+    };
+    // Which engine the call runs against: the caller's, or with
+    // authentication the owner's when a resource policy lets the caller in.
+    let authorize = {
+        let verifier = state.auth.clone();
+        move |root: &Engine, account: &str, region: &str, op: &str, value: &Value, kinesis_op: bool| {
+            match &verifier {
+                Some(v) if kinesis_op => {
+                    policy::authorize(root, account, region, op, value, |a| v.knows_account(a))
+                }
+                _ => root.for_scope(account, region).map_err(ApiError::from),
+            }
+        }
+    };
     if op == "SubscribeToShard" && groups_op.is_none() {
         let subs = state.subscriptions.clone();
         let m = state.metrics.clone();
-        return match subscribe::subscribe(root, subs, m, account, region, format, value).await {
+        let checked = {
+            let (root, value, authorize) = (root.clone(), value.clone(), authorize.clone());
+            tokio::task::spawn_blocking(move || {
+                authorize(&root, &account, &region, "SubscribeToShard", &value, true)
+                    .map(|e| (e.account_id().to_string(), region))
+            })
+            .await
+        };
+        let (owner, region) = match checked {
+            Ok(Ok(scope)) => scope,
+            Ok(Err(e)) => return error_response(format, &e),
+            Err(_) => {
+                return error_response(
+                    format,
+                    &ApiError::new("InternalFailure", "Internal service failure."),
+                )
+            }
+        };
+        return match subscribe::subscribe(root, subs, m, owner, region, format, value).await {
             Ok(mut resp) => {
                 if let Ok(v) = HeaderValue::from_str(&request_id()) {
                     resp.headers_mut().insert("x-amzn-requestid", v);
@@ -308,9 +386,20 @@ async fn api(
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
         let mut value = value;
-        let engine = root.for_scope(&account, &region)?;
         if fast_put {
-            match ops::put_records_fast(&engine, &bytes) {
+            // The stream is known only once the body is parsed; the
+            // authorization is the general path's, for that stream.
+            let engine_for = |name: &str| {
+                authorize(
+                    &root,
+                    &account,
+                    &region,
+                    &op_name,
+                    &json!({"StreamName": name}),
+                    true,
+                )
+            };
+            match ops::put_records_fast(engine_for, &bytes) {
                 Some(out) => {
                     let facts = match &out {
                         Ok(a) => (a.stream.clone(), a.bytes, a.records),
@@ -341,6 +430,7 @@ async fn api(
                 None => value = protocol::decode(format, &bytes).map_err(ApiError::serialization)?,
             }
         }
+        let engine = authorize(&root, &account, &region, &op_name, &value, groups_op.is_none())?;
         // One check of the request's ARNs for every operation below.
         ops::check_arn_scope(&engine, &value)?;
         let mut label = stream_label(&value);
@@ -436,7 +526,7 @@ pub async fn serve_with(
     options: ServeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let (router, metrics) = app(engine, &options.limits);
+    let (router, metrics) = app(engine, &options);
     net::run(listener, router, metrics, options, shutdown).await
 }
 

@@ -144,6 +144,9 @@ pub struct ServeOptions {
     pub limits: Limits,
     /// TLS on every connection when set (see [`load_tls`]).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Verify every API request's SigV4 signature with these keys and
+    /// enforce resource policies; without it nothing is checked.
+    pub verifier: Option<Arc<crate::auth::Verifier>>,
 }
 
 /// Why TLS could not be set up.

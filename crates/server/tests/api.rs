@@ -9,6 +9,9 @@ use std::process::Command;
 use serde_json::{json, Value};
 use shardlog_stream::{Engine, EngineOptions};
 
+/// SigV4 authentication and resource policies, with real signers.
+#[path = "api/auth.rs"]
+mod auth;
 #[path = "api/limits.rs"]
 mod limits;
 

@@ -1705,6 +1705,27 @@ impl Engine {
         read(&self.inner.streams).values().find(|s| s.id == id).cloned()
     }
 
+    /// The name of the stream a shard iterator reads, without reading: the
+    /// server decides access by stream before a GetRecords runs. Fails as
+    /// GetRecords would for a token that is altered, expired, or of another
+    /// data directory or account.
+    pub fn iterator_stream(&self, iterator: &str) -> Result<String> {
+        let t = IteratorToken::decode(iterator, &self.inner.iterator_key, self.now_ms())?;
+        let stream = self
+            .stream_by_id(t.stream_id)
+            .filter(|s| read(&s.state).meta.created_ms == t.stream_created_ms)
+            .ok_or_else(|| {
+                Error::ResourceNotFound(format!(
+                    "Shard {} in stream with id {} under account {} does not exist",
+                    shard_id(t.shard_index),
+                    t.stream_id,
+                    self.account_id()
+                ))
+            })?;
+        let name = read(&stream.state).meta.name.clone();
+        Ok(name)
+    }
+
     /// Reads with a shard iterator (GetRecords).
     pub fn get_records(&self, iterator: &str, limit: Option<usize>) -> Result<GetRecordsOutput> {
         let acct = self.account_id();

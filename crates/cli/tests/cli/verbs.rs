@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::kill9::start;
+use crate::kill9::{start, start_with};
 
 fn run(endpoint: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_shardlog"))
@@ -115,6 +115,80 @@ fn every_verb_works_against_a_server_and_json_output_parses() {
     let nowhere = run("http://127.0.0.1:9", &["stream", "list"]);
     assert_eq!(nowhere.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&nowhere.stderr).contains("cannot reach http://127.0.0.1:9"));
+}
+
+/// A client verb run with exactly these AWS variables (none inherited).
+fn run_as(endpoint: &str, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_shardlog"));
+    cmd.args(["--endpoint", endpoint])
+        .args(args)
+        .env("SHARDLOG_LOG", "off");
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_SHARED_CREDENTIALS_FILE",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.envs(env.iter().copied()).output().unwrap()
+}
+
+#[test]
+fn client_verbs_sign_with_environment_or_profile_keys_against_an_authenticating_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let creds = dir.path().join("credentials");
+    std::fs::write(
+        &creds,
+        "[ops]\naws_access_key_id = AKIDOPS\naws_secret_access_key = ops/secret+1\naccount_id = 123456789012\n",
+    )
+    .unwrap();
+    let server = start_with(
+        &dir.path().join("data"),
+        &["--credentials-file", creds.to_str().unwrap()],
+    );
+    let ep = server.endpoint.as_str();
+    let keys = [
+        ("AWS_ACCESS_KEY_ID", "AKIDOPS"),
+        ("AWS_SECRET_ACCESS_KEY", "ops/secret+1"),
+    ];
+    ok(&run_as(
+        ep,
+        &keys,
+        &["stream", "create", "signed", "--shards", "1"],
+    ));
+    ok(&run_as(ep, &keys, &["put", "signed", "hello", "--key", "k"]));
+    let profile = [
+        ("AWS_SHARED_CREDENTIALS_FILE", creds.to_str().unwrap()),
+        ("AWS_PROFILE", "ops"),
+    ];
+    let got = ok(&run_as(ep, &profile, &["get", "signed", "--raw"]));
+    assert_eq!(got, "hello\n");
+    let d: Value = serde_json::from_str(&ok(&run_as(
+        ep,
+        &profile,
+        &["--json", "stream", "describe", "signed"],
+    )))
+    .unwrap();
+    assert!(
+        d.to_string().contains("123456789012"),
+        "the key's account owns the stream: {d}"
+    );
+
+    let wrong = run_as(
+        ep,
+        &[
+            ("AWS_ACCESS_KEY_ID", "AKIDOPS"),
+            ("AWS_SECRET_ACCESS_KEY", "wrong"),
+        ],
+        &["stream", "list"],
+    );
+    assert_eq!(wrong.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("InvalidSignatureException"));
+    let anonymous = run_as(ep, &[], &["stream", "list"]);
+    assert_eq!(anonymous.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&anonymous.stderr).contains("UnrecognizedClientException"));
 }
 
 #[test]
