@@ -150,12 +150,36 @@ impl JsonApi {
     /// Calls `op` with a body already encoded, and returns the answer's
     /// bytes (for callers that parse it into their own types, like the
     /// load generator, which must not spend the CPU it measures).
+    ///
+    /// The request carries an Authorization header in SigV4's shape but with
+    /// no real signature: a shardlog server verifies no signature and takes
+    /// only the account and region from it (here the defaults), and the
+    /// local Kinesis mocks that `shardlog bench` is compared with
+    /// (kinesalite, kinesis-mock; benches/peers) refuse a request that has
+    /// none.
     pub async fn call_raw(&self, op: &str, body: String) -> Result<bytes::Bytes> {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let stamp = DateTime::from_secs(secs)
+            .fmt(aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
+            .unwrap_or_default()
+            .replace(['-', ':'], "");
+        let day = stamp.get(..8).unwrap_or("19700101");
         let r = self
             .http
             .post(&self.endpoint)
             .header("x-amz-target", format!("{}{op}", self.prefix))
             .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-date", &stamp)
+            .header(
+                "authorization",
+                format!(
+                    "AWS4-HMAC-SHA256 Credential=shardlog/{day}/us-east-1/kinesis/aws4_request, \
+                     SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=unsigned"
+                ),
+            )
             .body(body)
             .send()
             .await
