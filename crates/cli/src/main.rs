@@ -284,6 +284,11 @@ struct ServeArgs {
     /// file is reread when it changes. Without it nothing is verified.
     #[arg(long, env = "SHARDLOG_CREDENTIALS_FILE")]
     credentials_file: Option<PathBuf>,
+    /// With --credentials-file: whether the web console may read (list,
+    /// describe, browse records of the default account) without signing
+    /// [default: true]. Its changes always need a signature.
+    #[arg(long, env = "SHARDLOG_CONSOLE_UNSIGNED_READS")]
+    console_unsigned_reads: Option<bool>,
     /// Print the effective settings as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -310,6 +315,7 @@ struct Settings {
     tls_key: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     credentials_file: Option<PathBuf>,
+    console_unsigned_reads: bool,
     /// Connection and request limits (a TOML table, so it comes last).
     limits: shardlog_server::Limits,
 }
@@ -330,6 +336,7 @@ impl Default for Settings {
             tls_cert: None,
             tls_key: None,
             credentials_file: None,
+            console_unsigned_reads: true,
             limits: shardlog_server::Limits::default(),
         }
     }
@@ -394,6 +401,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.max_connections {
         s.limits.connections_max = v;
+    }
+    if let Some(v) = args.console_unsigned_reads {
+        s.console_unsigned_reads = v;
     }
     if let Some(v) = &args.credentials_file {
         s.credentials_file = Some(v.clone());
@@ -1091,6 +1101,7 @@ fn serve(s: Settings) -> anyhow::Result<()> {
         limits: s.limits.clone(),
         tls,
         verifier,
+        console_unsigned_reads: s.console_unsigned_reads,
     };
     rt.block_on(async move {
         let (listener, addr) = shardlog_server::bind(listen)

@@ -16,6 +16,29 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
+/// The header the page sends on every API call. With authentication on,
+/// requests that carry it may use [`READ_OPERATIONS`] unsigned (see
+/// `ServeOptions::console_unsigned_reads`).
+pub const CONSOLE_HEADER: &str = "x-shardlog-console";
+
+/// What the console may do unsigned when authentication is on: look, never
+/// change. Policies are left out: they describe who may do what.
+pub const READ_OPERATIONS: &[&str] = &[
+    "ListStreams",
+    "DescribeStream",
+    "DescribeStreamSummary",
+    "ListShards",
+    "ListStreamConsumers",
+    "DescribeStreamConsumer",
+    "GetShardIterator",
+    "GetRecords",
+    "DescribeLimits",
+    "ListTagsForStream",
+    "ListTagsForResource",
+    "ListGroups",
+    "DescribeGroup",
+];
+
 /// Everything the page loads comes from this origin; nothing inline, no
 /// frames, no plugins. Inline SVG built through the DOM needs no exception.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \

@@ -45,6 +45,7 @@ struct AppState {
     /// Set when requests must be signed: SigV4 is verified and resource
     /// policies are enforced. `None` keeps the unauthenticated behaviour.
     auth: Option<Arc<auth::Verifier>>,
+    console_unsigned_reads: bool,
 }
 
 /// The HTTP routes: `POST /` for the API, health endpoints for scripts.
@@ -75,6 +76,7 @@ fn app(engine: Engine, options: &ServeOptions) -> (Router, Arc<metrics::ServerMe
             metrics: metrics.clone(),
             limits: limits.clone(),
             auth: options.verifier.clone(),
+            console_unsigned_reads: options.console_unsigned_reads,
         }));
     (router, metrics)
 }
@@ -295,8 +297,26 @@ async fn api(
             return error_response(format, &e);
         }
     };
+    // With authentication on, the web console (which cannot sign) may still
+    // read, unsigned, in the default account: only the operations below,
+    // only with its header (a custom header that cross-site pages cannot
+    // send without a CORS preflight, which this server never grants), and
+    // only while `console_unsigned_reads` is on.
+    let console_read = state.auth.is_some()
+        && state.console_unsigned_reads
+        && headers.contains_key(console::CONSOLE_HEADER)
+        && !headers.contains_key("authorization")
+        && !uri.query().is_some_and(|q| q.contains("X-Amz-Signature="))
+        && op
+            .as_deref()
+            .is_some_and(|o| console::READ_OPERATIONS.contains(&o));
     let identity = match &state.auth {
         None => None,
+        Some(_) if console_read => Some(auth::Identity {
+            access_key_id: String::new(),
+            account: shardlog_stream::engine::DEFAULT_ACCOUNT_ID.to_string(),
+            region: shardlog_stream::engine::DEFAULT_REGION.to_string(),
+        }),
         Some(verifier) => {
             let signed = auth::SignedRequest {
                 method: method.as_str(),

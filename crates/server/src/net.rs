@@ -139,7 +139,7 @@ impl Limits {
 }
 
 /// What `serve_with` serves besides the engine.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServeOptions {
     pub limits: Limits,
     /// TLS on every connection when set (see [`load_tls`]).
@@ -147,6 +147,21 @@ pub struct ServeOptions {
     /// Verify every API request's SigV4 signature with these keys and
     /// enforce resource policies; without it nothing is checked.
     pub verifier: Option<Arc<crate::auth::Verifier>>,
+    /// With a verifier, whether the web console may read (list, describe,
+    /// browse records) without signing, in the default account. Writes
+    /// always need a signature.
+    pub console_unsigned_reads: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            limits: Limits::default(),
+            tls: None,
+            verifier: None,
+            console_unsigned_reads: true,
+        }
+    }
 }
 
 /// Why TLS could not be set up.

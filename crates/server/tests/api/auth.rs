@@ -415,6 +415,20 @@ fn another_account_needs_a_policy_that_allows_it_and_a_deny_overrides() {
             .await
             .unwrap_err();
         assert_eq!(failure(e).0, "AccessDeniedException");
+        // PutRecords by name (the server's fast path) is held by the same Deny.
+        let entry = aws_sdk_kinesis::types::PutRecordsRequestEntry::builder()
+            .partition_key("pk")
+            .data(Blob::new("x"))
+            .build()
+            .unwrap();
+        let e = a
+            .put_records()
+            .stream_name("shared")
+            .records(entry)
+            .send()
+            .await
+            .unwrap_err();
+        assert_eq!(failure(e).0, "AccessDeniedException");
         b.describe_stream_summary().stream_arn(&arn).send().await.unwrap();
 
         // Without the policy B is out again; the owner is not.
@@ -440,4 +454,61 @@ fn boto3_signs_right_and_wrong_secrets_and_reads_across_accounts_with_a_policy()
         &[A_KEY, A_SECRET, A_ACCOUNT, B_KEY, B_SECRET, B_ACCOUNT],
         "boto3 auth",
     );
+}
+
+/// An unsigned call as the web console makes it.
+fn console_call(server: &Server, op: &str, body: Value, console_header: bool) -> (u16, Value) {
+    let mut req = reqwest::blocking::Client::new()
+        .post(server.endpoint())
+        .header("X-Amz-Target", format!("Kinesis_20131202.{op}"))
+        .header("Content-Type", "application/x-amz-json-1.1");
+    if console_header {
+        req = req.header("X-Shardlog-Console", "1");
+    }
+    let r = req.body(body.to_string()).send().unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn with_auth_on_the_console_reads_unsigned_but_cannot_change_anything() {
+    let s = start();
+    let (status, v) = console_call(&s.server, "ListStreams", json!({}), true);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["StreamNames"], json!([]));
+    for (op, body) in [
+        ("CreateStream", json!({"StreamName": "x", "ShardCount": 1})),
+        (
+            "PutRecords",
+            json!({"StreamName": "x", "Records": [{"Data": "AA==", "PartitionKey": "k"}]}),
+        ),
+        (
+            "GetResourcePolicy",
+            json!({"ResourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/x"}),
+        ),
+    ] {
+        let (status, v) = console_call(&s.server, op, body, true);
+        assert_eq!(status, 403, "{op}: {v}");
+        assert_eq!(v["__type"], "MissingAuthenticationTokenException", "{op}");
+    }
+    // Without the console's header, reads need a signature too.
+    let (status, v) = console_call(&s.server, "ListStreams", json!({}), false);
+    assert_eq!(status, 403);
+    assert_eq!(v["__type"], "MissingAuthenticationTokenException");
+    // And an operator can turn the console's unsigned reads off.
+    let dir = tempfile::tempdir().unwrap();
+    let credentials = dir.path().join("credentials");
+    std::fs::write(&credentials, credentials_text("")).unwrap();
+    let strict = Server::start_with(
+        &dir.path().join("data"),
+        shardlog_server::ServeOptions {
+            verifier: Some(Arc::new(
+                shardlog_server::auth::Verifier::load(&credentials).unwrap(),
+            )),
+            console_unsigned_reads: false,
+            ..shardlog_server::ServeOptions::default()
+        },
+    );
+    let (status, _) = console_call(&strict, "ListStreams", json!({}), true);
+    assert_eq!(status, 403);
 }
