@@ -1,0 +1,86 @@
+//! Time to accept writes again after a process crash, with a large data
+//! directory (issue 8: 10 GiB in 100 shards, ≤ 1 s).
+//!
+//! `open_probe fill DIR GIB SHARDS` writes GIB GiB of 1 KiB records into a
+//! stream of SHARDS shards (batches of 500, `SyncPolicy::Never` to fill
+//! quickly; a process crash keeps what reached the kernel), then aborts the process: no clean stop, no
+//! clean-stop markers, as after `kill -9`.
+//!
+//! `open_probe open DIR` opens the engine (recovery scans each shard's
+//! active segment) and times it and the first acknowledged `put_record`
+//! under `SyncPolicy::Always`.
+//!
+//! Usage: `cargo run --release -p shardlog-benches --bin open_probe -- fill /work/big 10 100`
+//! then `... -- open /work/big`.
+
+use std::time::Instant;
+
+use shardlog_stream::{CreateStreamOptions, Engine, EngineOptions, PutRecordInput, SyncPolicy};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let usage = "usage: open_probe fill DIR GIB SHARDS | open_probe open DIR";
+    let dir = args.get(2).expect(usage);
+    match args.get(1).map(String::as_str) {
+        Some("fill") => {
+            let gib: u64 = args.get(3).and_then(|s| s.parse().ok()).expect(usage);
+            let shards: u32 = args.get(4).and_then(|s| s.parse().ok()).expect(usage);
+            let e = Engine::open(
+                dir,
+                EngineOptions {
+                    sync: SyncPolicy::Never,
+                    retention_check_interval_ms: 0,
+                    ..EngineOptions::default()
+                },
+            )
+            .unwrap();
+            e.create_stream("big", shards, CreateStreamOptions::default())
+                .unwrap();
+            let data = vec![7u8; 1024];
+            let keys: Vec<String> = (0..500).map(|i| format!("key-{i}")).collect();
+            let total = gib << 30;
+            let mut written = 0u64;
+            let t = Instant::now();
+            let mut round = 0u64;
+            while written < total {
+                let batch: Vec<PutRecordInput<'_>> = keys
+                    .iter()
+                    .map(|k| PutRecordInput::new(k, &data))
+                    .collect();
+                e.put_records("big", &batch).unwrap();
+                written += 500 * 1024;
+                round += 1;
+                if round % 2000 == 0 {
+                    eprintln!("{} MiB", written >> 20);
+                }
+            }
+            println!(
+                "filled {} GiB in {shards} shards in {:.1} s; aborting without a clean stop",
+                gib,
+                t.elapsed().as_secs_f64()
+            );
+            std::process::abort();
+        }
+        Some("open") => {
+            let t = Instant::now();
+            let e = Engine::open(
+                dir,
+                EngineOptions {
+                    retention_check_interval_ms: 0,
+                    ..EngineOptions::default()
+                },
+            )
+            .unwrap();
+            let opened = t.elapsed();
+            e.put_record("big", PutRecordInput::new("after-crash", b"x"))
+                .unwrap();
+            let first_write = t.elapsed();
+            println!(
+                "open after a crash: engine open {:.0} ms, first durable write acknowledged at {:.0} ms",
+                opened.as_secs_f64() * 1000.0,
+                first_write.as_secs_f64() * 1000.0
+            );
+        }
+        _ => panic!("{usage}"),
+    }
+}
