@@ -8,7 +8,8 @@
 //!
 //! `open_probe open DIR` opens the engine (recovery scans each shard's
 //! active segment) and times it and the first acknowledged `put_record`
-//! under `SyncPolicy::Always`.
+//! under `SyncPolicy::Always`, then aborts again (so repeated runs each
+//! measure an open after a crash).
 //!
 //! Usage: `cargo run --release -p shardlog-benches --bin open_probe -- fill /work/big 10 100`
 //! then `... -- open /work/big`.
@@ -43,10 +44,8 @@ fn main() {
             let t = Instant::now();
             let mut round = 0u64;
             while written < total {
-                let batch: Vec<PutRecordInput<'_>> = keys
-                    .iter()
-                    .map(|k| PutRecordInput::new(k, &data))
-                    .collect();
+                let batch: Vec<PutRecordInput<'_>> =
+                    keys.iter().map(|k| PutRecordInput::new(k, &data)).collect();
                 e.put_records("big", &batch).unwrap();
                 written += 500 * 1024;
                 round += 1;
@@ -80,6 +79,8 @@ fn main() {
                 opened.as_secs_f64() * 1000.0,
                 first_write.as_secs_f64() * 1000.0
             );
+            // Crash again, so that every run measures an open after a crash.
+            std::process::abort();
         }
         _ => panic!("{usage}"),
     }

@@ -102,6 +102,8 @@ pub const SCOPES_DIR: &str = "scopes";
 /// its own files; the bound stops random credentials from making
 /// directories without end).
 pub const SCOPES_MAX: usize = 256;
+/// Threads that open (and recover) a stream's shard logs at once.
+pub const SHARD_OPEN_THREADS_MAX: usize = 8;
 /// Longest region name accepted (AWS's are under 20 bytes).
 pub const REGION_NAME_BYTES_MAX: usize = 32;
 
@@ -862,6 +864,42 @@ impl Engine {
 
     /// Loads every stream; removes what a crash left half-made (a stream
     /// directory without STREAM.json, shard directories not in the metadata).
+    /// Opens (recovering as needed) every shard log of stream `m`, on up
+    /// to [`SHARD_OPEN_THREADS_MAX`] threads.
+    fn open_shard_logs(&self, sdir: &Path, m: &StreamMeta) -> Result<Vec<(u64, ShardRt)>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(SHARD_OPEN_THREADS_MAX)
+            .min(m.shards.len());
+        if threads <= 1 {
+            return m
+                .shards
+                .iter()
+                .map(|s| Ok((s.index, self.open_shard_log(sdir, s.index, m)?)))
+                .collect();
+        }
+        let per_thread = m.shards.len().div_ceil(threads);
+        let opened: Vec<Result<(u64, ShardRt)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = m
+                .shards
+                .chunks(per_thread)
+                .map(|chunk| {
+                    scope.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|s| Ok((s.index, self.open_shard_log(sdir, s.index, m)?)))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        opened.into_iter().collect()
+    }
+
     fn load_streams(&self) -> Result<()> {
         let fs = &*self.inner.fs;
         let root = meta::streams_dir(&self.inner.dir);
@@ -968,10 +1006,10 @@ impl Engine {
                     let _ = fs.remove_dir_all(&shards_root.join(&d));
                 }
             }
-            let mut shards = HashMap::new();
-            for s in &m.shards {
-                shards.insert(s.index, self.open_shard_log(&sdir, s.index, &m)?);
-            }
+            // Recovery scans each shard's active segment (CRC of every
+            // frame), which dominates opening a large directory after a
+            // crash; shards are independent, so they open in parallel.
+            let shards: HashMap<u64, ShardRt> = self.open_shard_logs(&sdir, &m)?.into_iter().collect();
             let cpath = sdir.join(meta::CHECKPOINTS_FILE);
             let checkpoints: Checkpoints = if fs.exists(&cpath) {
                 match meta::load(fs, &cpath) {
