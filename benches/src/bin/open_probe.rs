@@ -49,7 +49,7 @@ fn main() {
                 e.put_records("big", &batch).unwrap();
                 written += 500 * 1024;
                 round += 1;
-                if round % 2000 == 0 {
+                if round.is_multiple_of(2000) {
                     eprintln!("{} MiB", written >> 20);
                 }
             }
