@@ -114,10 +114,12 @@ fn request_id() -> String {
     )
 }
 
-/// An operation's answer: a value to encode, or a body already encoded.
+/// An operation's answer: a value to encode, a body already encoded, or a
+/// body encoded piece by piece as the connection takes it.
 enum Answer {
     Tree(Value),
     Text(Vec<u8>),
+    Pieces(Box<dyn Iterator<Item = Vec<u8>> + Send>),
 }
 
 fn respond(format: Format, status: u16, body: Option<&Value>) -> Response {
@@ -465,7 +467,7 @@ async fn api(
                         got.records.len() as u64,
                     );
                     let answer = match format {
-                        Format::Json => Answer::Text(ops::get_records_json_body(&got)),
+                        Format::Json => Answer::Pieces(Box::new(ops::get_records_json_chunks(got))),
                         Format::Cbor => Answer::Tree(ops::get_records_value(&got)),
                     };
                     (Ok(answer), volume)
@@ -510,6 +512,12 @@ async fn api(
         Ok(Ok(Answer::Tree(Value::Null))) => respond(format, 200, None),
         Ok(Ok(Answer::Tree(v))) => respond(format, 200, Some(&v)),
         Ok(Ok(Answer::Text(body))) => respond_bytes(format, 200, body),
+        Ok(Ok(Answer::Pieces(pieces))) => {
+            let mut resp = respond_bytes(format, 200, Vec::new());
+            let stream = futures_util::stream::iter(pieces.map(Ok::<_, std::convert::Infallible>));
+            *resp.body_mut() = Body::from_stream(stream);
+            resp
+        }
         Ok(Err(e)) => {
             if e.status >= 500 {
                 tracing::error!(operation = %op, error = %e.kind, message = %e.message, "request failed");

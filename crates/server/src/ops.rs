@@ -1482,44 +1482,64 @@ pub fn get_records_value(out: &shardlog_stream::GetRecordsOutput) -> Value {
     Value::Object(m)
 }
 
-/// GetRecords answered in JSON text written straight from the records,
-/// without an intermediate value tree: the largest responses the server
-/// sends (up to 10,000 records, 10 MiB of data) cost one buffer, not a tree
-/// of maps and strings.
-pub fn get_records_json_body(out: &shardlog_stream::GetRecordsOutput) -> Vec<u8> {
+/// Records per piece of a GetRecords answer in JSON (about 350 KB of
+/// base64 for 1 KiB records).
+pub const GET_RECORDS_CHUNK_RECORDS: usize = 256;
+
+/// The JSON answer of GetRecords in pieces of [`GET_RECORDS_CHUNK_RECORDS`]
+/// records, written straight from the records (no value tree) and encoded
+/// only as the connection takes them: a 10,000-record answer never exists
+/// whole, and each record's copy is freed once it is encoded.
+pub fn get_records_json_chunks(
+    out: shardlog_stream::GetRecordsOutput,
+) -> impl Iterator<Item = Vec<u8>> + Send {
     use base64::Engine as _;
-    let data_bytes: usize = out.records.iter().map(|r| r.data.len()).sum();
-    let mut body = String::with_capacity(data_bytes * 4 / 3 + out.records.len() * 220 + 1024);
     let quoted = |s: &str| serde_json::to_string(s).unwrap_or_else(|_| "\"\"".into());
-    body.push_str("{\"Records\":[");
-    for (i, r) in out.records.iter().enumerate() {
-        if i > 0 {
-            body.push(',');
-        }
-        body.push_str("{\"SequenceNumber\":\"");
-        body.push_str(&r.sequence_number);
-        body.push_str("\",\"ApproximateArrivalTimestamp\":");
-        body.push_str(&timestamp(r.approximate_arrival_ms).to_string());
-        body.push_str(",\"Data\":\"");
-        base64::engine::general_purpose::STANDARD.encode_string(&r.data, &mut body);
-        body.push_str("\",\"PartitionKey\":");
-        body.push_str(&quoted(&r.partition_key));
-        body.push_str(",\"EncryptionType\":\"");
-        body.push_str(encryption_type(r.encrypted));
-        body.push_str("\"}");
-    }
-    body.push_str("],\"MillisBehindLatest\":");
-    body.push_str(&out.millis_behind_latest.to_string());
+    let mut tail = String::from("],\"MillisBehindLatest\":");
+    tail.push_str(&out.millis_behind_latest.to_string());
     if let Some(next) = &out.next_shard_iterator {
-        body.push_str(",\"NextShardIterator\":");
-        body.push_str(&quoted(next));
+        tail.push_str(",\"NextShardIterator\":");
+        tail.push_str(&quoted(next));
     }
     if !out.child_shards.is_empty() {
-        body.push_str(",\"ChildShards\":");
-        body.push_str(&child_shards_json(&out.child_shards).to_string());
+        tail.push_str(",\"ChildShards\":");
+        tail.push_str(&child_shards_json(&out.child_shards).to_string());
     }
-    body.push('}');
-    body.into_bytes()
+    tail.push('}');
+    let mut records = out.records.into_iter();
+    let (mut first, mut done) = (true, false);
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut body = String::with_capacity(GET_RECORDS_CHUNK_RECORDS * 1600);
+        if first {
+            body.push_str("{\"Records\":[");
+        }
+        for r in records.by_ref().take(GET_RECORDS_CHUNK_RECORDS) {
+            if !first {
+                body.push(',');
+            }
+            first = false;
+            body.push_str("{\"SequenceNumber\":\"");
+            body.push_str(&r.sequence_number);
+            body.push_str("\",\"ApproximateArrivalTimestamp\":");
+            body.push_str(&timestamp(r.approximate_arrival_ms).to_string());
+            body.push_str(",\"Data\":\"");
+            base64::engine::general_purpose::STANDARD.encode_string(&r.data, &mut body);
+            body.push_str("\",\"PartitionKey\":");
+            body.push_str(&quoted(&r.partition_key));
+            body.push_str(",\"EncryptionType\":\"");
+            body.push_str(encryption_type(r.encrypted));
+            body.push_str("\"}");
+        }
+        first = false;
+        if records.len() == 0 {
+            body.push_str(&tail);
+            done = true;
+        }
+        Some(body.into_bytes())
+    })
 }
 
 /// Validates a GetRecords request and reads (shared by the JSON and CBOR
