@@ -41,9 +41,15 @@ pub struct ClientArgs {
 /// CLI looks them up; else a placeholder, which a server without
 /// `--credentials-file` accepts.
 fn credentials() -> (String, String, Option<String>) {
+    found_credentials().unwrap_or_else(|| ("shardlog".into(), "shardlog".into(), None))
+}
+
+/// The credentials the environment or the shared-credentials file name, if
+/// any (see [`credentials`]).
+fn found_credentials() -> Option<(String, String, Option<String>)> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     if let (Some(key), Some(secret)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
-        return (key, secret, env("AWS_SESSION_TOKEN"));
+        return Some((key, secret, env("AWS_SESSION_TOKEN")));
     }
     let file = env("AWS_SHARED_CREDENTIALS_FILE")
         .map(std::path::PathBuf::from)
@@ -58,7 +64,7 @@ fn credentials() -> (String, String, Option<String>) {
             let token = section.get("aws_session_token").map(|t| t.trim().to_string());
             Some((key, secret, token))
         });
-    from_file.unwrap_or_else(|| ("shardlog".into(), "shardlog".into(), None))
+    from_file
 }
 
 pub struct Ctx {
@@ -130,6 +136,27 @@ pub struct JsonApi {
     endpoint: String,
     /// `X-Amz-Target` prefix, such as `Kinesis_20131202.`.
     prefix: &'static str,
+    /// Real SigV4 signing, when credentials were found.
+    signer: Option<Signer>,
+}
+
+/// What requests are signed with: found credentials, the region, and the
+/// `Host` header the HTTP client will send (which the signature covers).
+#[derive(Clone)]
+struct Signer {
+    identity: aws_credential_types::Credentials,
+    region: String,
+    host: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret.
+        f.debug_struct("Signer")
+            .field("region", &self.region)
+            .field("host", &self.host)
+            .finish_non_exhaustive()
+    }
 }
 
 impl JsonApi {
@@ -138,7 +165,60 @@ impl JsonApi {
             http,
             endpoint: endpoint.to_string(),
             prefix,
+            signer: None,
         }
+    }
+
+    /// Signs every request with SigV4 for `region` when the environment or
+    /// the shared-credentials file has credentials (as the client verbs
+    /// find them), so the caller works against a server with
+    /// `--credentials-file` and against AWS. Without credentials requests
+    /// keep an unsigned header, and cost no hashing.
+    pub fn signing(mut self, region: &str) -> JsonApi {
+        let host = reqwest::Url::parse(&self.endpoint).ok().and_then(|u| {
+            let host = u.host_str()?.to_string();
+            Some(match u.port() {
+                Some(p) => format!("{host}:{p}"),
+                None => host,
+            })
+        });
+        if let (Some((key, secret, token)), Some(host)) = (found_credentials(), host) {
+            self.signer = Some(Signer {
+                identity: aws_credential_types::Credentials::new(key, secret, token, None, "shardlog"),
+                region: region.to_string(),
+                host,
+            });
+        }
+        self
+    }
+
+    /// The SigV4 headers of a request with `target` and `body`.
+    fn sign(signer: &Signer, target: &str, body: &[u8]) -> Result<Vec<(String, String)>> {
+        use aws_sigv4::http_request::{sign, SignableBody, SignableRequest, SigningSettings};
+        let identity = signer.identity.clone().into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&signer.region)
+            .name("kinesis")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| anyhow!("cannot sign the request: {e}"))?
+            .into();
+        let headers = [
+            ("host", signer.host.as_str()),
+            ("content-type", "application/x-amz-json-1.1"),
+            ("x-amz-target", target),
+        ];
+        let signable = SignableRequest::new("POST", "/", headers.into_iter(), SignableBody::Bytes(body))
+            .map_err(|e| anyhow!("cannot sign the request: {e}"))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| anyhow!("cannot sign the request: {e}"))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 
     /// Calls `op`; a refusal becomes one line with the error name and message.
@@ -158,6 +238,18 @@ impl JsonApi {
     /// (kinesalite, kinesis-mock; benches/peers) refuse a request that has
     /// none.
     pub async fn call_raw(&self, op: &str, body: String) -> Result<bytes::Bytes> {
+        let target = format!("{}{op}", self.prefix);
+        if let Some(signer) = &self.signer {
+            let mut req = self
+                .http
+                .post(&self.endpoint)
+                .header("x-amz-target", &target)
+                .header("content-type", "application/x-amz-json-1.1");
+            for (k, v) in Self::sign(signer, &target, body.as_bytes())? {
+                req = req.header(k, v);
+            }
+            return Self::answer(req.body(body).send().await, &self.endpoint).await;
+        }
         let secs = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs() as i64)
@@ -167,10 +259,10 @@ impl JsonApi {
             .unwrap_or_default()
             .replace(['-', ':'], "");
         let day = stamp.get(..8).unwrap_or("19700101");
-        let r = self
+        let sent = self
             .http
             .post(&self.endpoint)
-            .header("x-amz-target", format!("{}{op}", self.prefix))
+            .header("x-amz-target", &target)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-date", &stamp)
             .header(
@@ -182,13 +274,15 @@ impl JsonApi {
             )
             .body(body)
             .send()
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot reach a shardlog server at {} (is it running? see --endpoint)",
-                    self.endpoint
-                )
-            })?;
+            .await;
+        Self::answer(sent, &self.endpoint).await
+    }
+
+    /// The answer's bytes, or its error as one line.
+    async fn answer(sent: reqwest::Result<reqwest::Response>, endpoint: &str) -> Result<bytes::Bytes> {
+        let r = sent.with_context(|| {
+            format!("cannot reach a shardlog server at {endpoint} (is it running? see --endpoint)")
+        })?;
         let ok = r.status().is_success();
         let bytes = r.bytes().await.unwrap_or_default();
         if !ok {

@@ -486,7 +486,12 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            rt.block_on(bench::run(&cli.client.endpoint, &args, cli.client.json))?;
+            rt.block_on(bench::run(
+                &cli.client.endpoint,
+                &cli.client.region,
+                &args,
+                cli.client.json,
+            ))?;
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Inspect { data_dir } => {
@@ -498,6 +503,7 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Groups { stream, application } | Command::Checkpoint { stream, application } => {
             groups(
                 &cli.client.endpoint,
+                &cli.client.region,
                 &stream,
                 application.as_deref(),
                 cli.client.json,
@@ -861,7 +867,13 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -> anyhow::Result<()> {
+fn groups(
+    endpoint: &str,
+    region: &str,
+    stream: &str,
+    application: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -871,7 +883,8 @@ fn groups(endpoint: &str, stream: &str, application: Option<&str>, json: bool) -
             reqwest::Client::new(),
             endpoint,
             shardlog_server::groups::GROUPS_TARGET_PREFIX,
-        );
+        )
+        .signing(region);
         let apps: Vec<String> = match application {
             Some(a) => vec![a.to_string()],
             None => {

@@ -175,6 +175,28 @@ fn client_verbs_sign_with_environment_or_profile_keys_against_an_authenticating_
         d.to_string().contains("123456789012"),
         "the key's account owns the stream: {d}"
     );
+    // The load generator and the groups verb (plain JSON callers, not the
+    // SDK) sign with the same keys.
+    let bench = ok(&run_as(
+        ep,
+        &keys,
+        &[
+            "--json",
+            "bench",
+            "--seconds",
+            "1",
+            "--records",
+            "300",
+            "--batch",
+            "50",
+            "--connections",
+            "2",
+        ],
+    ));
+    let b: Value = serde_json::from_str(bench.lines().last().unwrap()).unwrap();
+    assert_eq!(b["verify"]["ok"], true, "{b}");
+    assert_eq!(b["verify"]["read"], 300, "{b}");
+    ok(&run_as(ep, &profile, &["groups", "--stream", "signed"]));
 
     let wrong = run_as(
         ep,
