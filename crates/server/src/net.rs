@@ -20,7 +20,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::http::{Request, Response, StatusCode};
+use axum::http::{HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -333,14 +333,11 @@ fn refusal(limit: usize) -> Response<Body> {
     let h = resp.headers_mut();
     h.insert(
         "content-type",
-        "application/x-amz-json-1.1".parse().expect("static header"),
+        HeaderValue::from_static("application/x-amz-json-1.1"),
     );
-    h.insert(
-        "x-amzn-errortype",
-        "ServiceUnavailable".parse().expect("static header"),
-    );
-    h.insert("connection", "close".parse().expect("static header"));
-    h.insert("retry-after", "1".parse().expect("static header"));
+    h.insert("x-amzn-errortype", HeaderValue::from_static("ServiceUnavailable"));
+    h.insert("connection", HeaderValue::from_static("close"));
+    h.insert("retry-after", HeaderValue::from_static("1"));
     resp
 }
 
