@@ -213,6 +213,40 @@ fn stream_label(v: &Value) -> String {
     String::new()
 }
 
+/// One debug line and the metrics of an answered API call; `moved` is the
+/// (bytes, records) it wrote or read.
+#[allow(clippy::too_many_arguments)]
+fn note_call(
+    metrics: &metrics::ServerMetrics,
+    operation: &str,
+    stream: String,
+    account: &str,
+    region: &str,
+    error: Option<&'static str>,
+    started: std::time::Instant,
+    moved: (u64, u64),
+) {
+    tracing::debug!(
+        target: "shardlog::request",
+        operation = %operation,
+        stream = %stream,
+        account = %account,
+        region = %region,
+        ok = error.is_none(),
+        error = error.unwrap_or(""),
+        latency_us = started.elapsed().as_micros() as u64,
+        "api call"
+    );
+    metrics.record_call(metrics::CallFacts {
+        operation: operation.to_string(),
+        stream,
+        success: error.is_none(),
+        latency: started.elapsed(),
+        bytes: moved.0,
+        records: moved.1,
+    });
+}
+
 /// Bytes and records an answered write moved (GetRecords counts its own).
 fn call_volume(op: &str, req: &Value, resp: &Value) -> (u64, u64) {
     let data_len = |r: &Value| r.get("Data").and_then(Value::as_str).map(b64_len).unwrap_or(0);
@@ -423,29 +457,21 @@ async fn api(
             };
             match ops::put_records_fast(engine_for, &bytes) {
                 Some(out) => {
-                    let facts = match &out {
+                    let (stream, bytes, records) = match &out {
                         Ok(a) => (a.stream.clone(), a.bytes, a.records),
                         Err(_) => (String::new(), 0, 0),
                     };
-                    tracing::debug!(
-                        target: "shardlog::request",
-                        operation = %op_name,
-                        stream = %facts.0,
-                        account = %account,
-                        region = %region,
-                        ok = out.is_ok(),
-                        error = out.as_ref().err().map(|e| e.kind).unwrap_or(""),
-                        latency_us = started.elapsed().as_micros() as u64,
-                        "api call"
+                    let error = out.as_ref().err().map(|e| e.kind);
+                    note_call(
+                        &metrics,
+                        &op_name,
+                        stream,
+                        &account,
+                        &region,
+                        error,
+                        started,
+                        (bytes, records),
                     );
-                    metrics.record_call(metrics::CallFacts {
-                        operation: op_name.clone(),
-                        stream: facts.0,
-                        success: out.is_ok(),
-                        latency: started.elapsed(),
-                        bytes: facts.1,
-                        records: facts.2,
-                    });
                     return out.map(|a| Answer::Text(a.body));
                 }
                 // Not a plain valid request: the general path answers it.
@@ -486,25 +512,17 @@ async fn api(
             };
             (out.map(Answer::Tree), volume)
         };
-        tracing::debug!(
-            target: "shardlog::request",
-            operation = %op_name,
-            stream = %label,
-            account = %account,
-            region = %region,
-            ok = out.is_ok(),
-            error = out.as_ref().err().map(|e| e.kind).unwrap_or(""),
-            latency_us = started.elapsed().as_micros() as u64,
-            "api call"
+        let error = out.as_ref().err().map(|e| e.kind);
+        note_call(
+            &metrics,
+            &op_name,
+            label,
+            &account,
+            &region,
+            error,
+            started,
+            (bytes, records),
         );
-        metrics.record_call(metrics::CallFacts {
-            operation: op_name.clone(),
-            stream: label,
-            success: out.is_ok(),
-            latency: started.elapsed(),
-            bytes,
-            records,
-        });
         out
     })
     .await;

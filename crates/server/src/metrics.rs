@@ -155,7 +155,19 @@ pub enum Limit {
     Subscriptions,
 }
 
+// Checked at compile time: `ALL` lists the limits in discriminant order, so
+// `limit as usize` indexes the counters.
+const _: () = {
+    let mut i = 0;
+    while i < Limit::ALL.len() {
+        assert!(Limit::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
 impl Limit {
+    /// Every limit, in declaration order: a limit's discriminant is its
+    /// index here and in `ServerMetrics::rejections`.
     pub const ALL: [Limit; 8] = [
         Limit::Connections,
         Limit::RequestBodyBytes,
@@ -185,14 +197,12 @@ impl Limit {
 impl ServerMetrics {
     /// Counts one refusal (or forced end) by `limit`.
     pub fn limit_rejected(&self, limit: Limit) {
-        let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
-        self.rejections[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.rejections[limit as usize].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Refusals so far by `limit`.
     pub fn limit_rejections(&self, limit: Limit) -> u64 {
-        let i = Limit::ALL.iter().position(|l| *l == limit).unwrap_or(0);
-        self.rejections[i].load(std::sync::atomic::Ordering::Relaxed)
+        self.rejections[limit as usize].load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn record_call(&self, f: CallFacts) {

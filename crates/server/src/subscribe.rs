@@ -140,12 +140,6 @@ impl Subscriptions {
         }
     }
 
-    /// Subscriptions serving now.
-    pub fn live(&self) -> usize {
-        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.values().filter(|e| e.live).count()
-    }
-
     fn is_current(&self, key: &Key, id: u64) -> bool {
         let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
         active.get(key).is_some_and(|e| e.id == id)
