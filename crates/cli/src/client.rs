@@ -231,12 +231,13 @@ impl JsonApi {
     /// bytes (for callers that parse it into their own types, like the
     /// load generator, which must not spend the CPU it measures).
     ///
-    /// The request carries an Authorization header in SigV4's shape but with
-    /// no real signature: a shardlog server verifies no signature and takes
-    /// only the account and region from it (here the defaults), and the
-    /// local Kinesis mocks that `shardlog bench` is compared with
-    /// (kinesalite, kinesis-mock; benches/peers) refuse a request that has
-    /// none.
+    /// Signed requests (see [`JsonApi::signing`]) carry a real SigV4
+    /// signature. Otherwise the request carries an Authorization header in
+    /// SigV4's shape but with no real signature: a shardlog server without
+    /// `--credentials-file` takes only the account and region from it (here
+    /// the defaults), and the local Kinesis mocks that `shardlog bench` is
+    /// compared with (kinesalite, kinesis-mock; benches/peers) refuse a
+    /// request that has none.
     pub async fn call_raw(&self, op: &str, body: String) -> Result<bytes::Bytes> {
         let target = format!("{}{op}", self.prefix);
         if let Some(signer) = &self.signer {
