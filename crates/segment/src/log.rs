@@ -4,8 +4,11 @@
 use byteorder::ByteOrder;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, Weak};
+use std::task::{Context, Poll, Waker};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +68,9 @@ pub struct LogOptions {
     /// Under `Always`, share syncs with other logs on the same file system
     /// through one `syncfs` per group instead of this log's own `fdatasync`.
     pub sync_coordinator: Option<Arc<crate::sync::SyncCoordinator>>,
+    /// Threads that run group syncs for [`Log::durable`] waiters, so that
+    /// async appenders block no thread on `fdatasync`.
+    pub sync_pool: Option<Arc<crate::sync::SyncPool>>,
 }
 
 impl Default for LogOptions {
@@ -80,6 +86,7 @@ impl Default for LogOptions {
             first_seq: 0,
             sync_on_open: true,
             sync_coordinator: None,
+            sync_pool: None,
         }
     }
 }
@@ -239,6 +246,120 @@ struct SyncState {
     quarantine: Option<(PathBuf, u64)>,
     /// The file the next group sync covers (the active segment).
     active_file: Arc<dyn FileHandle>,
+    /// Tasks awaiting [`Durable`]: the `next_seq` each needs durable.
+    waiters: Vec<(u64, Waker)>,
+    /// A sync pool job for this log is queued or running.
+    queued: bool,
+}
+
+/// Takes the wakers whose records are now durable (all of them once the log
+/// is poisoned: they must learn of it).
+fn take_ready(st: &mut SyncState) -> Vec<Waker> {
+    if st.waiters.is_empty() {
+        return Vec::new();
+    }
+    let durable = st.durable.next_seq;
+    let all = st.poisoned.is_some();
+    let mut ready = Vec::new();
+    st.waiters.retain(|(target, w)| {
+        if all || *target <= durable {
+            ready.push(w.clone());
+            false
+        } else {
+            true
+        }
+    });
+    ready
+}
+
+/// Wakes tasks outside the log's locks (a wake may take the runtime's locks).
+fn wake(ready: Vec<Waker>) {
+    for w in ready {
+        w.wake();
+    }
+}
+
+/// The sync pool's job for one log: group syncs until no async waiter is left
+/// undurable.
+fn run_pool_sync(inner: Arc<Inner>) {
+    let log = Log { inner, flusher: None };
+    let mut st = lock(&log.inner.sync);
+    loop {
+        let durable = st.durable.next_seq;
+        let needed = st.waiters.iter().any(|(t, _)| *t > durable);
+        if st.poisoned.is_some() || !needed {
+            st.queued = false;
+            let ready = take_ready(&mut st);
+            drop(st);
+            wake(ready);
+            return;
+        }
+        if st.syncing {
+            // A blocking appender or a roll is syncing; its end wakes us.
+            st = log.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            let ready = take_ready(&mut st);
+            if !ready.is_empty() {
+                drop(st);
+                wake(ready);
+                st = lock(&log.inner.sync);
+            }
+            continue;
+        }
+        // Still queued while leading, so no second job is queued meanwhile.
+        st = log.lead_sync(st);
+    }
+}
+
+/// Resolves once an append is durable; see [`Log::durable`].
+#[derive(Debug)]
+#[must_use = "the append is not known durable until this resolves"]
+pub struct Durable {
+    /// `None` when there is nothing to wait for.
+    inner: Option<Arc<Inner>>,
+    target: u64,
+}
+
+impl Future for Durable {
+    type Output = Result<()>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        let this = self.get_mut();
+        let Some(inner) = &this.inner else {
+            return Poll::Ready(Ok(()));
+        };
+        let mut st = lock(&inner.sync);
+        if let Some(cause) = &st.poisoned {
+            return Poll::Ready(Err(Error::Poisoned { cause: cause.clone() }));
+        }
+        if st.durable.next_seq >= this.target {
+            return Poll::Ready(Ok(()));
+        }
+        if inner.opts.sync_pool.is_none() {
+            drop(st);
+            let log = Log {
+                inner: inner.clone(),
+                flusher: None,
+            };
+            return Poll::Ready(log.wait_durable(this.target));
+        }
+        let target = this.target;
+        if !st
+            .waiters
+            .iter()
+            .any(|(t, w)| *t == target && w.will_wake(cx.waker()))
+        {
+            st.waiters.push((target, cx.waker().clone()));
+        }
+        if !st.queued {
+            st.queued = true;
+            drop(st);
+            let job_inner = inner.clone();
+            if let Some(pool) = &inner.opts.sync_pool {
+                pool.submit(Box::new(move || run_pool_sync(job_inner)));
+            }
+        }
+        Poll::Pending
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -613,6 +734,8 @@ impl Log {
             written: mark,
             durable: mark,
             syncing: false,
+            waiters: Vec::new(),
+            queued: false,
             poisoned: None,
             quarantine,
             active_file: w.active.file.clone(),
@@ -964,6 +1087,9 @@ impl Log {
             st.poisoned = Some(cause.clone());
         }
         self.inner.sync_cv.notify_all();
+        let ready = take_ready(&mut st);
+        drop(st);
+        wake(ready);
         Error::Poisoned { cause }
     }
 
@@ -1056,6 +1182,9 @@ impl Log {
                 if goal.next_seq > st.durable.next_seq {
                     st.durable = goal;
                 }
+                let ready = take_ready(&mut st);
+                drop(st);
+                wake(ready);
                 Ok(())
             }
             Err(cause) => {
@@ -1265,6 +1394,9 @@ impl Log {
             st.durable = mark;
             st.active_file = w.active.file.clone();
             self.inner.sync_cv.notify_all();
+            let ready = take_ready(&mut st);
+            drop(st);
+            wake(ready);
         }
         self.inner.observer.sealed(&SealedInfo {
             dir: self.inner.dir.clone(),
@@ -1319,40 +1451,87 @@ impl Log {
                 st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
-            st.syncing = true;
-            drop(st);
-            // Let appenders that are already runnable add their records to
-            // this group before it closes. This is a yield, not a timer: with
-            // no other appender runnable it returns at once.
-            std::thread::yield_now();
-            st = lock(&self.inner.sync);
-            let goal = st.written;
-            let file = st.active_file.clone();
-            drop(st);
-            let started = std::time::Instant::now();
-            let result = file.sync_data();
-            crate::stats::record_fsync(started.elapsed());
-            st = lock(&self.inner.sync);
-            st.syncing = false;
-            match result {
-                Ok(()) => {
-                    if goal.next_seq > st.durable.next_seq {
-                        crate::stats::record_group(goal.next_seq - st.durable.next_seq);
-                        st.durable = goal;
-                    }
-                }
-                Err(e) => {
-                    if st.poisoned.is_none() {
-                        st.poisoned = Some(format!("fdatasync failed: {e}"));
-                    }
+            st = self.lead_sync(st);
+        }
+    }
+
+    /// Runs one group sync: everything written when it starts becomes
+    /// durable. The caller found no sync in flight; `st` is released during
+    /// the fsync and taken again after it. Wakes the waiters it satisfies.
+    fn lead_sync<'a>(&'a self, mut st: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        st.syncing = true;
+        drop(st);
+        // Let appenders that are already runnable add their records to this
+        // group before it closes. This is a yield, not a timer: with no other
+        // appender runnable it returns at once.
+        std::thread::yield_now();
+        st = lock(&self.inner.sync);
+        let goal = st.written;
+        let file = st.active_file.clone();
+        drop(st);
+        let started = std::time::Instant::now();
+        let result = file.sync_data();
+        crate::stats::record_fsync(started.elapsed());
+        st = lock(&self.inner.sync);
+        st.syncing = false;
+        match result {
+            Ok(()) => {
+                if goal.next_seq > st.durable.next_seq {
+                    crate::stats::record_group(goal.next_seq - st.durable.next_seq);
+                    st.durable = goal;
                 }
             }
-            self.inner.sync_cv.notify_all();
-            if st.poisoned.is_some() {
-                drop(st);
-                self.discard_undurable();
-                st = lock(&self.inner.sync);
+            Err(e) => {
+                if st.poisoned.is_none() {
+                    st.poisoned = Some(format!("fdatasync failed: {e}"));
+                }
             }
+        }
+        self.inner.sync_cv.notify_all();
+        let ready = take_ready(&mut st);
+        if st.poisoned.is_some() {
+            drop(st);
+            wake(ready);
+            self.discard_undurable();
+            return lock(&self.inner.sync);
+        }
+        drop(st);
+        wake(ready);
+        st = lock(&self.inner.sync);
+        self.schedule_waiters(&mut st);
+        st
+    }
+
+    /// Queues this log on the sync pool when async waiters are left that no
+    /// sync in flight or queued will cover (records written during the sync
+    /// that just ended, say).
+    fn schedule_waiters(&self, st: &mut SyncState) {
+        if st.syncing || st.queued || st.poisoned.is_some() {
+            return;
+        }
+        let durable = st.durable.next_seq;
+        if !st.waiters.iter().any(|(t, _)| *t > durable) {
+            return;
+        }
+        if let Some(pool) = &self.inner.opts.sync_pool {
+            st.queued = true;
+            let inner = self.inner.clone();
+            pool.submit(Box::new(move || run_pool_sync(inner)));
+        }
+    }
+
+    /// A future that resolves once a deferred append is durable (at once
+    /// unless the policy is `Always`). Awaiting it blocks no thread when the
+    /// log has a [`crate::sync::SyncPool`]: a pool thread runs the group sync
+    /// and wakes the task. Without a pool the first poll syncs inline.
+    ///
+    /// Dropping the future does not undo the append, which may still become
+    /// durable; the caller just does not learn of it.
+    pub fn durable(&self, pending: Pending) -> Durable {
+        let inner = (self.inner.opts.sync == SyncPolicy::Always).then(|| self.inner.clone());
+        Durable {
+            inner,
+            target: pending.mark.next_seq,
         }
     }
 

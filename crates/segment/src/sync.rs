@@ -109,3 +109,129 @@ impl SyncCoordinator {
         lock(&self.state).syncs
     }
 }
+
+/// Sync threads shared by many logs, for appenders that must not block on
+/// `fdatasync` (an async server's workers).
+///
+/// An appender writes on its own thread and then awaits a [`crate::log::Durable`]
+/// future. The first waiter of a log that finds no sync in flight queues that
+/// log here; one of the pool's threads then runs the log's group sync (the
+/// same group commit that blocking appenders lead themselves) and wakes every
+/// waiter it made durable. Appends that arrive while a sync runs share the
+/// next one, which the same thread starts at once. So a request costs one
+/// wake-up of its task, and a group costs one hand-off to a sync thread,
+/// instead of two thread hand-offs and a futex wait per request.
+///
+/// The pool has a fixed number of threads: syncs of different logs run in
+/// parallel up to that number, which is what a device with several queues
+/// wants, while a thousand idle logs cost no threads at all.
+pub struct SyncPool {
+    shared: Arc<PoolShared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct PoolShared {
+    queue: Mutex<PoolQueue>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct PoolQueue {
+    jobs: std::collections::VecDeque<Job>,
+    stop: bool,
+}
+
+/// The most sync threads a pool may have.
+pub const SYNC_POOL_THREADS_MAX: usize = 64;
+
+impl fmt::Debug for SyncPool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncPool")
+            .field("threads", &lock_any(&self.threads).len())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The protected data is a queue and a list of handles, consistent
+    // between statements.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl SyncPool {
+    /// A pool of `threads` sync threads (1 to [`SYNC_POOL_THREADS_MAX`]).
+    pub fn new(threads: usize) -> std::io::Result<Arc<SyncPool>> {
+        let threads = threads.clamp(1, SYNC_POOL_THREADS_MAX);
+        let shared = Arc::new(PoolShared {
+            queue: Mutex::new(PoolQueue::default()),
+            cv: Condvar::new(),
+        });
+        let mut handles = Vec::with_capacity(threads);
+        for i in 0..threads {
+            let mine = shared.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("shardlog-sync-{i}"))
+                .spawn(move || loop {
+                    let job = {
+                        let mut q = lock_any(&mine.queue);
+                        loop {
+                            if let Some(job) = q.jobs.pop_front() {
+                                break job;
+                            }
+                            if q.stop {
+                                return;
+                            }
+                            q = mine.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                        }
+                    };
+                    job();
+                });
+            match handle {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    // Stop the threads already started before failing.
+                    lock_any(&shared.queue).stop = true;
+                    shared.cv.notify_all();
+                    for h in handles {
+                        let _ = h.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok(Arc::new(SyncPool {
+            shared,
+            threads: Mutex::new(handles),
+        }))
+    }
+
+    /// Runs `job` on one of the pool's threads.
+    pub(crate) fn submit(&self, job: Job) {
+        lock_any(&self.shared.queue).jobs.push_back(job);
+        self.shared.cv.notify_one();
+    }
+
+    /// Number of sync threads.
+    pub fn threads(&self) -> usize {
+        lock_any(&self.threads).len()
+    }
+}
+
+impl Drop for SyncPool {
+    fn drop(&mut self) {
+        lock_any(&self.shared.queue).stop = true;
+        self.shared.cv.notify_all();
+        // Queued jobs still run (each ends by waking its waiters). The last
+        // reference may be dropped by a job on one of the pool's own threads
+        // (a log closing there); that thread cannot join itself and exits on
+        // its own once the queue is empty.
+        let me = std::thread::current().id();
+        for h in lock_any(&self.threads).drain(..) {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+}

@@ -881,3 +881,126 @@ fn rolling_after_a_segment_with_the_largest_file_id_does_not_overflow() {
     let log = open(&fs, small_opts()).unwrap();
     assert_eq!(log.next_seq(), 2);
 }
+
+/// Runs a future to completion on this thread (the tests need no runtime:
+/// the waker unparks the thread).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
+}
+
+fn pooled_opts() -> LogOptions {
+    LogOptions {
+        sync_pool: Some(shardlog_segment::SyncPool::new(2).unwrap()),
+        ..small_opts()
+    }
+}
+
+#[test]
+fn async_appends_acknowledged_through_the_sync_pool_survive_a_crash() {
+    for plan in [CrashPlan::LoseUnsynced, CrashPlan::Random { seed: 7 }] {
+        let fs = MemFs::new();
+        let log = Arc::new(open(&fs, pooled_opts()).unwrap());
+        let acked: Vec<u64> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4u64)
+                .map(|t| {
+                    let log = log.clone();
+                    s.spawn(move || {
+                        let mut acked = Vec::new();
+                        for i in 0..50u64 {
+                            let data = payload(t * 1000 + i);
+                            let (a, pending) =
+                                log.append_deferred(&[RecordIn::new("k", &data, 1_000)]).unwrap();
+                            block_on(log.durable(pending)).unwrap();
+                            acked.push(a.first_seq);
+                        }
+                        acked
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        assert_eq!(acked.len(), 200);
+        // Nothing but the pool's syncs made them durable: no clean close.
+        std::mem::forget(Arc::try_unwrap(log).unwrap());
+        fs.crash(plan);
+        let log = open(&fs, small_opts()).unwrap();
+        let got = read_all(&log).unwrap();
+        let seqs: std::collections::BTreeSet<u64> = got.iter().map(|r| r.0).collect();
+        for s in &acked {
+            assert!(seqs.contains(s), "{plan:?}: acknowledged record {s} lost");
+        }
+    }
+}
+
+#[test]
+fn async_append_whose_fsync_fails_is_refused_and_never_reappears() {
+    let fs = MemFs::new();
+    let log = open(&fs, pooled_opts()).unwrap();
+    append_n(&log, 0, 10);
+    fs.fail_next_syncs(1);
+    let data = payload(10);
+    let (_, pending) = log.append_deferred(&[RecordIn::new("k", &data, 5_000)]).unwrap();
+    let err = block_on(log.durable(pending)).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    // The writer stays poisoned: later waits fail too, never retry blindly.
+    assert!(matches!(
+        log.append(&[RecordIn::new("k", &data, 5_000)]),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(log);
+    for plan in [CrashPlan::LoseUnsynced, CrashPlan::KeepUnsynced] {
+        let crashed = fs.clone();
+        crashed.crash(plan);
+        let log = open(&crashed, small_opts()).unwrap();
+        assert_records(&log, 10);
+    }
+}
+
+#[test]
+fn async_wait_without_a_sync_pool_syncs_inline() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    let (_, pending) = log.append_deferred(&[RecordIn::new("k", b"v", 1_000)]).unwrap();
+    block_on(log.durable(pending)).unwrap();
+    std::mem::forget(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_eq!(read_all(&log).unwrap().len(), 1);
+}
+
+#[test]
+fn async_waits_across_segment_rolls_all_resolve() {
+    // Records big enough that the 64 KiB segments roll every few appends,
+    // with the waits outstanding while later appends roll the segment.
+    let fs = MemFs::new();
+    let log = open(&fs, pooled_opts()).unwrap();
+    let data = vec![7u8; 9_000];
+    let waits: Vec<_> = (0..40)
+        .map(|_| {
+            let (_, pending) = log.append_deferred(&[RecordIn::new("k", &data, 1_000)]).unwrap();
+            log.durable(pending)
+        })
+        .collect();
+    assert!(log.segments().len() > 3);
+    for w in waits {
+        block_on(w).unwrap();
+    }
+    std::mem::forget(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_eq!(read_all(&log).unwrap().len(), 40);
+}

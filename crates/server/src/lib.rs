@@ -439,6 +439,39 @@ async fn api(
     let op_name = op.clone();
     let metrics = state.metrics.clone();
     let started = std::time::Instant::now();
+    // PutRecord, one small record, is written on this worker and awaits its
+    // fsync from the engine's sync threads: no thread hand-off per request.
+    // Only when everything it needs is in memory: the caller's engine is
+    // open and no ARN may name another account's.
+    let async_put = groups_op.is_none()
+        && op == "PutRecord"
+        && value.get("StreamARN").is_none()
+        && root.scope_is_open(&account, &region);
+    if async_put {
+        let out: Result<Answer, ApiError> = async {
+            let engine = authorize(&root, &account, &region, &op_name, &value, true)?;
+            ops::check_arn_scope(&engine, &value)?;
+            let answer = ops::put_record_durable(&engine, &value)?.await?;
+            Ok(Answer::Tree(answer))
+        }
+        .await;
+        let volume = match &out {
+            Ok(Answer::Tree(resp)) => call_volume(&op_name, &value, resp),
+            _ => (0, 0),
+        };
+        let error = out.as_ref().err().map(|e| e.kind);
+        note_call(
+            &metrics,
+            &op_name,
+            stream_label(&value),
+            &account,
+            &region,
+            error,
+            started,
+            volume,
+        );
+        return answer_response(&op, format, Ok(out));
+    }
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
         let mut value = value;
@@ -526,6 +559,15 @@ async fn api(
         out
     })
     .await;
+    answer_response(&op, format, result)
+}
+
+/// The HTTP response of an operation's outcome.
+fn answer_response(
+    op: &str,
+    format: Format,
+    result: Result<Result<Answer, ApiError>, tokio::task::JoinError>,
+) -> Response {
     match result {
         Ok(Ok(Answer::Tree(Value::Null))) => respond(format, 200, None),
         Ok(Ok(Answer::Tree(v))) => respond(format, 200, Some(&v)),

@@ -1231,6 +1231,35 @@ fn put_record(e: &Engine, v: &Value) -> R {
     )
 }
 
+/// PutRecord for an async caller: the record is written now, and the
+/// returned future gives the answer once it is durable, without holding a
+/// thread during the fsync (see `Engine::put_record_durable`).
+pub(crate) fn put_record_durable(
+    e: &Engine,
+    v: &Value,
+) -> Result<impl std::future::Future<Output = R> + Send + 'static, ApiError> {
+    let mut viol = Violations::default();
+    let name = stream_name(v, &mut viol)?;
+    let r = record_args(v, "", &mut viol, limits::RECORD_BYTES_LIMIT)?;
+    let ordering = opt_str(v, "SequenceNumberForOrdering")?;
+    viol.into_result()?;
+    let durable = e.put_record_durable(
+        &name,
+        PutRecordInput {
+            partition_key: &r.key,
+            data: &r.data,
+            explicit_hash_key: r.ehk.as_deref(),
+            sequence_number_for_ordering: ordering,
+        },
+    )?;
+    Ok(async move {
+        let out = durable.await?;
+        Ok(
+            json!({"ShardId": out.shard_id, "SequenceNumber": out.sequence_number, "EncryptionType": encryption_type(out.encrypted)}),
+        )
+    })
+}
+
 fn put_records(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
