@@ -1425,7 +1425,14 @@ impl Engine {
     // Writes
     // ----------------------------------------------------------------------
 
-    fn validate_record(st: &StreamState, r: &PutRecordInput<'_>) -> Result<u128> {
+    /// Checks a record and gives its hash key; `same_key_hash` is the hash
+    /// of the same partition key when the caller already has it (records of
+    /// a batch often share their key, and MD5 is the costliest check).
+    fn validate_record(
+        st: &StreamState,
+        r: &PutRecordInput<'_>,
+        same_key_hash: Option<u128>,
+    ) -> Result<u128> {
         let chars = r.partition_key.chars().count();
         if chars == 0 || chars > PARTITION_KEY_CHARS_MAX {
             return Err(Error::InvalidArgument(format!(
@@ -1452,7 +1459,7 @@ impl Engine {
                     "Invalid ExplicitHashKey. ExplicitHashKey must be in the range: [0, 2^128-1]. Specified value was {k}"
                 ))
             }),
-            None => Ok(hash_key_of(r.partition_key)),
+            None => Ok(same_key_hash.unwrap_or_else(|| hash_key_of(r.partition_key))),
         }
     }
 
@@ -1580,8 +1587,16 @@ impl Engine {
         // Validate everything first: an invalid record fails the whole call,
         // as Kinesis's request validation does.
         let mut routed: BTreeMap<u64, Vec<usize>> = BTreeMap::new();
+        let mut previous: Option<(&str, u128)> = None;
         for (i, r) in records.iter().enumerate() {
-            let key = Self::validate_record(&st, r)?;
+            let same = match previous {
+                Some((pk, hash)) if pk == r.partition_key => Some(hash),
+                _ => None,
+            };
+            let key = Self::validate_record(&st, r, same)?;
+            if r.explicit_hash_key.is_none() {
+                previous = Some((r.partition_key, key));
+            }
             let index = st.route(key).ok_or_else(|| {
                 Error::InvalidArgument(format!("No open shard covers hash key {key} in stream {name}."))
             })?;
@@ -1690,9 +1705,10 @@ impl Engine {
                         Counters::add(&rt.counters.incoming_records, group.idxs.len() as u64);
                         Counters::add(&rt.counters.incoming_bytes, group.bytes);
                     }
+                    let shard = shard_id(group.index);
                     for (&i, sequence_number) in group.idxs.iter().zip(group.sequence_numbers) {
                         put.results[i] = Some(Ok(PutRecordOutput {
-                            shard_id: shard_id(group.index),
+                            shard_id: shard.clone(),
                             sequence_number,
                             encrypted: put.encrypted,
                         }));

@@ -1,0 +1,63 @@
+//! Durable bandwidth of the embedded engine (no HTTP): W writer threads put
+//! batches of 100 × 1 KiB records into a stream of S shards for a number of
+//! seconds, every put acknowledged only after fdatasync; prints MiB/s of
+//! record data. Each writer keeps to one partition key, so each batch goes
+//! to one shard and is made durable by that shard's group commit.
+//!
+//! Usage: `cargo run --release -p shardlog-benches --bin embedded_probe -- [DIR] [WRITERS] [SHARDS] [SECONDS]`
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use shardlog_stream::{CreateStreamOptions, Engine, EngineOptions, PutRecordInput};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let base = args
+        .get(1)
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let writers: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
+    let shards: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4);
+    let seconds: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let tmp = tempfile::tempdir_in(&base).expect("temporary directory");
+    let engine = Engine::open(
+        tmp.path(),
+        EngineOptions {
+            retention_check_interval_ms: 0,
+            ..EngineOptions::default()
+        },
+    )
+    .expect("open engine");
+    engine
+        .create_stream("bw", shards, CreateStreamOptions::default())
+        .expect("create stream");
+    let data = vec![0x5Au8; 1024];
+    let stop = AtomicBool::new(false);
+    let records = AtomicU64::new(0);
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for w in 0..writers {
+            let (engine, data, stop, records) = (&engine, &data, &stop, &records);
+            s.spawn(move || {
+                let key = format!("writer-{w}");
+                let batch: Vec<PutRecordInput<'_>> =
+                    (0..100).map(|_| PutRecordInput::new(&key, data)).collect();
+                while !stop.load(Ordering::Relaxed) {
+                    let out = engine.put_records("bw", &batch).expect("put");
+                    assert!(out.iter().all(|r| r.is_ok()), "a record failed");
+                    records.fetch_add(100, Ordering::Relaxed);
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let n = records.load(Ordering::Relaxed);
+    println!(
+        "{writers} writers, {shards} shards, 100 x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
+        n as f64 / 1024.0 / secs,
+        n as f64 / secs
+    );
+}
