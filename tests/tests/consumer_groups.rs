@@ -102,7 +102,7 @@ fn workers_share_a_resharding_stream_process_everything_in_key_order_and_never_a
                 for r in &batch.records {
                     processed_now += 1;
                     if seen.insert(r.data.clone()) {
-                        first_seen.push(r.data.clone());
+                        first_seen.push(r.data.to_vec());
                     }
                 }
                 // The dying worker never checkpoints its last batch.

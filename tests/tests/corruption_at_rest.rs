@@ -159,7 +159,11 @@ fn damaged_files_are_reported_and_quarantined_and_no_wrong_record_is_ever_served
                     match e.get_records(&it, Some(97)) {
                         Ok(r) => {
                             let empty = r.records.is_empty();
-                            served.extend(r.records.into_iter().map(|r| (r.partition_key, r.data)));
+                            served.extend(
+                                r.records
+                                    .into_iter()
+                                    .map(|r| (r.partition_key, r.data.into_vec())),
+                            );
                             match r.next_shard_iterator {
                                 Some(n) if !empty => it = n,
                                 _ => break,

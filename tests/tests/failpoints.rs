@@ -47,7 +47,7 @@ fn contents(e: &Engine) -> BTreeMap<(String, String), Vec<Vec<u8>>> {
                     .get_records(&it, None)
                     .expect("reads never fail after a failpoint");
                 let empty = r.records.is_empty();
-                recs.extend(r.records.into_iter().map(|r| r.data));
+                recs.extend(r.records.into_iter().map(|r| r.data.into_vec()));
                 match r.next_shard_iterator {
                     Some(n) if !empty => it = n,
                     _ => break,

@@ -196,23 +196,20 @@ fn put_body(stream_json: &str, ids: &[u64], args: &BenchArgs) -> String {
     body
 }
 
-pub async fn run(endpoint: &str, region: &str, args: &BenchArgs, json_out: bool) -> Result<()> {
+pub async fn run(
+    http: reqwest::Client,
+    endpoint: &str,
+    region: &str,
+    args: &BenchArgs,
+    json_out: bool,
+) -> Result<()> {
     if !(1..=500).contains(&args.batch) {
         bail!("--batch must be 1 to 500");
     }
     if args.record_bytes < 17 || args.record_bytes > 1024 * 1024 {
         bail!("--record-bytes must be 17 bytes to 1 MiB (each record carries its id)");
     }
-    let api = Arc::new(
-        JsonApi::new(
-            reqwest::Client::builder()
-                .pool_max_idle_per_host(args.connections)
-                .build()?,
-            endpoint,
-            shardlog_server::TARGET_PREFIX,
-        )
-        .signing(region),
-    );
+    let api = Arc::new(JsonApi::new(http, endpoint, shardlog_server::TARGET_PREFIX).signing(region));
     let stream = args.stream.clone();
     if api
         .call("DescribeStreamSummary", json!({"StreamName": stream}))

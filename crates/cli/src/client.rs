@@ -32,6 +32,41 @@ pub struct ClientArgs {
     /// Machine-readable output (JSON) instead of text for people.
     #[arg(long, global = true)]
     pub json: bool,
+    /// PEM file of certificates to trust for `https://` endpoints besides
+    /// the system's roots (a server with its own or a self-signed
+    /// certificate), as the AWS CLI's `AWS_CA_BUNDLE`.
+    #[arg(long, global = true, env = "AWS_CA_BUNDLE")]
+    pub ca_bundle: Option<std::path::PathBuf>,
+}
+
+impl ClientArgs {
+    /// The extra trusted certificates (PEM), if `--ca-bundle` names a file.
+    pub fn trusted_pem(&self) -> anyhow::Result<Option<Vec<u8>>> {
+        let Some(path) = &self.ca_bundle else {
+            return Ok(None);
+        };
+        let pem =
+            std::fs::read(path).with_context(|| format!("cannot read --ca-bundle {}", path.display()))?;
+        if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            anyhow::bail!("--ca-bundle {} holds no PEM certificate", path.display());
+        }
+        Ok(Some(pem))
+    }
+
+    /// An HTTP client for the plain JSON callers (bench, groups): HTTP/1.1
+    /// or HTTP/2 by ALPN over TLS for `https://` endpoints, trusting the
+    /// system's roots and `--ca-bundle`.
+    pub fn http_client(&self, idle_per_host: usize) -> anyhow::Result<reqwest::Client> {
+        let mut b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .pool_max_idle_per_host(idle_per_host);
+        if let Some(pem) = self.trusted_pem()? {
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).context("--ca-bundle is not valid PEM")? {
+                b = b.add_root_certificate(cert);
+            }
+        }
+        b.build().context("cannot build the HTTP client")
+    }
 }
 
 /// The access key, secret and session token to sign with: the environment's
@@ -80,12 +115,20 @@ const BATCH_BYTES_MAX: usize = 5 * 1024 * 1024;
 const PUT_ATTEMPTS_MAX: u32 = 8;
 
 impl Ctx {
-    pub fn new(args: &ClientArgs) -> Ctx {
+    pub fn new(args: &ClientArgs) -> anyhow::Result<Ctx> {
+        use aws_smithy_http_client::tls;
         let (key, secret, token) = credentials();
+        let mut trust = tls::TrustStore::default();
+        if let Some(pem) = args.trusted_pem()? {
+            trust = trust.with_pem_certificate(pem);
+        }
+        let context = tls::TlsContext::builder()
+            .with_trust_store(trust)
+            .build()
+            .context("cannot set up TLS")?;
         let http = aws_smithy_http_client::Builder::new()
-            .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
-                aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
-            ))
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::Ring))
+            .tls_context(context)
             .build_https();
         let conf = aws_sdk_kinesis::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -94,11 +137,11 @@ impl Ctx {
             .endpoint_url(&args.endpoint)
             .http_client(http)
             .build();
-        Ctx {
+        Ok(Ctx {
             client: Client::from_conf(conf),
             json: args.json,
             endpoint: args.endpoint.clone(),
-        }
+        })
     }
 
     /// One line for an API failure: the service's error name and message,

@@ -486,7 +486,9 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
+            let http = cli.client.http_client(args.connections)?;
             rt.block_on(bench::run(
+                http,
                 &cli.client.endpoint,
                 &cli.client.region,
                 &args,
@@ -502,6 +504,7 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
         // Checkpoints are shown with the groups' leases and lag.
         Command::Groups { stream, application } | Command::Checkpoint { stream, application } => {
             groups(
+                cli.client.http_client(1)?,
                 &cli.client.endpoint,
                 &cli.client.region,
                 &stream,
@@ -576,7 +579,7 @@ fn client_verb(cmd: Command, args: &client::ClientArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let ctx = client::Ctx::new(args);
+    let ctx = client::Ctx::new(args)?;
     rt.block_on(async move {
         match cmd {
             Command::Stream { action } => match action {
@@ -868,6 +871,7 @@ fn inspect(dir: &Path, json: bool) -> anyhow::Result<()> {
 }
 
 fn groups(
+    http: reqwest::Client,
     endpoint: &str,
     region: &str,
     stream: &str,
@@ -879,12 +883,8 @@ fn groups(
         .build()
         .context("cannot start the async runtime")?;
     rt.block_on(async {
-        let api = client::JsonApi::new(
-            reqwest::Client::new(),
-            endpoint,
-            shardlog_server::groups::GROUPS_TARGET_PREFIX,
-        )
-        .signing(region);
+        let api = client::JsonApi::new(http, endpoint, shardlog_server::groups::GROUPS_TARGET_PREFIX)
+            .signing(region);
         let apps: Vec<String> = match application {
             Some(a) => vec![a.to_string()],
             None => {

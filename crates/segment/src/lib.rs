@@ -16,8 +16,8 @@ pub use error::{Error, Result};
 pub use frame::{Record, RecordIn};
 pub use fs::{FileHandle, FileSystem, FsSyncer, Mapping, StdFs};
 pub use log::{
-    now_ms, AppendObserver, Appended, Durable, Log, LogOptions, NoObserver, NoObserver as NoObserverForTests,
-    Pending, Placed, Position, Problem, ReadBatch, ReadLimits, RecoveryPolicy, RecoveryReport, SealedInfo,
-    SegmentSummary, SyncPolicy, VerifyReport,
+    now_ms, AppendObserver, Appended, Durable, Log, LogOptions, MappedBytes, NoObserver,
+    NoObserver as NoObserverForTests, Pending, Placed, Position, Problem, ReadBatch, ReadLimits,
+    RecoveryPolicy, RecoveryReport, SealedInfo, SegmentSummary, SyncPolicy, VerifyReport,
 };
 pub use sync::{SyncCoordinator, SyncPool};

@@ -514,9 +514,56 @@ impl ReadBatch {
         })
     }
 
+    /// The records, each with its data as [`MappedBytes`]: a reader can keep
+    /// the data past this batch (to encode it later, say) without a copy.
+    pub fn iter_shared(&self) -> impl Iterator<Item = (Record<'_>, MappedBytes)> + '_ {
+        self.iter().map(move |r| {
+            let start = r.offset as usize + FRAME_HEADER_BYTES + r.partition_key.len();
+            let shared = MappedBytes {
+                segment: self.segment.clone(),
+                start,
+                end: start + r.data.len(),
+            };
+            (r, shared)
+        })
+    }
+
     /// The segment the records come from.
     pub fn segment(&self) -> &Arc<MappedSegment> {
         &self.segment
+    }
+}
+
+/// One record's data in a mapped segment, which stays mapped while any
+/// `MappedBytes` of it lives. Checksummed by the read that produced it.
+#[derive(Clone)]
+pub struct MappedBytes {
+    segment: Arc<MappedSegment>,
+    start: usize,
+    end: usize,
+}
+
+impl std::ops::Deref for MappedBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.segment.bytes()[self.start..self.end]
+    }
+}
+
+impl AsRef<[u8]> for MappedBytes {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for MappedBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MappedBytes")
+            .field("path", &self.segment.path())
+            .field("offset", &self.start)
+            .field("len", &(self.end - self.start))
+            .finish()
     }
 }
 

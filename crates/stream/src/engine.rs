@@ -1,6 +1,7 @@
 //! The engine: streams of shards over indexed segment logs.
 
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -281,13 +282,111 @@ pub enum StartingPosition {
     AtTimestamp(i64),
 }
 
+/// A record's data as read: shared with its mapped segment (no copy, the
+/// segment stays mapped while this lives) or owned (decrypted records).
+#[derive(Clone)]
+pub enum RecordData {
+    Owned(Vec<u8>),
+    Mapped(shardlog_segment::MappedBytes),
+}
+
+impl RecordData {
+    /// The bytes as an owned vector (a copy when mapped).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            RecordData::Owned(v) => v,
+            RecordData::Mapped(m) => m.to_vec(),
+        }
+    }
+}
+
+impl std::ops::Deref for RecordData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            RecordData::Owned(v) => v,
+            RecordData::Mapped(m) => m,
+        }
+    }
+}
+
+impl AsRef<[u8]> for RecordData {
+    fn as_ref(&self) -> &[u8] {
+        self
+    }
+}
+
+impl fmt::Debug for RecordData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl PartialEq for RecordData {
+    fn eq(&self, other: &RecordData) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for RecordData {}
+
+impl std::hash::Hash for RecordData {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+impl PartialEq<[u8]> for RecordData {
+    fn eq(&self, other: &[u8]) -> bool {
+        **self == *other
+    }
+}
+
+impl PartialEq<Vec<u8>> for RecordData {
+    fn eq(&self, other: &Vec<u8>) -> bool {
+        **self == **other
+    }
+}
+
+impl<const N: usize> PartialEq<&[u8; N]> for RecordData {
+    fn eq(&self, other: &&[u8; N]) -> bool {
+        **self == other[..]
+    }
+}
+
+impl PartialEq<&[u8]> for RecordData {
+    fn eq(&self, other: &&[u8]) -> bool {
+        **self == **other
+    }
+}
+
+impl PartialEq<RecordData> for Vec<u8> {
+    fn eq(&self, other: &RecordData) -> bool {
+        **self == **other
+    }
+}
+
+impl From<Vec<u8>> for RecordData {
+    fn from(v: Vec<u8>) -> RecordData {
+        RecordData::Owned(v)
+    }
+}
+
+impl From<RecordData> for Vec<u8> {
+    fn from(d: RecordData) -> Vec<u8> {
+        d.into_vec()
+    }
+}
+
 /// A record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
     pub sequence_number: String,
     pub approximate_arrival_ms: i64,
     pub partition_key: String,
-    pub data: Vec<u8>,
+    /// The data, shared with the mapped segment unless it was decrypted.
+    pub data: RecordData,
     /// Whether the record is encrypted at rest (EncryptionType KMS).
     pub encrypted: bool,
 }
@@ -2002,7 +2101,7 @@ impl Engine {
                 if batch.is_empty() {
                     break;
                 }
-                for r in batch.iter() {
+                for (r, shared) in batch.iter_shared() {
                     if !records.is_empty() && bytes + r.data.len() > max_bytes {
                         break 'outer;
                     }
@@ -2010,9 +2109,9 @@ impl Engine {
                     last_arrival = Some(r.arrival_ms);
                     let (partition_key, data, encrypted) = if r.flags & FRAME_FLAG_TRANSFORMED != 0 {
                         let (pk, data) = self.unseal(&st.meta, stream.id, s.index, &log, &r, &mut keys)?;
-                        (pk, data, true)
+                        (pk, RecordData::Owned(data), true)
                     } else {
-                        (r.partition_key.to_string(), r.data.to_vec(), false)
+                        (r.partition_key.to_string(), RecordData::Mapped(shared), false)
                     };
                     records.push(StoredRecord {
                         sequence_number: SeqNum {

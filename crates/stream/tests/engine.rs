@@ -224,7 +224,7 @@ fn iterator_types_resolve_as_kinesis_does() {
             .unwrap()
             .records
             .first()
-            .map(|r| r.data.clone())
+            .map(|r| r.data.to_vec())
     };
     assert_eq!(first_of(StartingPosition::TrimHorizon), Some(b"0".to_vec()));
     assert_eq!(first_of(StartingPosition::Latest), None);
@@ -361,7 +361,7 @@ fn read_by_lineage(e: &Engine) -> BTreeMap<String, Vec<String>> {
             for rec in &r.records {
                 out.entry(rec.partition_key.clone())
                     .or_default()
-                    .push(String::from_utf8(rec.data.clone()).unwrap());
+                    .push(String::from_utf8(rec.data.to_vec()).unwrap());
             }
             match r.next_shard_iterator {
                 Some(n) => {
@@ -680,7 +680,7 @@ fn concurrent_writers_keep_per_shard_order() {
             per_key
                 .entry(r.partition_key)
                 .or_default()
-                .push(String::from_utf8(r.data).unwrap().parse().unwrap());
+                .push(String::from_utf8(r.data.into_vec()).unwrap().parse().unwrap());
         }
     }
     assert_eq!(per_key.len(), 8);
@@ -1045,7 +1045,7 @@ fn encrypted_streams_keep_keys_and_data_off_disk_and_read_back_across_restart_an
     let recs = read_all(&e, "enc", "shardId-000000000000");
     let got: Vec<(&str, &[u8], bool)> = recs
         .iter()
-        .map(|r| (r.partition_key.as_str(), r.data.as_slice(), r.encrypted))
+        .map(|r| (r.partition_key.as_str(), &r.data[..], r.encrypted))
         .collect();
     assert_eq!(
         got,
@@ -1248,7 +1248,7 @@ fn a_failed_fsync_fences_only_its_shard_shows_in_problems_and_reopening_recovers
     // Reads of the fenced shard still work and show only durable records.
     let data: Vec<Vec<u8>> = read_all(&e, "s", "shardId-000000000000")
         .into_iter()
-        .map(|r| r.data)
+        .map(|r| r.data.into_vec())
         .collect();
     assert_eq!(data, vec![b"acked".to_vec()]);
     drop(e);
@@ -1257,7 +1257,7 @@ fn a_failed_fsync_fences_only_its_shard_shows_in_problems_and_reopening_recovers
     assert!(e.problems().is_empty(), "{:?}", e.problems());
     let data: Vec<Vec<u8>> = read_all(&e, "s", "shardId-000000000000")
         .into_iter()
-        .map(|r| r.data)
+        .map(|r| r.data.into_vec())
         .collect();
     assert_eq!(
         data,
@@ -1435,7 +1435,7 @@ async fn async_puts_on_runtime_workers_are_durable_ordered_and_survive_a_crash()
             per_key
                 .entry(r.partition_key)
                 .or_default()
-                .push(String::from_utf8(r.data).unwrap().parse().unwrap());
+                .push(String::from_utf8(r.data.into_vec()).unwrap().parse().unwrap());
         }
     }
     for a in &acked {

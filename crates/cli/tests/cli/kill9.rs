@@ -313,7 +313,7 @@ fn every_acknowledged_record_survives_kill_9_of_an_embedding_process() {
                 let r = e.get_records(&it, None).unwrap();
                 let empty = r.records.is_empty();
                 for rec in r.records {
-                    let data = String::from_utf8(rec.data).unwrap();
+                    let data = String::from_utf8(rec.data.into_vec()).unwrap();
                     assert!(data.starts_with('c'), "cycle {cycle}: unknown record {data:?}");
                     assert!(seen.insert(data.clone()), "cycle {cycle}: {data:?} twice");
                     if let Some((s, q)) = acked.get(&data) {
