@@ -355,7 +355,12 @@ impl Future for Durable {
             drop(st);
             let job_inner = inner.clone();
             if let Some(pool) = &inner.opts.sync_pool {
-                pool.submit(Box::new(move || run_pool_sync(job_inner)));
+                if let Err(job) = pool.submit(Box::new(move || run_pool_sync(job_inner))) {
+                    // No sync thread can start: sync here, blocking this
+                    // thread, rather than leave the task waiting forever.
+                    job();
+                    cx.waker().wake_by_ref();
+                }
             }
         }
         Poll::Pending
@@ -1554,26 +1559,31 @@ impl Log {
         drop(st);
         wake(ready);
         st = lock(&self.inner.sync);
-        self.schedule_waiters(&mut st);
+        if let Some(job) = self.schedule_waiters(&mut st) {
+            // The pool could not take it: sync for those waiters here.
+            drop(st);
+            job();
+            st = lock(&self.inner.sync);
+        }
         st
     }
 
     /// Queues this log on the sync pool when async waiters are left that no
     /// sync in flight or queued will cover (records written during the sync
     /// that just ended, say).
-    fn schedule_waiters(&self, st: &mut SyncState) {
+    /// Gives the job back when the pool cannot run it.
+    fn schedule_waiters(&self, st: &mut SyncState) -> Option<Box<dyn FnOnce() + Send>> {
         if st.syncing || st.queued || st.poisoned.is_some() {
-            return;
+            return None;
         }
         let durable = st.durable.next_seq;
         if !st.waiters.iter().any(|(t, _)| *t > durable) {
-            return;
+            return None;
         }
-        if let Some(pool) = &self.inner.opts.sync_pool {
-            st.queued = true;
-            let inner = self.inner.clone();
-            pool.submit(Box::new(move || run_pool_sync(inner)));
-        }
+        let pool = self.inner.opts.sync_pool.as_ref()?;
+        st.queued = true;
+        let inner = self.inner.clone();
+        pool.submit(Box::new(move || run_pool_sync(inner))).err()
     }
 
     /// A future that resolves once a deferred append is durable (at once

@@ -128,6 +128,7 @@ impl SyncCoordinator {
 pub struct SyncPool {
     shared: Arc<PoolShared>,
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    threads_max: usize,
 }
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -140,6 +141,8 @@ struct PoolShared {
 #[derive(Default)]
 struct PoolQueue {
     jobs: std::collections::VecDeque<Job>,
+    /// Threads waiting for a job.
+    idle: usize,
     stop: bool,
 }
 
@@ -150,6 +153,7 @@ impl fmt::Debug for SyncPool {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SyncPool")
             .field("threads", &lock_any(&self.threads).len())
+            .field("threads_max", &self.threads_max)
             .finish_non_exhaustive()
     }
 }
@@ -161,61 +165,68 @@ fn lock_any<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl SyncPool {
-    /// A pool of `threads` sync threads (1 to [`SYNC_POOL_THREADS_MAX`]).
+    /// A pool of up to `threads` sync threads (1 to
+    /// [`SYNC_POOL_THREADS_MAX`]). Threads start on demand, when a job finds
+    /// none idle: an engine whose appenders all block on their own syncs
+    /// never starts one.
     pub fn new(threads: usize) -> std::io::Result<Arc<SyncPool>> {
-        let threads = threads.clamp(1, SYNC_POOL_THREADS_MAX);
-        let shared = Arc::new(PoolShared {
-            queue: Mutex::new(PoolQueue::default()),
-            cv: Condvar::new(),
-        });
-        let mut handles = Vec::with_capacity(threads);
-        for i in 0..threads {
-            let mine = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("shardlog-sync-{i}"))
-                .spawn(move || loop {
-                    let job = {
-                        let mut q = lock_any(&mine.queue);
-                        loop {
-                            if let Some(job) = q.jobs.pop_front() {
-                                break job;
-                            }
-                            if q.stop {
-                                return;
-                            }
-                            q = mine.cv.wait(q).unwrap_or_else(|p| p.into_inner());
-                        }
-                    };
-                    job();
-                });
-            match handle {
-                Ok(h) => handles.push(h),
-                Err(e) => {
-                    // Stop the threads already started before failing.
-                    lock_any(&shared.queue).stop = true;
-                    shared.cv.notify_all();
-                    for h in handles {
-                        let _ = h.join();
-                    }
-                    return Err(e);
-                }
-            }
-        }
         Ok(Arc::new(SyncPool {
-            shared,
-            threads: Mutex::new(handles),
+            shared: Arc::new(PoolShared {
+                queue: Mutex::new(PoolQueue::default()),
+                cv: Condvar::new(),
+            }),
+            threads: Mutex::new(Vec::new()),
+            threads_max: threads.clamp(1, SYNC_POOL_THREADS_MAX),
         }))
     }
 
-    /// Runs `job` on one of the pool's threads.
-    pub(crate) fn submit(&self, job: Job) {
+    /// Runs `job` on one of the pool's threads. Gives the job back when the
+    /// pool has no thread and cannot start one (the system is out of
+    /// threads or memory): the caller then runs it itself, so that no
+    /// waiter is left waiting for a thread that will never come.
+    pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
+        let mut threads = lock_any(&self.threads);
+        let idle = lock_any(&self.shared.queue).idle;
+        if idle == 0 && threads.len() < self.threads_max {
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("shardlog-sync-{}", threads.len()))
+                .spawn(move || run_pool_thread(&shared));
+            match spawned {
+                Ok(h) => threads.push(h),
+                Err(_) if threads.is_empty() => return Err(job),
+                // The running threads take the job when they are free.
+                Err(_) => {}
+            }
+        }
         lock_any(&self.shared.queue).jobs.push_back(job);
         self.shared.cv.notify_one();
+        Ok(())
     }
 
-    /// Number of sync threads.
+    /// Sync threads started so far.
     pub fn threads(&self) -> usize {
         lock_any(&self.threads).len()
+    }
+}
+
+fn run_pool_thread(shared: &PoolShared) {
+    loop {
+        let job = {
+            let mut q = lock_any(&shared.queue);
+            loop {
+                if let Some(job) = q.jobs.pop_front() {
+                    break job;
+                }
+                if q.stop {
+                    return;
+                }
+                q.idle += 1;
+                q = shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+                q.idle -= 1;
+            }
+        };
+        job();
     }
 }
 
@@ -233,5 +244,41 @@ impl Drop for SyncPool {
                 let _ = h.join();
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn a_pool_starts_threads_only_on_demand_never_more_than_its_limit_and_runs_every_job() {
+        let pool = SyncPool::new(3).unwrap();
+        assert_eq!(pool.threads(), 0, "no job, no thread");
+        let done = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        for _ in 0..20 {
+            let (done, gate) = (done.clone(), gate.clone());
+            let job: Job = Box::new(move || {
+                let (m, cv) = &*gate;
+                let mut open = m.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            });
+            assert!(pool.submit(job).is_ok());
+        }
+        assert_eq!(pool.threads(), 3);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while done.load(Ordering::SeqCst) < 20 {
+            assert!(std::time::Instant::now() < deadline, "jobs did not all run");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert_eq!(pool.threads(), 3);
+        drop(pool);
     }
 }
