@@ -615,7 +615,8 @@ pub struct RecoveryReport {
 }
 
 struct Scan<'a> {
-    placed: Vec<Placed>,
+    /// Valid frames found.
+    records: u64,
     end: u64,
     next_seq: u64,
     last_arrival_ms: i64,
@@ -623,13 +624,25 @@ struct Scan<'a> {
     bytes: &'a [u8],
 }
 
+/// Valid frames a scan hands to its caller at a time: recovery's memory stays
+/// bounded however many records the active segment holds (a 128 MiB segment
+/// of tiny records holds millions).
+const SCAN_CHUNK_RECORDS: usize = 4096;
+
 /// Scans the frames of a segment from its header to the first position that
-/// is not a valid, in-sequence frame.
-fn scan_frames<'a>(bytes: &'a [u8], header: &SegmentHeader, limit: usize) -> Scan<'a> {
+/// is not a valid, in-sequence frame, handing the valid ones to `on_placed`
+/// in order, a chunk at a time.
+fn scan_frames<'a>(
+    bytes: &'a [u8],
+    header: &SegmentHeader,
+    limit: usize,
+    on_placed: &mut dyn FnMut(&[Placed]),
+) -> Scan<'a> {
     let mut pos = SEGMENT_HEADER_BYTES;
     let mut next_seq = header.base_seq;
     let mut last_arrival_ms = i64::MIN;
-    let mut placed = Vec::new();
+    let mut records = 0u64;
+    let mut placed = Vec::with_capacity(SCAN_CHUNK_RECORDS);
     let stop = loop {
         if pos >= limit {
             break None;
@@ -650,14 +663,22 @@ fn scan_frames<'a>(bytes: &'a [u8], header: &SegmentHeader, limit: usize) -> Sca
                     arrival_ms: r.arrival_ms,
                     frame_len: r.frame_len,
                 });
+                if placed.len() == SCAN_CHUNK_RECORDS {
+                    on_placed(&placed);
+                    placed.clear();
+                }
+                records += 1;
                 last_arrival_ms = r.arrival_ms;
                 next_seq += 1;
                 pos += r.frame_len as usize;
             }
         }
     };
+    if !placed.is_empty() {
+        on_placed(&placed);
+    }
     Scan {
-        placed,
+        records,
         end: pos as u64,
         next_seq,
         last_arrival_ms,
@@ -929,7 +950,13 @@ impl Log {
                 ),
             ));
         }
-        let scan = scan_frames(bytes, &header, bytes.len());
+        // Every frame the scan accepts is below its end, which is where the
+        // log continues whatever the checks below decide (a torn tail is cut
+        // there, damage is quarantined from there, and a strict refusal
+        // opens nothing), so the observer can index them as they come.
+        let scan = scan_frames(bytes, &header, bytes.len(), &mut |chunk| {
+            observer.placed(base, chunk)
+        });
         // Only ranges the file system reports as data need checking for
         // stray bytes; preallocated space that was never written reads as
         // zeros by definition.
@@ -955,7 +982,7 @@ impl Log {
             .map(|c| c.end)
             .filter(|&end| scan.end < end);
         let Scan {
-            placed,
+            records: placed_count,
             end: scan_end,
             next_seq,
             last_arrival_ms,
@@ -1008,12 +1035,8 @@ impl Log {
             file.sync_data()
                 .map_err(|e| Error::io("fsync segment", &path, e))?;
         }
-        report.active_records = placed.len() as u64;
-        let placed_count = placed.len();
+        report.active_records = placed_count;
         let has_sealed = has_sealed_segments;
-        if !placed.is_empty() {
-            observer.placed(base, &placed);
-        }
         let writer = Writer {
             active: Active {
                 base_seq: base,
@@ -1964,8 +1987,8 @@ impl Log {
                 created_ms: 0,
             };
             let limit = need.map_or(bytes.len(), |n| n as usize);
-            let scan = scan_frames(bytes, &header, limit.min(bytes.len()));
-            report.records += scan.placed.len() as u64;
+            let scan = scan_frames(bytes, &header, limit.min(bytes.len()), &mut |_| {});
+            report.records += scan.records;
             if let Some(reason) = scan.stop {
                 report.problems.push(Problem {
                     path: s.path.clone(),
