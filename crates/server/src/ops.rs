@@ -1211,13 +1211,17 @@ pub fn put_records_fast(
     }))
 }
 
-fn put_record(e: &Engine, v: &Value) -> R {
+/// Parses a PutRecord request and hands its stream name and record to `f`.
+fn with_put_record<T>(
+    v: &Value,
+    f: impl FnOnce(&str, PutRecordInput<'_>) -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
     let r = record_args(v, "", &mut viol, limits::RECORD_BYTES_LIMIT)?;
     let ordering = opt_str(v, "SequenceNumberForOrdering")?;
     viol.into_result()?;
-    let out = e.put_record(
+    f(
         &name,
         PutRecordInput {
             partition_key: &r.key,
@@ -1225,10 +1229,15 @@ fn put_record(e: &Engine, v: &Value) -> R {
             explicit_hash_key: r.ehk.as_deref(),
             sequence_number_for_ordering: ordering,
         },
-    )?;
-    Ok(
-        json!({"ShardId": out.shard_id, "SequenceNumber": out.sequence_number, "EncryptionType": encryption_type(out.encrypted)}),
     )
+}
+
+fn put_record_answer(out: shardlog_stream::PutRecordOutput) -> Value {
+    json!({"ShardId": out.shard_id, "SequenceNumber": out.sequence_number, "EncryptionType": encryption_type(out.encrypted)})
+}
+
+fn put_record(e: &Engine, v: &Value) -> R {
+    with_put_record(v, |name, input| Ok(put_record_answer(e.put_record(name, input)?)))
 }
 
 /// PutRecord for an async caller: the record is written now, and the
@@ -1238,26 +1247,8 @@ pub(crate) fn put_record_durable(
     e: &Engine,
     v: &Value,
 ) -> Result<impl std::future::Future<Output = R> + Send + 'static, ApiError> {
-    let mut viol = Violations::default();
-    let name = stream_name(v, &mut viol)?;
-    let r = record_args(v, "", &mut viol, limits::RECORD_BYTES_LIMIT)?;
-    let ordering = opt_str(v, "SequenceNumberForOrdering")?;
-    viol.into_result()?;
-    let durable = e.put_record_durable(
-        &name,
-        PutRecordInput {
-            partition_key: &r.key,
-            data: &r.data,
-            explicit_hash_key: r.ehk.as_deref(),
-            sequence_number_for_ordering: ordering,
-        },
-    )?;
-    Ok(async move {
-        let out = durable.await?;
-        Ok(
-            json!({"ShardId": out.shard_id, "SequenceNumber": out.sequence_number, "EncryptionType": encryption_type(out.encrypted)}),
-        )
-    })
+    let durable = with_put_record(v, |name, input| Ok(e.put_record_durable(name, input)?))?;
+    Ok(async move { Ok(put_record_answer(durable.await?)) })
 }
 
 fn put_records(e: &Engine, v: &Value) -> R {
