@@ -472,6 +472,36 @@ async fn api(
         );
         return answer_response(&op, format, Ok(out));
     }
+    // PutRecords in JSON likewise writes on this worker and awaits the
+    // syncs of its shards from the sync pool, in parallel; a request the
+    // fast path does not take goes to the general path below.
+    if fast_put && root.scope_is_open(&account, &region) {
+        let engine_for = |name: &str| {
+            authorize(
+                &root,
+                &account,
+                &region,
+                &op_name,
+                &json!({"StreamName": name}),
+                true,
+            )
+        };
+        let prepared = ops::put_records_fast_with(engine_for, &bytes, |e, name, inputs| {
+            e.put_records_durable(name, inputs)
+        });
+        if let Some(prepared) = prepared {
+            let out = match prepared {
+                Ok((parsed, Ok(durable))) => durable
+                    .await
+                    .map(|results| parsed.answer(results))
+                    .map_err(ApiError::from),
+                Ok((_, Err(e))) => Err(ApiError::from(e)),
+                Err(e) => Err(e),
+            };
+            let answer = note_fast_put(&metrics, &op_name, &account, &region, started, out);
+            return answer_response(&op, format, Ok(answer));
+        }
+    }
     // The engine blocks on fdatasync; keep it off the async workers.
     let result = tokio::task::spawn_blocking(move || {
         let mut value = value;
@@ -489,24 +519,7 @@ async fn api(
                 )
             };
             match ops::put_records_fast(engine_for, &bytes) {
-                Some(out) => {
-                    let (stream, bytes, records) = match &out {
-                        Ok(a) => (a.stream.clone(), a.bytes, a.records),
-                        Err(_) => (String::new(), 0, 0),
-                    };
-                    let error = out.as_ref().err().map(|e| e.kind);
-                    note_call(
-                        &metrics,
-                        &op_name,
-                        stream,
-                        &account,
-                        &region,
-                        error,
-                        started,
-                        (bytes, records),
-                    );
-                    return out.map(|a| Answer::Text(a.body));
-                }
+                Some(out) => return note_fast_put(&metrics, &op_name, &account, &region, started, out),
                 // Not a plain valid request: the general path answers it.
                 None => value = protocol::decode(format, &bytes).map_err(ApiError::serialization)?,
             }
@@ -560,6 +573,33 @@ async fn api(
     })
     .await;
     answer_response(&op, format, result)
+}
+
+/// Counts a fast-path PutRecords and gives its answer.
+fn note_fast_put(
+    metrics: &metrics::ServerMetrics,
+    op: &str,
+    account: &str,
+    region: &str,
+    started: std::time::Instant,
+    out: Result<ops::FastAnswer, ApiError>,
+) -> Result<Answer, ApiError> {
+    let (stream, bytes, records) = match &out {
+        Ok(a) => (a.stream.clone(), a.bytes, a.records),
+        Err(_) => (String::new(), 0, 0),
+    };
+    let error = out.as_ref().err().map(|e| e.kind);
+    note_call(
+        metrics,
+        op,
+        stream,
+        account,
+        region,
+        error,
+        started,
+        (bytes, records),
+    );
+    out.map(|a| Answer::Text(a.body))
 }
 
 /// The HTTP response of an operation's outcome.

@@ -1121,6 +1121,30 @@ pub fn put_records_fast(
     engine_for: impl FnOnce(&str) -> Result<Engine, ApiError>,
     body: &[u8],
 ) -> Option<Result<FastAnswer, ApiError>> {
+    let (parsed, results) =
+        match put_records_fast_with(engine_for, body, |e, name, inputs| e.put_records(name, inputs))? {
+            Ok(p) => p,
+            Err(e) => return Some(Err(e)),
+        };
+    Some(results.map(|r| parsed.answer(r)).map_err(ApiError::from))
+}
+
+/// What the fast path keeps of a request to write its answer.
+#[derive(Debug)]
+pub struct FastPut {
+    stream: String,
+    /// Data bytes of each record, in request order.
+    sizes: Vec<usize>,
+}
+
+/// The fast path's parse and checks; `put` is called with the engine, the
+/// stream and the decoded records (a blocking put, or one that returns a
+/// future). `None` as for [`put_records_fast`].
+pub fn put_records_fast_with<T>(
+    engine_for: impl FnOnce(&str) -> Result<Engine, ApiError>,
+    body: &[u8],
+    put: impl FnOnce(&Engine, &str, &[PutRecordInput<'_>]) -> T,
+) -> Option<Result<(FastPut, T), ApiError>> {
     let req: FastPutRecords<'_> = serde_json::from_slice(body).ok()?;
     if req.stream_arn.is_some() {
         return None;
@@ -1170,45 +1194,57 @@ pub fn put_records_fast(
         Ok(e) => e,
         Err(err) => return Some(Err(err)),
     };
-    let results = match e.put_records(name, &inputs) {
-        Ok(r) => r,
-        Err(err) => return Some(Err(err.into())),
-    };
-    let failed = results.iter().filter(|r| r.is_err()).count();
-    let encrypted = results.iter().any(|r| r.as_ref().is_ok_and(|o| o.encrypted));
-    let (mut records, mut bytes) = (0u64, 0u64);
-    let mut out = Vec::with_capacity(64 + n * 96);
-    let _ = write!(out, "{{\"FailedRecordCount\":{failed},\"Records\":[");
-    for (i, (r, span)) in results.iter().zip(&spans).enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        // Sequence numbers, shard ids and error names are plain ASCII;
-        // error messages go through the JSON encoder for their escapes.
-        let _ = match r {
-            Ok(o) => {
-                records += 1;
-                bytes += span.len() as u64;
-                write!(
-                    out,
-                    "{{\"SequenceNumber\":\"{}\",\"ShardId\":\"{}\"}}",
-                    o.sequence_number, o.shard_id
-                )
-            }
-            Err(f) => {
-                let _ = write!(out, "{{\"ErrorCode\":\"{}\",\"ErrorMessage\":", f.error_code);
-                let _ = serde_json::to_writer(&mut out, &f.error_message);
-                write!(out, "}}")
-            }
-        };
-    }
-    let _ = write!(out, "],\"EncryptionType\":\"{}\"}}", encryption_type(encrypted));
-    Some(Ok(FastAnswer {
+    let out = put(&e, name, &inputs);
+    let parsed = FastPut {
         stream: name.to_string(),
-        body: out,
-        records,
-        bytes,
-    }))
+        sizes: spans.iter().map(|s| s.len()).collect(),
+    };
+    Some(Ok((parsed, out)))
+}
+
+impl FastPut {
+    /// The PutRecords answer, written straight into bytes.
+    pub fn answer(
+        &self,
+        results: Vec<Result<shardlog_stream::PutRecordOutput, shardlog_stream::PutRecordFailure>>,
+    ) -> FastAnswer {
+        let n = self.sizes.len();
+        let failed = results.iter().filter(|r| r.is_err()).count();
+        let encrypted = results.iter().any(|r| r.as_ref().is_ok_and(|o| o.encrypted));
+        let (mut records, mut bytes) = (0u64, 0u64);
+        let mut out = Vec::with_capacity(64 + n * 96);
+        let _ = write!(out, "{{\"FailedRecordCount\":{failed},\"Records\":[");
+        for (i, (r, size)) in results.iter().zip(&self.sizes).enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            // Sequence numbers, shard ids and error names are plain ASCII;
+            // error messages go through the JSON encoder for their escapes.
+            let _ = match r {
+                Ok(o) => {
+                    records += 1;
+                    bytes += *size as u64;
+                    write!(
+                        out,
+                        "{{\"SequenceNumber\":\"{}\",\"ShardId\":\"{}\"}}",
+                        o.sequence_number, o.shard_id
+                    )
+                }
+                Err(f) => {
+                    let _ = write!(out, "{{\"ErrorCode\":\"{}\",\"ErrorMessage\":", f.error_code);
+                    let _ = serde_json::to_writer(&mut out, &f.error_message);
+                    write!(out, "}}")
+                }
+            };
+        }
+        let _ = write!(out, "],\"EncryptionType\":\"{}\"}}", encryption_type(encrypted));
+        FastAnswer {
+            stream: self.stream.clone(),
+            body: out,
+            records,
+            bytes,
+        }
+    }
 }
 
 /// Parses a PutRecord request and hands its stream name and record to `f`.
