@@ -372,7 +372,15 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     // index_sidecar: [control][sidecar]
     let mut idx = SparseIndex::new(1000);
     idx.file_id = file_id;
+    // Three entries pushed directly (`add` spaces them by
+    // INDEX_INTERVAL_BYTES, which may change), so the seed stays the same
+    // bytes; `add` at an entry's own offset only moves the ends forward.
     for i in 0..3u64 {
+        idx.entries.push(shardlog_index::Entry {
+            seq: 1000 + i,
+            offset: (64 + i * 5000) as u32,
+            arrival_ms: 10 + i as i64,
+        });
         idx.add(1000 + i, 64 + i * 5000, 10 + i as i64, 5000);
     }
     let idx_bytes = idx.encode();

@@ -36,8 +36,14 @@ pub const IDX_CRC_BYTES: usize = 4;
 pub const INDEX_FILE_SUFFIX: &str = ".idx";
 
 /// An entry is added at least every this many bytes of frames, so a lookup
-/// scans at most this much of a segment after its binary search.
-pub const INDEX_INTERVAL_BYTES: u64 = 4096;
+/// scans at most this much of a segment after its binary search. The
+/// indexes live in memory (24 bytes per entry, up to
+/// `SEALED_INDEXES_CACHED_MAX` sealed segments per shard): 16 KiB keeps them
+/// at 0.15% of the data (measured: with 4 KiB, the indexes of 3 GB written
+/// in 10 s took ~19 MiB of a server's 64 MiB memory target), while a lookup
+/// still reads only 16 KiB of mapped frame headers. Readers do not depend on
+/// the interval: sidecars written with another one stay valid.
+pub const INDEX_INTERVAL_BYTES: u64 = 16 * 1024;
 
 /// Sealed-segment indexes kept in memory at once (least recently used are
 /// dropped and reloaded from their sidecar files on demand).
