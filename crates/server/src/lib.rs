@@ -475,17 +475,9 @@ async fn api(
     // PutRecords in JSON likewise writes on this worker and awaits the
     // syncs of its shards from the sync pool, in parallel; a request the
     // fast path does not take goes to the general path below.
-    if fast_put && root.scope_is_open(&account, &region) {
-        let engine_for = |name: &str| {
-            authorize(
-                &root,
-                &account,
-                &region,
-                &op_name,
-                &json!({"StreamName": name}),
-                true,
-            )
-        };
+    let async_fast_put = fast_put && root.scope_is_open(&account, &region);
+    if async_fast_put {
+        let engine_for = |name: &str| for_stream(&authorize, &root, &account, &region, &op_name, name);
         let prepared = ops::put_records_fast_with(engine_for, &bytes, |e, name, inputs| {
             e.put_records_durable(name, inputs)
         });
@@ -506,19 +498,17 @@ async fn api(
     let result = tokio::task::spawn_blocking(move || {
         let mut value = value;
         if fast_put {
-            // The stream is known only once the body is parsed; the
-            // authorization is the general path's, for that stream.
-            let engine_for = |name: &str| {
-                authorize(
-                    &root,
-                    &account,
-                    &region,
-                    &op_name,
-                    &json!({"StreamName": name}),
-                    true,
-                )
+            // The async fast path above already found this request not a
+            // plain valid one; otherwise (the caller's engine is not open
+            // yet) the fast path runs here, where opening may block.
+            let fast = if async_fast_put {
+                None
+            } else {
+                let engine_for =
+                    |name: &str| for_stream(&authorize, &root, &account, &region, &op_name, name);
+                ops::put_records_fast(engine_for, &bytes)
             };
-            match ops::put_records_fast(engine_for, &bytes) {
+            match fast {
                 Some(out) => return note_fast_put(&metrics, &op_name, &account, &region, started, out),
                 // Not a plain valid request: the general path answers it.
                 None => value = protocol::decode(format, &bytes).map_err(ApiError::serialization)?,
@@ -573,6 +563,20 @@ async fn api(
     })
     .await;
     answer_response(&op, format, result)
+}
+
+/// The engine a fast-path PutRecords writes to: the stream is known only
+/// once the body is parsed, and the authorization is the general path's,
+/// for that stream.
+fn for_stream(
+    authorize: &impl Fn(&Engine, &str, &str, &str, &Value, bool) -> Result<Engine, ApiError>,
+    root: &Engine,
+    account: &str,
+    region: &str,
+    op: &str,
+    stream: &str,
+) -> Result<Engine, ApiError> {
+    authorize(root, account, region, op, &json!({ "StreamName": stream }), true)
 }
 
 /// Counts a fast-path PutRecords and gives its answer.

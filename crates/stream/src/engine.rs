@@ -1618,19 +1618,14 @@ impl Engine {
             Some(c) if put.written.len() > 1 => Some((c.clone(), c.ticket())),
             _ => None,
         };
-        let waits: Vec<_> = put
-            .written
-            .iter()
-            .map(|g| g.log.log().durable(g.pending))
-            .collect();
-        let coordinated: Vec<_> = put.written.iter().map(|g| (g.log.clone(), g.pending)).collect();
+        let groups: Vec<_> = put.written.iter().map(|g| (g.log.clone(), g.pending)).collect();
         let engine = self.clone();
         Ok(async move {
             let outcomes = match shared {
                 Some((coord, ticket)) => {
                     let dir = engine.inner.dir.clone();
                     tokio::task::spawn_blocking(move || {
-                        coordinated
+                        groups
                             .iter()
                             .map(|(log, pending)| log.log().complete_after_sync(*pending, &coord, ticket))
                             .collect::<Vec<_>>()
@@ -1644,7 +1639,15 @@ impl Engine {
                         ))
                     })?
                 }
-                None => all_durable(waits).await,
+                None => {
+                    all_durable(
+                        groups
+                            .iter()
+                            .map(|(log, pending)| log.log().durable(*pending))
+                            .collect(),
+                    )
+                    .await
+                }
             };
             Ok(batch_results(engine.finish_put(&mut put, outcomes, true)?))
         })
