@@ -26,6 +26,10 @@ pub use sparse::{index_file_name, Entry, SparseIndex};
 
 use crate::format::{INDEX_FILE_SUFFIX, INDEX_INTERVAL_BYTES, SEALED_INDEXES_CACHED_MAX};
 
+/// Most records one step of a time lookup's forward scan reads. An index
+/// interval of the smallest frames (41 bytes) holds about 400.
+const TIME_SCAN_RECORDS_MAX: usize = 4096;
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Plain data kept consistent between statements; see the segment crate.
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -436,8 +440,19 @@ impl IndexedLog {
         let Some(s) = segs.get(lo) else {
             return Ok(self.log.visible_next_seq());
         };
-        let idx = self.index_of(s.base_seq, s.end_seq)?;
-        let mut cur = match idx.floor_time(ts_ms) {
+        let entry = if s.end_seq.is_none() {
+            // Avoid copying the active index: search under the lock.
+            let st = lock(&self.shared.state);
+            if st.active.base_seq == s.base_seq {
+                st.active.floor_time(ts_ms)
+            } else {
+                drop(st);
+                self.index_of(s.base_seq, s.end_seq)?.floor_time(ts_ms)
+            }
+        } else {
+            self.index_of(s.base_seq, s.end_seq)?.floor_time(ts_ms)
+        };
+        let mut cur = match entry {
             Some(e) => Cursor {
                 pos: Position {
                     segment_base: s.base_seq,
@@ -448,15 +463,18 @@ impl IndexedLog {
             None => return Ok(self.log.visible_next_seq().min(s.end_seq.unwrap_or(u64::MAX))),
         };
         loop {
-            let batch = self.log.read_at(
+            // Entries are at most one interval apart, so the answer is
+            // normally within the first interval's worth of frames. The read
+            // stops at the answer: verifying the checksums of the whole
+            // interval instead doubled the lookup's cost.
+            let batch = self.log.read_until(
                 cur.pos,
                 cur.seq,
-                // Entries are at most one interval apart, so the answer is
-                // normally within the first interval's worth of frames.
                 ReadLimits {
-                    max_records: 64,
+                    max_records: TIME_SCAN_RECORDS_MAX,
                     max_bytes: INDEX_INTERVAL_BYTES as usize,
                 },
+                |_, arrival_ms| arrival_ms >= ts_ms,
             )?;
             if let Some(r) = batch.iter().find(|r| r.arrival_ms >= ts_ms) {
                 return Ok(r.seq);

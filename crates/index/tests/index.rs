@@ -215,3 +215,37 @@ fn recovery_indexes_an_active_segment_of_many_thousand_records_after_a_crash() {
     }
     assert_eq!(log.seq_at_time(1_050).unwrap(), 5_000);
 }
+
+#[test]
+fn time_lookup_reports_a_damaged_record_it_scans_past_instead_of_skipping_it() {
+    let fs = MemFs::new();
+    let (path, target, damaged_at) = {
+        let log = open(&fs);
+        // 1 KiB records with one arrival time each, so an index interval
+        // holds about 16 of them and a lookup scans forward inside one.
+        let data = vec![7u8; 1000];
+        for i in 0..120i64 {
+            log.append(&[RecordIn::new("key", &data, 10_000 + i)]).unwrap();
+        }
+        log.log().roll().unwrap();
+        let seg = log.log().segments()[0].clone();
+        // A record in the middle of an interval and one a few records after it.
+        let damaged = 37u64;
+        let target = 41u64;
+        assert_eq!(log.seq_at_time(10_000 + target as i64).unwrap(), target);
+        let at = log.cursor_at(damaged).unwrap().pos;
+        assert_eq!(at.segment_base, seg.base_seq);
+        (seg.path, target, at.offset + 200)
+    };
+    fs.flip_bit(&path, damaged_at, 2).unwrap();
+    let log = open(&fs);
+    match log.seq_at_time(10_000 + target as i64) {
+        Err(e) => {
+            assert!(e.is_corruption(), "{e}");
+            assert!(e.to_string().contains(&path.display().to_string()), "{e}");
+        }
+        Ok(seq) => panic!("the lookup skipped a damaged record and answered {seq}"),
+    }
+    // Lookups that stop before the damage still answer.
+    assert_eq!(log.seq_at_time(10_000 + 32).unwrap(), 32);
+}

@@ -1764,11 +1764,11 @@ impl Log {
         })
     }
 
-    /// Reads records starting at `pos`, which must be the frame of sequence
-    /// number `expect_seq`, up to `limits` or the end of the segment. Only
-    /// records below the visible watermark are returned. At the end of a
-    /// sealed segment `next` moves to the following segment.
-    pub fn read_at(&self, pos: Position, expect_seq: u64, limits: ReadLimits) -> Result<ReadBatch> {
+    /// The mapped segment that holds `pos`, the number of its bytes a reader
+    /// may look at, whether that number is a bound inside the file (the
+    /// active segment) rather than the file's end, and the segment's end
+    /// sequence number (sealed segments only).
+    fn readable(&self, pos: Position, expect_seq: u64) -> Result<Readable> {
         let visible = self.visible();
         let end_seq = {
             let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
@@ -1794,11 +1794,45 @@ impl Log {
             Some(SEGMENT_HEADER_BYTES as u64)
         };
         let seg = self.mapped(pos.segment_base, readable_end)?;
-        let bytes = seg.bytes();
         let limit = match readable_end {
             Some(end) => end as usize,
-            None => bytes.len(),
+            None => seg.bytes().len(),
         };
+        Ok(Readable {
+            seg,
+            limit,
+            bounded: readable_end.is_some(),
+            end_seq,
+        })
+    }
+
+    /// Reads records starting at `pos`, which must be the frame of sequence
+    /// number `expect_seq`, up to `limits` or the end of the segment. Only
+    /// records below the visible watermark are returned. At the end of a
+    /// sealed segment `next` moves to the following segment. Every record
+    /// returned has had its checksum verified.
+    pub fn read_at(&self, pos: Position, expect_seq: u64, limits: ReadLimits) -> Result<ReadBatch> {
+        self.read_until(pos, expect_seq, limits, |_, _| false)
+    }
+
+    /// [`Log::read_at`] that also stops right after the first record for
+    /// which `stop` is true (arrival time, sequence number), so that a search
+    /// verifies the checksums of the records up to its answer and no more.
+    pub fn read_until(
+        &self,
+        pos: Position,
+        expect_seq: u64,
+        limits: ReadLimits,
+        mut stop: impl FnMut(u64, i64) -> bool,
+    ) -> Result<ReadBatch> {
+        let Readable {
+            seg,
+            limit,
+            bounded,
+            end_seq,
+        } = self.readable(pos, expect_seq)?;
+        let readable_end = bounded.then_some(limit);
+        let bytes = seg.bytes();
         let mut out = ReadBatch {
             segment: seg.clone(),
             records: Vec::new(),
@@ -1836,6 +1870,9 @@ impl Log {
                     });
                     p += r.frame_len as usize;
                     seq += 1;
+                    if stop(r.seq, r.arrival_ms) {
+                        break;
+                    }
                 }
                 Decoded::End if readable_end.is_none() => {
                     // End of a sealed segment: it must end exactly where the
@@ -2022,6 +2059,18 @@ impl Log {
 
 /// Ends a read at damaged bytes: the records before them are returned (the
 /// next read, starting at the damage, gets the error); with none, the error.
+/// What [`Log::read_at`] may look at in one segment.
+struct Readable {
+    seg: Arc<MappedSegment>,
+    /// Bytes of the file a reader may look at.
+    limit: usize,
+    /// Whether `limit` is the visible end of the active segment rather than
+    /// the end of a sealed file.
+    bounded: bool,
+    /// The sealed segment's end sequence number.
+    end_seq: Option<u64>,
+}
+
 fn stop_at(mut out: ReadBatch, err: Error, base: u64, p: usize, seq: u64) -> Result<ReadBatch> {
     if out.records.is_empty() {
         return Err(err);
