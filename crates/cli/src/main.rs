@@ -245,6 +245,10 @@ struct ServeArgs {
     /// Segment roll size in bytes [default: 134217728].
     #[arg(long, env = "SHARDLOG_SEGMENT_BYTES_MAX")]
     segment_bytes_max: Option<u64>,
+    /// Bytes of sealed-segment indexes kept in memory across all shards
+    /// [default: 33554432]; older ones are reloaded from their sidecar files.
+    #[arg(long, env = "SHARDLOG_INDEX_CACHE_BYTES")]
+    index_cache_bytes: Option<u64>,
     /// How often retention runs, in milliseconds [default: 60000].
     #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -302,6 +306,7 @@ struct Settings {
     listen: SocketAddr,
     sync: String,
     segment_bytes_max: u64,
+    index_cache_bytes: u64,
     retention_check_interval_ms: u64,
     enforce_shard_limits: bool,
     create_stream_ms: u64,
@@ -327,6 +332,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 4567)),
             sync: "always".into(),
             segment_bytes_max: shardlog_segment::format::SEGMENT_BYTES_DEFAULT_MAX,
+            index_cache_bytes: shardlog_stream::INDEX_CACHE_BYTES_DEFAULT as u64,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -374,6 +380,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.segment_bytes_max {
         s.segment_bytes_max = v;
+    }
+    if let Some(v) = args.index_cache_bytes {
+        s.index_cache_bytes = v;
     }
     if let Some(v) = args.retention_check_interval_ms {
         s.retention_check_interval_ms = v;
@@ -1051,6 +1060,13 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
         ..EngineOptions::default()
     };
     opts.log.segment_bytes_max = s.segment_bytes_max;
+    let cache_bytes = usize::try_from(s.index_cache_bytes).map_err(|_| {
+        anyhow::anyhow!(
+            "index_cache_bytes {} is too large for this machine",
+            s.index_cache_bytes
+        )
+    })?;
+    opts.index_cache = Some(shardlog_stream::IndexCache::new(cache_bytes));
     Ok(opts)
 }
 

@@ -37,17 +37,20 @@ pub const INDEX_FILE_SUFFIX: &str = ".idx";
 
 /// An entry is added at least every this many bytes of frames, so a lookup
 /// scans at most this much of a segment after its binary search. The
-/// indexes live in memory (24 bytes per entry, up to
-/// `SEALED_INDEXES_CACHED_MAX` sealed segments per shard): 16 KiB keeps them
+/// indexes live in memory (24 bytes per entry, sealed ones up to a budget,
+/// `INDEX_CACHE_BYTES_DEFAULT`): 16 KiB keeps them
 /// at 0.15% of the data (measured: with 4 KiB, the indexes of 3 GB written
 /// in 10 s took ~19 MiB of a server's 64 MiB memory target), while a lookup
 /// still reads only 16 KiB of mapped frame headers. Readers do not depend on
 /// the interval: sidecars written with another one stay valid.
 pub const INDEX_INTERVAL_BYTES: u64 = 16 * 1024;
 
-/// Sealed-segment indexes kept in memory at once (least recently used are
-/// dropped and reloaded from their sidecar files on demand).
-pub const SEALED_INDEXES_CACHED_MAX: usize = 64;
+/// Bytes of sealed-segment indexes a log opened on its own keeps in memory
+/// (least recently used are dropped and reloaded from their sidecar files on
+/// demand). An engine shares one budget across all its shards instead; see
+/// `IndexCache`. 16 MiB holds the indexes of about 11 GB of segments at one
+/// 24-byte entry per `INDEX_INTERVAL_BYTES`.
+pub const INDEX_CACHE_BYTES_DEFAULT: usize = 16 * 1024 * 1024;
 
 const _: () = assert!(IDX_MAX_ARRIVAL_OFFSET + 8 == IDX_HEADER_BYTES);
 const _: () = assert!(ENTRY_ARRIVAL_OFFSET + 8 == IDX_ENTRY_BYTES);

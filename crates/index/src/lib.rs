@@ -7,10 +7,10 @@
 //! zero-filled, or does not match its segment is never trusted: it is rebuilt
 //! from the segment when first needed.
 
+pub mod cache;
 pub mod format;
 pub mod sparse;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,10 +21,12 @@ use shardlog_segment::{
     RecoveryReport, SealedInfo,
 };
 
+pub use cache::{CacheStats, IndexCache};
 pub use shardlog_segment::{Error, Result};
 pub use sparse::{index_file_name, Entry, SparseIndex};
 
-use crate::format::{INDEX_FILE_SUFFIX, INDEX_INTERVAL_BYTES, SEALED_INDEXES_CACHED_MAX};
+use crate::cache::LogKey;
+use crate::format::{INDEX_CACHE_BYTES_DEFAULT, INDEX_FILE_SUFFIX, INDEX_INTERVAL_BYTES};
 
 /// Most records one step of a time lookup's forward scan reads. An index
 /// interval of the smallest frames (41 bytes) holds about 400.
@@ -49,32 +51,21 @@ pub struct IndexStats {
 #[derive(Debug)]
 struct State {
     active: SparseIndex,
-    sealed: HashMap<u64, (Arc<SparseIndex>, u64)>,
-    tick: u64,
+    /// Arrival time of the last record of each sealed segment whose index was
+    /// seen, by base: 16 bytes a segment, kept outside the index cache so that
+    /// a time lookup's search over segments and retention's checks do not
+    /// load (or evict) whole indexes.
+    max_arrival: std::collections::BTreeMap<u64, i64>,
     stats: IndexStats,
 }
 
 #[derive(Debug)]
 struct Shared {
     state: Mutex<State>,
-}
-
-impl Shared {
-    fn cache(&self, idx: Arc<SparseIndex>) {
-        let mut st = lock(&self.state);
-        st.tick += 1;
-        let tick = st.tick;
-        st.sealed.insert(idx.base_seq, (idx, tick));
-        while st.sealed.len() > SEALED_INDEXES_CACHED_MAX {
-            let oldest = st.sealed.iter().min_by_key(|(_, (_, t))| *t).map(|(b, _)| *b);
-            match oldest {
-                Some(b) => {
-                    st.sealed.remove(&b);
-                }
-                None => break,
-            }
-        }
-    }
+    /// Where this log's sealed-segment indexes are kept, under a budget that
+    /// may be shared with other logs.
+    cache: Arc<IndexCache>,
+    key: LogKey,
 }
 
 fn write_sidecar(fs: &dyn FileSystem, path: &Path, idx: &SparseIndex) -> std::io::Result<()> {
@@ -111,14 +102,20 @@ impl AppendObserver for Shared {
         idx.end_offset = info.end_offset;
         idx.file_id = info.file_id;
         let path = info.dir.join(index_file_name(info.segment_base));
-        if write_sidecar(&*info.fs, &path, &idx).is_err() {
-            lock(&self.state).stats.write_failures += 1;
+        let failed = write_sidecar(&*info.fs, &path, &idx).is_err();
+        {
+            let mut st = lock(&self.state);
+            st.max_arrival.insert(idx.base_seq, idx.max_arrival_ms);
+            if failed {
+                st.stats.write_failures += 1;
+            }
         }
-        self.cache(Arc::new(idx));
+        self.cache.insert(self.key, Arc::new(idx));
     }
 
     fn removed(&self, segment_base: u64) {
-        lock(&self.state).sealed.remove(&segment_base);
+        self.cache.remove(self.key, segment_base);
+        lock(&self.state).max_arrival.remove(&segment_base);
     }
 }
 
@@ -127,6 +124,13 @@ impl AppendObserver for Shared {
 pub struct IndexedLog {
     log: Log,
     shared: Arc<Shared>,
+}
+
+impl Drop for IndexedLog {
+    fn drop(&mut self) {
+        // A closed log's indexes would only take budget from open ones.
+        self.shared.cache.remove_log(self.shared.key);
+    }
 }
 
 struct Seg {
@@ -147,19 +151,34 @@ impl IndexedLog {
         IndexedLog::open_with(Arc::new(StdFs), dir, opts).map(|(l, _)| l)
     }
 
-    /// Opens the log in `dir` through `fs`.
+    /// Opens the log in `dir` through `fs`, with a cache of its own for its
+    /// sealed-segment indexes (`INDEX_CACHE_BYTES_DEFAULT`).
     pub fn open_with(
         fs: Arc<dyn FileSystem>,
         dir: impl AsRef<Path>,
         opts: LogOptions,
     ) -> Result<(IndexedLog, RecoveryReport)> {
+        IndexedLog::open_cached(fs, dir, opts, IndexCache::new(INDEX_CACHE_BYTES_DEFAULT))
+    }
+
+    /// Opens the log in `dir` through `fs`, keeping its sealed-segment
+    /// indexes in `cache`, which other logs may share: one memory budget for
+    /// the indexes of all the shards of an engine.
+    pub fn open_cached(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        opts: LogOptions,
+        cache: Arc<IndexCache>,
+    ) -> Result<(IndexedLog, RecoveryReport)> {
+        let key = cache.register();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 active: SparseIndex::new(u64::MAX),
-                sealed: HashMap::new(),
-                tick: 0,
+                max_arrival: std::collections::BTreeMap::new(),
                 stats: IndexStats::default(),
             }),
+            cache,
+            key,
         });
         let (log, report) = Log::open_with(fs, dir, opts, shared.clone())?;
         {
@@ -222,19 +241,8 @@ impl IndexedLog {
     /// The index of the sealed segment `base`: cached, loaded from its sidecar
     /// (if valid), or rebuilt from the segment.
     fn sealed_index(&self, base: u64, end_seq: u64) -> Result<Arc<SparseIndex>> {
-        {
-            let mut st = lock(&self.shared.state);
-            st.tick += 1;
-            let tick = st.tick;
-            if let Some((idx, used)) = st.sealed.get_mut(&base) {
-                // An entry cached for another end (a segment seen while it
-                // was still active) is stale; reload it.
-                if idx.end_seq == end_seq {
-                    *used = tick;
-                    return Ok(idx.clone());
-                }
-                st.sealed.remove(&base);
-            }
+        if let Some(idx) = self.shared.cache.get(self.shared.key, base, end_seq) {
+            return Ok(idx);
         }
         let path = self.sidecar_path(base);
         let fs = self.log.fs();
@@ -258,9 +266,20 @@ impl IndexedLog {
                 idx
             }
         };
+        lock(&self.shared.state)
+            .max_arrival
+            .insert(base, idx.max_arrival_ms);
         let idx = Arc::new(idx);
-        self.shared.cache(idx.clone());
+        self.shared.cache.insert(self.shared.key, idx.clone());
         Ok(idx)
+    }
+
+    /// Arrival time of the last record of the sealed segment `base`.
+    fn sealed_max_arrival(&self, base: u64, end_seq: u64) -> Result<i64> {
+        if let Some(t) = lock(&self.shared.state).max_arrival.get(&base) {
+            return Ok(*t);
+        }
+        Ok(self.sealed_index(base, end_seq)?.max_arrival_ms)
     }
 
     fn segment_file_id(&self, base: u64) -> Result<u64> {
@@ -419,7 +438,7 @@ impl IndexedLog {
             let mid = (lo + hi) / 2;
             let s = &segs[mid];
             let max = match s.end_seq {
-                Some(end) => self.sealed_index(s.base_seq, end)?.max_arrival_ms,
+                Some(end) => self.sealed_max_arrival(s.base_seq, end)?,
                 None => {
                     let st = lock(&self.shared.state);
                     // An active segment without records counts as holding
@@ -509,8 +528,7 @@ impl IndexedLog {
         let mut before = None;
         for s in self.log.segments() {
             let Some(end) = s.end_seq else { break };
-            let idx = self.sealed_index(s.base_seq, end)?;
-            if idx.max_arrival_ms >= cutoff_ms {
+            if self.sealed_max_arrival(s.base_seq, end)? >= cutoff_ms {
                 break;
             }
             before = Some(end);
@@ -533,7 +551,7 @@ impl IndexedLog {
         let Some((base, Some(end))) = self.log.segment_bounds().first().copied() else {
             return Ok(None);
         };
-        Ok(Some((end, self.sealed_index(base, end)?.max_arrival_ms)))
+        Ok(Some((end, self.sealed_max_arrival(base, end)?)))
     }
 
     /// Loads (and rebuilds where needed) the index of every sealed segment.

@@ -37,6 +37,11 @@ impl SparseIndex {
         }
     }
 
+    /// Bytes of memory this index holds.
+    pub fn memory_bytes(&self) -> usize {
+        std::mem::size_of::<SparseIndex>() + self.entries.capacity() * std::mem::size_of::<Entry>()
+    }
+
     /// Records that a frame of `frame_len` bytes for `seq` starts at `offset`.
     /// Records must be added in order.
     pub fn add(&mut self, seq: u64, offset: u64, arrival_ms: i64, frame_len: u32) {

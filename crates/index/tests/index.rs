@@ -249,3 +249,59 @@ fn time_lookup_reports_a_damaged_record_it_scans_past_instead_of_skipping_it() {
     // Lookups that stop before the damage still answer.
     assert_eq!(log.seq_at_time(10_000 + 32).unwrap(), 32);
 }
+
+#[test]
+fn logs_sharing_one_index_cache_stay_within_its_budget_and_still_answer_every_lookup() {
+    use shardlog_index::IndexCache;
+    let fs = MemFs::new();
+    // Room for about three sealed indexes of these logs in all: far fewer
+    // than the logs hold between them.
+    let probe = {
+        let log = open(&fs);
+        fill(&log, 600);
+        log.check_indexes().unwrap();
+        let seg = log.log().segments()[0].clone();
+        drop(log);
+        let bytes = fs.contents(&dir().join(index_file_name(seg.base_seq))).unwrap();
+        shardlog_index::SparseIndex::decode(&bytes)
+            .unwrap()
+            .memory_bytes()
+    };
+    let cache = IndexCache::new(3 * probe);
+    type Written = Vec<(u64, i64, Vec<u8>)>;
+    let logs: Vec<(IndexedLog, Written)> = (0..4)
+        .map(|i| {
+            let (log, _) = IndexedLog::open_cached(
+                Arc::new(fs.clone()),
+                PathBuf::from(format!("/shared/{i}")),
+                opts(),
+                cache.clone(),
+            )
+            .unwrap();
+            let written = fill(&log, 1500);
+            assert!(log.log().segments().len() > 4);
+            (log, written)
+        })
+        .collect();
+    for round in 0..2 {
+        for (log, written) in &logs {
+            for seq in (0..1500).step_by(97) {
+                let got = read_from(log, log.cursor_at(seq).unwrap(), 1);
+                assert_eq!(got[0], written[seq as usize], "round {round}");
+            }
+            for ts in (1_000..1_000 + 1500 / 3 * 7).step_by(301) {
+                let expect = written.iter().find(|r| r.1 >= ts).map(|r| r.0).unwrap_or(1500);
+                assert_eq!(log.seq_at_time(ts).unwrap(), expect);
+            }
+            let s = cache.stats();
+            assert!(s.bytes <= cache.budget_bytes(), "{s:?}");
+        }
+    }
+    let s = cache.stats();
+    assert!(s.evictions > 0, "{s:?}");
+    assert!(s.hits > 0, "{s:?}");
+    // Closing a log gives its share of the budget back.
+    drop(logs);
+    assert_eq!(cache.stats().indexes, 0);
+    assert_eq!(cache.stats().bytes, 0);
+}

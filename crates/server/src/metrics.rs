@@ -545,6 +545,48 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         o.declare(n, "counter", help);
         o.sample(n, &[], v);
     }
+    let ic = em.index_cache;
+    for (n, kind, help, v) in [
+        (
+            "shardlog_index_cache_bytes",
+            "gauge",
+            "Bytes of sealed-segment indexes held in memory.",
+            ic.bytes as u64,
+        ),
+        (
+            "shardlog_index_cache_budget_bytes",
+            "gauge",
+            "Most bytes of sealed-segment indexes held in memory (index_cache_bytes).",
+            em.index_cache_budget_bytes as u64,
+        ),
+        (
+            "shardlog_index_cache_indexes",
+            "gauge",
+            "Sealed-segment indexes held in memory.",
+            ic.indexes as u64,
+        ),
+        (
+            "shardlog_index_cache_hits_total",
+            "counter",
+            "Index lookups answered from memory.",
+            ic.hits,
+        ),
+        (
+            "shardlog_index_cache_misses_total",
+            "counter",
+            "Index lookups that loaded a sidecar file (or rebuilt it from its segment).",
+            ic.misses,
+        ),
+        (
+            "shardlog_index_cache_evictions_total",
+            "counter",
+            "Indexes dropped from memory to stay within the budget.",
+            ic.evictions,
+        ),
+    ] {
+        o.declare(n, kind, help);
+        o.sample(n, &[], v);
+    }
     let problems = root.problems();
     o.declare(
         "shardlog_problems",

@@ -7,7 +7,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-use shardlog_index::IndexedLog;
+use shardlog_index::{CacheStats, IndexCache, IndexedLog};
 use shardlog_segment::format::FRAME_FLAG_TRANSFORMED;
 use shardlog_segment::fs::{FileSystem, LockGuard, StdFs};
 use shardlog_segment::{LogOptions, ReadLimits, RecordIn, SyncPolicy};
@@ -106,6 +106,12 @@ pub const SCOPES_MAX: usize = 256;
 /// Threads of the engine's sync pool: group syncs of different shards that
 /// run at once for async appenders (see [`Engine::put_record_durable`]).
 pub const SYNC_THREADS_DEFAULT: usize = 4;
+/// Bytes of sealed-segment indexes an engine keeps in memory across all its
+/// shards (and the scopes opened through it), unless
+/// [`EngineOptions::index_cache`] gives another cache. At one 24-byte entry
+/// per 16 KiB of frames this covers about 22 GB of segments; lookups in older
+/// ones reload their index from its sidecar file.
+pub const INDEX_CACHE_BYTES_DEFAULT: usize = 32 * 1024 * 1024;
 /// Threads that open (and recover) a stream's shard logs at once.
 pub const SHARD_OPEN_THREADS_MAX: usize = 8;
 /// Longest region name accepted (AWS's are under 20 bytes).
@@ -142,6 +148,11 @@ pub struct EngineOptions {
     /// Keys for encryption at rest (a local key file standing in for KMS).
     /// `alias/aws/kinesis` works without one (a per-directory managed key).
     pub keyring: Option<Arc<Keyring>>,
+    /// Where every shard keeps its sealed-segment indexes: one memory budget
+    /// for all of them. `None` makes a cache of
+    /// [`INDEX_CACHE_BYTES_DEFAULT`] when the engine opens; engines given the
+    /// same cache (a server's accounts and regions) share its budget.
+    pub index_cache: Option<Arc<IndexCache>>,
 }
 
 impl Default for EngineOptions {
@@ -157,6 +168,7 @@ impl Default for EngineOptions {
             account_id: DEFAULT_ACCOUNT_ID.to_string(),
             region: DEFAULT_REGION.to_string(),
             keyring: None,
+            index_cache: None,
         }
     }
 }
@@ -559,6 +571,10 @@ pub struct EngineMetrics {
     pub recoveries: u64,
     /// Damage found (shard logs quarantined, streams set aside).
     pub corruptions: u64,
+    /// The sealed-segment index cache shared by all shards.
+    pub index_cache: CacheStats,
+    /// That cache's budget in bytes.
+    pub index_cache_budget_bytes: usize,
 }
 
 /// Token buckets holding one second of a shard's allowance each.
@@ -849,6 +865,9 @@ impl Engine {
                 .map_err(|e| Error::Storage(shardlog_segment::Error::io("start sync threads", &dir, e)))?;
             opts.log.sync_pool = Some(pool);
         }
+        if opts.index_cache.is_none() {
+            opts.index_cache = Some(IndexCache::new(INDEX_CACHE_BYTES_DEFAULT));
+        }
         let lease_id_base = (clock.now_ms().max(0) as u64) << 16;
         let inner = Arc::new(Inner {
             fs,
@@ -938,7 +957,14 @@ impl Engine {
 
     fn open_shard_log(&self, stream_dir: &Path, index: u64, m: &StreamMeta) -> Result<ShardRt> {
         let dir = meta::shard_dir(stream_dir, index);
-        let (log, report) = IndexedLog::open_with(self.inner.fs.clone(), &dir, self.log_options(m.sync))?;
+        let cache = match &self.inner.opts.index_cache {
+            Some(c) => c.clone(),
+            // Set when the engine opened; a cache of the default size keeps
+            // this path total anyway.
+            None => IndexCache::new(INDEX_CACHE_BYTES_DEFAULT),
+        };
+        let (log, report) =
+            IndexedLog::open_cached(self.inner.fs.clone(), &dir, self.log_options(m.sync), cache)?;
         if report.truncated_at.is_some() {
             Counters::add(&self.inner.recoveries, 1);
         }
@@ -2813,6 +2839,21 @@ impl Engine {
             retention_deleted_segments: g(&self.inner.retention_deleted),
             recoveries: g(&self.inner.recoveries),
             corruptions: g(&self.inner.corruptions),
+            // Scopes share this cache (they inherit the options), so it is
+            // counted once, here.
+            index_cache: self
+                .inner
+                .opts
+                .index_cache
+                .as_ref()
+                .map(|c| c.stats())
+                .unwrap_or_default(),
+            index_cache_budget_bytes: self
+                .inner
+                .opts
+                .index_cache
+                .as_ref()
+                .map_or(0, |c| c.budget_bytes()),
         };
         let streams: Vec<Arc<Stream>> = read(&self.inner.streams).values().cloned().collect();
         for stream in streams {

@@ -34,10 +34,11 @@ pub use engine::{
     Engine, EngineMetrics, EngineOptions, GetRecordsOutput, GroupBatch, GroupDescription, GroupShard,
     GroupWorker, Lease, PutRecordFailure, PutRecordInput, PutRecordOutput, ReadOutput, ShardDescription,
     ShardMetrics, StartingPosition, StatusDelays, StoredRecord, StreamDescription, StreamMetrics,
-    StreamStatus, StreamSummary, TrafficMetrics,
+    StreamStatus, StreamSummary, TrafficMetrics, INDEX_CACHE_BYTES_DEFAULT,
 };
 pub use error::{Error, Result};
 pub use hashkey::HashRange;
 pub use meta::StreamMode;
 pub use seqnum::SeqNum;
+pub use shardlog_index::{CacheStats, IndexCache};
 pub use shardlog_segment::SyncPolicy;

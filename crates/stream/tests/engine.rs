@@ -1498,3 +1498,51 @@ async fn async_batches_over_one_and_many_shards_are_durable_and_survive_a_crash(
         );
     }
 }
+
+#[test]
+fn all_shards_share_one_index_memory_budget_and_iterators_still_find_every_record() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    // Far too small for the sealed indexes of 4 shards × ~15 segments.
+    let budget = 4 * 1024;
+    let e = Engine::open_with(
+        Arc::new(fs.clone()),
+        PathBuf::from("/data"),
+        EngineOptions {
+            index_cache: Some(shardlog_stream::IndexCache::new(budget)),
+            ..small_opts()
+        },
+        Arc::new(clock.clone()),
+    )
+    .unwrap();
+    e.create_stream("s", 4, CreateStreamOptions::default()).unwrap();
+    let data = vec![9u8; 1000];
+    let mut written = Vec::new();
+    for i in 0..4000u32 {
+        if i % 50 == 0 {
+            clock.advance(1);
+        }
+        let out = e
+            .put_record("s", PutRecordInput::new(&format!("k{i}"), &data))
+            .unwrap();
+        written.push((out.shard_id, out.sequence_number, i));
+    }
+    for (shard, seq, i) in written.iter().step_by(37) {
+        let it = e
+            .get_shard_iterator("s", shard, StartingPosition::AtSequenceNumber(seq.clone()))
+            .unwrap();
+        let r = e.get_records(&it, Some(1)).unwrap();
+        assert_eq!(&r.records[0].sequence_number, seq, "record {i}");
+        assert_eq!(r.records[0].partition_key, format!("k{i}"));
+        let m = e.metrics();
+        assert!(m.index_cache.bytes <= budget, "{:?}", m.index_cache);
+    }
+    let m = e.metrics();
+    assert_eq!(m.index_cache_budget_bytes, budget);
+    assert!(m.index_cache.evictions > 0, "{:?}", m.index_cache);
+    assert!(
+        m.index_cache.misses > 0 && m.index_cache.hits > 0,
+        "{:?}",
+        m.index_cache
+    );
+}
