@@ -44,8 +44,16 @@ pub struct BenchArgs {
     /// Distinct partition keys (0: a fresh random key per record).
     #[arg(long, default_value_t = 0)]
     pub keys: u64,
+    /// Share of records (0 to 1) that use one hot partition key, so that
+    /// one shard takes more than its part of the load; the rest follow
+    /// `--keys`.
+    #[arg(long, default_value_t = 0.0)]
+    pub hot_key_share: f64,
     /// What to run: put, get (replay and verify what a previous put left),
-    /// or both.
+    /// both (put, then replay), or mixed (put while one consumer per shard
+    /// tails the stream from LATEST; reports end-to-end latency, from a
+    /// put's send to its record's read, and verifies what the consumers
+    /// saw).
     #[arg(long, default_value = "both")]
     pub mode: String,
     /// Keep the stream afterwards.
@@ -157,6 +165,13 @@ struct RecordOut<'a> {
     sequence_number: std::borrow::Cow<'a, str>,
 }
 
+/// Whether record `id` uses the hot partition key: a fixed pseudo-random
+/// choice per id, so that `share` of all records do.
+fn is_hot(id: u64, share: f64) -> bool {
+    let unit = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 11) as f64 / (1u64 << 53) as f64;
+    share > 0.0 && unit < share
+}
+
 /// A PutRecord or PutRecords request body for records `ids`, written
 /// straight into one string (base64 encoded in place).
 fn put_body(stream_json: &str, ids: &[u64], args: &BenchArgs) -> String {
@@ -166,7 +181,9 @@ fn put_body(stream_json: &str, ids: &[u64], args: &BenchArgs) -> String {
     let mut body = String::with_capacity(stream_json.len() + 32 + ids.len() * per_record);
     let record = |body: &mut String, id: u64| {
         body.push_str("\"PartitionKey\":\"");
-        if args.keys == 0 {
+        if is_hot(id, args.hot_key_share) {
+            body.push_str("hot");
+        } else if args.keys == 0 {
             let _ = write!(body, "k{:x}", id.wrapping_mul(0x2545_F491_4F6C_DD1D));
         } else {
             let _ = write!(body, "k{}", id % args.keys);
@@ -209,6 +226,12 @@ pub async fn run(
     if args.record_bytes < 17 || args.record_bytes > 1024 * 1024 {
         bail!("--record-bytes must be 17 bytes to 1 MiB (each record carries its id)");
     }
+    if !(0.0..=1.0).contains(&args.hot_key_share) {
+        bail!("--hot-key-share must be 0 to 1");
+    }
+    if !["put", "get", "both", "mixed"].contains(&args.mode.as_str()) {
+        bail!("--mode must be put, get, both or mixed");
+    }
     let api = Arc::new(JsonApi::new(http, endpoint, shardlog_server::TARGET_PREFIX).signing(region));
     let stream = args.stream.clone();
     if api
@@ -238,13 +261,18 @@ pub async fn run(
         phases.push(put_phase(&api, args, &acked).await?);
     }
     let mut verified = None;
+    if args.mode == "mixed" {
+        let (mut ps, report) = mixed_phases(&api, args, &acked).await?;
+        phases.append(&mut ps);
+        verified = Some(report);
+    }
     if args.mode == "get" || args.mode == "both" {
         let snapshot = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let (phase, report) = replay_phase(&api, &stream, snapshot).await?;
         phases.push(phase);
         verified = Some(report);
     }
-    if !args.keep && args.mode == "both" {
+    if !args.keep && (args.mode == "both" || args.mode == "mixed") {
         let _ = api.call("DeleteStream", json!({"StreamName": stream})).await;
     }
     if json_out {
@@ -291,13 +319,36 @@ async fn put_phase(
     args: &BenchArgs,
     acked: &Arc<Mutex<HashMap<u64, String>>>,
 ) -> Result<Phase> {
+    put_phase_timed(api, args, acked, None).await
+}
+
+/// When each request was sent: request number (`id / batch`) → µs since
+/// `start`, for end-to-end latency.
+#[derive(Clone)]
+struct SendTimes {
+    start: Instant,
+    by_request: Arc<Mutex<HashMap<u64, u64>>>,
+}
+
+async fn put_phase_timed(
+    api: &Arc<JsonApi>,
+    args: &BenchArgs,
+    acked: &Arc<Mutex<HashMap<u64, String>>>,
+    sent: Option<SendTimes>,
+) -> Result<Phase> {
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.seconds);
     let next_id = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let limit = args.records.unwrap_or(u64::MAX);
     let mut tasks = Vec::new();
     for _ in 0..args.connections {
-        let (api, acked, next_id, args) = (api.clone(), acked.clone(), next_id.clone(), args.clone());
+        let (api, acked, next_id, args, sent) = (
+            api.clone(),
+            acked.clone(),
+            next_id.clone(),
+            args.clone(),
+            sent.clone(),
+        );
         let stream_json = Value::from(args.stream.as_str()).to_string();
         tasks.push(tokio::spawn(async move {
             let mut p = Phase::default();
@@ -309,6 +360,13 @@ async fn put_phase(
                 let ids: Vec<u64> = (first..(first + args.batch as u64).min(limit)).collect();
                 let body = put_body(&stream_json, &ids, &args);
                 let t = Instant::now();
+                if let Some(sent) = &sent {
+                    let us = t.duration_since(sent.start).as_micros() as u64;
+                    sent.by_request
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(first / args.batch as u64, us);
+                }
                 let result = if args.batch == 1 {
                     api.call_raw("PutRecord", body).await.map(|b| {
                         let seq = serde_json::from_slice::<PutRecordOut>(&b)
@@ -370,9 +428,37 @@ async fn put_phase(
 struct ShardReplay {
     phase: Phase,
     seen: Vec<u64>,
+    /// Sequence numbers of `seen`, when they are checked afterwards.
+    seen_seq: Vec<String>,
     damaged: u64,
     misplaced: u64,
+    /// End-to-end latency of each record read (tailing consumers).
+    e2e_us: Vec<u64>,
 }
+
+async fn shard_iterator(api: &JsonApi, stream: &str, shard: &str, kind: &str) -> Result<String> {
+    let v = api
+        .call(
+            "GetShardIterator",
+            json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": kind}),
+        )
+        .await?;
+    v["ShardIterator"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| anyhow!("GetShardIterator answered without an iterator: {v}"))
+}
+
+/// A consumer that tails a shard while the put phase runs.
+struct Tail {
+    /// Set once every put has been answered.
+    put_done: Arc<std::sync::atomic::AtomicBool>,
+    sent: SendTimes,
+    batch: u64,
+}
+
+/// Idle wait of a tailing consumer between empty GetRecords answers.
+const TAIL_IDLE_POLL: Duration = Duration::from_millis(1);
 
 /// Reads one shard from its trim horizon to its end, checking every record.
 async fn replay_shard(
@@ -381,19 +467,28 @@ async fn replay_shard(
     shard: String,
     acked: Arc<HashMap<u64, String>>,
 ) -> Result<ShardReplay> {
+    let it = shard_iterator(&api, &stream, &shard, "TRIM_HORIZON").await?;
+    read_shard(api, it, Some(acked), None).await
+}
+
+/// Reads a shard from iterator `it`, checking every record against
+/// `acked` (when known up front). Without `tail` it stops at the end of the
+/// shard's data; with it, it waits for more until the put phase is over and
+/// a read that began after that found nothing, and measures each record's
+/// end-to-end latency.
+async fn read_shard(
+    api: Arc<JsonApi>,
+    mut it: String,
+    acked: Option<Arc<HashMap<u64, String>>>,
+    tail: Option<Tail>,
+) -> Result<ShardReplay> {
     let mut out = ShardReplay::default();
     let b64 = base64::engine::general_purpose::STANDARD;
-    let mut it = api
-        .call(
-            "GetShardIterator",
-            json!({"StreamName": stream, "ShardId": shard, "ShardIteratorType": "TRIM_HORIZON"}),
-        )
-        .await?["ShardIterator"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
     let mut data = Vec::new();
     loop {
+        let put_done = tail
+            .as_ref()
+            .is_none_or(|t| t.put_done.load(std::sync::atomic::Ordering::Acquire));
         let t = Instant::now();
         let body = json!({"ShardIterator": it, "Limit": 10000}).to_string();
         let bytes = api.call_raw("GetRecords", body).await?;
@@ -412,16 +507,41 @@ async fn replay_shard(
             match check(&data) {
                 Some(id) => {
                     out.seen.push(id);
-                    if acked.get(&id).is_some_and(|seq| *seq != rec.sequence_number) {
-                        out.misplaced += 1;
+                    if let Some(acked) = &acked {
+                        if acked.get(&id).is_some_and(|seq| *seq != rec.sequence_number) {
+                            out.misplaced += 1;
+                        }
+                    } else {
+                        out.seen_seq.push(rec.sequence_number.to_string());
+                    }
+                    if let Some(tail) = &tail {
+                        let now = tail.sent.start.elapsed().as_micros() as u64;
+                        let sent = tail
+                            .sent
+                            .by_request
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .get(&(id / tail.batch))
+                            .copied();
+                        if let Some(sent) = sent {
+                            out.e2e_us.push(now.saturating_sub(sent));
+                        }
                     }
                 }
                 None => out.damaged += 1,
             }
         }
+        let empty = r.records.is_empty();
         match r.next_shard_iterator {
-            Some(n) if !r.records.is_empty() => it = n,
-            _ => break,
+            // A closed shard read to its end.
+            None => break,
+            Some(n) => it = n,
+        }
+        if empty {
+            if put_done {
+                break;
+            }
+            tokio::time::sleep(TAIL_IDLE_POLL).await;
         }
     }
     Ok(out)
@@ -467,23 +587,113 @@ async fn replay_phase(
         }
     }
     p.seconds = started.elapsed().as_secs_f64();
+    let report = verify_report(&acked, &seen, p.records, damaged, misplaced);
+    Ok((p, report))
+}
+
+/// Whether every acknowledged record was read once, intact, with its
+/// sequence number.
+fn verify_report(
+    acked: &HashMap<u64, String>,
+    seen: &HashMap<u64, u32>,
+    read: u64,
+    damaged: u64,
+    misplaced: u64,
+) -> Value {
     let missing = acked.keys().filter(|id| !seen.contains_key(id)).count();
     let duplicated = seen.values().filter(|&&n| n > 1).count();
-    let report = json!({
+    json!({
         "ok": missing == 0 && duplicated == 0 && damaged == 0 && misplaced == 0,
         "acknowledged": acked.len(),
-        "read": p.records,
+        "read": read,
         "missing": missing,
         "duplicated": duplicated,
         "damaged": damaged,
         "wrong_sequence_number": misplaced,
-    });
-    Ok((p, report))
+    })
+}
+
+/// Puts while one consumer per shard tails the stream from LATEST (taken
+/// before the first put), then verifies that the consumers saw every
+/// acknowledged record once. Phases: put, consume (GetRecords calls) and e2e
+/// (from a put's send to its record's read, per record).
+async fn mixed_phases(
+    api: &Arc<JsonApi>,
+    args: &BenchArgs,
+    acked: &Arc<Mutex<HashMap<u64, String>>>,
+) -> Result<(Vec<Phase>, Value)> {
+    let shards = api.call("ListShards", json!({"StreamName": args.stream})).await?;
+    let sent = SendTimes {
+        start: Instant::now(),
+        by_request: Arc::default(),
+    };
+    let put_done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for s in shards["Shards"].as_array().cloned().unwrap_or_default() {
+        if s["SequenceNumberRange"]["EndingSequenceNumber"].is_string() {
+            continue; // closed: nothing new arrives there
+        }
+        let sid = s["ShardId"].as_str().unwrap_or_default().to_string();
+        let it = shard_iterator(api, &args.stream, &sid, "LATEST").await?;
+        let tail = Tail {
+            put_done: put_done.clone(),
+            sent: sent.clone(),
+            batch: args.batch as u64,
+        };
+        readers.push(tokio::spawn(read_shard(api.clone(), it, None, Some(tail))));
+    }
+    let consume_started = Instant::now();
+    let put = put_phase_timed(api, args, acked, Some(sent)).await;
+    put_done.store(true, std::sync::atomic::Ordering::Release);
+    let mut consume = Phase {
+        name: "consume".into(),
+        ..Phase::default()
+    };
+    let mut e2e = Phase {
+        name: "e2e".into(),
+        ..Phase::default()
+    };
+    let mut seen: HashMap<u64, u32> = HashMap::new();
+    let mut read_seq: Vec<(u64, String)> = Vec::new();
+    let mut damaged = 0;
+    for r in readers {
+        let r = r.await.map_err(|e| anyhow!("consumer task: {e}"))??;
+        consume.requests += r.phase.requests;
+        consume.records += r.phase.records;
+        consume.bytes += r.phase.bytes;
+        consume.latencies_us.extend(r.phase.latencies_us);
+        damaged += r.damaged;
+        e2e.latencies_us.extend(r.e2e_us);
+        for (id, seq) in r.seen.into_iter().zip(r.seen_seq) {
+            *seen.entry(id).or_default() += 1;
+            read_seq.push((id, seq));
+        }
+    }
+    let put = put?;
+    consume.seconds = consume_started.elapsed().as_secs_f64();
+    e2e.records = consume.records;
+    e2e.bytes = consume.bytes;
+    e2e.seconds = consume.seconds;
+    let acked = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let misplaced = read_seq
+        .iter()
+        .filter(|(id, seq)| acked.get(id).is_some_and(|s| s != seq))
+        .count() as u64;
+    let report = verify_report(&acked, &seen, consume.records, damaged, misplaced);
+    Ok((vec![put, consume, e2e], report))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hot_key_share_picks_that_share_of_records() {
+        for share in [0.0, 0.1, 0.5, 1.0] {
+            let hot = (0..100_000u64).filter(|&id| is_hot(id, share)).count() as f64 / 100_000.0;
+            assert!((hot - share).abs() < 0.01, "share {share}: {hot}");
+        }
+    }
 
     #[test]
     fn payloads_carry_their_id_and_any_changed_byte_is_caught() {

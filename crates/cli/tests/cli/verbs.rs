@@ -409,6 +409,47 @@ fn bench_puts_replays_and_verifies_every_acknowledged_record() {
         single.contains("verify:") && single.contains("\"ok\":true"),
         "{single}"
     );
+    // Mixed: consumers tail the stream from LATEST while the puts run, and
+    // must see every acknowledged record once; end-to-end latency per record.
+    let mixed = ok(&run(
+        &server.endpoint,
+        &[
+            "--json",
+            "bench",
+            "--mode",
+            "mixed",
+            "--seconds",
+            "1",
+            "--connections",
+            "2",
+            "--batch",
+            "10",
+            "--hot-key-share",
+            "0.3",
+            "--stream",
+            "mixed",
+        ],
+    ));
+    let m: Value = serde_json::from_str(&mixed).unwrap();
+    assert_eq!(m["verify"]["ok"], true, "{m}");
+    let names: Vec<&str> = m["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["put", "consume", "e2e"]);
+    let put_records = m["phases"][0]["records"].as_u64().unwrap();
+    assert!(put_records > 0);
+    assert_eq!(m["verify"]["acknowledged"].as_u64(), Some(put_records), "{m}");
+    assert_eq!(m["phases"][2]["records"].as_u64(), Some(put_records), "{m}");
+    assert!(m["phases"][2]["latency_us"]["p50"].as_u64().unwrap() > 0, "{m}");
+    let bad = run(&server.endpoint, &["bench", "--mode", "sideways"]);
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--mode must be"),
+        "{bad:?}"
+    );
 }
 
 #[test]
