@@ -1,5 +1,6 @@
 //! The `shardlog` command.
 
+mod alloc;
 mod bench;
 mod client;
 
@@ -434,6 +435,7 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> std::process::ExitCode {
+    alloc::return_freed_memory_promptly();
     // A reader that stops early (`| head`) closes our stdout: that ends the
     // command quietly, as for any Unix tool, instead of a panic from println!.
     let default_hook = std::panic::take_hook();
