@@ -5,7 +5,8 @@
 //! GetRecords answers free tens of megabytes a second, so with that delay
 //! the server's resident memory peaked at 56–63 MiB during a replay against
 //! 19 MiB with a prompt purge (docs/PERFORMANCE.md, fourth pass). The
-//! variable `MIMALLOC_PURGE_DELAY`, when set, still wins.
+//! variable `MIMALLOC_PURGE_DELAY` (or its old name `MIMALLOC_RESET_DELAY`),
+//! when set, still wins.
 #![allow(unsafe_code)]
 
 /// Milliseconds mimalloc keeps freed memory before returning it: the delay
@@ -20,7 +21,14 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Sets the purge delay unless the environment set it. Call first thing in
 /// `main`, before any thread starts.
 pub fn return_freed_memory_promptly() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+    // mimalloc matches its variables without regard to case and still
+    // honours the old name of this one.
+    let set_by_user = std::env::vars_os().any(|(k, _)| {
+        k.to_str().is_some_and(|k| {
+            k.eq_ignore_ascii_case("MIMALLOC_PURGE_DELAY") || k.eq_ignore_ascii_case("MIMALLOC_RESET_DELAY")
+        })
+    });
+    if set_by_user {
         return;
     }
     // SAFETY: `mi_option_set` stores one integer in mimalloc's option table;

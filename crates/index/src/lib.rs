@@ -271,6 +271,14 @@ impl IndexedLog {
             .insert(base, idx.max_arrival_ms);
         let idx = Arc::new(idx);
         self.shared.cache.insert(self.shared.key, idx.clone());
+        if self.log.first_seq() > base {
+            // Retention deleted the segment while this load ran (oldest
+            // first, so its base is now below the first record), and its
+            // `removed` callback came before the insert: drop what would
+            // otherwise linger until the log closes.
+            self.shared.cache.remove(self.shared.key, base);
+            lock(&self.shared.state).max_arrival.remove(&base);
+        }
         Ok(idx)
     }
 

@@ -1816,7 +1816,7 @@ impl Log {
     }
 
     /// [`Log::read_at`] that also stops right after the first record for
-    /// which `stop` is true (arrival time, sequence number), so that a search
+    /// which `stop` is true (sequence number, arrival time), so that a search
     /// verifies the checksums of the records up to its answer and no more.
     pub fn read_until(
         &self,
@@ -2057,8 +2057,6 @@ impl Log {
     }
 }
 
-/// Ends a read at damaged bytes: the records before them are returned (the
-/// next read, starting at the damage, gets the error); with none, the error.
 /// What [`Log::read_at`] may look at in one segment.
 struct Readable {
     seg: Arc<MappedSegment>,
@@ -2071,6 +2069,8 @@ struct Readable {
     end_seq: Option<u64>,
 }
 
+/// Ends a read at damaged bytes: the records before them are returned (the
+/// next read, starting at the damage, gets the error); with none, the error.
 fn stop_at(mut out: ReadBatch, err: Error, base: u64, p: usize, seq: u64) -> Result<ReadBatch> {
     if out.records.is_empty() {
         return Err(err);
