@@ -11,7 +11,7 @@
 //! not in the cache: every append adds to it, and it is rebuilt only by
 //! recovery.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -53,6 +53,9 @@ struct State {
     slots: HashMap<(LogKey, u64), Slot>,
     /// Queued tick → key, oldest first; one entry per slot.
     lru: BTreeMap<u64, (LogKey, u64)>,
+    /// The segment bases each log has slots for, so that closing a log
+    /// costs its own slots, not a scan of every log's.
+    by_log: HashMap<LogKey, BTreeSet<u64>>,
     tick: u64,
     stats: CacheStats,
 }
@@ -61,8 +64,18 @@ impl State {
     fn remove(&mut self, key: (LogKey, u64)) {
         if let Some(slot) = self.slots.remove(&key) {
             self.lru.remove(&slot.queued);
+            self.forget(key);
             self.stats.bytes -= slot.bytes;
             self.stats.indexes -= 1;
+        }
+    }
+
+    fn forget(&mut self, key: (LogKey, u64)) {
+        if let Some(bases) = self.by_log.get_mut(&key.0) {
+            bases.remove(&key.1);
+            if bases.is_empty() {
+                self.by_log.remove(&key.0);
+            }
         }
     }
 
@@ -79,6 +92,7 @@ impl State {
                 continue;
             }
             if let Some(slot) = self.slots.remove(&key) {
+                self.forget(key);
                 self.stats.bytes -= slot.bytes;
                 self.stats.indexes -= 1;
                 self.stats.evictions += 1;
@@ -178,6 +192,7 @@ impl IndexCache {
             },
         );
         st.lru.insert(used, key);
+        st.by_log.entry(log).or_default().insert(key.1);
         st.stats.bytes += bytes;
         st.stats.indexes += 1;
         // The entry just inserted is the most recent, so it goes last, and
@@ -193,9 +208,9 @@ impl IndexCache {
     /// Forgets every index of a log that is being closed.
     pub(crate) fn remove_log(&self, log: LogKey) {
         let mut st = self.lock();
-        let keys: Vec<_> = st.slots.keys().filter(|k| k.0 == log).copied().collect();
-        for k in keys {
-            st.remove(k);
+        let bases = st.by_log.remove(&log).unwrap_or_default();
+        for base in bases {
+            st.remove((log, base));
         }
     }
 }
@@ -249,6 +264,17 @@ mod tests {
         assert!(cache.get(a, 0, 10).is_none());
         assert!(cache.get(b, 0, 10).is_some());
         assert_eq!(cache.stats().indexes, 1);
+        cache.remove_log(b);
+        assert_eq!(
+            cache.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 2,
+                ..CacheStats::default()
+            }
+        );
+        let st = cache.lock();
+        assert!(st.by_log.is_empty() && st.lru.is_empty() && st.slots.is_empty());
     }
 
     #[test]
@@ -259,6 +285,78 @@ mod tests {
         assert!(cache.get(log, 0, 11).is_none());
         assert_eq!(cache.stats().indexes, 0);
         assert_eq!(cache.stats().bytes, 0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u64, u64, usize),
+        Get(u64, u64),
+        Remove(u64, u64),
+        RemoveLog(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => (0..3u64, 0..6u64, 1..40usize).prop_map(|(l, b, n)| Op::Insert(l, b, n)),
+            4 => (0..3u64, 0..6u64).prop_map(|(l, b)| Op::Get(l, b)),
+            1 => (0..3u64, 0..6u64).prop_map(|(l, b)| Op::Remove(l, b)),
+            1 => (0..3u64).prop_map(Op::RemoveLog),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Against a model (a list in use order): the cache holds exactly
+        /// the most recently used indexes that fit, and its counts agree.
+        #[test]
+        fn cache_matches_a_least_recently_used_model(ops in proptest::collection::vec(op(), 1..200)) {
+            let unit = index(0, 10).memory_bytes();
+            let budget = 3 * unit;
+            let cache = IndexCache::new(budget);
+            // (log, base, entries, bytes), least recently used first.
+            let mut model: Vec<(u64, u64, usize, usize)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(l, b, n) => {
+                        let idx = index(b * 1000, n);
+                        let bytes = idx.memory_bytes();
+                        cache.insert(l, idx);
+                        model.retain(|m| (m.0, m.1) != (l, b * 1000));
+                        if bytes <= budget {
+                            model.push((l, b * 1000, n, bytes));
+                            while model.iter().map(|m| m.3).sum::<usize>() > budget {
+                                model.remove(0);
+                            }
+                        }
+                    }
+                    Op::Get(l, b) => {
+                        let pos = model.iter().position(|m| (m.0, m.1) == (l, b * 1000));
+                        let end = pos.map_or(b * 1000 + 1, |p| b * 1000 + model[p].2 as u64);
+                        let got = cache.get(l, b * 1000, end);
+                        proptest::prop_assert_eq!(got.is_some(), pos.is_some());
+                        if let Some(p) = pos {
+                            let m = model.remove(p);
+                            model.push(m);
+                        }
+                    }
+                    Op::Remove(l, b) => {
+                        cache.remove(l, b * 1000);
+                        model.retain(|m| (m.0, m.1) != (l, b * 1000));
+                    }
+                    Op::RemoveLog(l) => {
+                        cache.remove_log(l);
+                        model.retain(|m| m.0 != l);
+                    }
+                }
+                let st = cache.lock();
+                proptest::prop_assert_eq!(st.stats.bytes, model.iter().map(|m| m.3).sum::<usize>());
+                proptest::prop_assert!(st.stats.bytes <= budget);
+                proptest::prop_assert_eq!(st.stats.indexes, model.len());
+                proptest::prop_assert_eq!(st.slots.len(), model.len());
+                proptest::prop_assert_eq!(st.lru.len(), model.len());
+                proptest::prop_assert_eq!(st.by_log.values().map(BTreeSet::len).sum::<usize>(), model.len());
+            }
+        }
     }
 
     #[test]
