@@ -73,6 +73,15 @@ struct Phase {
 }
 
 impl Phase {
+    /// Adds the counts and latencies of one connection's share of a phase.
+    fn absorb(&mut self, part: Phase) {
+        self.requests += part.requests;
+        self.records += part.records;
+        self.bytes += part.bytes;
+        self.failed_records += part.failed_records;
+        self.latencies_us.extend(part.latencies_us);
+    }
+
     fn pct(&self, p: f64) -> u64 {
         if self.latencies_us.is_empty() {
             return 0;
@@ -414,11 +423,7 @@ async fn put_phase_timed(
     };
     for t in tasks {
         let p = t.await.map_err(|e| anyhow!("writer task: {e}"))?;
-        total.requests += p.requests;
-        total.records += p.records;
-        total.bytes += p.bytes;
-        total.failed_records += p.failed_records;
-        total.latencies_us.extend(p.latencies_us);
+        total.absorb(p);
     }
     total.seconds = started.elapsed().as_secs_f64();
     Ok(total)
@@ -594,10 +599,7 @@ async fn replay_phase(
     let (mut damaged, mut misplaced) = (0u64, 0u64);
     for t in tasks {
         let r = t.await.map_err(|e| anyhow!("reader task: {e}"))??;
-        p.requests += r.phase.requests;
-        p.records += r.phase.records;
-        p.bytes += r.phase.bytes;
-        p.latencies_us.extend(r.phase.latencies_us);
+        p.absorb(r.phase);
         damaged += r.damaged;
         misplaced += r.misplaced;
         for id in r.seen {
@@ -678,10 +680,7 @@ async fn mixed_phases(
     let mut damaged = 0;
     for r in readers {
         let r = r.await.map_err(|e| anyhow!("consumer task: {e}"))??;
-        consume.requests += r.phase.requests;
-        consume.records += r.phase.records;
-        consume.bytes += r.phase.bytes;
-        consume.latencies_us.extend(r.phase.latencies_us);
+        consume.absorb(r.phase);
         damaged += r.damaged;
         e2e.latencies_us.extend(r.e2e_us);
         for (id, seq) in r.seen.into_iter().zip(r.seen_seq) {

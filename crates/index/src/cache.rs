@@ -91,12 +91,9 @@ impl State {
                 self.lru.insert(slot.used, key);
                 continue;
             }
-            if let Some(slot) = self.slots.remove(&key) {
-                self.forget(key);
-                self.stats.bytes -= slot.bytes;
-                self.stats.indexes -= 1;
-                self.stats.evictions += 1;
-            }
+            // Its queue entry is already popped; `remove` finds none to drop.
+            self.remove(key);
+            self.stats.evictions += 1;
             return true;
         }
         false
