@@ -1,10 +1,14 @@
 //! Time to accept writes again after a process crash, with a large data
 //! directory (issue 8: 10 GiB in 100 shards, ≤ 1 s).
 //!
-//! `open_probe fill DIR GIB SHARDS` writes GIB GiB of 1 KiB records into a
-//! stream of SHARDS shards (batches of 500, `SyncPolicy::Never` to fill
-//! quickly; a process crash keeps what reached the kernel), then aborts the process: no clean stop, no
-//! clean-stop markers, as after `kill -9`.
+//! `open_probe fill DIR GIB SHARDS [always|never]` writes GIB GiB of 1 KiB
+//! records into a stream of SHARDS shards (batches of 500), then aborts the
+//! process: no clean stop, no clean-stop markers, as after `kill -9`.
+//! `always` (the default, as a server acknowledges) syncs each batch before
+//! the next, so the frames record how far their segment was synced and the
+//! open verifies only the rest at once (`OpenCheck::Deferred`); `never`
+//! syncs nothing, so nothing is proven synced and the open verifies every
+//! checksum of the active segments: the worst case.
 //!
 //! `open_probe open DIR` opens the engine (recovery scans each shard's
 //! active segment) and times it and the first acknowledged `put_record`
@@ -20,7 +24,7 @@ use shardlog_stream::{CreateStreamOptions, Engine, EngineOptions, PutRecordInput
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: open_probe fill DIR GIB SHARDS | open_probe open DIR";
+    let usage = "usage: open_probe fill DIR GIB SHARDS [always|never] | open_probe open DIR";
     let dir = args.get(2).expect(usage);
     match args.get(1).map(String::as_str) {
         Some("fill") => {
@@ -29,7 +33,10 @@ fn main() {
             let e = Engine::open(
                 dir,
                 EngineOptions {
-                    sync: SyncPolicy::Never,
+                    sync: match args.get(5).map(String::as_str) {
+                        Some("never") => SyncPolicy::Never,
+                        _ => SyncPolicy::Always,
+                    },
                     retention_check_interval_ms: 0,
                     ..EngineOptions::default()
                 },

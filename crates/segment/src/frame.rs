@@ -117,26 +117,46 @@ pub enum Decoded<'a> {
     Invalid(&'static str),
 }
 
-/// Decodes the frame starting at `buf[pos]`. `buf` is the whole segment (or
-/// its visible prefix); `pos` is the frame's file offset.
-pub fn decode(buf: &[u8], pos: usize, file_id: u64) -> Decoded<'_> {
-    let rest = match buf.get(pos..) {
-        Some(r) => r,
-        None => return Decoded::Invalid("position past the end of the file"),
-    };
+/// The fixed fields of a frame whose header is well formed, read without
+/// checking the frame's checksum (see [`decode_header`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub seq: u64,
+    pub arrival_ms: i64,
+    /// Byte offset of the frame within its segment file.
+    pub offset: u64,
+    /// Total length of the frame in bytes.
+    pub frame_len: u32,
+}
+
+/// What [`decode_header`] found at a position.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodedHeader {
+    /// A header whose lengths, flags and reserved bytes are consistent and
+    /// whose frame fits in the bytes.
+    Header(Header),
+    /// The all-zero end-of-data marker (or the end of the bytes, exactly).
+    End,
+    /// Bytes that are not a valid frame header.
+    Invalid(&'static str),
+}
+
+/// Checks the lengths in the frame header at the start of `rest`: the
+/// frame's total length, `None` at the end of data, or why it is not a frame.
+fn check_header(rest: &[u8]) -> Result<Option<usize>, &'static str> {
     if rest.is_empty() {
-        return Decoded::End;
+        return Ok(None);
     }
     if rest.len() < FRAME_HEADER_BYTES {
         return if rest.iter().all(|&b| b == 0) {
-            Decoded::End
+            Ok(None)
         } else {
-            Decoded::Invalid("truncated frame header")
+            Err("truncated frame header")
         };
     }
     let h = &rest[..FRAME_HEADER_BYTES];
     if h.iter().all(|&b| b == 0) {
-        return Decoded::End;
+        return Ok(None);
     }
     let total = Endian::read_u32(&h[FRAME_LEN_OFFSET..]) as usize;
     let key_len = Endian::read_u16(&h[FRAME_KEY_LEN_OFFSET..]) as usize;
@@ -145,19 +165,61 @@ pub fn decode(buf: &[u8], pos: usize, file_id: u64) -> Decoded<'_> {
         || data_len > RECORD_DATA_BYTES_LIMIT
         || total != frame_len(key_len, data_len)
     {
-        return Decoded::Invalid("frame lengths are inconsistent");
+        return Err("frame lengths are inconsistent");
     }
     if total > rest.len() {
-        return Decoded::Invalid("frame extends past the end of the file");
+        return Err("frame extends past the end of the file");
     }
+    Ok(Some(total))
+}
+
+fn flags_known(h: &[u8]) -> bool {
+    Endian::read_u16(&h[FRAME_FLAGS_OFFSET..]) & !FRAME_FLAGS_KNOWN == 0
+        && Endian::read_u32(&h[FRAME_RESERVED_OFFSET..]) == 0
+}
+
+/// Reads the header of the frame at `buf[pos]` with every check of
+/// [`decode`] except the two that read the whole frame: its checksum and
+/// the UTF-8 of its partition key. Recovery walks the prefix of an active
+/// segment that a later valid frame proves was synced with it, and leaves
+/// those checks to a pass after open; readers always use [`decode`].
+pub fn decode_header(buf: &[u8], pos: usize) -> DecodedHeader {
+    let Some(rest) = buf.get(pos..) else {
+        return DecodedHeader::Invalid("position past the end of the file");
+    };
+    match check_header(rest) {
+        Ok(None) => DecodedHeader::End,
+        Err(reason) => DecodedHeader::Invalid(reason),
+        Ok(Some(_)) if !flags_known(rest) => DecodedHeader::Invalid("unknown frame flags"),
+        Ok(Some(total)) => DecodedHeader::Header(Header {
+            seq: Endian::read_u64(&rest[FRAME_SEQ_OFFSET..]),
+            arrival_ms: Endian::read_i64(&rest[FRAME_ARRIVAL_MS_OFFSET..]),
+            offset: pos as u64,
+            frame_len: total as u32,
+        }),
+    }
+}
+
+/// Decodes the frame starting at `buf[pos]`. `buf` is the whole segment (or
+/// its visible prefix); `pos` is the frame's file offset.
+pub fn decode(buf: &[u8], pos: usize, file_id: u64) -> Decoded<'_> {
+    let Some(rest) = buf.get(pos..) else {
+        return Decoded::Invalid("position past the end of the file");
+    };
+    let total = match check_header(rest) {
+        Ok(None) => return Decoded::End,
+        Err(reason) => return Decoded::Invalid(reason),
+        Ok(Some(total)) => total,
+    };
+    let h = &rest[..FRAME_HEADER_BYTES];
     let stored_crc = Endian::read_u32(&h[FRAME_CRC_OFFSET..]);
     if checksum(file_id, &rest[FRAME_LEN_OFFSET..total]) != stored_crc {
         return Decoded::Invalid("frame checksum mismatch");
     }
-    let flags = Endian::read_u16(&h[FRAME_FLAGS_OFFSET..]);
-    if flags & !FRAME_FLAGS_KNOWN != 0 || Endian::read_u32(&h[FRAME_RESERVED_OFFSET..]) != 0 {
+    if !flags_known(h) {
         return Decoded::Invalid("unknown frame flags");
     }
+    let key_len = Endian::read_u16(&h[FRAME_KEY_LEN_OFFSET..]) as usize;
     let key_start = FRAME_HEADER_BYTES;
     let Ok(partition_key) = std::str::from_utf8(&rest[key_start..key_start + key_len]) else {
         return Decoded::Invalid("partition key is not UTF-8");
@@ -167,7 +229,7 @@ pub fn decode(buf: &[u8], pos: usize, file_id: u64) -> Decoded<'_> {
         arrival_ms: Endian::read_i64(&h[FRAME_ARRIVAL_MS_OFFSET..]),
         partition_key,
         data: &rest[key_start + key_len..total],
-        flags,
+        flags: Endian::read_u16(&h[FRAME_FLAGS_OFFSET..]),
         offset: pos as u64,
         frame_len: total as u32,
     })
@@ -200,6 +262,39 @@ mod tests {
             }
             other => panic!("expected a record, got {other:?}"),
         }
+        assert_eq!(
+            decode_header(&buf, 7),
+            DecodedHeader::Header(Header {
+                seq,
+                arrival_ms: ts,
+                offset: 7,
+                frame_len: (buf.len() - 7) as u32,
+            })
+        );
+    }
+
+    /// What `decode_header` must say wherever `decode` has spoken: the same
+    /// fields for a record, the end where it ends, and never a header where
+    /// the header itself is what `decode` refused.
+    fn header_agrees_with_decode(bytes: &[u8], pos: usize, file_id: u64) -> Result<(), String> {
+        match (decode(bytes, pos, file_id), decode_header(bytes, pos)) {
+            (Decoded::Record(r), DecodedHeader::Header(h)) => {
+                if (h.seq, h.arrival_ms, h.offset, h.frame_len)
+                    != (r.seq, r.arrival_ms, r.offset, r.frame_len)
+                {
+                    return Err(format!("{h:?} differs from {r:?}"));
+                }
+            }
+            (Decoded::End, DecodedHeader::End) => {}
+            (Decoded::Invalid(_), DecodedHeader::Invalid(_)) => {}
+            // Only the checks left out may tell the two apart.
+            (
+                Decoded::Invalid("frame checksum mismatch" | "partition key is not UTF-8"),
+                DecodedHeader::Header(_),
+            ) => {}
+            (d, h) => return Err(format!("decode says {d:?}, decode_header says {h:?}")),
+        }
+        Ok(())
     }
 
     #[test]
@@ -284,6 +379,27 @@ mod tests {
             pos in 0usize..300,
         ) {
             let _ = decode(&bytes, pos, 0);
+            let _ = decode_header(&bytes, pos);
+        }
+
+        #[test]
+        fn header_decoding_agrees_with_full_decoding_on_damaged_frames(
+            data in proptest::collection::vec(any::<u8>(), 0..300),
+            damage in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..4),
+            prefix in 0usize..8,
+        ) {
+            let mut buf = vec![0u8; prefix];
+            encode(&mut buf, 9, 3, 0, &RecordIn::new("pk", &data, 1));
+            encode(&mut buf, 9, 4, 0, &RecordIn::new("key-2", &data, 2));
+            for (at, x) in &damage {
+                let at = at % buf.len();
+                buf[at] ^= x;
+            }
+            for pos in 0..buf.len() + 1 {
+                if let Err(e) = header_agrees_with_decode(&buf, pos, 9) {
+                    prop_assert!(false, "at {}: {}", pos, e);
+                }
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ pub use frame::{Record, RecordIn};
 pub use fs::{FileHandle, FileSystem, FsSyncer, Mapping, StdFs};
 pub use log::{
     now_ms, AppendObserver, Appended, Durable, Log, LogOptions, MappedBytes, NoObserver,
-    NoObserver as NoObserverForTests, Pending, Placed, Position, Problem, ReadBatch, ReadLimits,
+    NoObserver as NoObserverForTests, OpenCheck, Pending, Placed, Position, Problem, ReadBatch, ReadLimits,
     RecoveryPolicy, RecoveryReport, SealedInfo, SegmentSummary, SyncPolicy, VerifyReport,
 };
 pub use sync::{SyncCoordinator, SyncPool};

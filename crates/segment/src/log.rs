@@ -44,11 +44,32 @@ pub enum RecoveryPolicy {
     Strict,
 }
 
+/// How much of the active segment recovery verifies against its checksums
+/// before the log opens. Readers verify every frame they serve either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OpenCheck {
+    /// Every frame: damage anywhere in the active segment is found (and
+    /// quarantined) before the log opens.
+    #[default]
+    Full,
+    /// Only the frames a crash can have torn: those after the last sync
+    /// that a valid frame near the end records. The synced prefix before
+    /// them is walked frame by frame (lengths, flags, sequence numbers,
+    /// arrival times), which is all that building the index and finding
+    /// the end need, and its checksums are left to
+    /// [`Log::check_deferred`], which the caller runs after open and which
+    /// quarantines the log if it finds damage. This halves the CPU time of
+    /// an open after a crash, when the active segments are large.
+    Deferred,
+}
+
 /// Settings of a log.
 #[derive(Debug, Clone)]
 pub struct LogOptions {
     pub sync: SyncPolicy,
     pub recovery: RecoveryPolicy,
+    /// How much of the active segment is verified before the log opens.
+    pub open_check: OpenCheck,
     /// Roll to a new segment once the active one would exceed this size.
     pub segment_bytes_max: u64,
     /// Roll once the active segment is older than this (and holds records).
@@ -78,6 +99,7 @@ impl Default for LogOptions {
         LogOptions {
             sync: SyncPolicy::Always,
             recovery: RecoveryPolicy::TolerateTornTail,
+            open_check: OpenCheck::Full,
             segment_bytes_max: SEGMENT_BYTES_DEFAULT_MAX,
             segment_age_max_ms: SEGMENT_AGE_DEFAULT_MAX_MS,
             data_bytes_max: RECORD_DATA_BYTES_DEFAULT_MAX,
@@ -422,6 +444,11 @@ struct Inner {
     sync_cv: Condvar,
     segments: RwLock<BTreeMap<u64, SegmentEntry>>,
     maps: Mutex<MapCache>,
+    /// What [`Log::check_deferred`] has still to verify.
+    deferred: Mutex<Option<DeferredCheck>>,
+    /// Held by a running [`Log::check_deferred`], so that a second caller
+    /// waits for it and then finds the work done, rather than repeating it.
+    deferred_running: Mutex<()>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -612,6 +639,23 @@ pub struct RecoveryReport {
     pub quarantined: Option<(PathBuf, u64, String)>,
     /// Records found in the active segment.
     pub active_records: u64,
+    /// Under [`OpenCheck::Deferred`]: the active segment and the offset up to
+    /// which its frames were walked but their checksums not yet verified
+    /// (see [`Log::check_deferred`]).
+    pub deferred_check: Option<(PathBuf, u64)>,
+}
+
+/// The synced prefix of a recovered active segment whose checksums
+/// [`Log::check_deferred`] has still to verify, and how far it has come.
+#[derive(Debug, Clone)]
+struct DeferredCheck {
+    path: PathBuf,
+    file_id: u64,
+    /// Where the unverified prefix ends (a frame boundary).
+    end: u64,
+    /// The next frame to verify and its sequence number.
+    pos: u64,
+    seq: u64,
 }
 
 struct Scan<'a> {
@@ -629,13 +673,91 @@ struct Scan<'a> {
 /// of tiny records holds millions).
 const SCAN_CHUNK_RECORDS: usize = 4096;
 
+/// How much [`Log::check_deferred`] verifies between two questions to its
+/// caller whether to stop (a few milliseconds of checksumming).
+pub const DEFERRED_CHECK_STEP_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Frames near the end of an active segment that [`synced_prefix`] tries,
+/// newest first, for one that passes its checksum. A crash tears at most
+/// the writes after the last sync, which are far fewer frames than this
+/// unless they are tiny; when all of these fail, the whole segment is
+/// verified, as under [`OpenCheck::Full`].
+const SYNCED_PROBE_FRAMES: usize = 64;
+
+/// How far the frames of an active segment are proven synced: walks the
+/// frame headers to the end (no checksums), then takes the newest of the
+/// last [`SYNCED_PROBE_FRAMES`] frames that passes its checksum, and returns
+/// its `synced_upto`. That frame was written by this file's writer after
+/// an `fdatasync` had made every byte below that offset durable, so those
+/// bytes were complete then; damage to them since can only be corruption,
+/// which [`Log::check_deferred`] and every reader still detect. Returns the
+/// header's end (nothing proven) when no such frame exists.
+fn synced_prefix(bytes: &[u8], header: &SegmentHeader, limit: usize) -> usize {
+    let mut recent = [0usize; SYNCED_PROBE_FRAMES];
+    let mut walked = 0usize;
+    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut next_seq = header.base_seq;
+    let mut last_arrival_ms = i64::MIN;
+    while pos < limit {
+        match frame::decode_header(&bytes[..limit], pos) {
+            frame::DecodedHeader::Header(h) if h.seq == next_seq && h.arrival_ms >= last_arrival_ms => {
+                recent[walked % SYNCED_PROBE_FRAMES] = pos;
+                walked += 1;
+                next_seq += 1;
+                last_arrival_ms = h.arrival_ms;
+                pos += h.frame_len as usize;
+            }
+            _ => break,
+        }
+    }
+    for i in (walked.saturating_sub(SYNCED_PROBE_FRAMES)..walked).rev() {
+        let at = recent[i % SYNCED_PROBE_FRAMES];
+        if let Decoded::Record(_) = frame::decode(&bytes[..limit], at, header.file_id) {
+            // A frame's synced_upto never exceeds its own offset; the bound
+            // keeps a damaged-yet-valid value from reaching past the walk.
+            return (frame::synced_upto(bytes, at) as usize).clamp(SEGMENT_HEADER_BYTES, at);
+        }
+    }
+    SEGMENT_HEADER_BYTES
+}
+
+/// The header of the frame at `pos`, checked in full (checksum included)
+/// unless the frame ends at or below `unchecked_upto`; `None` at the end of
+/// data.
+fn frame_at(
+    bytes: &[u8],
+    pos: usize,
+    unchecked_upto: usize,
+    file_id: u64,
+) -> std::result::Result<Option<frame::Header>, &'static str> {
+    if pos < unchecked_upto {
+        if let frame::DecodedHeader::Header(h) = frame::decode_header(bytes, pos) {
+            if h.offset + u64::from(h.frame_len) <= unchecked_upto as u64 {
+                return Ok(Some(h));
+            }
+        }
+    }
+    match frame::decode(bytes, pos, file_id) {
+        Decoded::End => Ok(None),
+        Decoded::Invalid(reason) => Err(reason),
+        Decoded::Record(r) => Ok(Some(frame::Header {
+            seq: r.seq,
+            arrival_ms: r.arrival_ms,
+            offset: r.offset,
+            frame_len: r.frame_len,
+        })),
+    }
+}
+
 /// Scans the frames of a segment from its header to the first position that
 /// is not a valid, in-sequence frame, handing the valid ones to `on_placed`
-/// in order, a chunk at a time.
+/// in order, a chunk at a time. Frames that end at or below `unchecked_upto`
+/// are checked by their headers only (see [`OpenCheck::Deferred`]).
 fn scan_frames<'a>(
     bytes: &'a [u8],
     header: &SegmentHeader,
     limit: usize,
+    unchecked_upto: usize,
     on_placed: &mut dyn FnMut(&[Placed]),
 ) -> Scan<'a> {
     let mut pos = SEGMENT_HEADER_BYTES;
@@ -647,32 +769,31 @@ fn scan_frames<'a>(
         if pos >= limit {
             break None;
         }
-        match frame::decode(&bytes[..limit], pos, header.file_id) {
-            Decoded::End => break None,
-            Decoded::Invalid(reason) => break Some(reason),
-            Decoded::Record(r) => {
-                if r.seq != next_seq {
-                    break Some("frame has an out-of-sequence number");
-                }
-                if r.arrival_ms < last_arrival_ms {
-                    break Some("frame arrival time goes backwards");
-                }
-                placed.push(Placed {
-                    seq: r.seq,
-                    offset: r.offset,
-                    arrival_ms: r.arrival_ms,
-                    frame_len: r.frame_len,
-                });
-                if placed.len() == SCAN_CHUNK_RECORDS {
-                    on_placed(&placed);
-                    placed.clear();
-                }
-                records += 1;
-                last_arrival_ms = r.arrival_ms;
-                next_seq += 1;
-                pos += r.frame_len as usize;
-            }
+        let r = match frame_at(&bytes[..limit], pos, unchecked_upto, header.file_id) {
+            Ok(Some(r)) => r,
+            Ok(None) => break None,
+            Err(reason) => break Some(reason),
+        };
+        if r.seq != next_seq {
+            break Some("frame has an out-of-sequence number");
         }
+        if r.arrival_ms < last_arrival_ms {
+            break Some("frame arrival time goes backwards");
+        }
+        placed.push(Placed {
+            seq: r.seq,
+            offset: r.offset,
+            arrival_ms: r.arrival_ms,
+            frame_len: r.frame_len,
+        });
+        if placed.len() == SCAN_CHUNK_RECORDS {
+            on_placed(&placed);
+            placed.clear();
+        }
+        records += 1;
+        last_arrival_ms = r.arrival_ms;
+        next_seq += 1;
+        pos += r.frame_len as usize;
     };
     if !placed.is_empty() {
         on_placed(&placed);
@@ -791,6 +912,13 @@ impl Log {
             }
         }
         let w = writer;
+        let deferred = report.deferred_check.as_ref().map(|(path, end)| DeferredCheck {
+            path: path.clone(),
+            file_id: w.active.file_id,
+            end: *end,
+            pos: SEGMENT_HEADER_BYTES as u64,
+            seq: w.active.base_seq,
+        });
         segments.insert(
             w.active.base_seq,
             SegmentEntry {
@@ -823,6 +951,8 @@ impl Log {
             sync_cv: Condvar::new(),
             segments: RwLock::new(segments),
             maps: Mutex::new(MapCache::default()),
+            deferred: Mutex::new(deferred),
+            deferred_running: Mutex::new(()),
             _lock: lock_guard,
         });
         let flusher = match inner.opts.sync {
@@ -954,9 +1084,16 @@ impl Log {
         // log continues whatever the checks below decide (a torn tail is cut
         // there, damage is quarantined from there, and a strict refusal
         // opens nothing), so the observer can index them as they come.
-        let scan = scan_frames(bytes, &header, bytes.len(), &mut |chunk| {
+        let unchecked_upto = match opts.open_check {
+            OpenCheck::Full => SEGMENT_HEADER_BYTES,
+            OpenCheck::Deferred => synced_prefix(bytes, &header, bytes.len()),
+        };
+        let scan = scan_frames(bytes, &header, bytes.len(), unchecked_upto, &mut |chunk| {
             observer.placed(base, chunk)
         });
+        if unchecked_upto > SEGMENT_HEADER_BYTES {
+            report.deferred_check = Some((path.clone(), unchecked_upto as u64));
+        }
         // Only ranges the file system reports as data need checking for
         // stray bytes; preallocated space that was never written reads as
         // zeros by definition.
@@ -1134,6 +1271,79 @@ impl Log {
             .iter()
             .filter_map(|s| self.inner.fs.open_read(&s.path).and_then(|f| f.len()).ok())
             .sum()
+    }
+
+    /// Bytes of the active segment's synced prefix whose checksums
+    /// [`Log::check_deferred`] has still to verify (0 under
+    /// [`OpenCheck::Full`], and once the check is done).
+    pub fn deferred_check_bytes(&self) -> u64 {
+        lock(&self.inner.deferred).as_ref().map_or(0, |d| d.end - d.pos)
+    }
+
+    /// Verifies the checksums that recovery under [`OpenCheck::Deferred`]
+    /// left unchecked: those of the synced prefix of the segment that was
+    /// active at open. Damage there is acknowledged data gone bad on disk,
+    /// so the log is quarantined (read-only from that frame on, as if
+    /// recovery had found it) and the corruption is returned with file and
+    /// offset. `stop` is asked every [`DEFERRED_CHECK_STEP_BYTES`]; when it
+    /// says yes, the check returns `Ok(false)` and the next call resumes
+    /// where it stopped. `Ok(true)` means nothing is left to verify. A call
+    /// made while another runs waits for it and goes on from where it ended.
+    pub fn check_deferred(&self, stop: &dyn Fn() -> bool) -> Result<bool> {
+        let _running = lock(&self.inner.deferred_running);
+        let Some(mut d) = lock(&self.inner.deferred).clone() else {
+            return Ok(true);
+        };
+        let file = match self.inner.fs.open_read(&d.path) {
+            Ok(f) => f,
+            // Retention removed the segment: nothing of it is served any more.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                *lock(&self.inner.deferred) = None;
+                return Ok(true);
+            }
+            Err(e) => return Err(Error::io("open segment", &d.path, e)),
+        };
+        let map = file
+            .map(d.end as usize)
+            .map_err(|e| Error::io("map segment", &d.path, e))?;
+        let bytes = map.as_slice();
+        let mut step_end = d.pos + DEFERRED_CHECK_STEP_BYTES;
+        while d.pos < d.end {
+            let checked = match frame::decode(bytes, d.pos as usize, d.file_id) {
+                Decoded::Record(r) if r.seq == d.seq => Ok(r.frame_len),
+                Decoded::Record(_) => Err("frame has an out-of-sequence number"),
+                Decoded::End => Err("zeroed bytes below the end of synced data"),
+                Decoded::Invalid(reason) => Err(reason),
+            };
+            let frame_len = match checked {
+                Ok(len) => len,
+                Err(reason) => {
+                    {
+                        let mut st = lock(&self.inner.sync);
+                        if st.quarantine.is_none() {
+                            st.quarantine = Some((d.path.clone(), d.pos));
+                        }
+                    }
+                    *lock(&self.inner.deferred) = None;
+                    return Err(Error::corruption(
+                    &d.path,
+                    d.pos,
+                    format!("{reason} (found by the checksum pass after open; the log is quarantined, read-only, from here)"),
+                ));
+                }
+            };
+            d.pos += u64::from(frame_len);
+            d.seq += 1;
+            if d.pos >= step_end && d.pos < d.end {
+                *lock(&self.inner.deferred) = Some(d.clone());
+                if stop() {
+                    return Ok(false);
+                }
+                step_end = d.pos + DEFERRED_CHECK_STEP_BYTES;
+            }
+        }
+        *lock(&self.inner.deferred) = None;
+        Ok(true)
     }
 
     /// The error of a poisoned writer or quarantined log, if any.
@@ -2024,7 +2234,8 @@ impl Log {
                 created_ms: 0,
             };
             let limit = need.map_or(bytes.len(), |n| n as usize);
-            let scan = scan_frames(bytes, &header, limit.min(bytes.len()), &mut |_| {});
+            // Verification checks every checksum.
+            let scan = scan_frames(bytes, &header, limit.min(bytes.len()), 0, &mut |_| {});
             report.records += scan.records;
             if let Some(reason) = scan.stop {
                 report.problems.push(Problem {

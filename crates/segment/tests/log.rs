@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use shardlog_segment::format::SEGMENT_HEADER_BYTES;
 use shardlog_segment::{
-    Error, FileSystem, Log, LogOptions, NoObserverForTests, Position, ReadLimits, RecordIn, RecoveryPolicy,
-    SyncPolicy,
+    Error, FileSystem, Log, LogOptions, NoObserverForTests, OpenCheck, Position, ReadLimits, RecordIn,
+    RecoveryPolicy, SyncPolicy,
 };
 use shardlog_testkit::{CrashPlan, MemFs};
 
@@ -207,7 +207,24 @@ fn write_torn_at_every_byte_recovers_exactly_the_acknowledged_records() {
             std::mem::forget(log); // a crash runs no destructors
         }
         fs.crash(CrashPlan::TornPrefix { bytes: torn_at });
-        let log = open(&fs, small_opts()).unwrap();
+        let open_check = if torn_at % 2 == 0 {
+            OpenCheck::Full
+        } else {
+            OpenCheck::Deferred
+        };
+        let log = open(
+            &fs,
+            LogOptions {
+                open_check,
+                ..small_opts()
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            log.check_deferred(&|| false).ok(),
+            Some(true),
+            "torn at {torn_at}"
+        );
         let got = read_all(&log).unwrap();
         assert!(got.len() >= 5, "torn at {torn_at}: acknowledged records lost");
         for (i, (seq, key, _, _)) in got.iter().enumerate() {
@@ -268,7 +285,17 @@ fn random_crashes_keep_every_acknowledged_record() {
             std::mem::forget(log);
         }
         fs.crash(CrashPlan::Random { seed });
-        let log = open(&fs, small_opts()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let open_check = if seed % 2 == 0 {
+            OpenCheck::Full
+        } else {
+            OpenCheck::Deferred
+        };
+        let opts = LogOptions {
+            open_check,
+            ..small_opts()
+        };
+        let log = open(&fs, opts).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(log.check_deferred(&|| false).ok(), Some(true), "seed {seed}");
         let got = read_all(&log).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
         assert!(
             got.len() as u64 >= acked,
@@ -502,6 +529,222 @@ fn mid_log_corruption_of_synced_data_quarantines_instead_of_truncating() {
         drop(log);
         // Nothing was truncated.
         assert!(fs.contents(&path).unwrap().len() as u64 > offset + 1000);
+    }
+}
+
+/// The byte offset of record `i` (0-based) in a log that `append_n` filled
+/// from 0 within its first segment.
+fn frame_offset(i: u64) -> u64 {
+    SEGMENT_HEADER_BYTES as u64
+        + (0..i)
+            .map(|j| 40 + format!("pk{j}").len() as u64 + payload(j).len() as u64)
+            .sum::<u64>()
+}
+
+#[test]
+fn deferred_open_check_leaves_the_synced_prefix_to_a_later_pass_that_quarantines_its_damage() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 20);
+    let path = log.segments().last().unwrap().path.clone();
+    drop(log);
+    // A bit of the 6th record's data rots; its header stays intact, so
+    // only its checksum can tell.
+    let damaged = frame_offset(5);
+    fs.flip_bit(&path, damaged + 40 + 3 + 2, 5).unwrap();
+    let deferred = LogOptions {
+        open_check: OpenCheck::Deferred,
+        ..small_opts()
+    };
+    let (log, report) = Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        deferred.clone(),
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap();
+    assert_eq!(
+        report.quarantined, None,
+        "the walk of the synced prefix checks headers only"
+    );
+    let (dpath, dend) = report.deferred_check.clone().expect("a deferred check");
+    assert_eq!(dpath, path);
+    assert!(dend > damaged, "the synced prefix covers the damage");
+    assert_eq!(log.deferred_check_bytes(), dend - SEGMENT_HEADER_BYTES as u64);
+    // Readers verify every frame whatever the open check: the damaged
+    // record is never served.
+    let err = read_all(&log).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    // The log takes appends until the pass finds the damage...
+    log.append(&[RecordIn::new("pk20", b"v", 5_000)]).unwrap();
+    let err = log.check_deferred(&|| false).unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()), "{text}");
+    assert!(text.contains(&damaged.to_string()), "{text}");
+    // ...and is quarantined from then on, exactly as a full check at open
+    // would have left it.
+    assert!(matches!(
+        log.append(&[RecordIn::new("k", b"v", 6_000)]),
+        Err(Error::Quarantined { .. })
+    ));
+    let first = log
+        .read_at(
+            Position {
+                segment_base: 0,
+                offset: SEGMENT_HEADER_BYTES as u64,
+            },
+            0,
+            ALL,
+        )
+        .unwrap();
+    assert_eq!(first.len(), 5, "records before the damage stay readable");
+    assert_eq!(log.deferred_check_bytes(), 0);
+    drop(log);
+    let (_, full) = Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        small_opts(),
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap();
+    let (qpath, qoff, _) = full.quarantined.expect("a full check quarantines at open");
+    assert_eq!((qpath, qoff), (path, damaged));
+}
+
+#[test]
+fn deferred_open_check_resumes_where_it_was_stopped_and_passes_an_intact_log() {
+    let fs = MemFs::new();
+    let opts = LogOptions {
+        segment_bytes_max: 64 * 1024 * 1024,
+        ..small_opts()
+    };
+    let log = open(&fs, opts.clone()).unwrap();
+    // About 10 MiB in one segment: more than one step of the pass.
+    let data = vec![0xA7u8; 100 * 1024];
+    for i in 0..100 {
+        log.append(&[RecordIn::new("k", &data, i)]).unwrap();
+    }
+    drop(log);
+    let (log, report) = Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        LogOptions {
+            open_check: OpenCheck::Deferred,
+            ..opts
+        },
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap();
+    assert_eq!(report.active_records, 100);
+    let total = log.deferred_check_bytes();
+    assert!(
+        total > shardlog_segment::log::DEFERRED_CHECK_STEP_BYTES,
+        "{total}"
+    );
+    assert!(!log.check_deferred(&|| true).unwrap(), "stops when asked");
+    let left = log.deferred_check_bytes();
+    assert!(0 < left && left < total, "{left} of {total} left");
+    assert!(log.check_deferred(&|| false).unwrap());
+    assert_eq!(log.deferred_check_bytes(), 0);
+    assert!(log.check_deferred(&|| false).unwrap(), "nothing left is done");
+    assert_eq!(read_all(&log).unwrap().len(), 100);
+}
+
+/// Builds a log with `acked` acknowledged records and `unsynced` more
+/// under the Never policy, crashes it by `crash_seed`, and flips the given
+/// bits of its active segment: the same state for the same inputs.
+fn crashed_and_damaged(acked: u64, unsynced: u64, crash_seed: u64, flips: &[(u64, u8)]) -> MemFs {
+    let fs = MemFs::new();
+    {
+        let log = open(&fs, small_opts()).unwrap();
+        append_n(&log, 0, acked);
+    }
+    {
+        let log = open(
+            &fs,
+            LogOptions {
+                sync: SyncPolicy::Never,
+                ..small_opts()
+            },
+        )
+        .unwrap();
+        append_n(&log, acked, unsynced);
+        std::mem::forget(log); // a crash runs no destructors
+    }
+    fs.crash(CrashPlan::Random { seed: crash_seed });
+    let mut segments: Vec<String> = fs
+        .read_dir(&dir())
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    segments.sort();
+    let active = dir().join(segments.last().unwrap());
+    let len = fs.contents(&active).unwrap().len() as u64;
+    for &(at, bit) in flips {
+        fs.flip_bit(&active, at % len, bit % 8).unwrap();
+    }
+    fs
+}
+
+/// What a reader gets from the start until the first error or the end, and
+/// whether the log takes writes; or that it did not open.
+fn outcome_after_open(fs: &MemFs, open_check: OpenCheck) -> Result<(Vec<Row>, bool), String> {
+    let log = open(
+        fs,
+        LogOptions {
+            open_check,
+            ..small_opts()
+        },
+    )
+    .map_err(|e| format!("{e:?}").split('{').next().unwrap_or_default().to_string())?;
+    let _ = log.check_deferred(&|| false);
+    let mut served = Vec::new();
+    let mut pos = Position {
+        segment_base: log.first_seq(),
+        offset: SEGMENT_HEADER_BYTES as u64,
+    };
+    let mut seq = log.first_seq();
+    while let Ok(batch) = log.read_at(pos, seq, ALL) {
+        for r in batch.iter() {
+            served.push((r.seq, r.partition_key.to_string(), r.data.to_vec(), r.arrival_ms));
+        }
+        if batch.is_empty() && batch.next == pos {
+            break;
+        }
+        pos = batch.next;
+        seq = batch.next_seq;
+    }
+    Ok((served, log.health().is_ok()))
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// A deferred open check followed by its pass ends where a full check at
+    /// open does: the same records served, the same decision to take writes
+    /// or to quarantine, whatever the crash tore and whatever bits rotted.
+    #[test]
+    fn deferred_open_check_then_its_pass_ends_like_a_full_check(
+        acked in 1u64..120,
+        unsynced in 0u64..20,
+        crash_seed in proptest::prelude::any::<u64>(),
+        flips in proptest::collection::vec((proptest::prelude::any::<u64>(), proptest::prelude::any::<u8>()), 0..3),
+    ) {
+        let full = outcome_after_open(&crashed_and_damaged(acked, unsynced, crash_seed, &flips), OpenCheck::Full);
+        let deferred = outcome_after_open(&crashed_and_damaged(acked, unsynced, crash_seed, &flips), OpenCheck::Deferred);
+        proptest::prop_assert_eq!(&full, &deferred);
+        if let Ok((served, _)) = &full {
+            for (i, (seq, key, data, _)) in served.iter().enumerate() {
+                proptest::prop_assert_eq!(*seq, i as u64);
+                proptest::prop_assert_eq!(key, &format!("pk{i}"));
+                proptest::prop_assert_eq!(data, &payload(i as u64));
+            }
+            if flips.is_empty() {
+                proptest::prop_assert!(served.len() as u64 >= acked, "acknowledged records lost");
+            }
+        }
     }
 }
 

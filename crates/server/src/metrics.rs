@@ -583,6 +583,12 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
             "Indexes dropped from memory to stay within the budget.",
             ic.evictions,
         ),
+        (
+            "shardlog_open_check_pending_bytes",
+            "gauge",
+            "Bytes of active segments recovered at open whose checksums the background pass has still to verify.",
+            em.open_check_pending_bytes,
+        ),
     ] {
         o.declare(n, kind, help);
         o.sample(n, &[], v);

@@ -10,7 +10,7 @@ use std::time::Duration;
 use shardlog_index::{CacheStats, IndexCache, IndexedLog};
 use shardlog_segment::format::FRAME_FLAG_TRANSFORMED;
 use shardlog_segment::fs::{FileSystem, LockGuard, StdFs};
-use shardlog_segment::{LogOptions, ReadLimits, RecordIn, SyncPolicy};
+use shardlog_segment::{LogOptions, OpenCheck, ReadLimits, RecordIn, SyncPolicy};
 
 use crate::clock::{Clock, SystemClock};
 use crate::crypto::{self, Keyring};
@@ -161,7 +161,13 @@ impl Default for EngineOptions {
             sync: SyncPolicy::Always,
             shards_max: 20_000,
             retention_check_interval_ms: 60_000,
-            log: LogOptions::default(),
+            // An open after a crash verifies at once only what the crash can
+            // have torn; a background pass checks the synced prefixes of the
+            // active segments right after (see `Engine::finish_open_check`).
+            log: LogOptions {
+                open_check: OpenCheck::Deferred,
+                ..LogOptions::default()
+            },
             share_syncs_across_shards: true,
             enforce_shard_limits: false,
             status_delays: StatusDelays::default(),
@@ -575,6 +581,9 @@ pub struct EngineMetrics {
     pub index_cache: CacheStats,
     /// That cache's budget in bytes.
     pub index_cache_budget_bytes: usize,
+    /// Bytes of active segments recovered at open whose checksums the
+    /// background pass after open has still to verify.
+    pub open_check_pending_bytes: u64,
 }
 
 /// Token buckets holding one second of a shard's allowance each.
@@ -749,16 +758,18 @@ impl std::fmt::Debug for Inner {
 #[derive(Debug, Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
-    _retention: Option<Arc<RetentionTask>>,
+    /// Background threads (retention, the checksum pass after open): told
+    /// to stop and joined when the last handle of this engine goes.
+    _tasks: Vec<Arc<BackgroundTask>>,
 }
 
 #[derive(Debug)]
-struct RetentionTask {
+struct BackgroundTask {
     stop: Arc<(Mutex<bool>, std::sync::Condvar)>,
     handle: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
-impl Drop for RetentionTask {
+impl Drop for BackgroundTask {
     fn drop(&mut self) {
         *lock(&self.stop.0) = true;
         self.stop.1.notify_all();
@@ -896,16 +907,106 @@ impl Engine {
         });
         let mut engine = Engine {
             inner,
-            _retention: None,
+            _tasks: Vec::new(),
         };
         engine.load_streams()?;
         if engine.inner.opts.retention_check_interval_ms > 0 {
-            engine._retention = Some(engine.spawn_retention());
+            engine._tasks.push(engine.spawn_retention());
+        }
+        if engine.open_check_pending_bytes() > 0 {
+            engine._tasks.push(engine.spawn_open_check());
         }
         Ok(engine)
     }
 
-    fn spawn_retention(&self) -> Arc<RetentionTask> {
+    /// Starts the checksum pass after open on its own thread: it verifies
+    /// what recovery under [`OpenCheck::Deferred`] left unchecked, shard by
+    /// shard, while the engine already serves, and stops early when the
+    /// engine is dropped.
+    fn spawn_open_check(&self) -> Arc<BackgroundTask> {
+        let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let weak = Arc::downgrade(&self.inner);
+        let stop2 = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("shardlog-open-check".into())
+            .spawn(move || {
+                let Some(inner) = weak.upgrade() else { return };
+                let engine = Engine {
+                    inner,
+                    _tasks: Vec::new(),
+                };
+                engine.open_check_pass(&|| *lock(&stop2.0));
+            })
+            .ok();
+        Arc::new(BackgroundTask {
+            stop,
+            handle: Mutex::new(handle),
+        })
+    }
+
+    /// Finishes, on the calling thread, the checksum pass that shard
+    /// recovery left for after open ([`OpenCheck::Deferred`]); a shard the
+    /// background pass is checking is waited for. Each damaged shard is
+    /// quarantined (read-only from the damage on) and listed by
+    /// [`Engine::problems`], as if recovery had found the damage. For tests
+    /// and tools that must know the pass is done.
+    pub fn finish_open_check(&self) {
+        self.open_check_pass(&|| false);
+    }
+
+    /// Bytes the checksum pass after open has still to verify, in this
+    /// engine's own shards (scopes report theirs in their metrics).
+    fn open_check_pending_bytes(&self) -> u64 {
+        read(&self.inner.streams)
+            .values()
+            .map(|stream| {
+                read(&stream.state)
+                    .shards
+                    .values()
+                    .map(|rt| rt.log.log().deferred_check_bytes())
+                    .sum::<u64>()
+            })
+            .sum()
+    }
+
+    fn open_check_pass(&self, stop: &dyn Fn() -> bool) {
+        let shards: Vec<(String, u64, Arc<IndexedLog>)> = read(&self.inner.streams)
+            .values()
+            .flat_map(|stream| {
+                let st = read(&stream.state);
+                st.shards
+                    .iter()
+                    .filter(|(_, rt)| rt.log.log().deferred_check_bytes() > 0)
+                    .map(|(index, rt)| (st.meta.name.clone(), *index, rt.log.clone()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (name, index, log) in shards {
+            if stop() {
+                return;
+            }
+            match log.log().check_deferred(stop) {
+                Ok(_) => {}
+                Err(e) if e.is_corruption() => {
+                    Counters::add(&self.inner.corruptions, 1);
+                    self.report_problem(format!(
+                        "stream {name} shard {} is read-only: acknowledged data is damaged: {e}; records before it are served",
+                        shard_id(index)
+                    ));
+                }
+                Err(e) => self.report_problem(format!(
+                    "stream {name} shard {}: the checksum pass after open could not finish ({e}); readers still verify every record they serve",
+                    shard_id(index)
+                )),
+            }
+        }
+        let scopes: Vec<Engine> = lock(&self.inner.scopes).values().cloned().collect();
+        for e in scopes {
+            e.open_check_pass(stop);
+        }
+    }
+
+    fn spawn_retention(&self) -> Arc<BackgroundTask> {
         let stop = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
         let weak = Arc::downgrade(&self.inner);
         let stop2 = stop.clone();
@@ -928,14 +1029,14 @@ impl Engine {
                 let Some(inner) = weak.upgrade() else { return };
                 let engine = Engine {
                     inner,
-                    _retention: None,
+                    _tasks: Vec::new(),
                 };
                 // Failures are retried at the next tick; the logs report
                 // their own poisoning to writers.
                 let _ = engine.enforce_retention();
             })
             .ok();
-        Arc::new(RetentionTask {
+        Arc::new(BackgroundTask {
             stop,
             handle: Mutex::new(handle),
         })
@@ -2854,6 +2955,7 @@ impl Engine {
                 .index_cache
                 .as_ref()
                 .map_or(0, |c| c.budget_bytes()),
+            open_check_pending_bytes: self.open_check_pending_bytes(),
         };
         let streams: Vec<Arc<Stream>> = read(&self.inner.streams).values().cloned().collect();
         for stream in streams {
@@ -2884,6 +2986,7 @@ impl Engine {
             m.retention_deleted_segments += sm.retention_deleted_segments;
             m.recoveries += sm.recoveries;
             m.corruptions += sm.corruptions;
+            m.open_check_pending_bytes += sm.open_check_pending_bytes;
         }
         m
     }

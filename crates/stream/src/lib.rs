@@ -41,4 +41,4 @@ pub use hashkey::HashRange;
 pub use meta::StreamMode;
 pub use seqnum::SeqNum;
 pub use shardlog_index::{CacheStats, IndexCache};
-pub use shardlog_segment::SyncPolicy;
+pub use shardlog_segment::{OpenCheck, SyncPolicy};
