@@ -902,8 +902,12 @@ impl Log {
         };
         // The marker describes one clean stop; once this open has used it, a
         // later crash must not be read as clean.
+        // A quarantined log keeps its marker: it never writes again, so the
+        // marker stays true, and the next open must find the same damage
+        // rather than take the data's early end for a torn tail and cut
+        // acknowledged records after it.
         let clean_path = dir.join(CLEAN_FILE_NAME);
-        if fs.exists(&clean_path) {
+        if quarantine.is_none() && fs.exists(&clean_path) {
             fs.remove_file(&clean_path)
                 .map_err(|e| Error::io("remove clean marker", &clean_path, e))?;
             if opts.sync_on_open {
@@ -982,21 +986,30 @@ impl Log {
         let file = fs
             .create_new(&path)
             .map_err(|e| Error::io("create segment", &path, e))?;
-        let written = file
+        let made = file
             .write_all_at(&header.encode(), 0)
             .map_err(|e| Error::io("write segment header", &path, e))
-            .and_then(|()| file.sync_data().map_err(|e| Error::io("fsync segment", &path, e)));
-        if let Err(e) = written {
+            .and_then(|()| file.sync_data().map_err(|e| Error::io("fsync segment", &path, e)))
+            .and_then(|()| fs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e)));
+        if let Err(e) = made {
             // Leave no half-made segment behind: a retry after ENOSPC must be
-            // able to create it again, and a restart must not find it.
+            // able to create it again, and a restart must not find it. A
+            // restart that found it would take it for the active segment
+            // and the previous one, which the caller keeps appending to,
+            // for sealed at this base: the records appended meanwhile would
+            // share sequence numbers with the ones after them. So when the
+            // file cannot be removed for sure, the error is not retriable
+            // (the caller poisons its writer).
             drop(file);
-            if fs.remove_file(&path).is_ok() {
-                let _ = fs.sync_dir(dir);
-            }
-            return Err(e);
+            let removed = fs
+                .remove_file(&path)
+                .and_then(|()| fs.sync_dir(dir))
+                .map_err(|cleanup| Error::io("remove half-made segment", &path, cleanup));
+            return Err(match removed {
+                Ok(()) => e,
+                Err(cleanup) => cleanup,
+            });
         }
-        fs.sync_dir(dir)
-            .map_err(|e| Error::io("fsync directory", dir, e))?;
         Ok(Writer {
             active: Active {
                 base_seq,
@@ -1569,7 +1582,18 @@ impl Log {
             }
             w.buf = buf;
             w.placed = placed;
-            return Err(self.poison(format!("write to {} failed: {err}", w.active.path.display())));
+            let err = self.poison(format!("write to {} failed: {err}", w.active.path.display()));
+            // What the failed write left in the file was never acknowledged,
+            // nor (under Always) anything after the last sync: its appenders
+            // learn of the poison. Cut it, so that a restart does not serve
+            // it from the page cache. Readers never see past `start` (the
+            // written watermark before this write) or, under Always, past
+            // the durable one.
+            if w.active.file.set_len(start).is_ok() {
+                w.active.allocated = start;
+            }
+            self.discard_undurable_locked(w);
+            return Err(err);
         }
         w.active.len = start + buf.len() as u64;
         w.next_seq = first_seq + records.len() as u64;
@@ -1620,6 +1644,11 @@ impl Log {
         } else {
             Ok(())
         };
+        if cut.is_ok() {
+            // Should the next segment fail to start (a full disk), this one
+            // stays active and must preallocate again before its next write.
+            w.active.allocated = w.active.allocated.min(w.active.len);
+        }
         let synced = cut.and_then(|()| w.active.file.sync_data());
         {
             let mut st = lock(&self.inner.sync);
@@ -1627,7 +1656,9 @@ impl Log {
             self.inner.sync_cv.notify_all();
         }
         if let Err(e) = synced {
-            return Err(self.poison(format!("fsync of {} failed: {e}", old_path.display())));
+            let err = self.poison(format!("fsync of {} failed: {e}", old_path.display()));
+            self.discard_undurable_locked(w);
+            return Err(err);
         }
         let end_seq = w.next_seq;
         let end_offset = w.active.len;
@@ -1840,10 +1871,15 @@ impl Log {
     /// active segment back to its durable end so that what a reopen sees is
     /// what was acknowledged. Best effort: the writer is poisoned either way.
     fn discard_undurable(&self) {
+        let mut w = lock(&self.inner.writer);
+        self.discard_undurable_locked(&mut w);
+    }
+
+    /// [`Log::discard_undurable`] for a caller that holds the writer.
+    fn discard_undurable_locked(&self, w: &mut Writer) {
         if self.inner.opts.sync != SyncPolicy::Always {
             return;
         }
-        let mut w = lock(&self.inner.writer);
         let durable = lock(&self.inner.sync).durable;
         if durable.segment_base == w.active.base_seq && w.active.len > durable.offset {
             if w.active.file.set_len(durable.offset).is_ok() {
@@ -2376,17 +2412,33 @@ impl Log {
     /// log (it then recovers as after a crash). Appends after the marker make
     /// it stale, which recovery notices and ignores.
     pub fn mark_clean(&self, sync: bool) -> Result<()> {
-        let w = lock(&self.inner.writer);
+        let mut w = lock(&self.inner.writer);
         {
-            let st = lock(&self.inner.sync);
+            // Like a roll, the marker's sync runs as the only syncer, so a
+            // group leader's writeback error cannot be reported to this
+            // sync alone (or the other way round) and missed.
+            let mut st = lock(&self.inner.sync);
+            while sync && st.syncing {
+                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
             self.check_writable(&st)?;
+            if sync {
+                st.syncing = true;
+            }
         }
         let fs = &*self.inner.fs;
         if sync {
-            w.active
-                .file
-                .sync_data()
-                .map_err(|e| self.poison(format!("fdatasync failed: {e}")))?;
+            let synced = w.active.file.sync_data();
+            {
+                let mut st = lock(&self.inner.sync);
+                st.syncing = false;
+                self.inner.sync_cv.notify_all();
+            }
+            if let Err(e) = synced {
+                let err = self.poison(format!("fdatasync failed: {e}"));
+                self.discard_undurable_locked(&mut w);
+                return Err(err);
+            }
         }
         let dir = &self.inner.dir;
         let path = dir.join(CLEAN_FILE_NAME);

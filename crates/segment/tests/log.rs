@@ -1070,6 +1070,73 @@ fn after_a_clean_stop_data_ending_early_is_quarantined_as_damage_not_cut_as_a_to
         log.append(&[RecordIn::new("k", b"x", 1)]).is_err(),
         "a quarantined log refuses writes"
     );
+    // The quarantine outlives the open that found it: later opens (after a
+    // clean stop or a crash) find the same damage and never take the early
+    // end for a torn tail to cut.
+    drop(log);
+    for crash in [false, true] {
+        if crash {
+            fs.crash(CrashPlan::LoseUnsynced);
+        }
+        let (log, report) = open_report(&fs);
+        let (file, offset, _) = report.quarantined.expect("still quarantined");
+        assert_eq!((file, offset as usize), (seg.clone(), end - last_len));
+        assert_eq!(report.truncated_bytes, 0, "nothing is cut");
+        assert!(log.append(&[RecordIn::new("k", b"x", 1)]).is_err());
+    }
+}
+
+#[test]
+fn a_failed_roll_fsync_discards_unacknowledged_frames_so_a_restart_cannot_serve_them() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    let data = vec![0x42u8; 1000];
+    for i in 0..60 {
+        log.append(&[RecordIn::new("k", &data, i)]).unwrap();
+    }
+    // Written, waiting for its group sync: not acknowledged.
+    let (_, pending) = log
+        .append_deferred(&[RecordIn::new("k", b"waiting", 60)])
+        .unwrap();
+    // The next batch does not fit: the roll's fsync of the full segment fails.
+    fs.fail_at(shardlog_testkit::FsOp::SyncData, ".seg", 1);
+    let batch: Vec<RecordIn<'_>> = (0..3).map(|_| RecordIn::new("k", &data, 61)).collect();
+    assert!(matches!(log.append(&batch), Err(Error::Poisoned { .. })));
+    assert!(log.complete(pending).is_err(), "the waiting record is refused");
+    drop(log);
+    // Reopened in the same boot, where the kernel still caches whatever the
+    // failed sync did not write: the refused record must not reappear.
+    let log = open(&fs, small_opts()).unwrap();
+    assert_eq!(read_all(&log).unwrap().len(), 60);
+    assert_eq!(log.next_seq(), 60);
+}
+
+#[test]
+fn a_segment_whose_creation_fails_is_removed_so_a_restart_cannot_take_it_for_the_active_one() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    let data = vec![0x42u8; 1000];
+    for i in 0..60 {
+        log.append(&[RecordIn::new("k", &data, i)]).unwrap();
+    }
+    // The roll creates the next segment, but the directory sync that would
+    // make its name durable fails.
+    fs.fail_at(shardlog_testkit::FsOp::SyncDir, "shard", 1);
+    let batch: Vec<RecordIn<'_>> = (0..3).map(|_| RecordIn::new("k", &data, 61)).collect();
+    assert!(log.append(&batch).is_err());
+    let segments = fs
+        .read_dir(&dir())
+        .unwrap()
+        .into_iter()
+        .filter(|n| n.ends_with(".seg"))
+        .count();
+    assert_eq!(segments, 1, "no half-made segment is left behind");
+    drop(log);
+    let log = open(&fs, small_opts()).unwrap();
+    assert_eq!(read_all(&log).unwrap().len(), 60);
+    let next = log.append(&batch).unwrap();
+    assert_eq!(next.first_seq, 60, "sequence numbers go on from the records kept");
+    assert_eq!(read_all(&log).unwrap().len(), 63);
 }
 
 #[test]
