@@ -677,50 +677,6 @@ const SCAN_CHUNK_RECORDS: usize = 4096;
 /// caller whether to stop (a few milliseconds of checksumming).
 pub const DEFERRED_CHECK_STEP_BYTES: u64 = 8 * 1024 * 1024;
 
-/// Frames near the end of an active segment that [`synced_prefix`] tries,
-/// newest first, for one that passes its checksum. A crash tears at most
-/// the writes after the last sync, which are far fewer frames than this
-/// unless they are tiny; when all of these fail, the whole segment is
-/// verified, as under [`OpenCheck::Full`].
-const SYNCED_PROBE_FRAMES: usize = 64;
-
-/// How far the frames of an active segment are proven synced: walks the
-/// frame headers to the end (no checksums), then takes the newest of the
-/// last [`SYNCED_PROBE_FRAMES`] frames that passes its checksum, and returns
-/// its `synced_upto`. That frame was written by this file's writer after
-/// an `fdatasync` had made every byte below that offset durable, so those
-/// bytes were complete then; damage to them since can only be corruption,
-/// which [`Log::check_deferred`] and every reader still detect. Returns the
-/// header's end (nothing proven) when no such frame exists.
-fn synced_prefix(bytes: &[u8], header: &SegmentHeader, limit: usize) -> usize {
-    let mut recent = [0usize; SYNCED_PROBE_FRAMES];
-    let mut walked = 0usize;
-    let mut pos = SEGMENT_HEADER_BYTES;
-    let mut next_seq = header.base_seq;
-    let mut last_arrival_ms = i64::MIN;
-    while pos < limit {
-        match frame::decode_header(&bytes[..limit], pos) {
-            frame::DecodedHeader::Header(h) if h.seq == next_seq && h.arrival_ms >= last_arrival_ms => {
-                recent[walked % SYNCED_PROBE_FRAMES] = pos;
-                walked += 1;
-                next_seq += 1;
-                last_arrival_ms = h.arrival_ms;
-                pos += h.frame_len as usize;
-            }
-            _ => break,
-        }
-    }
-    for i in (walked.saturating_sub(SYNCED_PROBE_FRAMES)..walked).rev() {
-        let at = recent[i % SYNCED_PROBE_FRAMES];
-        if let Decoded::Record(_) = frame::decode(&bytes[..limit], at, header.file_id) {
-            // A frame's synced_upto never exceeds its own offset; the bound
-            // keeps a damaged-yet-valid value from reaching past the walk.
-            return (frame::synced_upto(bytes, at) as usize).clamp(SEGMENT_HEADER_BYTES, at);
-        }
-    }
-    SEGMENT_HEADER_BYTES
-}
-
 /// The header of the frame at `pos`, checked in full (checksum included)
 /// unless the frame ends at or below `unchecked_upto`; `None` at the end of
 /// data.
@@ -747,6 +703,32 @@ fn frame_at(
             frame_len: r.frame_len,
         })),
     }
+}
+
+/// How far back from the end of an active segment's data
+/// [`last_valid_frame`] looks for a frame: one largest frame and a torn
+/// write's worth more. Past it, nothing is proven synced and recovery
+/// verifies the whole segment, as under [`OpenCheck::Full`].
+const LAST_FRAME_SEARCH_BYTES: usize = 2 * FRAME_BYTES_MAX;
+
+/// The offset of the last frame of this file that passes its checksum,
+/// searched backwards from `data_end` (where the file's non-zero bytes
+/// end) for at most [`LAST_FRAME_SEARCH_BYTES`]. Any such frame was written
+/// there by this file's writer (the file id is in every checksum, and the
+/// writer never rewrites bytes below its end), so its `synced_upto` proves
+/// how far the segment was durable without walking the frames before it.
+/// The cheap checks of [`frame::decode_header`] come before each checksum.
+fn last_valid_frame(bytes: &[u8], file_id: u64, data_end: usize) -> Option<usize> {
+    let data_end = data_end.min(bytes.len());
+    let lowest = data_end
+        .saturating_sub(LAST_FRAME_SEARCH_BYTES)
+        .max(SEGMENT_HEADER_BYTES);
+    (lowest..data_end.saturating_sub(FRAME_HEADER_BYTES - 1))
+        .rev()
+        .find(|&pos| {
+            matches!(frame::decode_header(bytes, pos), frame::DecodedHeader::Header(_))
+                && matches!(frame::decode(bytes, pos, file_id), Decoded::Record(_))
+        })
 }
 
 /// Scans the frames of a segment from its header to the first position that
@@ -1099,7 +1081,27 @@ impl Log {
         // opens nothing), so the observer can index them as they come.
         let unchecked_upto = match opts.open_check {
             OpenCheck::Full => SEGMENT_HEADER_BYTES,
-            OpenCheck::Deferred => synced_prefix(bytes, &header, bytes.len()),
+            OpenCheck::Deferred => {
+                // The synced point is read from the last valid frame, found
+                // from the end of the data, so that the frames before it are
+                // walked once only (each walk of a large active segment
+                // costs a cache miss per frame).
+                let data_end = file
+                    .data_ranges(SEGMENT_HEADER_BYTES as u64)
+                    .ok()
+                    .and_then(|ranges| ranges.last().map(|&(_, end)| end as usize))
+                    .unwrap_or(bytes.len())
+                    .min(bytes.len());
+                let data_end = bytes[..data_end]
+                    .iter()
+                    .rposition(|&b| b != 0)
+                    .map_or(SEGMENT_HEADER_BYTES, |z| z + 1);
+                // A frame's synced_upto never exceeds its own offset; the
+                // bound keeps a damaged-yet-valid value inside the walk.
+                last_valid_frame(bytes, header.file_id, data_end).map_or(SEGMENT_HEADER_BYTES, |at| {
+                    (frame::synced_upto(bytes, at) as usize).clamp(SEGMENT_HEADER_BYTES, at)
+                })
+            }
         };
         let scan = scan_frames(bytes, &header, bytes.len(), unchecked_upto, &mut |chunk| {
             observer.placed(base, chunk)
