@@ -856,6 +856,12 @@ fn describe_stream_summary(e: &Engine, v: &Value) -> R {
 
 /// Pagination tokens expire like AWS's (ExpiredNextTokenException).
 const NEXT_TOKEN_TTL_MS: i64 = 300_000;
+/// Most shards one ListShards page returns, whatever `MaxResults` asks
+/// (Kinesis accepts up to 10,000 there but returns at most 1,000).
+const LIST_SHARDS_PAGE_MAX: i64 = 1_000;
+/// Consumers one ListStreamConsumers page returns when `MaxResults` is not
+/// given (Kinesis's default).
+const LIST_CONSUMERS_PAGE_DEFAULT: i64 = 100;
 
 fn token_encode(parts: &[&str]) -> String {
     let issued = shardlog_segment::now_ms().to_string();
@@ -964,30 +970,10 @@ fn list_shards(e: &Engine, v: &Value) -> R {
     let filter = v.get("ShardFilter");
     let ftype = filter.and_then(|f| f.get("Type")).and_then(Value::as_str);
     let fshard = filter.and_then(|f| f.get("ShardId")).and_then(Value::as_str);
-    if ftype == Some("AFTER_SHARD_ID") && fshard.is_none() {
-        return Err(ApiError::invalid(
-            "ShardFilter of type AFTER_SHARD_ID requires a ShardId.",
-        ));
-    }
-    let fshard_norm = fshard.map(|x| {
-        shardlog_stream::parse_shard_id(x)
-            .map(shardlog_stream::shard_id)
-            .unwrap_or_else(|| x.to_string())
-    });
-    let fshard = fshard_norm.as_deref();
-    let shards = e.list_shards(&name)?;
-    let open = |s: &ShardDescription| s.ending_sequence_number.is_none();
-    let kept: Vec<&ShardDescription> = shards
-        .iter()
-        .filter(|s| after.as_deref().is_none_or(|a| s.shard_id.as_str() > a))
-        .filter(|s| match ftype {
-            None | Some("FROM_TRIM_HORIZON") | Some("AT_TRIM_HORIZON") => true,
-            Some("AT_LATEST") => open(s),
-            Some("AFTER_SHARD_ID") => fshard.is_none_or(|f| s.shard_id.as_str() > f),
-            Some("AT_TIMESTAMP") | Some("FROM_TIMESTAMP") => true,
-            Some(_) => true,
-        })
-        .collect();
+    let fstamp = match filter {
+        Some(f) => opt_timestamp_ms(f, "Timestamp")?,
+        None => None,
+    };
     if let Some(t) = ftype {
         if ![
             "AFTER_SHARD_ID",
@@ -1004,7 +990,48 @@ fn list_shards(e: &Engine, v: &Value) -> R {
             viol.into_result()?;
         }
     }
-    let max = max.unwrap_or(1000) as usize;
+    if ftype == Some("AFTER_SHARD_ID") && fshard.is_none() {
+        return Err(ApiError::invalid(
+            "ShardFilter of type AFTER_SHARD_ID requires a ShardId.",
+        ));
+    }
+    if let (Some(t @ ("AT_TIMESTAMP" | "FROM_TIMESTAMP")), None) = (ftype, fstamp) {
+        return Err(ApiError::invalid(format!(
+            "ShardFilter of type {t} requires a Timestamp."
+        )));
+    }
+
+    let fshard_norm = fshard.map(|x| {
+        shardlog_stream::parse_shard_id(x)
+            .map(shardlog_stream::shard_id)
+            .unwrap_or_else(|| x.to_string())
+    });
+    let fshard = fshard_norm.as_deref();
+    let stream = e.describe_stream(&name)?;
+    // The trim horizon as a time: the oldest moment whose records are kept,
+    // or the stream's creation when it is younger than its retention.
+    let horizon_ms = (e.now_ms() - i64::from(stream.retention_hours) * 3_600_000).max(stream.created_ms);
+    // Whether a shard was open at a time (its end counts as open, as
+    // Kinesis's "end timestamp is greater than or equal to" says).
+    let open_at = |s: &ShardDescription, t: i64| s.created_ms <= t && s.closed_ms.is_none_or(|c| c >= t);
+    let not_closed_before = |s: &ShardDescription, t: i64| s.closed_ms.is_none_or(|c| c >= t);
+    let kept: Vec<&ShardDescription> = stream
+        .shards
+        .iter()
+        .filter(|s| after.as_deref().is_none_or(|a| s.shard_id.as_str() > a))
+        .filter(|s| match (ftype, fstamp) {
+            (Some("AT_LATEST"), _) => s.closed_ms.is_none(),
+            (Some("AT_TRIM_HORIZON"), _) => open_at(s, horizon_ms),
+            // A timestamp before the trim horizon is taken as the horizon.
+            (Some("AT_TIMESTAMP"), Some(t)) => open_at(s, t.max(horizon_ms)),
+            (Some("FROM_TIMESTAMP"), Some(t)) => not_closed_before(s, t.max(horizon_ms)),
+            (Some("AFTER_SHARD_ID"), _) => fshard.is_none_or(|f| s.shard_id.as_str() > f),
+            // FROM_TRIM_HORIZON, the default: every shard still kept.
+            _ => true,
+        })
+        .collect();
+    // Kinesis accepts up to 10,000 but returns at most 1,000 shards a page.
+    let max = max.unwrap_or(1000).min(LIST_SHARDS_PAGE_MAX) as usize;
     let has_more = kept.len() > max;
     let page: Vec<&ShardDescription> = kept.into_iter().take(max).collect();
     let mut out = json!({"Shards": page.iter().map(|s| shard_json(s)).collect::<Vec<_>>()});
@@ -1812,9 +1839,47 @@ fn list_consumers(e: &Engine, v: &Value) -> R {
     let name = stream_name(v, &mut viol)?;
     let max = opt_int(v, "MaxResults")?;
     int_range(&mut viol, "MaxResults", max, 1, 10_000);
+    let token = opt_str(v, "NextToken")?;
     viol.into_result()?;
-    let cs = e.list_consumers(&name)?;
-    Ok(json!({"Consumers": cs.iter().map(|c| consumer_json(e, &name, c)).collect::<Vec<_>>()}))
+    // A page ends at a consumer; the next one starts after it in the order
+    // of registration (creation time, then name), so consumers registered
+    // or deregistered between pages neither repeat nor push others out.
+    let after: Option<(i64, String)> = match token {
+        None => None,
+        Some(t) => match token_decode(t)?.as_deref() {
+            Some([kind, stream, created, last]) if kind == "consumers" && *stream == name => {
+                let created = created
+                    .parse::<i64>()
+                    .map_err(|_| ApiError::invalid("Invalid NextToken."))?;
+                Some((created, last.clone()))
+            }
+            _ => return Err(ApiError::invalid("Invalid NextToken.")),
+        },
+    };
+    let mut cs = e.list_consumers(&name)?;
+    cs.sort_by(|a, b| (a.created_ms, &a.name).cmp(&(b.created_ms, &b.name)));
+    let max = max.unwrap_or(LIST_CONSUMERS_PAGE_DEFAULT) as usize;
+    let rest: Vec<_> = cs
+        .iter()
+        .filter(|c| {
+            after
+                .as_ref()
+                .is_none_or(|(t, n)| (c.created_ms, &c.name) > (*t, n))
+        })
+        .collect();
+    let page = &rest[..rest.len().min(max)];
+    let mut out = json!({"Consumers": page.iter().map(|c| consumer_json(e, &name, c)).collect::<Vec<_>>()});
+    if rest.len() > max {
+        if let Some(last) = page.last() {
+            out["NextToken"] = json!(token_encode(&[
+                "consumers",
+                &name,
+                &last.created_ms.to_string(),
+                &last.name
+            ]));
+        }
+    }
+    Ok(out)
 }
 
 fn describe_limits(e: &Engine) -> R {

@@ -1137,3 +1137,204 @@ mod rust_sdk {
         });
     }
 }
+
+fn epoch_seconds_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64
+        / 1000.0
+}
+
+async fn shard_ids(c: &reqwest::Client, server: &Server, filter: Value) -> Vec<String> {
+    let (s, r) = json_call(
+        c,
+        server,
+        "ListShards",
+        json!({"StreamName": "f", "ShardFilter": filter}),
+    )
+    .await;
+    assert_eq!(s, 200, "{filter}: {r}");
+    r["Shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            s["ShardId"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("shardId-00000000000")
+                .to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn list_shards_filters_follow_shard_lifetimes_and_consumer_lists_page() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(50));
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        json_call(
+            &c,
+            &server,
+            "CreateStream",
+            json!({"StreamName": "f", "ShardCount": 2}),
+        )
+        .await;
+        pause();
+        let before_split = epoch_seconds_now();
+        pause();
+        let (s, _) = json_call(
+            &c,
+            &server,
+            "SplitShard",
+            json!({"StreamName": "f", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "12345"}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        pause();
+        let after_split = epoch_seconds_now();
+        // Shard 0 closed at the split; its children 2 and 3 opened then.
+        assert_eq!(
+            shard_ids(&c, &server, json!({"Type": "FROM_TRIM_HORIZON"})).await,
+            ["0", "1", "2", "3"]
+        );
+        assert_eq!(
+            shard_ids(&c, &server, json!({"Type": "AT_LATEST"})).await,
+            ["1", "2", "3"]
+        );
+        // The stream is younger than its retention: its trim horizon is its
+        // creation, when shards 0 and 1 were open.
+        assert_eq!(
+            shard_ids(&c, &server, json!({"Type": "AT_TRIM_HORIZON"})).await,
+            ["0", "1"]
+        );
+        assert_eq!(
+            shard_ids(
+                &c,
+                &server,
+                json!({"Type": "AT_TIMESTAMP", "Timestamp": before_split})
+            )
+            .await,
+            ["0", "1"]
+        );
+        assert_eq!(
+            shard_ids(
+                &c,
+                &server,
+                json!({"Type": "AT_TIMESTAMP", "Timestamp": after_split})
+            )
+            .await,
+            ["1", "2", "3"]
+        );
+        // Before the trim horizon counts as the horizon.
+        assert_eq!(
+            shard_ids(&c, &server, json!({"Type": "AT_TIMESTAMP", "Timestamp": 1000.0})).await,
+            ["0", "1"]
+        );
+        assert_eq!(
+            shard_ids(
+                &c,
+                &server,
+                json!({"Type": "FROM_TIMESTAMP", "Timestamp": before_split})
+            )
+            .await,
+            ["0", "1", "2", "3"]
+        );
+        assert_eq!(
+            shard_ids(
+                &c,
+                &server,
+                json!({"Type": "FROM_TIMESTAMP", "Timestamp": after_split})
+            )
+            .await,
+            ["1", "2", "3"]
+        );
+        assert_eq!(
+            shard_ids(
+                &c,
+                &server,
+                json!({"Type": "AFTER_SHARD_ID", "ShardId": "shardId-000000000001"})
+            )
+            .await,
+            ["2", "3"]
+        );
+        for bad in [json!({"Type": "AT_TIMESTAMP"}), json!({"Type": "FROM_TIMESTAMP"})] {
+            let (s, r) = json_call(
+                &c,
+                &server,
+                "ListShards",
+                json!({"StreamName": "f", "ShardFilter": bad}),
+            )
+            .await;
+            assert_eq!(s, 400);
+            assert_eq!(r["__type"], "InvalidArgumentException", "{r}");
+        }
+        // An unknown filter type is refused before the stream is looked up.
+        let (s, r) = json_call(
+            &c,
+            &server,
+            "ListShards",
+            json!({"StreamName": "nope", "ShardFilter": {"Type": "SOMETIMES"}}),
+        )
+        .await;
+        assert_eq!(s, 400);
+        assert_eq!(r["__type"], "ValidationException", "{r}");
+        let (s, r) = json_call(
+            &c,
+            &server,
+            "ListShards",
+            json!({"StreamName": "f", "MaxResults": 10000}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        assert_eq!(r["Shards"].as_array().unwrap().len(), 4);
+
+        // ListStreamConsumers pages with MaxResults and NextToken.
+        let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "f"})).await;
+        let arn = d["StreamDescriptionSummary"]["StreamARN"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        for i in 0..5 {
+            let (s, r) = json_call(
+                &c,
+                &server,
+                "RegisterStreamConsumer",
+                json!({"StreamARN": arn, "ConsumerName": format!("c{i}")}),
+            )
+            .await;
+            assert_eq!(s, 200, "{r}");
+        }
+        let mut seen = Vec::new();
+        let mut token: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut body = json!({"StreamARN": arn, "MaxResults": 2});
+            if let Some(t) = &token {
+                body["NextToken"] = json!(t);
+            }
+            let (s, r) = json_call(&c, &server, "ListStreamConsumers", body).await;
+            assert_eq!(s, 200, "{r}");
+            let page = r["Consumers"].as_array().unwrap();
+            assert!(page.len() <= 2);
+            seen.extend(
+                page.iter()
+                    .map(|c| c["ConsumerName"].as_str().unwrap().to_string()),
+            );
+            pages += 1;
+            match r["NextToken"].as_str() {
+                Some(t) => token = Some(t.to_string()),
+                None => break,
+            }
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen, ["c0", "c1", "c2", "c3", "c4"]);
+        let (s, r) = json_call(&c, &server, "ListStreamConsumers", json!({"StreamARN": arn})).await;
+        assert_eq!(s, 200);
+        assert_eq!(r["Consumers"].as_array().unwrap().len(), 5);
+        assert!(r.get("NextToken").is_none(), "{r}");
+    });
+}

@@ -234,6 +234,11 @@ pub struct ShardDescription {
     pub hash_range: HashRange,
     pub starting_sequence_number: String,
     pub ending_sequence_number: Option<String>,
+    /// When the shard was created (with its stream, or by a split or merge),
+    /// in ms since the epoch.
+    pub created_ms: i64,
+    /// When a split or merge closed the shard, in ms since the epoch.
+    pub closed_ms: Option<i64>,
 }
 
 /// A stream as described by DescribeStream.
@@ -1601,6 +1606,8 @@ impl Engine {
             hash_range: s.range,
             starting_sequence_number: seq(log.log().first_seq()),
             ending_sequence_number: s.closed.map(|c| seq(c.end_next_position.saturating_sub(1))),
+            created_ms: s.created_ms,
+            closed_ms: s.closed.map(|c| c.closed_ms),
         }
     }
 
