@@ -336,7 +336,7 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
             ("PutRecords", json!({"StreamName": "s", "Records": []}), "ValidationException", "Member must have length greater than or equal to 1"),
             ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "SIDEWAYS"}), "ValidationException", "enum value set"),
             ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_SEQUENCE_NUMBER"}), "InvalidArgumentException", "StartingSequenceNumber"),
-            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000009", "ShardIteratorType": "LATEST"}), "ResourceNotFoundException", "Could not find shard"),
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000009", "ShardIteratorType": "LATEST"}), "ResourceNotFoundException", "does not exist"),
             ("GetRecords", json!({"ShardIterator": "AAAA"}), "InvalidArgumentException", "Invalid ShardIterator."),
             ("GetRecords", json!({"ShardIterator": "AAAA", "Limit": 10001}), "ValidationException", "less than or equal to 10000"),
             ("SplitShard", json!({"StreamName": "s", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "1"}), "InvalidArgumentException", "not both greater than one plus"),

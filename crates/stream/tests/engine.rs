@@ -195,6 +195,25 @@ fn put_records_spans_shards_and_reports_per_record() {
     let six: Vec<PutRecordInput<'_>> = (0..6).map(|_| PutRecordInput::new("k", &big)).collect();
     let err = e.put_records("s", &six).unwrap_err();
     assert!(err.to_string().contains("5 MB"), "{err}");
+    // A stream that takes records up to 10 MiB takes a PutRecords of one
+    // such record too (requests up to 10 MiB), as PutRecord does.
+    e.create_stream(
+        "large",
+        1,
+        CreateStreamOptions {
+            max_record_kib: Some(10 * 1024),
+            ..CreateStreamOptions::default()
+        },
+    )
+    .unwrap();
+    let huge = vec![7u8; 6 * 1024 * 1024];
+    let out = e
+        .put_records("large", &[PutRecordInput::new("k", &huge)])
+        .unwrap();
+    assert!(out[0].is_ok());
+    let twelve: Vec<PutRecordInput<'_>> = (0..12).map(|_| PutRecordInput::new("k", &big)).collect();
+    let err = e.put_records("large", &twelve).unwrap_err();
+    assert!(err.to_string().contains("10 MB"), "{err}");
 }
 
 #[test]
