@@ -3,7 +3,8 @@
 //!
 //! The index is derived data. Each sealed segment gets a sidecar file with its
 //! own checksum; the active segment's index lives in memory and is rebuilt
-//! from the log by recovery on open. A sidecar that is missing, truncated,
+//! from the log by recovery on open, from its last checkpoint on (a sidecar
+//! of its durable prefix, written every `CHECKPOINT_INTERVAL_BYTES`). A sidecar that is missing, truncated,
 //! zero-filled, or does not match its segment is never trusted: it is rebuilt
 //! from the segment when first needed.
 
@@ -18,15 +19,18 @@ use shardlog_segment::format::SEGMENT_HEADER_BYTES;
 use shardlog_segment::fs::{FileSystem, StdFs};
 use shardlog_segment::{
     AppendObserver, Appended, Log, LogOptions, Placed, Position, ReadBatch, ReadLimits, RecordIn,
-    RecoveryReport, SealedInfo,
+    RecoveryReport, ResumePoint, SealedInfo,
 };
 
 pub use cache::{CacheStats, IndexCache};
 pub use shardlog_segment::{Error, Result};
-pub use sparse::{index_file_name, Entry, SparseIndex};
+pub use sparse::{checkpoint_file_name, index_file_name, Entry, SparseIndex};
 
 use crate::cache::LogKey;
-use crate::format::{INDEX_CACHE_BYTES_DEFAULT, INDEX_FILE_SUFFIX, INDEX_INTERVAL_BYTES};
+use crate::format::{
+    CHECKPOINT_FILE_SUFFIX, CHECKPOINT_INTERVAL_BYTES, CHECKPOINT_TMP_SUFFIX, INDEX_CACHE_BYTES_DEFAULT,
+    INDEX_FILE_SUFFIX, INDEX_INTERVAL_BYTES,
+};
 
 /// Most records one step of a time lookup's forward scan reads. An index
 /// interval of the smallest frames (41 bytes) holds about 400.
@@ -46,6 +50,11 @@ pub struct IndexStats {
     pub rebuilt: u64,
     /// Sidecar files that could not be written (the index stays in memory).
     pub write_failures: u64,
+    /// Checkpoints of the active segment written.
+    pub checkpoints: u64,
+    /// Opens that resumed from a checkpoint instead of walking the whole
+    /// active segment.
+    pub resumed: u64,
 }
 
 #[derive(Debug)]
@@ -57,6 +66,12 @@ struct State {
     /// load (or evict) whole indexes.
     max_arrival: std::collections::BTreeMap<u64, i64>,
     stats: IndexStats,
+    /// Where the active segment's last checkpoint ends (0: none yet).
+    checkpointed_upto: u64,
+    /// A thread is writing a checkpoint; others skip theirs.
+    checkpointing: bool,
+    /// The checkpoint offered to recovery, until it says it used it.
+    offered: Option<SparseIndex>,
 }
 
 #[derive(Debug)]
@@ -66,6 +81,9 @@ struct Shared {
     /// may be shared with other logs.
     cache: Arc<IndexCache>,
     key: LogKey,
+    /// The log's file system and directory, for checkpoints.
+    fs: Arc<dyn FileSystem>,
+    dir: PathBuf,
 }
 
 fn write_sidecar(fs: &dyn FileSystem, path: &Path, idx: &SparseIndex) -> std::io::Result<()> {
@@ -78,11 +96,34 @@ fn write_sidecar(fs: &dyn FileSystem, path: &Path, idx: &SparseIndex) -> std::io
     file.write_all_at(&idx.encode(), 0)
 }
 
+/// Writes an active segment's checkpoint: to a temporary name, synced, then
+/// renamed over the last one and the directory synced, so that a crash or a
+/// power cut leaves the old one or the new one. (Every 8 MiB of a shard's
+/// data, two fsyncs buy an open that reads at most that much of it even
+/// with a cold page cache.)
+fn write_checkpoint(fs: &dyn FileSystem, dir: &Path, idx: &SparseIndex) -> std::io::Result<()> {
+    let path = dir.join(checkpoint_file_name(idx.base_seq));
+    let tmp = path.with_extension(CHECKPOINT_TMP_SUFFIX.trim_start_matches('.'));
+    if fs.exists(&tmp) {
+        fs.remove_file(&tmp)?;
+    }
+    let file = fs.create_new(&tmp)?;
+    file.write_all_at(&idx.encode(), 0)?;
+    file.sync_data()?;
+    fs.rename(&tmp, &path)?;
+    fs.sync_dir(dir)
+}
+
 impl AppendObserver for Shared {
     fn placed(&self, segment_base: u64, records: &[Placed]) {
         let mut st = lock(&self.state);
-        if st.active.base_seq != segment_base {
+        // Placements go forward in a segment; one that starts below what
+        // the index holds is recovery reading again from the header after
+        // refusing a checkpoint it was offered.
+        let again = records.first().is_some_and(|r| r.offset < st.active.end_offset);
+        if st.active.base_seq != segment_base || again {
             st.active = SparseIndex::new(segment_base);
+            st.checkpointed_upto = 0;
         }
         for r in records {
             st.active.add(r.seq, r.offset, r.arrival_ms, r.frame_len);
@@ -92,8 +133,13 @@ impl AppendObserver for Shared {
     fn sealed(&self, info: &SealedInfo) {
         let mut idx = {
             let mut st = lock(&self.state);
+            st.checkpointed_upto = 0;
             std::mem::replace(&mut st.active, SparseIndex::new(info.end_seq))
         };
+        // The sealed segment's sidecar replaces its checkpoint.
+        let _ = info
+            .fs
+            .remove_file(&info.dir.join(checkpoint_file_name(info.segment_base)));
         if idx.base_seq != info.segment_base {
             // Nothing was placed in the sealed segment.
             idx = SparseIndex::new(info.segment_base);
@@ -116,6 +162,77 @@ impl AppendObserver for Shared {
     fn removed(&self, segment_base: u64) {
         self.cache.remove(self.key, segment_base);
         lock(&self.state).max_arrival.remove(&segment_base);
+    }
+
+    fn resume_point(&self, segment_base: u64, file_id: u64) -> Option<ResumePoint> {
+        let path = self.dir.join(checkpoint_file_name(segment_base));
+        let file = self.fs.open_read(&path).ok()?;
+        let len = file.len().ok()?;
+        let map = file.map(usize::try_from(len).ok()?).ok()?;
+        // A torn, stale or foreign checkpoint is not used: the open walks
+        // the whole segment, as without one.
+        let idx = SparseIndex::decode(map.as_slice()).ok()?;
+        if idx.base_seq != segment_base || idx.file_id != file_id || idx.end_seq == idx.base_seq {
+            return None;
+        }
+        let point = ResumePoint {
+            file_id,
+            offset: idx.end_offset,
+            next_seq: idx.end_seq,
+            last_arrival_ms: idx.max_arrival_ms,
+        };
+        lock(&self.state).offered = Some(idx);
+        Some(point)
+    }
+
+    fn resume_used(&self, segment_base: u64) {
+        let mut st = lock(&self.state);
+        if let Some(idx) = st.offered.take().filter(|i| i.base_seq == segment_base) {
+            st.checkpointed_upto = idx.end_offset;
+            st.active = idx;
+            st.stats.resumed += 1;
+        }
+    }
+
+    fn durable(&self, segment_base: u64, point: &ResumePoint) {
+        let idx = {
+            let mut st = lock(&self.state);
+            if st.active.base_seq != segment_base
+                || st.checkpointing
+                || point.offset < st.checkpointed_upto.saturating_add(CHECKPOINT_INTERVAL_BYTES)
+            {
+                return;
+            }
+            st.checkpointing = true;
+            SparseIndex {
+                base_seq: segment_base,
+                end_seq: point.next_seq,
+                file_id: point.file_id,
+                end_offset: point.offset,
+                max_arrival_ms: point.last_arrival_ms,
+                entries: st
+                    .active
+                    .entries
+                    .iter()
+                    .filter(|e| u64::from(e.offset) < point.offset)
+                    .copied()
+                    .collect(),
+            }
+        };
+        let written = write_checkpoint(&*self.fs, &self.dir, &idx).is_ok();
+        let mut st = lock(&self.state);
+        st.checkpointing = false;
+        if st.active.base_seq != segment_base {
+            // The segment was sealed meanwhile; its sidecar replaces this.
+            let _ = self
+                .fs
+                .remove_file(&self.dir.join(checkpoint_file_name(segment_base)));
+        } else if written {
+            st.checkpointed_upto = point.offset;
+            st.stats.checkpoints += 1;
+        } else {
+            st.stats.write_failures += 1;
+        }
     }
 }
 
@@ -176,9 +293,14 @@ impl IndexedLog {
                 active: SparseIndex::new(u64::MAX),
                 max_arrival: std::collections::BTreeMap::new(),
                 stats: IndexStats::default(),
+                checkpointed_upto: 0,
+                checkpointing: false,
+                offered: None,
             }),
             cache,
             key,
+            fs: fs.clone(),
+            dir: dir.as_ref().to_path_buf(),
         });
         let (log, report) = Log::open_with(fs, dir, opts, shared.clone())?;
         {
@@ -186,6 +308,7 @@ impl IndexedLog {
             // recovery found no records in it.
             let active_base = log.segments().last().map(|s| s.base_seq).unwrap_or(0);
             let mut st = lock(&shared.state);
+            st.offered = None;
             if st.active.base_seq != active_base {
                 st.active = SparseIndex::new(active_base);
             }
@@ -201,7 +324,20 @@ impl IndexedLog {
             return;
         };
         let segs: std::collections::HashSet<u64> = self.log.segments().iter().map(|s| s.base_seq).collect();
+        let active = self.log.segments().last().map(|s| s.base_seq);
         for name in names {
+            // Checkpoints of anything but the active segment, and ones a
+            // crash left half-written, are of no use.
+            if name.ends_with(CHECKPOINT_TMP_SUFFIX) {
+                let _ = fs.remove_file(&self.log.dir().join(&name));
+                continue;
+            }
+            if let Some(digits) = name.strip_suffix(CHECKPOINT_FILE_SUFFIX) {
+                if digits.parse::<u64>().ok() != active {
+                    let _ = fs.remove_file(&self.log.dir().join(&name));
+                }
+                continue;
+            }
             let Some(digits) = name.strip_suffix(INDEX_FILE_SUFFIX) else {
                 continue;
             };

@@ -153,6 +153,14 @@ impl SparseIndex {
 }
 
 /// File name of the index of the segment starting at `base_seq`.
+/// The name of the checkpoint of the active segment `base_seq`.
+pub fn checkpoint_file_name(base_seq: u64) -> String {
+    format!(
+        "{base_seq:0width$}{CHECKPOINT_FILE_SUFFIX}",
+        width = shardlog_segment::format::SEGMENT_FILE_NAME_DIGITS
+    )
+}
+
 pub fn index_file_name(base_seq: u64) -> String {
     format!(
         "{base_seq:0width$}{INDEX_FILE_SUFFIX}",

@@ -305,3 +305,192 @@ fn logs_sharing_one_index_cache_stay_within_its_budget_and_still_answer_every_lo
     assert_eq!(cache.stats().indexes, 0);
     assert_eq!(cache.stats().bytes, 0);
 }
+
+/// Options for checkpoint tests: one large active segment, and the open
+/// check that may use checkpoints.
+fn ckpt_opts(open_check: shardlog_segment::OpenCheck) -> LogOptions {
+    LogOptions {
+        segment_bytes_max: 64 * 1024 * 1024,
+        open_check,
+        ..opts()
+    }
+}
+
+/// Appends `batches` synced batches of 100 records of 1 KiB (about 100 KiB
+/// each), then `unsynced` more batches that a crash may lose, and crashes
+/// by `plan`. Returns the records acknowledged.
+fn crashed_with_checkpoints(
+    fs: &MemFs,
+    batches: u64,
+    unsynced: u64,
+    plan: shardlog_testkit::CrashPlan,
+) -> Vec<(u64, i64, Vec<u8>)> {
+    let mut acked = Vec::new();
+    {
+        let log = IndexedLog::open_with(
+            Arc::new(fs.clone()),
+            dir(),
+            ckpt_opts(shardlog_segment::OpenCheck::Deferred),
+        )
+        .unwrap()
+        .0;
+        for b in 0..batches {
+            let data: Vec<Vec<u8>> = (0..100u64)
+                .map(|i| vec![((b * 100 + i) % 251) as u8; 1000])
+                .collect();
+            let recs: Vec<RecordIn<'_>> = data
+                .iter()
+                .map(|d| RecordIn::new("k", d, 1_000 + b as i64 / 2))
+                .collect();
+            let a = log.append(&recs).unwrap();
+            acked.extend(
+                data.into_iter()
+                    .enumerate()
+                    .map(|(i, d)| (a.first_seq + i as u64, 1_000 + b as i64 / 2, d)),
+            );
+        }
+        assert!(log.stats().checkpoints >= 1, "{:?}", log.stats());
+    }
+    {
+        let log = IndexedLog::open_with(
+            Arc::new(fs.clone()),
+            dir(),
+            LogOptions {
+                sync: shardlog_segment::SyncPolicy::Never,
+                ..ckpt_opts(shardlog_segment::OpenCheck::Deferred)
+            },
+        )
+        .unwrap()
+        .0;
+        for b in batches..batches + unsynced {
+            let data = vec![9u8; 1000];
+            let recs: Vec<RecordIn<'_>> = (0..100)
+                .map(|_| RecordIn::new("k", &data, 1_000 + b as i64 / 2))
+                .collect();
+            log.append(&recs).unwrap();
+        }
+        std::mem::forget(log);
+    }
+    fs.crash(plan);
+    acked
+}
+
+/// Every acknowledged record is found by sequence number and by time, and
+/// reads from the start give them all, in order.
+fn assert_lookups(log: &IndexedLog, acked: &[(u64, i64, Vec<u8>)]) {
+    let all = read_from(log, log.cursor_first(), usize::MAX);
+    assert!(all.len() >= acked.len(), "acknowledged records lost");
+    assert_eq!(all[..acked.len()], acked[..]);
+    for (seq, ts, data) in acked.iter().step_by(97) {
+        let got = read_from(log, log.cursor_at(*seq).unwrap(), 1);
+        assert_eq!((got[0].0, &got[0].2), (*seq, data));
+        let first_at = all.iter().find(|r| r.1 >= *ts).unwrap().0;
+        assert_eq!(log.seq_at_time(*ts).unwrap(), first_at, "time {ts}");
+    }
+}
+
+#[test]
+fn an_open_after_a_crash_resumes_from_the_last_checkpoint_and_answers_every_lookup() {
+    let fs = MemFs::new();
+    // About 25 MiB acknowledged: three checkpoints at 8 MiB steps.
+    let acked = crashed_with_checkpoints(&fs, 250, 5, shardlog_testkit::CrashPlan::LoseUnsynced);
+    let (log, report) = IndexedLog::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
+    )
+    .unwrap();
+    assert_eq!(log.stats().resumed, 1);
+    assert!(
+        report.active_records < 10_000,
+        "the open walked only the records after the checkpoint: {}",
+        report.active_records
+    );
+    assert_eq!(log.log().next_seq(), acked.len() as u64);
+    assert_lookups(&log, &acked);
+    // The pass after open verifies the prefix the checkpoint let the open skip.
+    assert!(log.log().deferred_check_bytes() > 16 * 1024 * 1024);
+    assert!(log.log().check_deferred(&|| false).unwrap());
+    // Appends go on where the records end, and a second crash resumes again.
+    let a = log.append(&[RecordIn::new("k", b"after", 5_000)]).unwrap();
+    assert_eq!(a.first_seq, acked.len() as u64);
+    drop(log);
+    let log = IndexedLog::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
+    )
+    .unwrap()
+    .0;
+    assert_lookups(&log, &acked);
+    assert_eq!(log.log().next_seq(), acked.len() as u64 + 1);
+}
+
+#[test]
+fn a_damaged_or_stale_checkpoint_is_not_used_and_the_open_walks_the_whole_segment() {
+    let ckpt = dir().join(shardlog_index::checkpoint_file_name(0));
+    type Damage = fn(&MemFs, &Path);
+    let damages: [(&str, Damage); 3] = [
+        ("a flipped bit", |fs, p| fs.flip_bit(p, 40, 1).unwrap()),
+        ("a truncation", |fs, p| fs.truncate_durably(p, 30).unwrap()),
+        // The segment itself cut below the checkpoint's end: the point is
+        // past the data and must not be used.
+        ("a shorter segment", |fs, _| {
+            let seg = dir().join("00000000000000000000.seg");
+            fs.truncate_durably(&seg, 4 * 1024 * 1024).unwrap()
+        }),
+    ];
+    for (what, damage) in damages {
+        let fs = MemFs::new();
+        let acked = crashed_with_checkpoints(&fs, 250, 0, shardlog_testkit::CrashPlan::KeepUnsynced);
+        assert!(fs.contents(&ckpt).is_ok(), "a checkpoint was written");
+        damage(&fs, &ckpt);
+        let log = IndexedLog::open_with(
+            Arc::new(fs.clone()),
+            dir(),
+            ckpt_opts(shardlog_segment::OpenCheck::Deferred),
+        )
+        .unwrap()
+        .0;
+        assert_eq!(log.stats().resumed, 0, "{what}");
+        let all = read_from(&log, log.cursor_first(), usize::MAX);
+        if what == "a shorter segment" {
+            assert!(all.len() < acked.len(), "{what}");
+            assert_eq!(all[..], acked[..all.len()], "{what}");
+        } else {
+            assert_lookups(&log, &acked);
+        }
+        assert!(log.log().check_deferred(&|| false).unwrap(), "{what}");
+    }
+}
+
+#[test]
+fn opens_resumed_from_checkpoints_end_like_full_checks_whatever_the_crash_tore() {
+    shardlog_testkit::for_each_seed(
+        "opens_resumed_from_checkpoints_end_like_full_checks_whatever_the_crash_tore",
+        12,
+        |seed| {
+            let outcome = |open_check| {
+                let fs = MemFs::new();
+                let acked = crashed_with_checkpoints(
+                    &fs,
+                    90 + seed % 40,
+                    1 + seed % 7,
+                    shardlog_testkit::CrashPlan::Random { seed },
+                );
+                let log = IndexedLog::open_with(Arc::new(fs.clone()), dir(), ckpt_opts(open_check))
+                    .unwrap()
+                    .0;
+                assert!(log.log().check_deferred(&|| false).unwrap(), "seed {seed}");
+                assert_lookups(&log, &acked);
+                let all = read_from(&log, log.cursor_first(), usize::MAX);
+                (all, log.log().next_seq(), log.stats().resumed)
+            };
+            let (full, full_next, _) = outcome(shardlog_segment::OpenCheck::Full);
+            let (resumed, resumed_next, used) = outcome(shardlog_segment::OpenCheck::Deferred);
+            assert_eq!(used, 1, "seed {seed}: the checkpoint was used");
+            assert_eq!(full_next, resumed_next, "seed {seed}");
+            assert!(full == resumed, "seed {seed}: the records served differ");
+        },
+    );
+}

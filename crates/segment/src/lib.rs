@@ -18,6 +18,6 @@ pub use fs::{FileHandle, FileSystem, FsSyncer, Mapping, StdFs};
 pub use log::{
     now_ms, AppendObserver, Appended, Durable, Log, LogOptions, MappedBytes, NoObserver,
     NoObserver as NoObserverForTests, OpenCheck, Pending, Placed, Position, Problem, ReadBatch, ReadLimits,
-    RecoveryPolicy, RecoveryReport, SealedInfo, SegmentSummary, SyncPolicy, VerifyReport,
+    RecoveryPolicy, RecoveryReport, ResumePoint, SealedInfo, SegmentSummary, SyncPolicy, VerifyReport,
 };
 pub use sync::{SyncCoordinator, SyncPool};

@@ -166,6 +166,37 @@ pub trait AppendObserver: Send + Sync + fmt::Debug {
     fn sealed(&self, log: &SealedInfo);
     /// The segment `segment_base` was deleted by retention.
     fn removed(&self, segment_base: u64);
+    /// Under [`OpenCheck::Deferred`], recovery asks where in the active
+    /// segment `segment_base` (whose header says `file_id`) it may start
+    /// reading. An observer that answers can give the placements of every
+    /// frame below the point (from a checkpoint it made), all of them
+    /// durable when it made it; recovery then walks only the frames after
+    /// it and leaves the checksums below it to [`Log::check_deferred`]. It
+    /// says so with [`AppendObserver::resume_used`]; a point it cannot use
+    /// (one past the end of the file, say) it ignores and reads from the
+    /// header. The default answers nothing.
+    fn resume_point(&self, _segment_base: u64, _file_id: u64) -> Option<ResumePoint> {
+        None
+    }
+    /// Recovery uses the point [`AppendObserver::resume_point`] offered for
+    /// `segment_base`: from now on the observer holds the placements below
+    /// it, and recovery reports only those after it.
+    fn resume_used(&self, _segment_base: u64) {}
+    /// The active segment `segment_base` is durable up to byte `offset`:
+    /// the records before the point are described by `point`. Called after
+    /// each sync that moved the point, outside the log's locks, on the
+    /// thread that synced, which may do I/O (a checkpoint) here.
+    fn durable(&self, _segment_base: u64, _point: &ResumePoint) {}
+}
+
+/// A point in an active segment between two frames: where its frames end
+/// after the record before `next_seq`, which arrived at `last_arrival_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResumePoint {
+    pub file_id: u64,
+    pub offset: u64,
+    pub next_seq: u64,
+    pub last_arrival_ms: i64,
 }
 
 /// A sealed segment, as reported to observers.
@@ -236,6 +267,10 @@ struct Watermark {
     next_seq: u64,
     segment_base: u64,
     offset: u64,
+    /// The segment's file id and the arrival time of the record before
+    /// `next_seq`: what an observer's checkpoint of the point needs.
+    file_id: u64,
+    last_arrival_ms: i64,
 }
 
 #[derive(Debug)]
@@ -740,11 +775,13 @@ fn scan_frames<'a>(
     header: &SegmentHeader,
     limit: usize,
     unchecked_upto: usize,
+    start: Option<&ResumePoint>,
     on_placed: &mut dyn FnMut(&[Placed]),
 ) -> Scan<'a> {
-    let mut pos = SEGMENT_HEADER_BYTES;
-    let mut next_seq = header.base_seq;
-    let mut last_arrival_ms = i64::MIN;
+    let (mut pos, mut next_seq, mut last_arrival_ms) = match start {
+        Some(r) => (r.offset as usize, r.next_seq, r.last_arrival_ms),
+        None => (SEGMENT_HEADER_BYTES, header.base_seq, i64::MIN),
+    };
     let mut records = 0u64;
     let mut placed = Vec::with_capacity(SCAN_CHUNK_RECORDS);
     let stop = loop {
@@ -916,6 +953,8 @@ impl Log {
             next_seq: w.next_seq,
             segment_base: w.active.base_seq,
             offset: w.active.len,
+            file_id: w.active.file_id,
+            last_arrival_ms: w.last_arrival_ms,
         };
         let sync = SyncState {
             written: mark,
@@ -1079,6 +1118,16 @@ impl Log {
         // log continues whatever the checks below decide (a torn tail is cut
         // there, damage is quarantined from there, and a strict refusal
         // opens nothing), so the observer can index them as they come.
+        // An observer's checkpoint may spare the walk of the frames below
+        // it; a point that does not fit this file is not used.
+        let resume = match opts.open_check {
+            OpenCheck::Full => None,
+            OpenCheck::Deferred => observer.resume_point(base, header.file_id).filter(|r| {
+                r.file_id == header.file_id
+                    && (SEGMENT_HEADER_BYTES as u64..=bytes.len() as u64).contains(&r.offset)
+                    && r.next_seq >= header.base_seq
+            }),
+        };
         let unchecked_upto = match opts.open_check {
             OpenCheck::Full => SEGMENT_HEADER_BYTES,
             OpenCheck::Deferred => {
@@ -1103,9 +1152,18 @@ impl Log {
                 })
             }
         };
-        let scan = scan_frames(bytes, &header, bytes.len(), unchecked_upto, &mut |chunk| {
-            observer.placed(base, chunk)
-        });
+        if resume.is_some() {
+            observer.resume_used(base);
+        }
+        let unchecked_upto = unchecked_upto.max(resume.map_or(0, |r| r.offset as usize));
+        let scan = scan_frames(
+            bytes,
+            &header,
+            bytes.len(),
+            unchecked_upto,
+            resume.as_ref(),
+            &mut |chunk| observer.placed(base, chunk),
+        );
         if unchecked_upto > SEGMENT_HEADER_BYTES {
             report.deferred_check = Some((path.clone(), unchecked_upto as u64));
         }
@@ -1479,12 +1537,16 @@ impl Log {
                 if let Some(cause) = &st.poisoned {
                     return Err(Error::Poisoned { cause: cause.clone() });
                 }
-                if goal.next_seq > st.durable.next_seq {
+                let advanced = goal.next_seq > st.durable.next_seq;
+                if advanced {
                     st.durable = goal;
                 }
                 let ready = take_ready(&mut st);
                 drop(st);
                 wake(ready);
+                if advanced {
+                    self.report_durable(goal);
+                }
                 Ok(())
             }
             Err(cause) => {
@@ -1607,6 +1669,8 @@ impl Log {
                 next_seq: w.next_seq,
                 segment_base: w.active.base_seq,
                 offset: w.active.len,
+                file_id: w.active.file_id,
+                last_arrival_ms: w.last_arrival_ms,
             };
         }
         w.buf = buf;
@@ -1707,6 +1771,8 @@ impl Log {
                 next_seq: end_seq,
                 segment_base: end_seq,
                 offset: SEGMENT_HEADER_BYTES as u64,
+                file_id: w.active.file_id,
+                last_arrival_ms: w.last_arrival_ms,
             };
             st.written = mark;
             st.durable = mark;
@@ -1801,11 +1867,13 @@ impl Log {
         crate::stats::record_fsync(started.elapsed());
         st = lock(&self.inner.sync);
         st.syncing = false;
+        let mut advanced = None;
         match result {
             Ok(()) => {
                 if goal.next_seq > st.durable.next_seq {
                     crate::stats::record_group(goal.next_seq - st.durable.next_seq);
                     st.durable = goal;
+                    advanced = Some(goal);
                 }
             }
             Err(e) => {
@@ -1824,6 +1892,9 @@ impl Log {
         }
         drop(st);
         wake(ready);
+        if let Some(goal) = advanced {
+            self.report_durable(goal);
+        }
         st = lock(&self.inner.sync);
         if let Some(job) = self.schedule_waiters(&mut st) {
             // The pool could not take it: sync for those waiters here.
@@ -1872,6 +1943,19 @@ impl Log {
     /// are not on disk and were never acknowledged. Under `Always`, cut the
     /// active segment back to its durable end so that what a reopen sees is
     /// what was acknowledged. Best effort: the writer is poisoned either way.
+    /// Tells the observer how far the active segment is durable.
+    fn report_durable(&self, goal: Watermark) {
+        self.inner.observer.durable(
+            goal.segment_base,
+            &ResumePoint {
+                file_id: goal.file_id,
+                offset: goal.offset,
+                next_seq: goal.next_seq,
+                last_arrival_ms: goal.last_arrival_ms,
+            },
+        );
+    }
+
     fn discard_undurable(&self) {
         let mut w = lock(&self.inner.writer);
         self.discard_undurable_locked(&mut w);
@@ -2273,7 +2357,7 @@ impl Log {
             };
             let limit = need.map_or(bytes.len(), |n| n as usize);
             // Verification checks every checksum.
-            let scan = scan_frames(bytes, &header, limit.min(bytes.len()), 0, &mut |_| {});
+            let scan = scan_frames(bytes, &header, limit.min(bytes.len()), 0, None, &mut |_| {});
             report.records += scan.records;
             if let Some(reason) = scan.stop {
                 report.problems.push(Problem {
