@@ -315,6 +315,18 @@ impl IndexedLog {
         }
         let me = IndexedLog { log, shared };
         me.remove_orphan_sidecars();
+        if me.stats().resumed == 0 {
+            // A checkpoint this open did not use (a full check, or one that
+            // did not fit the file) may no longer describe the segment: a
+            // full check may have cut the file below it. It goes; the next
+            // one is written after 8 MiB more.
+            if let Some(base) = me.log.segments().last().map(|s| s.base_seq) {
+                let path = me.log.dir().join(checkpoint_file_name(base));
+                if me.log.fs().exists(&path) {
+                    let _ = me.log.fs().remove_file(&path);
+                }
+            }
+        }
         Ok((me, report))
     }
 

@@ -424,6 +424,21 @@ fn an_open_after_a_crash_resumes_from_the_last_checkpoint_and_answers_every_look
     .0;
     assert_lookups(&log, &acked);
     assert_eq!(log.log().next_seq(), acked.len() as u64 + 1);
+    // An open that does not use the checkpoint (a full check may cut the
+    // file below it) removes it; a stale one is never used later.
+    drop(log);
+    let ckpt = dir().join(shardlog_index::checkpoint_file_name(0));
+    assert!(fs.contents(&ckpt).is_ok());
+    let log = IndexedLog::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        ckpt_opts(shardlog_segment::OpenCheck::Full),
+    )
+    .unwrap()
+    .0;
+    assert_eq!(log.stats().resumed, 0);
+    assert!(fs.contents(&ckpt).is_err(), "the unused checkpoint is gone");
+    assert_lookups(&log, &acked);
 }
 
 #[test]

@@ -1391,13 +1391,16 @@ impl Log {
             let frame_len = match checked {
                 Ok(len) => len,
                 Err(reason) => {
+                    *lock(&self.inner.deferred) = None;
                     {
                         let mut st = lock(&self.inner.sync);
-                        if st.quarantine.is_none() {
-                            st.quarantine = Some((d.path.clone(), d.pos));
+                        match &st.quarantine {
+                            // Recovery already quarantined this file at or
+                            // before this point: nothing new to report.
+                            Some((p, q)) if *p == d.path && *q <= d.pos => return Ok(true),
+                            _ => st.quarantine = Some((d.path.clone(), d.pos)),
                         }
                     }
-                    *lock(&self.inner.deferred) = None;
                     return Err(Error::corruption(
                     &d.path,
                     d.pos,
@@ -1685,6 +1688,16 @@ impl Log {
 
     /// Seals the active segment (fsync) and starts a new one.
     fn roll_locked(&self, w: &mut Writer, created_ms: i64) -> Result<()> {
+        // Opens scan only the active segment: one sealed with checksums the
+        // pass after open has not verified yet would never be checked at an
+        // open again, and damage in it would not keep the log quarantined.
+        // So that pass is finished on it first.
+        if lock(&self.inner.deferred)
+            .as_ref()
+            .is_some_and(|d| d.path == w.active.path)
+        {
+            self.check_deferred(&|| false)?;
+        }
         let old_path = w.active.path.clone();
         // Sealed segments end exactly at their last frame: the preallocated
         // zeros go, so a sealed file holds nothing but header and frames. The
@@ -1717,8 +1730,17 @@ impl Log {
         }
         let synced = cut.and_then(|()| w.active.file.sync_data());
         {
+            // A failed sync poisons in the same critical section that ends
+            // it: a waiter woken by the end must not lead a sync of its own,
+            // which Linux would report as a success after the error went
+            // to this one.
             let mut st = lock(&self.inner.sync);
             st.syncing = false;
+            if let Err(e) = &synced {
+                if st.poisoned.is_none() {
+                    st.poisoned = Some(format!("fsync of {} failed: {e}", old_path.display()));
+                }
+            }
             self.inner.sync_cv.notify_all();
         }
         if let Err(e) = synced {
@@ -1869,6 +1891,10 @@ impl Log {
         st.syncing = false;
         let mut advanced = None;
         match result {
+            // A log poisoned meanwhile (a failed write elsewhere) may have
+            // been cut back below `goal`: the durable mark must not pass the
+            // end of the file, or readers would map beyond it.
+            Ok(()) if st.poisoned.is_some() => {}
             Ok(()) => {
                 if goal.next_seq > st.durable.next_seq {
                     crate::stats::record_group(goal.next_seq - st.durable.next_seq);
@@ -2246,7 +2272,11 @@ impl Log {
         if out.records.is_empty() {
             let st = lock(&self.inner.sync);
             if let Some((qpath, qoff)) = &st.quarantine {
-                if *qpath == seg.path && p as u64 >= *qoff {
+                // Only a read stopped exactly at the damage: after a
+                // quarantine found by the pass after open, the frames
+                // appended past it are intact and a reader at the tail
+                // beyond it has simply read everything.
+                if *qpath == seg.path && p as u64 == *qoff {
                     return Err(Error::corruption(
                         qpath,
                         *qoff,
@@ -2516,8 +2546,14 @@ impl Log {
         if sync {
             let synced = w.active.file.sync_data();
             {
+                // As in a roll: poisoned before anyone can lead a sync.
                 let mut st = lock(&self.inner.sync);
                 st.syncing = false;
+                if let Err(e) = &synced {
+                    if st.poisoned.is_none() {
+                        st.poisoned = Some(format!("fdatasync failed: {e}"));
+                    }
+                }
                 self.inner.sync_cv.notify_all();
             }
             if let Err(e) = synced {

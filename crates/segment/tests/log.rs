@@ -600,6 +600,20 @@ fn deferred_open_check_leaves_the_synced_prefix_to_a_later_pass_that_quarantines
         .unwrap();
     assert_eq!(first.len(), 5, "records before the damage stay readable");
     assert_eq!(log.deferred_check_bytes(), 0);
+    // A reader that had read everything, past the damage, still finds the
+    // tail quiet rather than an error at every poll.
+    let tail = frame_offset(20) + 40 + 4 + 1;
+    let quiet = log
+        .read_at(
+            Position {
+                segment_base: 0,
+                offset: tail,
+            },
+            21,
+            ALL,
+        )
+        .unwrap();
+    assert!(quiet.is_empty());
     drop(log);
     let (_, full) = Log::open_with(
         Arc::new(fs.clone()),
@@ -610,6 +624,35 @@ fn deferred_open_check_leaves_the_synced_prefix_to_a_later_pass_that_quarantines
     .unwrap();
     let (qpath, qoff, _) = full.quarantined.expect("a full check quarantines at open");
     assert_eq!((qpath, qoff), (path, damaged));
+}
+
+#[test]
+fn a_roll_finishes_the_deferred_check_first_so_damage_is_never_sealed_away_unchecked() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 20);
+    let path = log.segments().last().unwrap().path.clone();
+    drop(log);
+    fs.flip_bit(&path, frame_offset(5) + 40 + 3 + 2, 5).unwrap();
+    let log = open(
+        &fs,
+        LogOptions {
+            open_check: OpenCheck::Deferred,
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    assert!(log.deferred_check_bytes() > 0);
+    // Opens scan only the active segment; sealing this one unchecked would
+    // hide the damage from every later open.
+    let err = log.roll().unwrap_err();
+    assert!(err.is_corruption(), "{err}");
+    assert_eq!(log.segments().len(), 1, "nothing was sealed");
+    assert_eq!(log.deferred_check_bytes(), 0);
+    assert!(matches!(
+        log.append(&[RecordIn::new("k", b"v", 9_000)]),
+        Err(Error::Quarantined { .. })
+    ));
 }
 
 #[test]
