@@ -13,7 +13,7 @@
 //! A subscription lasts [`SUBSCRIPTION_MS`] like AWS's. Subscribing again
 //! with the same consumer to the same shard within [`RESUBSCRIBE_MIN_MS`]
 //! answers `ResourceInUseException`; later, the new subscription replaces
-//! the old one, which ends. Events go through a channel of
+//! the old one, which ends with a `ResourceInUseException` event. Events go through a channel of
 //! [`EVENTS_BUFFERED_MAX`] messages: a slow subscriber slows its own reads
 //! instead of making the server buffer without bound.
 
@@ -274,7 +274,21 @@ async fn pump(
     let mut position = sub.position;
     let mut last_sent = Instant::now();
     loop {
-        if !subs.is_current(key, id) || started.elapsed() >= lifetime {
+        if !subs.is_current(key, id) {
+            // Replaced by a newer subscription of the same consumer to the
+            // same shard: as on AWS, the old one fails with
+            // ResourceInUseException rather than ending quietly.
+            let replaced = ApiError::new(
+                "ResourceInUseException",
+                format!(
+                    "A newer subscription of consumer {} to shard {} replaced this one.",
+                    key.2, key.3
+                ),
+            );
+            let _ = tx.send(exception(format, &replaced)).await;
+            return;
+        }
+        if started.elapsed() >= lifetime {
             return;
         }
         let (e, s) = (engine.clone(), sub.clone());

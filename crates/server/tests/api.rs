@@ -1338,3 +1338,63 @@ fn list_shards_filters_follow_shard_lifetimes_and_consumer_lists_page() {
         assert!(r.get("NextToken").is_none(), "{r}");
     });
 }
+
+#[test]
+fn a_subscription_replaced_by_a_newer_one_ends_with_resource_in_use() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let h2 = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap();
+        json_call(&h2, &server, "CreateStream", json!({"StreamName": "r", "ShardCount": 1})).await;
+        let (_, c) = json_call(
+            &h2,
+            &server,
+            "RegisterStreamConsumer",
+            json!({"StreamARN": "arn:aws:kinesis:us-east-1:000000000000:stream/r", "ConsumerName": "old-and-new"}),
+        )
+        .await;
+        let consumer_arn = c["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
+        let subscribe = || {
+            h2.post(server.endpoint())
+                .header("X-Amz-Target", "Kinesis_20131202.SubscribeToShard")
+                .header("Content-Type", "application/x-amz-json-1.1")
+                .body(
+                    serde_json::to_vec(&json!({
+                        "ConsumerARN": consumer_arn,
+                        "ShardId": "shardId-000000000000",
+                        "StartingPosition": {"Type": "LATEST"}
+                    }))
+                    .unwrap(),
+                )
+                .send()
+        };
+        let mut old = subscribe().await.unwrap();
+        assert_eq!(old.status(), 200);
+        // Five seconds later a second subscription takes over.
+        tokio::time::sleep(std::time::Duration::from_millis(5_200)).await;
+        let new = subscribe().await.unwrap();
+        assert_eq!(new.status(), 200);
+        let mut buf = bytes::BytesMut::new();
+        let mut decoder = aws_smithy_eventstream::frame::MessageFrameDecoder::new();
+        let mut exception = None;
+        'read: while let Some(chunk) = old.chunk().await.unwrap() {
+            buf.extend_from_slice(&chunk);
+            while let aws_smithy_eventstream::frame::DecodedFrame::Complete(m) = decoder.decode_frame(&mut buf).unwrap() {
+                let kind = m
+                    .headers()
+                    .iter()
+                    .find(|h| h.name().as_str() == ":exception-type")
+                    .and_then(|h| h.value().as_string().ok().map(|s| s.as_str().to_string()));
+                if kind.is_some() {
+                    exception = kind;
+                    break 'read;
+                }
+            }
+        }
+        assert_eq!(exception.as_deref(), Some("ResourceInUseException"));
+        drop(new);
+    });
+}
