@@ -180,6 +180,7 @@ impl AppendObserver for Shared {
             offset: idx.end_offset,
             next_seq: idx.end_seq,
             last_arrival_ms: idx.max_arrival_ms,
+            anchor: idx.entries.last().map(|e| (u64::from(e.offset), e.seq)),
         };
         lock(&self.state).offered = Some(idx);
         Some(point)
@@ -322,8 +323,11 @@ impl IndexedLog {
             // one is written after 8 MiB more.
             if let Some(base) = me.log.segments().last().map(|s| s.base_seq) {
                 let path = me.log.dir().join(checkpoint_file_name(base));
-                if me.log.fs().exists(&path) {
-                    let _ = me.log.fs().remove_file(&path);
+                if me.log.fs().exists(&path) && me.log.fs().remove_file(&path).is_ok() {
+                    // Best effort: a stale checkpoint that survives is
+                    // still refused, since recovery checks every one it is
+                    // offered against the file (`ResumePoint::anchor`).
+                    let _ = me.log.fs().sync_dir(me.log.dir());
                 }
             }
         }

@@ -509,3 +509,56 @@ fn opens_resumed_from_checkpoints_end_like_full_checks_whatever_the_crash_tore()
         },
     );
 }
+
+#[test]
+fn a_checkpoint_left_over_from_before_the_file_was_cut_is_refused_even_when_the_file_has_grown_past_it() {
+    let fs = MemFs::new();
+    let acked = crashed_with_checkpoints(&fs, 250, 0, shardlog_testkit::CrashPlan::KeepUnsynced);
+    let ckpt = dir().join(shardlog_index::checkpoint_file_name(0));
+    let seg = dir().join("00000000000000000000.seg");
+    let stale = fs.contents(&ckpt).unwrap();
+    // The file is cut well below the checkpoint (a full check cut a damaged
+    // tail, say), and appends then grow it past the checkpoint's end again.
+    fs.truncate_durably(&seg, 4 * 1024 * 1024).unwrap();
+    let kept = {
+        let log = IndexedLog::open_with(
+            Arc::new(fs.clone()),
+            dir(),
+            ckpt_opts(shardlog_segment::OpenCheck::Full),
+        )
+        .unwrap()
+        .0;
+        let kept = log.log().next_seq();
+        for b in 0..250u64 {
+            let data = vec![0xEEu8; 1000];
+            let recs: Vec<RecordIn<'_>> = (0..100)
+                .map(|_| RecordIn::new("k", &data, 9_000 + b as i64))
+                .collect();
+            log.append(&recs).unwrap();
+        }
+        kept
+    };
+    assert!(kept < acked.len() as u64);
+    // The stale checkpoint comes back (its removal was lost, say).
+    if fs.contents(&ckpt).is_ok() {
+        fs.remove_file(&ckpt).unwrap();
+    }
+    let f = fs.create_new(&ckpt).unwrap();
+    f.write_all_at(&stale, 0).unwrap();
+    f.sync_data().unwrap();
+    fs.sync_dir(&dir()).unwrap();
+    fs.crash(shardlog_testkit::CrashPlan::KeepUnsynced);
+    let log = IndexedLog::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
+    )
+    .unwrap()
+    .0;
+    assert_eq!(log.stats().resumed, 0, "the stale checkpoint is refused");
+    assert_eq!(log.log().next_seq(), kept + 25_000);
+    let all = read_from(&log, log.cursor_first(), usize::MAX);
+    assert_eq!(all.len() as u64, kept + 25_000);
+    assert_eq!(all[..kept as usize], acked[..kept as usize]);
+    assert!(log.log().check_deferred(&|| false).unwrap());
+}

@@ -197,6 +197,14 @@ pub struct ResumePoint {
     pub offset: u64,
     pub next_seq: u64,
     pub last_arrival_ms: i64,
+    /// For a point offered to recovery: the offset and sequence number of a
+    /// frame below it (the checkpoint's last index entry). Recovery uses
+    /// the point only if that frame passes its checksum and a walk from it
+    /// lands exactly on the point, with the point's sequence number and the
+    /// arrival time of the frame before it: a checkpoint left over from
+    /// before the file was cut, or otherwise out of step with it, is not
+    /// used.
+    pub anchor: Option<(u64, u64)>,
 }
 
 /// A sealed segment, as reported to observers.
@@ -712,6 +720,39 @@ const SCAN_CHUNK_RECORDS: usize = 4096;
 /// caller whether to stop (a few milliseconds of checksumming).
 pub const DEFERRED_CHECK_STEP_BYTES: u64 = 8 * 1024 * 1024;
 
+/// Whether a resume point offered to recovery matches the file: its anchor
+/// frame passes its checksum, and a walk of the frame headers from it ends
+/// exactly at the point, with the point's sequence number and the arrival
+/// time of the frame before it (see [`ResumePoint::anchor`]). The walk is
+/// one index interval long.
+fn resume_point_fits(bytes: &[u8], file_id: u64, point: &ResumePoint) -> bool {
+    let Some((anchor_offset, anchor_seq)) = point.anchor else {
+        return false;
+    };
+    let (Ok(mut pos), Ok(end)) = (usize::try_from(anchor_offset), usize::try_from(point.offset)) else {
+        return false;
+    };
+    if pos < SEGMENT_HEADER_BYTES || pos >= end {
+        return false;
+    }
+    if !matches!(frame::decode(bytes, pos, file_id), Decoded::Record(r) if r.seq == anchor_seq) {
+        return false;
+    }
+    let mut seq = anchor_seq;
+    let mut last_arrival_ms = None;
+    while pos < end {
+        match frame::decode_header(bytes, pos) {
+            frame::DecodedHeader::Header(h) if h.seq == seq => {
+                last_arrival_ms = Some(h.arrival_ms);
+                pos += h.frame_len as usize;
+                seq += 1;
+            }
+            _ => return false,
+        }
+    }
+    pos == end && seq == point.next_seq && last_arrival_ms == Some(point.last_arrival_ms)
+}
+
 /// The header of the frame at `pos`, checked in full (checksum included)
 /// unless the frame ends at or below `unchecked_upto`; `None` at the end of
 /// data.
@@ -1126,6 +1167,7 @@ impl Log {
                 r.file_id == header.file_id
                     && (SEGMENT_HEADER_BYTES as u64..=bytes.len() as u64).contains(&r.offset)
                     && r.next_seq >= header.base_seq
+                    && resume_point_fits(bytes, header.file_id, r)
             }),
         };
         let unchecked_upto = match opts.open_check {
@@ -1398,7 +1440,12 @@ impl Log {
                             // Recovery already quarantined this file at or
                             // before this point: nothing new to report.
                             Some((p, q)) if *p == d.path && *q <= d.pos => return Ok(true),
-                            _ => st.quarantine = Some((d.path.clone(), d.pos)),
+                            // Recovery's quarantine stays where it is (a
+                            // reader stopped there must keep getting its
+                            // error); this earlier damage is reported, and
+                            // readers meet it as a checksum failure.
+                            Some(_) => {}
+                            None => st.quarantine = Some((d.path.clone(), d.pos)),
                         }
                     }
                     return Err(Error::corruption(
@@ -1713,9 +1760,10 @@ impl Log {
             while st.syncing {
                 st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
             }
-            if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned { cause: cause.clone() });
-            }
+            // Quarantine too: the pass after open may have found damage in
+            // this segment just now (on another thread); it must not be
+            // sealed and written past.
+            self.check_writable(&st)?;
             st.syncing = true;
         }
         let cut = if w.active.allocated > w.active.len {
@@ -1978,6 +2026,7 @@ impl Log {
                 offset: goal.offset,
                 next_seq: goal.next_seq,
                 last_arrival_ms: goal.last_arrival_ms,
+                anchor: None,
             },
         );
     }

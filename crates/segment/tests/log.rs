@@ -656,6 +656,44 @@ fn a_roll_finishes_the_deferred_check_first_so_damage_is_never_sealed_away_unche
 }
 
 #[test]
+fn damage_the_pass_after_open_finds_before_a_quarantine_from_recovery_leaves_that_quarantine_in_place() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 20);
+    let path = log.segments().last().unwrap().path.clone();
+    drop(log);
+    // Record 5's data rots (only its checksum can tell) and record 10's
+    // length is hit (the walk stops there, and later frames prove it synced).
+    fs.flip_bit(&path, frame_offset(5) + 40 + 3 + 2, 5).unwrap();
+    fs.flip_bit(&path, frame_offset(10) + 4, 6).unwrap();
+    let (log, report) = Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        LogOptions {
+            open_check: OpenCheck::Deferred,
+            ..small_opts()
+        },
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap();
+    let (_, q, _) = report.quarantined.expect("recovery quarantines at record 10");
+    assert_eq!(q, frame_offset(10));
+    let err = log.check_deferred(&|| false).unwrap_err();
+    assert!(err.to_string().contains(&frame_offset(5).to_string()), "{err}");
+    // A reader stopped at recovery's quarantine still gets its error rather
+    // than a quiet end of data.
+    let at_quarantine = log.read_at(
+        Position {
+            segment_base: 0,
+            offset: frame_offset(10),
+        },
+        10,
+        ALL,
+    );
+    assert!(matches!(at_quarantine, Err(e) if e.is_corruption()));
+}
+
+#[test]
 fn deferred_open_check_resumes_where_it_was_stopped_and_passes_an_intact_log() {
     let fs = MemFs::new();
     let opts = LogOptions {
