@@ -98,7 +98,7 @@ fn write_sidecar(fs: &dyn FileSystem, path: &Path, idx: &SparseIndex) -> std::io
 
 /// Writes an active segment's checkpoint: to a temporary name, synced, then
 /// renamed over the last one and the directory synced, so that a crash or a
-/// power cut leaves the old one or the new one. (Every 8 MiB of a shard's
+/// power cut leaves the old one or the new one. (Every 4 MiB of a shard's
 /// data, two fsyncs buy an open that reads at most that much of it even
 /// with a cold page cache.)
 fn write_checkpoint(fs: &dyn FileSystem, dir: &Path, idx: &SparseIndex) -> std::io::Result<()> {
@@ -320,7 +320,7 @@ impl IndexedLog {
             // A checkpoint this open did not use (a full check, or one that
             // did not fit the file) may no longer describe the segment: a
             // full check may have cut the file below it. It goes; the next
-            // one is written after 8 MiB more.
+            // one is written after 4 MiB more.
             if let Some(base) = me.log.segments().last().map(|s| s.base_seq) {
                 let path = me.log.dir().join(checkpoint_file_name(base));
                 if me.log.fs().exists(&path) && me.log.fs().remove_file(&path).is_ok() {
