@@ -316,6 +316,13 @@ fn ckpt_opts(open_check: shardlog_segment::OpenCheck) -> LogOptions {
     }
 }
 
+/// Opens the log of `fs` for checkpoint tests.
+fn open_ckpt(fs: &MemFs, open_check: shardlog_segment::OpenCheck) -> IndexedLog {
+    IndexedLog::open_with(Arc::new(fs.clone()), dir(), ckpt_opts(open_check))
+        .unwrap()
+        .0
+}
+
 /// Appends `batches` synced batches of 100 records of 1 KiB (about 100 KiB
 /// each), then `unsynced` more batches that a crash may lose, and crashes
 /// by `plan`. Returns the records acknowledged.
@@ -327,13 +334,7 @@ fn crashed_with_checkpoints(
 ) -> Vec<(u64, i64, Vec<u8>)> {
     let mut acked = Vec::new();
     {
-        let log = IndexedLog::open_with(
-            Arc::new(fs.clone()),
-            dir(),
-            ckpt_opts(shardlog_segment::OpenCheck::Deferred),
-        )
-        .unwrap()
-        .0;
+        let log = open_ckpt(fs, shardlog_segment::OpenCheck::Deferred);
         for b in 0..batches {
             let data: Vec<Vec<u8>> = (0..100u64)
                 .map(|i| vec![((b * 100 + i) % 251) as u8; 1000])
@@ -415,13 +416,7 @@ fn an_open_after_a_crash_resumes_from_the_last_checkpoint_and_answers_every_look
     let a = log.append(&[RecordIn::new("k", b"after", 5_000)]).unwrap();
     assert_eq!(a.first_seq, acked.len() as u64);
     drop(log);
-    let log = IndexedLog::open_with(
-        Arc::new(fs.clone()),
-        dir(),
-        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
-    )
-    .unwrap()
-    .0;
+    let log = open_ckpt(&fs, shardlog_segment::OpenCheck::Deferred);
     assert_lookups(&log, &acked);
     assert_eq!(log.log().next_seq(), acked.len() as u64 + 1);
     // An open that does not use the checkpoint (a full check may cut the
@@ -429,13 +424,7 @@ fn an_open_after_a_crash_resumes_from_the_last_checkpoint_and_answers_every_look
     drop(log);
     let ckpt = dir().join(shardlog_index::checkpoint_file_name(0));
     assert!(fs.contents(&ckpt).is_ok());
-    let log = IndexedLog::open_with(
-        Arc::new(fs.clone()),
-        dir(),
-        ckpt_opts(shardlog_segment::OpenCheck::Full),
-    )
-    .unwrap()
-    .0;
+    let log = open_ckpt(&fs, shardlog_segment::OpenCheck::Full);
     assert_eq!(log.stats().resumed, 0);
     assert!(fs.contents(&ckpt).is_err(), "the unused checkpoint is gone");
     assert_lookups(&log, &acked);
@@ -460,13 +449,7 @@ fn a_damaged_or_stale_checkpoint_is_not_used_and_the_open_walks_the_whole_segmen
         let acked = crashed_with_checkpoints(&fs, 250, 0, shardlog_testkit::CrashPlan::KeepUnsynced);
         assert!(fs.contents(&ckpt).is_ok(), "a checkpoint was written");
         damage(&fs, &ckpt);
-        let log = IndexedLog::open_with(
-            Arc::new(fs.clone()),
-            dir(),
-            ckpt_opts(shardlog_segment::OpenCheck::Deferred),
-        )
-        .unwrap()
-        .0;
+        let log = open_ckpt(&fs, shardlog_segment::OpenCheck::Deferred);
         assert_eq!(log.stats().resumed, 0, "{what}");
         let all = read_from(&log, log.cursor_first(), usize::MAX);
         if what == "a shorter segment" {
@@ -493,9 +476,7 @@ fn opens_resumed_from_checkpoints_end_like_full_checks_whatever_the_crash_tore()
                     1 + seed % 7,
                     shardlog_testkit::CrashPlan::Random { seed },
                 );
-                let log = IndexedLog::open_with(Arc::new(fs.clone()), dir(), ckpt_opts(open_check))
-                    .unwrap()
-                    .0;
+                let log = open_ckpt(&fs, open_check);
                 assert!(log.log().check_deferred(&|| false).unwrap(), "seed {seed}");
                 assert_lookups(&log, &acked);
                 let all = read_from(&log, log.cursor_first(), usize::MAX);
@@ -521,13 +502,7 @@ fn a_checkpoint_left_over_from_before_the_file_was_cut_is_refused_even_when_the_
     // tail, say), and appends then grow it past the checkpoint's end again.
     fs.truncate_durably(&seg, 4 * 1024 * 1024).unwrap();
     let kept = {
-        let log = IndexedLog::open_with(
-            Arc::new(fs.clone()),
-            dir(),
-            ckpt_opts(shardlog_segment::OpenCheck::Full),
-        )
-        .unwrap()
-        .0;
+        let log = open_ckpt(&fs, shardlog_segment::OpenCheck::Full);
         let kept = log.log().next_seq();
         for b in 0..250u64 {
             let data = vec![0xEEu8; 1000];
@@ -548,13 +523,7 @@ fn a_checkpoint_left_over_from_before_the_file_was_cut_is_refused_even_when_the_
     f.sync_data().unwrap();
     fs.sync_dir(&dir()).unwrap();
     fs.crash(shardlog_testkit::CrashPlan::KeepUnsynced);
-    let log = IndexedLog::open_with(
-        Arc::new(fs.clone()),
-        dir(),
-        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
-    )
-    .unwrap()
-    .0;
+    let log = open_ckpt(&fs, shardlog_segment::OpenCheck::Deferred);
     assert_eq!(log.stats().resumed, 0, "the stale checkpoint is refused");
     assert_eq!(log.log().next_seq(), kept + 25_000);
     let all = read_from(&log, log.cursor_first(), usize::MAX);

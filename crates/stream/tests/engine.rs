@@ -1287,6 +1287,32 @@ fn a_failed_fsync_fences_only_its_shard_shows_in_problems_and_reopening_recovers
         .unwrap();
 }
 
+/// Reads shard 0 of stream "s" from its trim horizon, `limit` records a
+/// call, until its end or a read error, which must name corruption; returns
+/// the data served.
+fn served_until_damage(e: &Engine, limit: usize) -> Vec<Vec<u8>> {
+    let mut it = e
+        .get_shard_iterator("s", "shardId-000000000000", StartingPosition::TrimHorizon)
+        .unwrap();
+    let mut served = Vec::new();
+    loop {
+        match e.get_records(&it, Some(limit)) {
+            Ok(r) => {
+                let empty = r.records.is_empty();
+                served.extend(r.records.into_iter().map(|r| r.data.into_vec()));
+                match r.next_shard_iterator {
+                    Some(n) if !empty => it = n,
+                    _ => return served,
+                }
+            }
+            Err(err) => {
+                assert!(err.to_string().contains("corruption"), "{err}");
+                return served;
+            }
+        }
+    }
+}
+
 #[test]
 fn a_misdirected_write_over_acknowledged_data_is_caught_by_checksums_and_never_served() {
     let fs = MemFs::new();
@@ -1315,26 +1341,7 @@ fn a_misdirected_write_over_acknowledged_data_is_caught_by_checksums_and_never_s
     );
     // Everything served is exactly what was written, in order; the read
     // stops at the damage with a corruption error.
-    let mut it = e
-        .get_shard_iterator("s", "shardId-000000000000", StartingPosition::TrimHorizon)
-        .unwrap();
-    let mut served = Vec::new();
-    loop {
-        match e.get_records(&it, Some(7)) {
-            Ok(r) => {
-                let empty = r.records.is_empty();
-                served.extend(r.records.into_iter().map(|r| r.data));
-                match r.next_shard_iterator {
-                    Some(n) if !empty => it = n,
-                    _ => break,
-                }
-            }
-            Err(err) => {
-                assert!(err.to_string().contains("corruption"), "{err}");
-                break;
-            }
-        }
-    }
+    let served = served_until_damage(&e, 7);
     assert!(served.len() < written.len(), "damaged records are not served");
     assert_eq!(served[..], written[..served.len()]);
     let err = e.put_record("s", PutRecordInput::new("k", b"x")).unwrap_err();
@@ -1388,26 +1395,7 @@ fn damage_in_a_synced_prefix_is_found_by_the_pass_after_open_and_quarantines_the
     let err = e.put_record("s", PutRecordInput::new("k", b"x")).unwrap_err();
     assert!(err.to_string().contains("quarantined"), "{err}");
     // Readers get the records before the damage, then a corruption error.
-    let mut it = e
-        .get_shard_iterator("s", "shardId-000000000000", StartingPosition::TrimHorizon)
-        .unwrap();
-    let mut served = Vec::new();
-    loop {
-        match e.get_records(&it, Some(4)) {
-            Ok(r) => {
-                let empty = r.records.is_empty();
-                served.extend(r.records.into_iter().map(|r| r.data));
-                match r.next_shard_iterator {
-                    Some(n) if !empty => it = n,
-                    _ => break,
-                }
-            }
-            Err(err) => {
-                assert!(err.to_string().contains("corruption"), "{err}");
-                break;
-            }
-        }
-    }
+    let served = served_until_damage(&e, 4);
     assert!(served.len() < written.len(), "damaged records are not served");
     assert_eq!(served[..], written[..served.len()]);
 }
