@@ -781,6 +781,24 @@ fn frame_at(
     }
 }
 
+/// Bytes [`last_nonzero`] checks at a time, without stopping early inside
+/// them, which lets the compiler compare many bytes per instruction.
+const ZERO_SCAN_CHUNK_BYTES: usize = 4096;
+
+/// The position of the last non-zero byte. Recovery scans preallocated
+/// zeros with it (up to a preallocation step per shard, twice, when the
+/// page cache holds them and the file system therefore reports them as
+/// data): a byte at a time, that was two thirds of an open after a crash
+/// with 100 shards (measured: 120 ms).
+fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let chunk = bytes
+        .chunks(ZERO_SCAN_CHUNK_BYTES)
+        .rposition(|c| c.iter().fold(0u8, |acc, &b| acc | b) != 0)?;
+    let start = chunk * ZERO_SCAN_CHUNK_BYTES;
+    let end = (start + ZERO_SCAN_CHUNK_BYTES).min(bytes.len());
+    bytes[start..end].iter().rposition(|&b| b != 0).map(|i| start + i)
+}
+
 /// How far back from the end of an active segment's data
 /// [`last_valid_frame`] looks for a frame: one largest frame and a torn
 /// write's worth more. Past it, nothing is proven synced and recovery
@@ -1183,10 +1201,7 @@ impl Log {
                     .and_then(|ranges| ranges.last().map(|&(_, end)| end as usize))
                     .unwrap_or(bytes.len())
                     .min(bytes.len());
-                let data_end = bytes[..data_end]
-                    .iter()
-                    .rposition(|&b| b != 0)
-                    .map_or(SEGMENT_HEADER_BYTES, |z| z + 1);
+                let data_end = last_nonzero(&bytes[..data_end]).map_or(SEGMENT_HEADER_BYTES, |z| z + 1);
                 // A frame's synced_upto never exceeds its own offset; the
                 // bound keeps a damaged-yet-valid value inside the walk.
                 last_valid_frame(bytes, header.file_id, data_end).map_or(SEGMENT_HEADER_BYTES, |at| {
@@ -1218,7 +1233,7 @@ impl Log {
         let tail_dirty = scan.stop.is_some()
             || data_ranges.iter().any(|&(a, b)| {
                 let (a, b) = (a.min(len) as usize, b.min(len) as usize);
-                bytes[a..b].iter().any(|&x| x != 0)
+                last_nonzero(&bytes[a..b]).is_some()
             });
         let evidence = if tail_dirty {
             scan.evidence_of_synced_damage(header.file_id)
@@ -2642,6 +2657,29 @@ impl Drop for Log {
             let _ = handle.join();
             // Sync what the interval policy has not yet made durable.
             let _ = self.sync();
+        }
+    }
+}
+
+#[cfg(test)]
+mod zero_scan_tests {
+    use super::last_nonzero;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn last_nonzero_finds_what_a_byte_by_byte_scan_finds(
+            len in 0usize..20_000,
+            marks in proptest::collection::vec((any::<usize>(), 1u8..=255), 0..4),
+        ) {
+            let mut bytes = vec![0u8; len];
+            for (at, v) in &marks {
+                if len > 0 {
+                    bytes[at % len] = *v;
+                }
+            }
+            let naive = bytes.iter().rposition(|&b| b != 0);
+            prop_assert_eq!(last_nonzero(&bytes), naive);
         }
     }
 }
