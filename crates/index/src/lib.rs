@@ -86,14 +86,20 @@ struct Shared {
     dir: PathBuf,
 }
 
-fn write_sidecar(fs: &dyn FileSystem, path: &Path, idx: &SparseIndex) -> std::io::Result<()> {
-    // Derived data: no fsync. A sidecar torn by a crash fails its checksum
-    // and is rebuilt.
+/// Writes an index file, replacing any of that name, and returns its handle.
+/// A sealed segment's sidecar is derived data and not synced: one torn by a
+/// crash fails its checksum and is rebuilt. A checkpoint syncs it.
+fn write_sidecar(
+    fs: &dyn FileSystem,
+    path: &Path,
+    idx: &SparseIndex,
+) -> std::io::Result<Arc<dyn shardlog_segment::FileHandle>> {
     if fs.exists(path) {
         fs.remove_file(path)?;
     }
     let file = fs.create_new(path)?;
-    file.write_all_at(&idx.encode(), 0)
+    file.write_all_at(&idx.encode(), 0)?;
+    Ok(file)
 }
 
 /// Writes an active segment's checkpoint: to a temporary name, synced, then
@@ -104,12 +110,7 @@ fn write_sidecar(fs: &dyn FileSystem, path: &Path, idx: &SparseIndex) -> std::io
 fn write_checkpoint(fs: &dyn FileSystem, dir: &Path, idx: &SparseIndex) -> std::io::Result<()> {
     let path = dir.join(checkpoint_file_name(idx.base_seq));
     let tmp = path.with_extension(CHECKPOINT_TMP_SUFFIX.trim_start_matches('.'));
-    if fs.exists(&tmp) {
-        fs.remove_file(&tmp)?;
-    }
-    let file = fs.create_new(&tmp)?;
-    file.write_all_at(&idx.encode(), 0)?;
-    file.sync_data()?;
+    write_sidecar(fs, &tmp, idx)?.sync_data()?;
     fs.rename(&tmp, &path)?;
     fs.sync_dir(dir)
 }
@@ -117,11 +118,7 @@ fn write_checkpoint(fs: &dyn FileSystem, dir: &Path, idx: &SparseIndex) -> std::
 impl AppendObserver for Shared {
     fn placed(&self, segment_base: u64, records: &[Placed]) {
         let mut st = lock(&self.state);
-        // Placements go forward in a segment; one that starts below what
-        // the index holds is recovery reading again from the header after
-        // refusing a checkpoint it was offered.
-        let again = records.first().is_some_and(|r| r.offset < st.active.end_offset);
-        if st.active.base_seq != segment_base || again {
+        if st.active.base_seq != segment_base {
             st.active = SparseIndex::new(segment_base);
             st.checkpointed_upto = 0;
         }

@@ -1188,6 +1188,13 @@ impl Log {
                     && resume_point_fits(bytes, header.file_id, r)
             }),
         };
+        // Where the file system reports data (one walk of its extents, used
+        // for the end of the data here and for stray bytes after the scan):
+        // preallocated space that was never written reads as zeros by
+        // definition and need not be read.
+        let data_ranges = file
+            .data_ranges(SEGMENT_HEADER_BYTES as u64)
+            .map_err(|e| Error::io("find data ranges", &path, e))?;
         let unchecked_upto = match opts.open_check {
             OpenCheck::Full => SEGMENT_HEADER_BYTES,
             OpenCheck::Deferred => {
@@ -1195,11 +1202,9 @@ impl Log {
                 // from the end of the data, so that the frames before it are
                 // walked once only (each walk of a large active segment
                 // costs a cache miss per frame).
-                let data_end = file
-                    .data_ranges(SEGMENT_HEADER_BYTES as u64)
-                    .ok()
-                    .and_then(|ranges| ranges.last().map(|&(_, end)| end as usize))
-                    .unwrap_or(bytes.len())
+                let data_end = data_ranges
+                    .last()
+                    .map_or(bytes.len(), |&(_, end)| end as usize)
                     .min(bytes.len());
                 let data_end = last_nonzero(&bytes[..data_end]).map_or(SEGMENT_HEADER_BYTES, |z| z + 1);
                 // A frame's synced_upto never exceeds its own offset; the
@@ -1224,16 +1229,11 @@ impl Log {
         if unchecked_upto > SEGMENT_HEADER_BYTES {
             report.deferred_check = Some((path.clone(), unchecked_upto as u64));
         }
-        // Only ranges the file system reports as data need checking for
-        // stray bytes; preallocated space that was never written reads as
-        // zeros by definition.
-        let data_ranges = file
-            .data_ranges(scan.end)
-            .map_err(|e| Error::io("find data ranges", &path, e))?;
+        // Stray bytes after the scan's end, in the ranges that hold data.
         let tail_dirty = scan.stop.is_some()
             || data_ranges.iter().any(|&(a, b)| {
-                let (a, b) = (a.min(len) as usize, b.min(len) as usize);
-                last_nonzero(&bytes[a..b]).is_some()
+                let (a, b) = (a.max(scan.end).min(len) as usize, b.min(len) as usize);
+                a < b && last_nonzero(&bytes[a..b]).is_some()
             });
         let evidence = if tail_dirty {
             scan.evidence_of_synced_damage(header.file_id)
@@ -1766,21 +1766,11 @@ impl Log {
         // cut is at the end of valid data, at or above every reader's
         // watermark (see the SAFETY note in mmap.rs).
         //
-        // The roll syncs the file itself, so it first becomes the only syncer:
-        // Linux reports a writeback error to one of several concurrent
-        // fsyncs only, and a group leader's failure must not be missed by the
-        // roll (or the other way round).
-        {
-            let mut st = lock(&self.inner.sync);
-            while st.syncing {
-                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
-            // Quarantine too: the pass after open may have found damage in
-            // this segment just now (on another thread); it must not be
-            // sealed and written past.
-            self.check_writable(&st)?;
-            st.syncing = true;
-        }
+        // The roll syncs the file itself, so it first becomes the only
+        // syncer. That also refuses a quarantined log: the pass after open
+        // may have found damage in this segment just now (on another
+        // thread); it must not be sealed and written past.
+        self.begin_sole_sync()?;
         let cut = if w.active.allocated > w.active.len {
             w.active.file.set_len(w.active.len)
         } else {
@@ -1791,23 +1781,11 @@ impl Log {
             // stays active and must preallocate again before its next write.
             w.active.allocated = w.active.allocated.min(w.active.len);
         }
-        let synced = cut.and_then(|()| w.active.file.sync_data());
-        {
-            // A failed sync poisons in the same critical section that ends
-            // it: a waiter woken by the end must not lead a sync of its own,
-            // which Linux would report as a success after the error went
-            // to this one.
-            let mut st = lock(&self.inner.sync);
-            st.syncing = false;
-            if let Err(e) = &synced {
-                if st.poisoned.is_none() {
-                    st.poisoned = Some(format!("fsync of {} failed: {e}", old_path.display()));
-                }
-            }
-            self.inner.sync_cv.notify_all();
-        }
-        if let Err(e) = synced {
-            let err = self.poison(format!("fsync of {} failed: {e}", old_path.display()));
+        let failed = cut
+            .and_then(|()| w.active.file.sync_data())
+            .err()
+            .map(|e| format!("fsync of {} failed: {e}", old_path.display()));
+        if let Some(err) = self.end_sole_sync(failed) {
             self.discard_undurable_locked(w);
             return Err(err);
         }
@@ -2032,6 +2010,40 @@ impl Log {
     /// are not on disk and were never acknowledged. Under `Always`, cut the
     /// active segment back to its durable end so that what a reopen sees is
     /// what was acknowledged. Best effort: the writer is poisoned either way.
+    /// Makes this thread the log's only syncer, once no group sync is in
+    /// flight and the log takes writes. A roll and a clean-stop marker sync
+    /// the file themselves, and Linux reports a writeback error to one of
+    /// several concurrent fsyncs only: a group leader's failure must not be
+    /// missed by them (or the other way round).
+    fn begin_sole_sync(&self) -> Result<()> {
+        let mut st = lock(&self.inner.sync);
+        while st.syncing {
+            st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        self.check_writable(&st)?;
+        st.syncing = true;
+        Ok(())
+    }
+
+    /// Ends [`Log::begin_sole_sync`]. A failed sync (`failed`, its cause)
+    /// poisons the log in the same critical section that ends it: a waiter
+    /// woken by the end must not lead a sync of its own, which Linux would
+    /// report as a success after the error went to this one. Returns the
+    /// poisoned error then.
+    fn end_sole_sync(&self, failed: Option<String>) -> Option<Error> {
+        {
+            let mut st = lock(&self.inner.sync);
+            st.syncing = false;
+            if let Some(cause) = &failed {
+                if st.poisoned.is_none() {
+                    st.poisoned = Some(cause.clone());
+                }
+            }
+            self.inner.sync_cv.notify_all();
+        }
+        failed.map(|cause| self.poison(cause))
+    }
+
     /// Tells the observer how far the active segment is durable.
     fn report_durable(&self, goal: Watermark) {
         self.inner.observer.durable(
@@ -2593,39 +2605,23 @@ impl Log {
     /// it stale, which recovery notices and ignores.
     pub fn mark_clean(&self, sync: bool) -> Result<()> {
         let mut w = lock(&self.inner.writer);
-        {
-            // Like a roll, the marker's sync runs as the only syncer, so a
-            // group leader's writeback error cannot be reported to this
-            // sync alone (or the other way round) and missed.
-            let mut st = lock(&self.inner.sync);
-            while sync && st.syncing {
-                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
-            self.check_writable(&st)?;
-            if sync {
-                st.syncing = true;
-            }
-        }
-        let fs = &*self.inner.fs;
         if sync {
-            let synced = w.active.file.sync_data();
-            {
-                // As in a roll: poisoned before anyone can lead a sync.
-                let mut st = lock(&self.inner.sync);
-                st.syncing = false;
-                if let Err(e) = &synced {
-                    if st.poisoned.is_none() {
-                        st.poisoned = Some(format!("fdatasync failed: {e}"));
-                    }
-                }
-                self.inner.sync_cv.notify_all();
-            }
-            if let Err(e) = synced {
-                let err = self.poison(format!("fdatasync failed: {e}"));
+            // Like a roll, the marker's sync runs as the only syncer.
+            self.begin_sole_sync()?;
+            let failed = w
+                .active
+                .file
+                .sync_data()
+                .err()
+                .map(|e| format!("fdatasync failed: {e}"));
+            if let Some(err) = self.end_sole_sync(failed) {
                 self.discard_undurable_locked(&mut w);
                 return Err(err);
             }
+        } else {
+            self.check_writable(&lock(&self.inner.sync))?;
         }
+        let fs = &*self.inner.fs;
         let dir = &self.inner.dir;
         let path = dir.join(CLEAN_FILE_NAME);
         let bytes = encode_clean_marker(CleanMarker {
