@@ -16,7 +16,7 @@ pub use error::{Error, Result};
 pub use frame::{Record, RecordIn};
 pub use fs::{FileHandle, FileSystem, FsSyncer, Mapping, StdFs};
 pub use log::{
-    now_ms, AppendObserver, Appended, Durable, Log, LogOptions, MappedBytes, NoObserver,
+    now_ms, ActiveSpace, AppendObserver, Appended, Durable, Log, LogOptions, MappedBytes, NoObserver,
     NoObserver as NoObserverForTests, OpenCheck, Pending, Placed, Position, Problem, ReadBatch, ReadLimits,
     RecoveryPolicy, RecoveryReport, ResumePoint, SealedInfo, SegmentSummary, SyncPolicy, VerifyReport,
 };

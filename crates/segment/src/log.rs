@@ -261,6 +261,17 @@ pub struct ReadLimits {
     pub max_bytes: usize,
 }
 
+/// The active segment's space (see [`Log::active_space`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveSpace {
+    /// End of the frames written.
+    pub written: u64,
+    /// End of the zeros written ahead of them (`written` when none are).
+    pub zeroed: u64,
+    /// End of the space reserved for the segment.
+    pub preallocated: u64,
+}
+
 /// Public description of one segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SegmentSummary {
@@ -290,6 +301,19 @@ struct Active {
     path: PathBuf,
     len: u64,
     allocated: u64,
+    /// Bytes below this offset have been written (frames, or zeros written
+    /// ahead of them): `fdatasync`s of writes below it convert no extents.
+    /// Zeros are only ever written at or above `len`, never over a frame.
+    zeroed: u64,
+}
+
+impl Active {
+    /// Records that the file was cut to `len` bytes (or that its space
+    /// beyond `len` may no longer be preallocated or zeroed).
+    fn cut_to(&mut self, len: u64) {
+        self.allocated = self.allocated.min(len);
+        self.zeroed = self.zeroed.min(len);
+    }
 }
 
 #[derive(Debug)]
@@ -300,6 +324,10 @@ struct Writer {
     last_file_id: u64,
     buf: Vec<u8>,
     placed: Vec<Placed>,
+    /// Whether new space is zero-filled ahead of the frames (see
+    /// [`ZERO_FILL_GROUP_BYTES_MAX`]). Decided again at each step of space,
+    /// and kept across rolls.
+    zero_fill: bool,
 }
 
 #[derive(Debug)]
@@ -315,6 +343,9 @@ struct SyncState {
     waiters: Vec<(u64, Waker)>,
     /// A sync pool job for this log is queued or running.
     queued: bool,
+    /// Moving average of the bytes one group sync makes durable (weight
+    /// 1/8 for the newest), for the writer's zero-fill decision.
+    group_bytes_avg: u64,
 }
 
 /// Takes the wakers whose records are now durable (all of them once the log
@@ -785,6 +816,9 @@ fn frame_at(
 /// them, which lets the compiler compare many bytes per instruction.
 const ZERO_SCAN_CHUNK_BYTES: usize = 4096;
 
+/// The zeros [`Log::prepare_space`] writes from: at most two steps at once.
+static ZEROS: [u8; 2 * ZERO_FILL_STEP_BYTES as usize] = [0; 2 * ZERO_FILL_STEP_BYTES as usize];
+
 /// The position of the last non-zero byte. Recovery scans preallocated
 /// zeros with it (up to a preallocation step per shard, twice, when the
 /// page cache holds them and the file system therefore reports them as
@@ -1024,6 +1058,7 @@ impl Log {
             poisoned: None,
             quarantine,
             active_file: w.active.file.clone(),
+            group_bytes_avg: GROUP_BYTES_AVG_INITIAL,
         };
         let inner = Arc::new(Inner {
             fs,
@@ -1099,12 +1134,14 @@ impl Log {
                 path,
                 len: SEGMENT_HEADER_BYTES as u64,
                 allocated: SEGMENT_HEADER_BYTES as u64,
+                zeroed: SEGMENT_HEADER_BYTES as u64,
             },
             next_seq: base_seq,
             last_arrival_ms,
             last_file_id: file_id,
             buf: Vec::new(),
             placed: Vec::new(),
+            zero_fill: false,
         })
     }
 
@@ -1313,6 +1350,7 @@ impl Log {
                 path,
                 len: scan_end,
                 allocated: valid_len,
+                zeroed: scan_end,
             },
             next_seq,
             // Arrival times never go down across segments: a new segment's
@@ -1327,6 +1365,7 @@ impl Log {
             last_file_id: header.file_id,
             buf: Vec::new(),
             placed: Vec::new(),
+            zero_fill: false,
         };
         Ok((writer, quarantine))
     }
@@ -1392,6 +1431,16 @@ impl Log {
     pub fn segment_of(&self, seq: u64) -> Option<(u64, Option<u64>)> {
         let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
         segs.range(..=seq).next_back().map(|(b, e)| (*b, e.end_seq))
+    }
+
+    /// How far the active segment is written, zero-filled and preallocated.
+    pub fn active_space(&self) -> ActiveSpace {
+        let w = lock(&self.inner.writer);
+        ActiveSpace {
+            written: w.active.len,
+            zeroed: w.active.zeroed.max(w.active.len),
+            preallocated: w.active.allocated.max(w.active.len),
+        }
     }
 
     /// Bytes the log's segment files occupy (their lengths, preallocation of
@@ -1646,19 +1695,66 @@ impl Log {
         Ok(total)
     }
 
-    fn write_locked(&self, w: &mut Writer, records: &[RecordIn<'_>], total: usize) -> Result<Appended> {
-        let start = w.active.len;
-        let need = start + total as u64;
-        if need > w.active.allocated {
+    /// Makes room for frames up to `need`: preallocates space in steps
+    /// (`fallocate`), and, while this log's group syncs are small, writes
+    /// zeros ahead of the frames.
+    ///
+    /// Why zeros: `fallocate`d space is an unwritten extent. Each `fdatasync`
+    /// after a write into it converts part of the extent and writes the
+    /// inode and extent blocks before the flush, two or three device round
+    /// trips where overwriting written space needs one. For small groups
+    /// (single records) that is most of a sync's cost; zeros written a step
+    /// ahead are converted once per step, by the sync that happens to flush
+    /// them. For large groups the conversion is a small share and the zeros
+    /// would double the bytes written, so they are not written (see
+    /// `ZERO_FILL_GROUP_BYTES_MAX` and docs/PERFORMANCE.md).
+    ///
+    /// Zeros are written only at or above `need`, never over a frame, and
+    /// read back exactly as preallocated space does: recovery needs nothing
+    /// new for them.
+    fn prepare_space(&self, w: &mut Writer, need: u64) -> Result<()> {
+        // Enough space, and either zeroed already or not zero-filling (which
+        // is decided again once the preallocated space runs out).
+        if need <= w.active.allocated && (!w.zero_fill || need <= w.active.zeroed) {
+            return Ok(());
+        }
+        w.zero_fill = lock(&self.inner.sync).group_bytes_avg <= ZERO_FILL_GROUP_BYTES_MAX;
+        let zero_to = if w.zero_fill && need > w.active.zeroed {
+            // Never past the roll size: the roll would cut those zeros.
+            ((need / ZERO_FILL_STEP_BYTES + 2) * ZERO_FILL_STEP_BYTES)
+                .min(self.inner.opts.segment_bytes_max)
+                .max(need)
+        } else {
+            need
+        };
+        if zero_to > w.active.allocated {
             let step = self.inner.opts.preallocate_bytes.max(1);
-            let target = need.div_ceil(step) * step;
-            let target = target.max(need);
+            let target = zero_to.div_ceil(step) * step;
             w.active
                 .file
                 .allocate(target)
                 .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
             w.active.allocated = target;
         }
+        if zero_to > need {
+            // Nothing has been written at or after `need` since the file was
+            // last cut there (`zeroed` would say so), so these zeros land on
+            // preallocated space only. A failed write leaves zeros or nothing
+            // there: no frame is touched, the error is the caller's alone.
+            w.active
+                .file
+                .write_all_at(&ZEROS[..(zero_to - need) as usize], need)
+                .map_err(|e| Error::io("zero-fill segment", &w.active.path, e))?;
+            w.active.zeroed = zero_to;
+            crate::stats::record_zero_fill(zero_to - need);
+        }
+        Ok(())
+    }
+
+    fn write_locked(&self, w: &mut Writer, records: &[RecordIn<'_>], total: usize) -> Result<Appended> {
+        let start = w.active.len;
+        let need = start + total as u64;
+        self.prepare_space(w, need)?;
         let synced_upto = {
             let st = lock(&self.inner.sync);
             if st.durable.segment_base == w.active.base_seq {
@@ -1704,7 +1800,7 @@ impl Log {
             // the file back to the end of valid data removes them; if that
             // works, a full disk is an ordinary, retriable condition.
             if err.is_retriable() && w.active.file.set_len(start).is_ok() {
-                w.active.allocated = start;
+                w.active.cut_to(start);
                 w.buf = buf;
                 w.placed = placed;
                 return Err(err);
@@ -1719,7 +1815,7 @@ impl Log {
             // written watermark before this write) or, under Always, past
             // the durable one.
             if w.active.file.set_len(start).is_ok() {
-                w.active.allocated = start;
+                w.active.cut_to(start);
             }
             self.discard_undurable_locked(w);
             return Err(err);
@@ -1779,7 +1875,8 @@ impl Log {
         if cut.is_ok() {
             // Should the next segment fail to start (a full disk), this one
             // stays active and must preallocate again before its next write.
-            w.active.allocated = w.active.allocated.min(w.active.len);
+            let len = w.active.len;
+            w.active.cut_to(len);
         }
         let failed = cut
             .and_then(|()| w.active.file.sync_data())
@@ -1939,6 +2036,10 @@ impl Log {
             Ok(()) => {
                 if goal.next_seq > st.durable.next_seq {
                     crate::stats::record_group(goal.next_seq - st.durable.next_seq);
+                    if goal.segment_base == st.durable.segment_base {
+                        let bytes = goal.offset.saturating_sub(st.durable.offset);
+                        st.group_bytes_avg = st.group_bytes_avg - st.group_bytes_avg / 8 + bytes / 8;
+                    }
                     st.durable = goal;
                     advanced = Some(goal);
                 }
@@ -2074,7 +2175,7 @@ impl Log {
                 let _ = w.active.file.sync_data();
             }
             w.active.len = durable.offset;
-            w.active.allocated = durable.offset;
+            w.active.cut_to(durable.offset);
         }
     }
 

@@ -73,6 +73,13 @@ const _: () = assert!(FSYNC_BUCKETS_SECONDS.len() < 13 && GROUP_BUCKETS_RECORDS.
 static FSYNC: AtomicHistogram<12> = AtomicHistogram::new(FSYNC_BUCKETS_SECONDS);
 static GROUP: AtomicHistogram<10> = AtomicHistogram::new(GROUP_BUCKETS_RECORDS);
 
+static ZERO_FILL_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Counts zeros written ahead of frames in segment space.
+pub fn record_zero_fill(bytes: u64) {
+    ZERO_FILL_BYTES.fetch_add(bytes, Ordering::Relaxed);
+}
+
 /// Records one fsync (`fdatasync` of a segment, or a shared `syncfs`).
 pub fn record_fsync(took: Duration) {
     FSYNC.observe(took.as_secs_f64());
@@ -88,12 +95,15 @@ pub fn record_group(records: u64) {
 pub struct StorageStats {
     pub fsync_seconds: HistogramSnapshot,
     pub group_commit_records: HistogramSnapshot,
+    /// Zeros written ahead of frames so far (see `ZERO_FILL_GROUP_BYTES_MAX`).
+    pub zero_fill_bytes: u64,
 }
 
 pub fn snapshot() -> StorageStats {
     StorageStats {
         fsync_seconds: FSYNC.snapshot(),
         group_commit_records: GROUP.snapshot(),
+        zero_fill_bytes: ZERO_FILL_BYTES.load(Ordering::Relaxed),
     }
 }
 

@@ -9,7 +9,7 @@ use shardlog_segment::{
     Error, FileSystem, Log, LogOptions, NoObserverForTests, OpenCheck, Position, ReadLimits, RecordIn,
     RecoveryPolicy, SyncPolicy,
 };
-use shardlog_testkit::{CrashPlan, MemFs};
+use shardlog_testkit::{CrashPlan, FsOp, MemFs};
 
 const ALL: ReadLimits = ReadLimits {
     max_records: usize::MAX,
@@ -405,6 +405,163 @@ fn no_space_is_retriable_and_damages_nothing() {
     drop(log);
     let log = open(&fs, small_opts()).unwrap();
     assert_records(&log, next + 5);
+}
+
+/// Options under which single synced appends cross a preallocation step
+/// quickly, so that the zero-fill decision is taken within a few hundred
+/// records.
+fn zero_fill_opts() -> LogOptions {
+    LogOptions {
+        segment_bytes_max: 1024 * 1024,
+        preallocate_bytes: 32 * 1024,
+        ..LogOptions::default()
+    }
+}
+
+#[test]
+fn small_synced_appends_zero_fill_ahead_of_the_frames_and_never_over_them() {
+    let fs = MemFs::new();
+    let log = open(&fs, zero_fill_opts()).unwrap();
+    let before = log.active_space();
+    assert_eq!(
+        before.zeroed, before.written,
+        "a new log has not synced yet: no zeros"
+    );
+    append_n(&log, 0, 1500);
+    let space = log.active_space();
+    assert!(
+        space.zeroed > space.written,
+        "one-record groups must zero-fill ahead: {space:?}"
+    );
+    assert!(
+        space.zeroed <= 1024 * 1024,
+        "zeros stop at the roll size: {space:?}"
+    );
+    assert!(space.preallocated >= space.zeroed, "{space:?}");
+    let seg = log.segments().last().unwrap().path.clone();
+    let bytes = fs.contents(&seg).unwrap();
+    assert!(
+        bytes[space.written as usize..space.zeroed as usize]
+            .iter()
+            .all(|b| *b == 0),
+        "only zeros lie ahead of the frames"
+    );
+    assert_records(&log, 1500);
+    // Appends keep overwriting the zeros in order, across rolls.
+    append_n(&log, 1500, 20_000);
+    assert!(log.segments().len() > 1, "the test must cross a roll");
+    assert_records(&log, 21_500);
+    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    drop(log);
+    let log = open(&fs, zero_fill_opts()).unwrap();
+    assert_records(&log, 21_500);
+}
+
+#[test]
+fn large_group_syncs_do_not_zero_fill() {
+    let fs = MemFs::new();
+    let log = open(&fs, zero_fill_opts()).unwrap();
+    let data = vec![7u8; 1024];
+    let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
+    for _ in 0..30 {
+        let recs: Vec<RecordIn<'_>> = keys.iter().map(|k| RecordIn::new(k, &data, 1_000)).collect();
+        log.append(&recs).unwrap();
+        let space = log.active_space();
+        assert_eq!(space.zeroed, space.written, "64 KiB groups must not write zeros");
+    }
+}
+
+#[test]
+fn a_crash_at_any_step_while_zero_filling_keeps_every_acknowledged_record() {
+    for seed in 0..80u64 {
+        let fs = MemFs::new();
+        let log = open(&fs, zero_fill_opts()).unwrap();
+        // Enough one-record groups that zero-filling is on and has
+        // written its first step.
+        append_n(&log, 0, 800);
+        assert!(
+            log.active_space().zeroed > log.active_space().written,
+            "seed {seed}"
+        );
+        // The process dies after a few more storage operations: within a
+        // zero-fill, a frame write or a sync, by the seed.
+        fs.fail_after_ops(1 + seed % 23 + (seed / 23) * 40);
+        let mut acked = 800;
+        loop {
+            let data = payload(acked);
+            let key = format!("pk{acked}");
+            match log.append(&[RecordIn::new(&key, &data, 1_000 + acked as i64)]) {
+                Ok(_) => acked += 1,
+                Err(_) => break,
+            }
+            assert!(acked < 100_000, "seed {seed}: the budget never ran out");
+        }
+        std::mem::forget(log); // a crash runs no destructors
+        fs.crash(CrashPlan::Random { seed });
+        let open_check = if seed % 2 == 0 {
+            OpenCheck::Full
+        } else {
+            OpenCheck::Deferred
+        };
+        let log = open(
+            &fs,
+            LogOptions {
+                open_check,
+                ..zero_fill_opts()
+            },
+        )
+        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(log.check_deferred(&|| false).ok(), Some(true), "seed {seed}");
+        let got = read_all(&log).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(
+            got.len() as u64 >= acked,
+            "seed {seed}: lost acknowledged records"
+        );
+        assert!(
+            got.len() as u64 <= acked + 1,
+            "seed {seed}: more than the one unacknowledged append"
+        );
+        for (i, (seq, key, data, _)) in got.iter().enumerate() {
+            assert_eq!(*seq, i as u64, "seed {seed}");
+            assert_eq!(key, &format!("pk{i}"), "seed {seed}");
+            assert_eq!(data, &payload(i as u64), "seed {seed}");
+        }
+        let next = log.append(&[RecordIn::new("after", b"x", 1_000_000)]).unwrap();
+        assert_eq!(next.first_seq, got.len() as u64, "seed {seed}");
+        assert!(log.verify().is_ok(), "seed {seed}: {:?}", log.verify().problems);
+    }
+}
+
+#[test]
+fn a_failed_zero_fill_refuses_the_append_and_damages_nothing() {
+    let fs = MemFs::new();
+    let log = open(&fs, zero_fill_opts()).unwrap();
+    append_n(&log, 0, 800);
+    // Run up to the end of the zeros; a 300-byte record then needs more.
+    let mut next = 800;
+    while log.active_space().written + 200 < log.active_space().zeroed {
+        append_n(&log, next, 1);
+        next += 1;
+    }
+    let before = log.active_space();
+    fs.fail_at(FsOp::Write, ".seg", 1);
+    let big = vec![b'z'; 300];
+    let err = log
+        .append(&[RecordIn::new("big", &big, 3_000)])
+        .expect_err("the zero-fill write fails");
+    assert_eq!(fs.failpoint_hits(FsOp::Write, ".seg"), 1);
+    assert!(err.to_string().contains("zero-fill"), "{err}");
+    assert!(
+        log.health().is_ok(),
+        "no frame was written: the writer stays healthy"
+    );
+    assert_eq!(log.active_space().written, before.written, "nothing was appended");
+    assert_records(&log, next);
+    append_n(&log, next, 2_000);
+    assert_records(&log, next + 2_000);
+    drop(log);
+    let log = open(&fs, zero_fill_opts()).unwrap();
+    assert_records(&log, next + 2_000);
 }
 
 #[test]

@@ -496,6 +496,12 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         &[],
         &storage.group_commit_records,
     );
+    o.declare(
+        "shardlog_zero_fill_bytes_total",
+        "counter",
+        "Zeros written ahead of records into preallocated segment space, so that small syncs convert no extents.",
+    );
+    o.sample("shardlog_zero_fill_bytes_total", &[], storage.zero_fill_bytes);
     for (n, kind, help) in [
         ("shardlog_shard_segments", "gauge", "Segment files of a shard."),
         (
