@@ -12,7 +12,11 @@
 //!    a stream's shards are different files, so this is the limit beside the
 //!    one-record-per-request target;
 //! 7. 1 MiB writes + fdatasync with 4 files in parallel, growing and into
-//!    allocated space (MiB/s): the limit beside the embedded 4-shard target.
+//!    allocated space (MiB/s): the limit beside the embedded 4-shard target;
+//! 8. 1 KiB append + fdatasync with 4 files in parallel into `fallocate`d
+//!    space, as a shard's preallocated segment takes them, and the same with
+//!    zeros written 256 KiB steps ahead of the appends, as the segment writer
+//!    does while its syncs are small (operations/s).
 //!
 //! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR]`
 
@@ -113,6 +117,10 @@ fn main() -> std::io::Result<()> {
         let ops = parallel(tmp.path(), files, 1024, None)?;
         println!("1 KiB append + fdatasync, {files} files in parallel: {ops:8.0} ops/s");
     }
+    let ops = parallel(tmp.path(), 4, 1024, Some(Space::Fallocated))?;
+    println!("1 KiB append + fdatasync, 4 files in parallel, fallocated: {ops:8.0} ops/s");
+    let ops = parallel(tmp.path(), 4, 1024, Some(Space::ZerosAhead))?;
+    println!("1 KiB append + fdatasync, 4 files in parallel, zeros ahead: {ops:7.0} ops/s");
     let ops = parallel(tmp.path(), 4, 1 << 20, None)?;
     println!("1 MiB write + fdatasync, 4 files in parallel, growing:   {ops:8.0} MiB/s");
     let ops = parallel(tmp.path(), 4, 1 << 20, Some(Space::Fallocated))?;
@@ -130,17 +138,24 @@ enum Space {
     /// Reserved with `fallocate` and never written: each write converts
     /// an unwritten extent, as a shard's preallocated segment does.
     Fallocated,
+    /// Reserved with `fallocate`, and zeros are written ahead of the timed
+    /// writes in `ZERO_STEP_BYTES` steps (one to two steps ahead), as the
+    /// segment writer does while its group syncs are small.
+    ZerosAhead,
 }
+
+/// The segment writer's zero-fill step (`ZERO_FILL_STEP_BYTES`).
+const ZERO_STEP_BYTES: u64 = 256 * 1024;
 
 impl Space {
     /// How long each file of [`parallel`] is, in blocks. Written space is
     /// rewritten round and round, so 1 GiB per file is enough. Fallocated
     /// space must not wrap into space the run has already converted: three
     /// seconds at 1,600 MiB/s over four files stay inside 2 GiB per file.
-    fn blocks(self) -> u64 {
+    fn blocks(self, block: usize) -> u64 {
         match self {
             Space::Written => 1024,
-            Space::Fallocated => 2048,
+            Space::Fallocated | Space::ZerosAhead => (2u64 << 30) / block as u64,
         }
     }
 }
@@ -151,7 +166,7 @@ impl Space {
 /// first gets [`Space::blocks`] blocks of space of that kind, and the
 /// timed writes go round and round inside it; without, the files grow.
 fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std::io::Result<f64> {
-    let rewrite_blocks = space.map(Space::blocks);
+    let rewrite_blocks = space.map(|s| s.blocks(block));
     let stop = AtomicBool::new(false);
     let ops = AtomicU64::new(0);
     let buf = vec![0x3Cu8; block];
@@ -166,12 +181,12 @@ fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std
         match space {
             None => {}
             Some(Space::Written) => {
-                for b in 0..Space::Written.blocks() {
+                for b in 0..Space::Written.blocks(block) {
                     file.write_all_at(&buf, b * block as u64)?;
                 }
             }
-            Some(Space::Fallocated) => {
-                let len = Space::Fallocated.blocks() * block as u64;
+            Some(space @ (Space::Fallocated | Space::ZerosAhead)) => {
+                let len = space.blocks(block) * block as u64;
                 rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len)?;
             }
         }
@@ -186,9 +201,18 @@ fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std
                 let (stop, ops, buf) = (&stop, &ops, &buf);
                 s.spawn(move || -> std::io::Result<()> {
                     let mut n = 0u64;
+                    let mut zeroed = 0u64;
+                    let zeros = vec![0u8; 2 * ZERO_STEP_BYTES as usize];
                     while !stop.load(Ordering::Relaxed) {
                         let slot = rewrite_blocks.map_or(n, |blocks| n % blocks);
-                        file.write_all_at(buf, slot * buf.len() as u64)?;
+                        let at = slot * buf.len() as u64;
+                        let end = at + buf.len() as u64;
+                        if matches!(space, Some(Space::ZerosAhead)) && end > zeroed {
+                            let to = (end / ZERO_STEP_BYTES + 2) * ZERO_STEP_BYTES;
+                            file.write_all_at(&zeros[..(to - end) as usize], end)?;
+                            zeroed = to;
+                        }
+                        file.write_all_at(buf, at)?;
                         file.sync_data()?;
                         n += 1;
                         ops.fetch_add(1, Ordering::Relaxed);

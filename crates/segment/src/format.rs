@@ -114,6 +114,10 @@ pub const ZERO_FILL_GROUP_BYTES_MAX: u64 = 16 * 1024;
 /// Zeros are written this far ahead of the frames, one to two steps at a
 /// time. Recovery reads at most two steps of them per log after a crash.
 pub const ZERO_FILL_STEP_BYTES: u64 = 256 * 1024;
+/// While not zero-filling, the writer asks again whether it should after
+/// this many bytes (a look at the group-size average, under a lock it takes
+/// for each append anyway).
+pub const ZERO_FILL_DECIDE_BYTES: u64 = 16 * 1024;
 /// A new log's group size until it has synced: large, so that a log never
 /// zero-fills before its syncs have shown they are small.
 pub const GROUP_BYTES_AVG_INITIAL: u64 = 1024 * 1024;

@@ -305,6 +305,10 @@ struct Active {
     /// ahead of them): `fdatasync`s of writes below it convert no extents.
     /// Zeros are only ever written at or above `len`, never over a frame.
     zeroed: u64,
+    /// Where the writer next decides whether to zero-fill: the end of the
+    /// zeros while it does, `ZERO_FILL_DECIDE_BYTES` further while it does
+    /// not.
+    decide_at: u64,
 }
 
 impl Active {
@@ -313,6 +317,7 @@ impl Active {
     fn cut_to(&mut self, len: u64) {
         self.allocated = self.allocated.min(len);
         self.zeroed = self.zeroed.min(len);
+        self.decide_at = self.decide_at.min(len);
     }
 }
 
@@ -1135,6 +1140,7 @@ impl Log {
                 len: SEGMENT_HEADER_BYTES as u64,
                 allocated: SEGMENT_HEADER_BYTES as u64,
                 zeroed: SEGMENT_HEADER_BYTES as u64,
+                decide_at: SEGMENT_HEADER_BYTES as u64,
             },
             next_seq: base_seq,
             last_arrival_ms,
@@ -1351,6 +1357,7 @@ impl Log {
                 len: scan_end,
                 allocated: valid_len,
                 zeroed: scan_end,
+                decide_at: scan_end,
             },
             next_seq,
             // Arrival times never go down across segments: a new segment's
@@ -1713,9 +1720,9 @@ impl Log {
     /// read back exactly as preallocated space does: recovery needs nothing
     /// new for them.
     fn prepare_space(&self, w: &mut Writer, need: u64) -> Result<()> {
-        // Enough space, and either zeroed already or not zero-filling (which
-        // is decided again once the preallocated space runs out).
-        if need <= w.active.allocated && (!w.zero_fill || need <= w.active.zeroed) {
+        // Enough space, and no decision due: zeroed far enough while
+        // zero-filling, or within a step of the last decision while not.
+        if need <= w.active.allocated && need <= w.active.decide_at {
             return Ok(());
         }
         w.zero_fill = lock(&self.inner.sync).group_bytes_avg <= ZERO_FILL_GROUP_BYTES_MAX;
@@ -1748,6 +1755,11 @@ impl Log {
             w.active.zeroed = zero_to;
             crate::stats::record_zero_fill(zero_to - need);
         }
+        w.active.decide_at = if zero_to > need {
+            zero_to
+        } else {
+            need + ZERO_FILL_DECIDE_BYTES
+        };
         Ok(())
     }
 

@@ -412,7 +412,9 @@ fn no_space_is_retriable_and_damages_nothing() {
 /// records.
 fn zero_fill_opts() -> LogOptions {
     LogOptions {
-        segment_bytes_max: 1024 * 1024,
+        // Not a multiple of the zero-fill step, so that the cap at the roll
+        // size binds.
+        segment_bytes_max: 900 * 1024,
         preallocate_bytes: 32 * 1024,
         ..LogOptions::default()
     }
@@ -447,8 +449,16 @@ fn small_synced_appends_zero_fill_ahead_of_the_frames_and_never_over_them() {
         "only zeros lie ahead of the frames"
     );
     assert_records(&log, 1500);
-    // Appends keep overwriting the zeros in order, across rolls.
-    append_n(&log, 1500, 20_000);
+    // Appends keep overwriting the zeros in order, across rolls; zeros never
+    // reach past the roll size.
+    for i in 1500..21_500 {
+        append_n(&log, i, 1);
+        let space = log.active_space();
+        assert!(
+            space.zeroed <= space.written.max(900 * 1024),
+            "zeros past the roll size: {space:?}"
+        );
+    }
     assert!(log.segments().len() > 1, "the test must cross a roll");
     assert_records(&log, 21_500);
     assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
@@ -458,35 +468,105 @@ fn small_synced_appends_zero_fill_ahead_of_the_frames_and_never_over_them() {
 }
 
 #[test]
-fn large_group_syncs_do_not_zero_fill() {
+fn large_group_syncs_do_not_zero_fill_and_turn_it_off_again() {
     let fs = MemFs::new();
-    let log = open(&fs, zero_fill_opts()).unwrap();
+    // Segments large enough that the test never rolls.
+    let log = open(
+        &fs,
+        LogOptions {
+            segment_bytes_max: 16 * 1024 * 1024,
+            ..zero_fill_opts()
+        },
+    )
+    .unwrap();
     let data = vec![7u8; 1024];
     let keys: Vec<String> = (0..64).map(|i| format!("k{i}")).collect();
-    for _ in 0..30 {
-        let recs: Vec<RecordIn<'_>> = keys.iter().map(|k| RecordIn::new(k, &data, 1_000)).collect();
-        log.append(&recs).unwrap();
-        let space = log.active_space();
-        assert_eq!(space.zeroed, space.written, "64 KiB groups must not write zeros");
+    let big_groups = |n: usize| {
+        for _ in 0..n {
+            let recs: Vec<RecordIn<'_>> = keys.iter().map(|k| RecordIn::new(k, &data, 1_000)).collect();
+            log.append(&recs).unwrap();
+        }
+    };
+    big_groups(10);
+    let space = log.active_space();
+    assert_eq!(space.zeroed, space.written, "64 KiB groups must not write zeros");
+    // Small groups turn zero-filling on...
+    for i in 0..800 {
+        log.append(&[RecordIn::new("small", b"x", 2_000 + i)]).unwrap();
     }
+    let on = log.active_space();
+    assert!(on.zeroed > on.written, "one-record groups zero-fill: {on:?}");
+    // ...and large ones off again: the frames run past the last zeros.
+    big_groups(20);
+    let off = log.active_space();
+    assert!(off.written > on.zeroed, "frames ran past the zeros: {off:?}");
+    assert_eq!(
+        off.zeroed, off.written,
+        "no zeros are written ahead once groups are large again"
+    );
+}
+
+/// Appends single records until the log's frames are within 200 bytes of
+/// the end of its zeros, so that one of the next appends writes the next
+/// step of zeros. Returns the next record number.
+fn run_up_to_the_zeros(log: &Log, mut next: u64) -> u64 {
+    while log.active_space().written + 200 < log.active_space().zeroed {
+        append_n(log, next, 1);
+        next += 1;
+    }
+    next
+}
+
+/// Opens after a crash and checks that exactly the acknowledged records (and
+/// at most the one unacknowledged append) are there, in order and intact.
+fn reopen_after_crash(fs: &MemFs, acked: u64, seed: u64) -> (Log, u64) {
+    let open_check = if seed.is_multiple_of(2) {
+        OpenCheck::Full
+    } else {
+        OpenCheck::Deferred
+    };
+    let log = open(
+        fs,
+        LogOptions {
+            open_check,
+            ..zero_fill_opts()
+        },
+    )
+    .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    assert_eq!(log.check_deferred(&|| false).ok(), Some(true), "seed {seed}");
+    let got = read_all(&log).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+    assert!(
+        got.len() as u64 >= acked,
+        "seed {seed}: lost acknowledged records"
+    );
+    assert!(
+        got.len() as u64 <= acked + 1,
+        "seed {seed}: more than the one unacknowledged append"
+    );
+    for (i, (seq, key, data, _)) in got.iter().enumerate() {
+        assert_eq!(*seq, i as u64, "seed {seed}");
+        assert_eq!(key, &format!("pk{i}"), "seed {seed}");
+        assert_eq!(data, &payload(i as u64), "seed {seed}");
+    }
+    assert!(log.verify().is_ok(), "seed {seed}: {:?}", log.verify().problems);
+    let n = got.len() as u64;
+    (log, n)
 }
 
 #[test]
 fn a_crash_at_any_step_while_zero_filling_keeps_every_acknowledged_record() {
-    for seed in 0..80u64 {
+    let mut crashes_with_unsynced_zeros = 0;
+    for seed in 0..60u64 {
         let fs = MemFs::new();
         let log = open(&fs, zero_fill_opts()).unwrap();
-        // Enough one-record groups that zero-filling is on and has
-        // written its first step.
+        // Enough one-record groups that zero-filling is on, then up to the
+        // end of its zeros: the next appends write another step of them.
         append_n(&log, 0, 800);
-        assert!(
-            log.active_space().zeroed > log.active_space().written,
-            "seed {seed}"
-        );
-        // The process dies after a few more storage operations: within a
-        // zero-fill, a frame write or a sync, by the seed.
-        fs.fail_after_ops(1 + seed % 23 + (seed / 23) * 40);
-        let mut acked = 800;
+        let mut acked = run_up_to_the_zeros(&log, 800);
+        // The process dies after a few storage operations: before, within or
+        // after the next zero-fill, a frame write or a sync, by the seed. The
+        // crash then loses, keeps or tears each unsynced write, zeros included.
+        fs.fail_after_ops(seed % 10);
         loop {
             let data = payload(acked);
             let key = format!("pk{acked}");
@@ -496,40 +576,33 @@ fn a_crash_at_any_step_while_zero_filling_keeps_every_acknowledged_record() {
             }
             assert!(acked < 100_000, "seed {seed}: the budget never ran out");
         }
+        let seg = log.segments().last().unwrap().path.clone();
+        if fs.pending_bytes(&seg).unwrap() >= 128 * 1024 {
+            crashes_with_unsynced_zeros += 1;
+        }
         std::mem::forget(log); // a crash runs no destructors
         fs.crash(CrashPlan::Random { seed });
-        let open_check = if seed % 2 == 0 {
-            OpenCheck::Full
-        } else {
-            OpenCheck::Deferred
-        };
-        let log = open(
-            &fs,
-            LogOptions {
-                open_check,
-                ..zero_fill_opts()
-            },
-        )
-        .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
-        assert_eq!(log.check_deferred(&|| false).ok(), Some(true), "seed {seed}");
-        let got = read_all(&log).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        let (log, n) = reopen_after_crash(&fs, acked, seed);
+        // After the reopen (which starts from the end of the frames), the log
+        // zero-fills again once its syncs prove small, and a second crash
+        // keeps everything acknowledged.
+        let next = log.append(&[RecordIn::new(&format!("pk{n}"), &payload(n), 1_000_000)]);
+        assert_eq!(next.unwrap().first_seq, n, "seed {seed}");
+        append_n(&log, n + 1, 1_500);
         assert!(
-            got.len() as u64 >= acked,
-            "seed {seed}: lost acknowledged records"
+            log.active_space().zeroed > log.active_space().written,
+            "seed {seed}: zero-filling again after the reopen: {:?}",
+            log.active_space()
         );
-        assert!(
-            got.len() as u64 <= acked + 1,
-            "seed {seed}: more than the one unacknowledged append"
-        );
-        for (i, (seq, key, data, _)) in got.iter().enumerate() {
-            assert_eq!(*seq, i as u64, "seed {seed}");
-            assert_eq!(key, &format!("pk{i}"), "seed {seed}");
-            assert_eq!(data, &payload(i as u64), "seed {seed}");
-        }
-        let next = log.append(&[RecordIn::new("after", b"x", 1_000_000)]).unwrap();
-        assert_eq!(next.first_seq, got.len() as u64, "seed {seed}");
-        assert!(log.verify().is_ok(), "seed {seed}: {:?}", log.verify().problems);
+        let acked = n + 1_501;
+        std::mem::forget(log);
+        fs.crash(CrashPlan::Random { seed: seed + 1_000 });
+        let (_log, _) = reopen_after_crash(&fs, acked, seed);
     }
+    assert!(
+        crashes_with_unsynced_zeros >= 10,
+        "only {crashes_with_unsynced_zeros} crashes came with zeros unsynced"
+    );
 }
 
 #[test]
@@ -538,11 +611,7 @@ fn a_failed_zero_fill_refuses_the_append_and_damages_nothing() {
     let log = open(&fs, zero_fill_opts()).unwrap();
     append_n(&log, 0, 800);
     // Run up to the end of the zeros; a 300-byte record then needs more.
-    let mut next = 800;
-    while log.active_space().written + 200 < log.active_space().zeroed {
-        append_n(&log, next, 1);
-        next += 1;
-    }
+    let next = run_up_to_the_zeros(&log, 800);
     let before = log.active_space();
     fs.fail_at(FsOp::Write, ".seg", 1);
     let big = vec![b'z'; 300];

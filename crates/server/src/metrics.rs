@@ -499,7 +499,7 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
     o.declare(
         "shardlog_zero_fill_bytes_total",
         "counter",
-        "Zeros written ahead of records into preallocated segment space, so that small syncs convert no extents.",
+        "Zeros written ahead of records into preallocated segment space, so that most small syncs convert no extents.",
     );
     o.sample("shardlog_zero_fill_bytes_total", &[], storage.zero_fill_bytes);
     for (n, kind, help) in [
