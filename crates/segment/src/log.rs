@@ -2525,16 +2525,28 @@ impl Log {
         };
         let mut removed = 0;
         for (base, path) in victims {
-            {
+            // Readers stop finding the segment first, so none maps a file
+            // that is about to go.
+            let entry = {
                 let mut segs = self.inner.segments.write().unwrap_or_else(|p| p.into_inner());
-                segs.remove(&base);
-            }
+                segs.remove(&base)
+            };
             lock(&self.inner.maps).maps.remove(&base);
+            if let Err(e) = self.inner.fs.remove_file(&path) {
+                // The file is still there: put it back, so that readers
+                // still find what it holds and the next retention pass tries
+                // again, instead of the file lingering unknown until a
+                // restart. The observer (the index) was not told yet.
+                if let Some(entry) = entry {
+                    self.inner
+                        .segments
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(base, entry);
+                }
+                return Err(Error::io("remove segment", &path, e));
+            }
             self.inner.observer.removed(base);
-            self.inner
-                .fs
-                .remove_file(&path)
-                .map_err(|e| Error::io("remove segment", &path, e))?;
             self.inner
                 .fs
                 .sync_dir(&self.inner.dir)

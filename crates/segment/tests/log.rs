@@ -1122,6 +1122,27 @@ fn retention_removes_whole_sealed_segments_oldest_first() {
 }
 
 #[test]
+fn a_segment_whose_removal_fails_stays_readable_and_is_removed_by_the_next_pass() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 3000);
+    let segs = log.segments();
+    let cut = segs[2].base_seq;
+    let first = segs[0].path.to_string_lossy().into_owned();
+    fs.fail_at(FsOp::Remove, &first, 1);
+    let err = log.remove_segments_before(cut).unwrap_err();
+    assert!(err.to_string().contains("remove segment"), "{err}");
+    // The file is still there, and so is every record in it.
+    assert!(fs.exists(&segs[0].path));
+    assert_eq!(log.first_seq(), 0);
+    assert_records(&log, 3000);
+    // The next pass removes both segments.
+    assert_eq!(log.remove_segments_before(cut).unwrap(), 2);
+    assert_eq!(log.first_seq(), cut);
+    assert!(!fs.exists(&segs[0].path) && !fs.exists(&segs[1].path));
+}
+
+#[test]
 fn idle_segment_rolls_by_age() {
     let fs = MemFs::new();
     let log = open(

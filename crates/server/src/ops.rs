@@ -702,10 +702,15 @@ fn update_account_settings(e: &Engine, v: &Value) -> R {
     Ok(json!({"MinimumThroughputBillingCommitment": value}))
 }
 
+/// The stream setting that holds an on-demand stream's warm throughput.
+const WARM_THROUGHPUT_SETTING: &str = "WarmThroughputMiBps";
+/// The largest warm throughput a stream may ask for, in MiB/s.
+const WARM_THROUGHPUT_MIBPS_MAX: i64 = 10_240;
+
 fn update_warm_throughput(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
-    let mibps = req_int(v, &mut viol, "WarmThroughputMiBps", 0, 10_240)?;
+    let mibps = req_int(v, &mut viol, "WarmThroughputMiBps", 0, WARM_THROUGHPUT_MIBPS_MAX)?;
     viol.into_result()?;
     let d = e.describe_stream(&name)?;
     if d.mode != StreamMode::OnDemand {
@@ -715,7 +720,7 @@ fn update_warm_throughput(e: &Engine, v: &Value) -> R {
         ));
     }
     let target = mibps.unwrap_or(0);
-    e.set_stream_setting(&name, "WarmThroughputMiBps", Some(json!(target)))?;
+    e.set_stream_setting(&name, WARM_THROUGHPUT_SETTING, Some(json!(target)))?;
     Ok(json!({
         "StreamARN": stream_arn(e, &name),
         "StreamName": name,
@@ -748,7 +753,21 @@ fn create_stream(e: &Engine, v: &Value) -> R {
     };
     let kib = opt_int(v, "MaxRecordSizeInKiB")?;
     int_range(&mut viol, "MaxRecordSizeInKiB", kib, 1024, 10240);
+    let warm = opt_int(v, "WarmThroughputMiBps")?;
+    int_range(
+        &mut viol,
+        "WarmThroughputMiBps",
+        warm,
+        0,
+        WARM_THROUGHPUT_MIBPS_MAX,
+    );
     viol.into_result()?;
+    if warm.is_some() && mode != Some(StreamMode::OnDemand) {
+        return Err(ApiError::new(
+            "ValidationException",
+            "Warm throughput can only be set on ON_DEMAND streams.",
+        ));
+    }
     let shards = match (mode, count) {
         (Some(StreamMode::OnDemand), Some(_)) => {
             return Err(ApiError::new(
@@ -774,6 +793,9 @@ fn create_stream(e: &Engine, v: &Value) -> R {
             ..Default::default()
         },
     )?;
+    if let Some(mibps) = warm {
+        e.set_stream_setting(name.unwrap_or(""), WARM_THROUGHPUT_SETTING, Some(json!(mibps)))?;
+    }
     Ok(Value::Null)
 }
 
@@ -849,6 +871,14 @@ fn describe_stream_summary(e: &Engine, v: &Value) -> R {
     .map(|mut out| {
         if let Some(k) = &d.encryption_key_id {
             out["StreamDescriptionSummary"]["KeyId"] = json!(k);
+        }
+        // An on-demand stream's warm throughput, once one was asked for. It
+        // is met at once here: nothing has to be scaled up to reach it.
+        if d.mode == StreamMode::OnDemand {
+            if let Ok(Some(t)) = e.stream_setting(&d.name, WARM_THROUGHPUT_SETTING) {
+                out["StreamDescriptionSummary"]["WarmThroughput"] =
+                    json!({"TargetMiBps": t, "CurrentMiBps": t});
+            }
         }
         out
     })

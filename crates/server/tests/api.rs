@@ -1398,3 +1398,67 @@ fn a_subscription_replaced_by_a_newer_one_ends_with_resource_in_use() {
         drop(new);
     });
 }
+
+#[test]
+fn warm_throughput_is_set_at_creation_and_described_and_mode_switches_are_limited() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let (s, r) = json_call(
+            &c,
+            &server,
+            "CreateStream",
+            json!({"StreamName": "p", "ShardCount": 1, "WarmThroughputMiBps": 10}),
+        )
+        .await;
+        assert_eq!((s, r["__type"].as_str()), (400, Some("ValidationException")), "{r}");
+        let (s, r) = json_call(
+            &c,
+            &server,
+            "CreateStream",
+            json!({"StreamName": "w", "StreamModeDetails": {"StreamMode": "ON_DEMAND"}, "WarmThroughputMiBps": 40}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "w"})).await;
+        let summary = &d["StreamDescriptionSummary"];
+        assert_eq!(summary["WarmThroughput"], json!({"TargetMiBps": 40, "CurrentMiBps": 40}), "{d}");
+        let arn = summary["StreamARN"].as_str().unwrap().to_string();
+        let (_, r) = json_call(
+            &c,
+            &server,
+            "UpdateStreamWarmThroughput",
+            json!({"StreamARN": arn, "WarmThroughputMiBps": 100}),
+        )
+        .await;
+        assert_eq!(r["WarmThroughput"]["TargetMiBps"], 100, "{r}");
+        let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "w"})).await;
+        assert_eq!(d["StreamDescriptionSummary"]["WarmThroughput"]["CurrentMiBps"], 100, "{d}");
+
+        // Two capacity-mode switches a day, then LimitExceededException.
+        let switch = |mode: &'static str| {
+            let (c, arn, server) = (&c, arn.clone(), &server);
+            async move {
+                json_call(
+                    c,
+                    server,
+                    "UpdateStreamMode",
+                    json!({"StreamARN": arn, "StreamModeDetails": {"StreamMode": mode}}),
+                )
+                .await
+            }
+        };
+        assert_eq!(switch("PROVISIONED").await.0, 200);
+        let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "w"})).await;
+        assert!(
+            d["StreamDescriptionSummary"].get("WarmThroughput").is_none(),
+            "a provisioned stream has no warm throughput: {d}"
+        );
+        assert_eq!(switch("ON_DEMAND").await.0, 200);
+        let (s, r) = switch("PROVISIONED").await;
+        assert_eq!((s, r["__type"].as_str()), (400, Some("LimitExceededException")), "{r}");
+        let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "w"})).await;
+        assert_eq!(d["StreamDescriptionSummary"]["StreamModeDetails"]["StreamMode"], "ON_DEMAND");
+    });
+}

@@ -50,6 +50,9 @@ pub mod limits {
     pub const TAG_VALUE_CHARS_MAX: usize = 256;
     pub const SHARDS_PER_STREAM_MAX: u32 = 10_000;
     pub const SCALING_OPS_PER_DAY_MAX: usize = 10;
+    /// Capacity-mode switches (UpdateStreamMode) a stream may make in any
+    /// 24 hours, as Kinesis allows.
+    pub const MODE_UPDATES_PER_DAY_MAX: usize = 2;
     pub const DAY_MS: i64 = 24 * 3600 * 1000;
     pub const HOUR_MS: i64 = 3600 * 1000;
     pub const SHARD_WRITE_BYTES_PER_SEC: f64 = 1024.0 * 1024.0;
@@ -1481,6 +1484,7 @@ impl Engine {
             max_record_bytes,
             retention_bytes_max: opts.retention_bytes_max,
             scaling_ops_ms: Vec::new(),
+            mode_updates_ms: Vec::new(),
             encryption: None,
             encryption_keys: Vec::new(),
             settings: BTreeMap::new(),
@@ -2922,9 +2926,25 @@ impl Engine {
         Ok(())
     }
 
-    /// UpdateStreamMode.
+    /// UpdateStreamMode: at most [`MODE_UPDATES_PER_DAY_MAX`] switches in
+    /// any 24 hours. Asking for the mode the stream already has changes
+    /// nothing and does not count.
     pub fn update_stream_mode(&self, name: &str, mode: StreamMode) -> Result<()> {
+        let now = self.now_ms();
+        let acct = self.account_id().to_string();
         self.update_meta(name, |m| {
+            if m.mode == mode {
+                return Ok(());
+            }
+            m.mode_updates_ms.retain(|t| now - t < DAY_MS);
+            if m.mode_updates_ms.len() >= MODE_UPDATES_PER_DAY_MAX {
+                let next = m.mode_updates_ms.iter().min().copied().unwrap_or(now) + DAY_MS;
+                return Err(Error::LimitExceeded(format!(
+                    "The capacity mode of stream {name} under account {acct} can be updated at most {MODE_UPDATES_PER_DAY_MAX} times in 24 hours; the next update is allowed in {} minutes.",
+                    (next - now).max(0).div_euclid(60_000) + 1
+                )));
+            }
+            m.mode_updates_ms.push(now);
             m.mode = mode;
             Ok(())
         })

@@ -111,6 +111,9 @@ pub struct StreamMeta {
     /// Times (ms) of recent UpdateShardCount calls, for the 24-hour limit.
     #[serde(default)]
     pub scaling_ops_ms: Vec<i64>,
+    /// Times (ms) of recent capacity-mode switches, for the 24-hour limit.
+    #[serde(default)]
+    pub mode_updates_ms: Vec<i64>,
     /// Settings the engine stores for the API layer without interpreting
     /// them (enhanced monitoring, resource policies, warm throughput, ...).
     #[serde(default)]

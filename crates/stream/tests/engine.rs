@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use shardlog_segment::SyncPolicy;
-use shardlog_stream::limits::HOUR_MS;
+use shardlog_stream::limits::{DAY_MS, HOUR_MS};
 use shardlog_stream::{
     CreateStreamOptions, Engine, EngineOptions, Error, ManualClock, PutRecordInput, SeqNum, StartingPosition,
-    StoredRecord,
+    StoredRecord, StreamMode,
 };
 use shardlog_testkit::{CrashPlan, MemFs};
 
@@ -1657,4 +1657,38 @@ fn all_shards_share_one_index_memory_budget_and_iterators_still_find_every_recor
         "{:?}",
         m.index_cache
     );
+}
+
+#[test]
+fn capacity_mode_switches_twice_a_day_at_most_and_the_count_survives_a_restart() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(1_700_000_000_000);
+    {
+        let e = mem_engine(&fs, &clock);
+        e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+        e.update_stream_mode("s", StreamMode::OnDemand).unwrap();
+        // Asking for the mode it has changes nothing and does not count.
+        e.update_stream_mode("s", StreamMode::OnDemand).unwrap();
+        clock.advance(HOUR_MS);
+        e.update_stream_mode("s", StreamMode::Provisioned).unwrap();
+        clock.advance(HOUR_MS);
+        let err = e.update_stream_mode("s", StreamMode::OnDemand).unwrap_err();
+        assert!(matches!(err, Error::LimitExceeded(_)), "{err}");
+        assert!(err.to_string().contains("at most 2 times in 24 hours"), "{err}");
+        assert_eq!(e.describe_stream("s").unwrap().mode, StreamMode::Provisioned);
+    }
+    // After a restart the two switches still count, until the first is a
+    // day old.
+    let e = mem_engine(&fs, &clock);
+    assert!(matches!(
+        e.update_stream_mode("s", StreamMode::OnDemand),
+        Err(Error::LimitExceeded(_))
+    ));
+    clock.advance(DAY_MS - 2 * HOUR_MS);
+    e.update_stream_mode("s", StreamMode::OnDemand).unwrap();
+    assert_eq!(e.describe_stream("s").unwrap().mode, StreamMode::OnDemand);
+    assert!(matches!(
+        e.update_stream_mode("s", StreamMode::Provisioned),
+        Err(Error::LimitExceeded(_))
+    ));
 }
