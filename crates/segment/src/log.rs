@@ -2403,6 +2403,20 @@ impl Log {
                         );
                         return stop_at(out, err, pos.segment_base, p, seq);
                     }
+                    // A sealed segment holds nothing at or past the next
+                    // one's base: such a frame would serve a sequence number
+                    // twice, with whatever data it carries.
+                    if let Some(end) = end_seq.filter(|end| r.seq >= *end) {
+                        let err = Error::corruption(
+                            &seg.path,
+                            p as u64,
+                            format!(
+                                "frame with sequence number {} past the end of the sealed segment (the next segment starts at {end})",
+                                r.seq
+                            ),
+                        );
+                        return stop_at(out, err, pos.segment_base, p, seq);
+                    }
                     if !out.records.is_empty() && size + r.frame_len as usize > limits.max_bytes {
                         break;
                     }

@@ -1143,6 +1143,48 @@ fn a_segment_whose_removal_fails_stays_readable_and_is_removed_by_the_next_pass(
 }
 
 #[test]
+fn a_frame_past_the_end_of_a_sealed_segment_is_reported_not_served_twice() {
+    let fs = MemFs::new();
+    {
+        let log = open(&fs, small_opts()).unwrap();
+        append_n(&log, 0, 3000);
+    }
+    let path = dir().join(shardlog_segment::segment::segment_file_name(0));
+    let bytes = fs.contents(&path).unwrap();
+    let header = shardlog_segment::segment::SegmentHeader::decode(&bytes).unwrap();
+    let log = open(&fs, small_opts()).unwrap();
+    let end = log.segments()[1].base_seq;
+    drop(log);
+    // A well-formed frame for the next segment's first sequence number,
+    // appended to the sealed file, as a bad copy or restore might leave it.
+    let mut frame = Vec::new();
+    let data = b"not the real record";
+    shardlog_segment::frame::encode(
+        &mut frame,
+        header.file_id,
+        end,
+        0,
+        &RecordIn::new("intruder", data, 1_000),
+    );
+    fs.corrupt(&path, bytes.len() as u64, &frame).unwrap();
+    let log = open(&fs, small_opts()).unwrap();
+    let start = Position {
+        segment_base: 0,
+        offset: SEGMENT_HEADER_BYTES as u64,
+    };
+    let batch = log.read_at(start, 0, ALL).unwrap();
+    assert_eq!(batch.len() as u64, end, "only the segment's own records");
+    let err = log.read_at(batch.next, batch.next_seq, ALL).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("past the end of the sealed segment"), "{msg}");
+    assert!(
+        msg.contains(&bytes.len().to_string()),
+        "the offset is named: {msg}"
+    );
+    assert!(!log.verify().is_ok(), "verify reports it too");
+}
+
+#[test]
 fn idle_segment_rolls_by_age() {
     let fs = MemFs::new();
     let log = open(
