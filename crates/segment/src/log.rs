@@ -2546,7 +2546,13 @@ impl Log {
                 segs.remove(&base)
             };
             lock(&self.inner.maps).maps.remove(&base);
-            if let Err(e) = self.inner.fs.remove_file(&path) {
+            let unlinked = match self.inner.fs.remove_file(&path) {
+                // Gone already (removed by hand, or by an earlier pass that
+                // failed after its unlink): what this pass wanted.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            };
+            if let Err(e) = unlinked {
                 // The file is still there: put it back, so that readers
                 // still find what it holds and the next retention pass tries
                 // again, instead of the file lingering unknown until a

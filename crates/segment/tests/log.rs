@@ -1142,6 +1142,47 @@ fn a_segment_whose_removal_fails_stays_readable_and_is_removed_by_the_next_pass(
     assert!(!fs.exists(&segs[0].path) && !fs.exists(&segs[1].path));
 }
 
+/// Remembers which segments the log reported removed.
+#[derive(Debug, Default)]
+struct RemovalRecorder(std::sync::Mutex<Vec<u64>>);
+
+impl shardlog_segment::AppendObserver for RemovalRecorder {
+    fn placed(&self, _: u64, _: &[shardlog_segment::Placed]) {}
+    fn sealed(&self, _: &shardlog_segment::SealedInfo) {}
+    fn removed(&self, base: u64) {
+        self.0.lock().unwrap().push(base);
+    }
+}
+
+#[test]
+fn the_observer_hears_of_a_removal_only_once_the_file_is_gone() {
+    let fs = MemFs::new();
+    let recorder = Arc::new(RemovalRecorder::default());
+    let (log, _) = Log::open_with(Arc::new(fs.clone()), dir(), small_opts(), recorder.clone()).unwrap();
+    append_n(&log, 0, 3000);
+    let segs = log.segments();
+    let cut = segs[1].base_seq;
+    fs.fail_at(FsOp::Remove, &segs[0].path.to_string_lossy(), 1);
+    assert!(log.remove_segments_before(cut).is_err());
+    assert!(recorder.0.lock().unwrap().is_empty(), "told before the file went");
+    assert_eq!(log.remove_segments_before(cut).unwrap(), 1);
+    assert_eq!(*recorder.0.lock().unwrap(), vec![0]);
+}
+
+#[test]
+fn a_segment_file_already_gone_counts_as_removed() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 3000);
+    let segs = log.segments();
+    let cut = segs[1].base_seq;
+    // Removed behind the log's back (by hand, or by an earlier pass).
+    FileSystem::remove_file(&fs, &segs[0].path).unwrap();
+    assert_eq!(log.remove_segments_before(cut).unwrap(), 1);
+    assert_eq!(log.first_seq(), cut);
+    assert_eq!(log.remove_segments_before(cut).unwrap(), 0);
+}
+
 #[test]
 fn a_frame_past_the_end_of_a_sealed_segment_is_reported_not_served_twice() {
     let fs = MemFs::new();

@@ -790,12 +790,13 @@ fn create_stream(e: &Engine, v: &Value) -> R {
             mode,
             tags: tags_of(v, "Tags")?,
             max_record_kib: kib.map(|k| k as u32),
+            settings: warm
+                .map(|mibps| (WARM_THROUGHPUT_SETTING.to_string(), json!(mibps)))
+                .into_iter()
+                .collect(),
             ..Default::default()
         },
     )?;
-    if let Some(mibps) = warm {
-        e.set_stream_setting(name.unwrap_or(""), WARM_THROUGHPUT_SETTING, Some(json!(mibps)))?;
-    }
     Ok(Value::Null)
 }
 

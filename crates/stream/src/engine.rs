@@ -209,6 +209,9 @@ pub struct CreateStreamOptions {
     pub sync: Option<SyncPolicy>,
     /// Cap on bytes kept on disk (beyond Kinesis).
     pub retention_bytes_max: Option<u64>,
+    /// Settings stored for the API layer from the start (warm throughput,
+    /// say), in the same metadata write that creates the stream.
+    pub settings: BTreeMap<String, serde_json::Value>,
 }
 
 /// Status of a stream as Kinesis reports it.
@@ -1487,7 +1490,7 @@ impl Engine {
             mode_updates_ms: Vec::new(),
             encryption: None,
             encryption_keys: Vec::new(),
-            settings: BTreeMap::new(),
+            settings: opts.settings,
         };
         // Shard logs first, metadata last: the stream exists once STREAM.json
         // is durable; a crash before leaves a directory that open removes.
@@ -2776,7 +2779,8 @@ impl Engine {
                     )),
                 }
             }
-            if let Some(cap) = cap {
+            let capped = (|| -> Result<()> {
+                let Some(cap) = cap else { return Ok(()) };
                 loop {
                     let total: u64 = logs.iter().map(|(_, l)| l.log().bytes_on_disk()).sum();
                     if total <= cap {
@@ -2793,6 +2797,13 @@ impl Engine {
                     let Some((_, end, l)) = oldest else { break };
                     removed += l.log().remove_segments_before(end)?;
                 }
+                Ok(())
+            })();
+            if let Err(e) = capped {
+                // As above: one shard whose oldest segment cannot go stops
+                // the cap of its own stream only, never the other streams'
+                // retention or the expiry of closed shards.
+                failures.push(format!("{} (byte cap): {e}", read(&stream.state).meta.name));
             }
             if let Err(e) = self.expire_closed_shards(&stream, now) {
                 failures.push(format!("{}: {e}", read(&stream.state).meta.name));
@@ -2930,6 +2941,14 @@ impl Engine {
     /// any 24 hours. Asking for the mode the stream already has changes
     /// nothing and does not count.
     pub fn update_stream_mode(&self, name: &str, mode: StreamMode) -> Result<()> {
+        {
+            let stream = self.stream(name)?;
+            let st = read(&stream.state);
+            if !st.deleted && st.meta.mode == mode {
+                // Nothing changes, so nothing is written.
+                return Ok(());
+            }
+        }
         let now = self.now_ms();
         let acct = self.account_id().to_string();
         self.update_meta(name, |m| {

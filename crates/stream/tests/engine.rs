@@ -12,7 +12,7 @@ use shardlog_stream::{
     CreateStreamOptions, Engine, EngineOptions, Error, ManualClock, PutRecordInput, SeqNum, StartingPosition,
     StoredRecord, StreamMode,
 };
-use shardlog_testkit::{CrashPlan, MemFs};
+use shardlog_testkit::{CrashPlan, FsOp, MemFs};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -582,6 +582,54 @@ fn byte_cap_deletes_oldest_segments_first() {
     assert!(e.stream_bytes_on_disk("s").unwrap() > 300 * 1024);
     assert!(e.enforce_retention().unwrap() > 0);
     assert!(e.stream_bytes_on_disk("s").unwrap() <= 300 * 1024);
+}
+
+#[test]
+fn a_byte_capped_stream_whose_segment_cannot_be_removed_stops_no_other_stream() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    for name in ["a", "b"] {
+        e.create_stream(
+            name,
+            1,
+            CreateStreamOptions {
+                retention_bytes_max: Some(300 * 1024),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    }
+    let data = vec![1u8; 1000];
+    for i in 0..700 {
+        clock.advance(1);
+        for name in ["a", "b"] {
+            e.put_record(name, PutRecordInput::new(&format!("k{i}"), &data))
+                .unwrap();
+        }
+    }
+    let before = e.stream_bytes_on_disk("a").unwrap();
+    assert!(before > 300 * 1024);
+    // Stream a (the first created) cannot unlink its segments.
+    fs.fail_at(FsOp::Remove, "/streams/0000000000000001/", 1);
+    let err = e.enforce_retention().unwrap_err();
+    assert!(err.to_string().contains("a (byte cap)"), "{err}");
+    assert!(
+        e.stream_bytes_on_disk("b").unwrap() <= 300 * 1024,
+        "b's cap was enforced all the same"
+    );
+    assert_eq!(e.stream_bytes_on_disk("a").unwrap(), before);
+    assert_eq!(
+        read_all(&e, "a", "shardId-000000000000").len(),
+        700,
+        "a lost nothing"
+    );
+    assert_eq!(fs.failpoint_hits(FsOp::Remove, "/streams/0000000000000001/"), 1);
+    // Once the file can go, the next pass caps a too.
+    assert!(e.enforce_retention().unwrap() > 0);
+    assert!(e.stream_bytes_on_disk("a").unwrap() <= 300 * 1024);
+    let left = read_all(&e, "a", "shardId-000000000000");
+    assert!(!left.is_empty() && left.len() < 700);
 }
 
 #[test]
