@@ -2269,11 +2269,18 @@ impl Log {
         });
         // Retention may have removed the segment while it was being mapped;
         // caching the map then would keep the unlinked file's space in use.
-        let still_there = {
-            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
-            segs.contains_key(&base)
-        };
+        // The check is made under the cache's lock: retention takes a
+        // segment off the list before it clears its map under this lock, so
+        // a segment still listed here has its map cleared after this insert,
+        // never before it. (Nothing takes the cache's lock while holding the
+        // list's, so the nesting cannot deadlock.)
         let mut cache = lock(&self.inner.maps);
+        let still_there = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&base);
         if !still_there {
             return Ok(seg);
         }
