@@ -821,6 +821,11 @@ fn frame_at(
 /// them, which lets the compiler compare many bytes per instruction.
 const ZERO_SCAN_CHUNK_BYTES: usize = 4096;
 
+/// A recovery walk up to this long is fetched ahead in one go while the rest
+/// of the map is read without read-around; a longer one uses sequential
+/// read-ahead (see `Mapping::advise_walk`).
+const SHORT_WALK_BYTES_MAX: usize = 16 * 1024 * 1024;
+
 /// The zeros [`Log::prepare_space`] writes from: at most two steps at once.
 static ZEROS: [u8; 2 * ZERO_FILL_STEP_BYTES as usize] = [0; 2 * ZERO_FILL_STEP_BYTES as usize];
 
@@ -1170,6 +1175,12 @@ impl Log {
         let map = file
             .map(len as usize)
             .map_err(|e| Error::io("map segment", &path, e))?;
+        if opts.open_check == OpenCheck::Deferred {
+            // A deferred open touches the header, a checkpoint's anchor and
+            // the tail at scattered places; the range it walks is fetched
+            // ahead below, once it is known.
+            map.advise_scattered();
+        }
         let bytes = map.as_slice();
         let header = match SegmentHeader::decode(bytes) {
             Ok(h) => h,
@@ -1238,6 +1249,14 @@ impl Log {
         let data_ranges = file
             .data_ranges(SEGMENT_HEADER_BYTES as u64)
             .map_err(|e| Error::io("find data ranges", &path, e))?;
+        if opts.open_check == OpenCheck::Deferred {
+            // What the scan walks: from the checkpoint (or the header) to the
+            // end of the data, zeros written ahead of the frames included.
+            let walk_start = resume.map_or(SEGMENT_HEADER_BYTES, |r| r.offset as usize);
+            let walk_end = data_ranges.last().map_or(bytes.len(), |&(_, end)| end as usize);
+            let short = resume.is_some() && walk_end.saturating_sub(walk_start) <= SHORT_WALK_BYTES_MAX;
+            map.advise_walk(walk_start..walk_end, short);
+        }
         let unchecked_upto = match opts.open_check {
             OpenCheck::Full => SEGMENT_HEADER_BYTES,
             OpenCheck::Deferred => {
