@@ -329,10 +329,6 @@ struct Writer {
     last_file_id: u64,
     buf: Vec<u8>,
     placed: Vec<Placed>,
-    /// Whether new space is zero-filled ahead of the frames (see
-    /// [`ZERO_FILL_GROUP_BYTES_MAX`]). Decided again at each step of space,
-    /// and kept across rolls.
-    zero_fill: bool,
 }
 
 #[derive(Debug)]
@@ -1152,7 +1148,6 @@ impl Log {
             last_file_id: file_id,
             buf: Vec::new(),
             placed: Vec::new(),
-            zero_fill: false,
         })
     }
 
@@ -1249,13 +1244,18 @@ impl Log {
         let data_ranges = file
             .data_ranges(SEGMENT_HEADER_BYTES as u64)
             .map_err(|e| Error::io("find data ranges", &path, e))?;
+        // The end of the last range, zeros written ahead of the frames
+        // included.
+        let ranges_end = data_ranges
+            .last()
+            .map_or(bytes.len(), |&(_, end)| end as usize)
+            .min(bytes.len());
         if opts.open_check == OpenCheck::Deferred {
             // What the scan walks: from the checkpoint (or the header) to the
-            // end of the data, zeros written ahead of the frames included.
+            // end of the data.
             let walk_start = resume.map_or(SEGMENT_HEADER_BYTES, |r| r.offset as usize);
-            let walk_end = data_ranges.last().map_or(bytes.len(), |&(_, end)| end as usize);
-            let short = resume.is_some() && walk_end.saturating_sub(walk_start) <= SHORT_WALK_BYTES_MAX;
-            map.advise_walk(walk_start..walk_end, short);
+            let short = resume.is_some() && ranges_end.saturating_sub(walk_start) <= SHORT_WALK_BYTES_MAX;
+            map.advise_walk(walk_start..ranges_end, short);
         }
         let unchecked_upto = match opts.open_check {
             OpenCheck::Full => SEGMENT_HEADER_BYTES,
@@ -1264,11 +1264,7 @@ impl Log {
                 // from the end of the data, so that the frames before it are
                 // walked once only (each walk of a large active segment
                 // costs a cache miss per frame).
-                let data_end = data_ranges
-                    .last()
-                    .map_or(bytes.len(), |&(_, end)| end as usize)
-                    .min(bytes.len());
-                let data_end = last_nonzero(&bytes[..data_end]).map_or(SEGMENT_HEADER_BYTES, |z| z + 1);
+                let data_end = last_nonzero(&bytes[..ranges_end]).map_or(SEGMENT_HEADER_BYTES, |z| z + 1);
                 // A frame's synced_upto never exceeds its own offset; the
                 // bound keeps a damaged-yet-valid value inside the walk.
                 last_valid_frame(bytes, header.file_id, data_end).map_or(SEGMENT_HEADER_BYTES, |at| {
@@ -1391,7 +1387,6 @@ impl Log {
             last_file_id: header.file_id,
             buf: Vec::new(),
             placed: Vec::new(),
-            zero_fill: false,
         };
         Ok((writer, quarantine))
     }
@@ -1744,8 +1739,8 @@ impl Log {
         if need <= w.active.allocated && need <= w.active.decide_at {
             return Ok(());
         }
-        w.zero_fill = lock(&self.inner.sync).group_bytes_avg <= ZERO_FILL_GROUP_BYTES_MAX;
-        let zero_to = if w.zero_fill && need > w.active.zeroed {
+        let zero_fill = lock(&self.inner.sync).group_bytes_avg <= ZERO_FILL_GROUP_BYTES_MAX;
+        let zero_to = if zero_fill && need > w.active.zeroed {
             // Never past the roll size: the roll would cut those zeros.
             ((need / ZERO_FILL_STEP_BYTES + 2) * ZERO_FILL_STEP_BYTES)
                 .min(self.inner.opts.segment_bytes_max)
@@ -1767,6 +1762,8 @@ impl Log {
             // last cut there (`zeroed` would say so), so these zeros land on
             // preallocated space only. A failed write leaves zeros or nothing
             // there: no frame is touched, the error is the caller's alone.
+            // The slice cannot overrun ZEROS: zero_to is at most
+            // (need / step + 2) * step, so zero_to - need <= 2 * step.
             w.active
                 .file
                 .write_all_at(&ZEROS[..(zero_to - need) as usize], need)
@@ -2137,11 +2134,6 @@ impl Log {
         }
     }
 
-    /// After a failed fsync the kernel may keep the unsynced pages in its
-    /// cache while never writing them; a reopen would then read records that
-    /// are not on disk and were never acknowledged. Under `Always`, cut the
-    /// active segment back to its durable end so that what a reopen sees is
-    /// what was acknowledged. Best effort: the writer is poisoned either way.
     /// Makes this thread the log's only syncer, once no group sync is in
     /// flight and the log takes writes. A roll and a clean-stop marker sync
     /// the file themselves, and Linux reports a writeback error to one of
@@ -2190,6 +2182,11 @@ impl Log {
         );
     }
 
+    /// After a failed fsync the kernel may keep the unsynced pages in its
+    /// cache while never writing them; a reopen would then read records that
+    /// are not on disk and were never acknowledged. Under `Always`, cut the
+    /// active segment back to its durable end so that what a reopen sees is
+    /// what was acknowledged. Best effort: the writer is poisoned either way.
     fn discard_undurable(&self) {
         let mut w = lock(&self.inner.writer);
         self.discard_undurable_locked(&mut w);
