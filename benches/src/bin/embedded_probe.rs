@@ -4,7 +4,9 @@
 //! record data. Each writer keeps to one partition key, so each batch goes
 //! to one shard and is made durable by that shard's group commit.
 //!
-//! Usage: `cargo run --release -p shardlog-benches --bin embedded_probe -- [DIR] [WRITERS] [SHARDS] [SECONDS]`
+//! Usage: `cargo run --release -p shardlog-benches --bin embedded_probe -- [DIR] [WRITERS] [SHARDS] [SECONDS] [CACHE_WINDOW_MIB|keep]`
+//! (the last one sets `LogOptions::cache_window_bytes`: `keep` leaves every
+//! written page in the page cache; without it the engine's default holds).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,11 +22,24 @@ fn main() {
     let writers: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(16);
     let shards: u32 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(4);
     let seconds: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let cache_window_bytes: Option<u64> = match args.get(5).map(String::as_str) {
+        None => EngineOptions::default().log.cache_window_bytes,
+        Some("keep") => None,
+        Some(mib) => Some(
+            mib.parse::<u64>()
+                .expect("CACHE_WINDOW_MIB is a number or `keep`")
+                << 20,
+        ),
+    };
     let tmp = tempfile::tempdir_in(&base).expect("temporary directory");
     let engine = Engine::open(
         tmp.path(),
         EngineOptions {
             retention_check_interval_ms: 0,
+            log: shardlog_segment::LogOptions {
+                cache_window_bytes,
+                ..EngineOptions::default().log
+            },
             ..EngineOptions::default()
         },
     )
@@ -56,7 +71,8 @@ fn main() {
     let secs = started.elapsed().as_secs_f64();
     let n = records.load(Ordering::Relaxed);
     println!(
-        "{writers} writers, {shards} shards, 100 x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
+        "{writers} writers, {shards} shards, cache window {}, 100 x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
+        cache_window_bytes.map_or("keep".to_string(), |b| format!("{} MiB", b >> 20)),
         n as f64 / 1024.0 / secs,
         n as f64 / secs
     );

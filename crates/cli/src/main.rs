@@ -91,7 +91,7 @@ enum Command {
     ///
     /// Settings come from flags, then environment variables, then the
     /// configuration file, then defaults.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Check a stopped data directory offline: every record's checksum,
     /// every index against its log, the metadata of every stream.
     ///
@@ -250,6 +250,14 @@ struct ServeArgs {
     /// [default: 33554432]; older ones are reloaded from their sidecar files.
     #[arg(long, env = "SHARDLOG_INDEX_CACHE_BYTES")]
     index_cache_bytes: Option<u64>,
+    /// Bytes of each shard's most recently synced data kept in the page
+    /// cache; written pages further behind are dropped from it, so that new
+    /// writes reuse memory instead of taking fresh pages, and the log's
+    /// writes do not push other data out of the cache. Consumers further
+    /// behind read from the disk. 0 leaves the cache to the kernel
+    /// [default: 0].
+    #[arg(long, env = "SHARDLOG_PAGE_CACHE_WINDOW_BYTES")]
+    page_cache_window_bytes: Option<u64>,
     /// How often retention runs, in milliseconds [default: 60000].
     #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -308,6 +316,7 @@ struct Settings {
     sync: String,
     segment_bytes_max: u64,
     index_cache_bytes: u64,
+    page_cache_window_bytes: u64,
     retention_check_interval_ms: u64,
     enforce_shard_limits: bool,
     create_stream_ms: u64,
@@ -334,6 +343,7 @@ impl Default for Settings {
             sync: "always".into(),
             segment_bytes_max: shardlog_segment::format::SEGMENT_BYTES_DEFAULT_MAX,
             index_cache_bytes: shardlog_stream::INDEX_CACHE_BYTES_DEFAULT as u64,
+            page_cache_window_bytes: 0,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -384,6 +394,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.index_cache_bytes {
         s.index_cache_bytes = v;
+    }
+    if let Some(v) = args.page_cache_window_bytes {
+        s.page_cache_window_bytes = v;
     }
     if let Some(v) = args.retention_check_interval_ms {
         s.retention_check_interval_ms = v;
@@ -1062,6 +1075,7 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
         ..EngineOptions::default()
     };
     opts.log.segment_bytes_max = s.segment_bytes_max;
+    opts.log.cache_window_bytes = (s.page_cache_window_bytes > 0).then_some(s.page_cache_window_bytes);
     let cache_bytes = usize::try_from(s.index_cache_bytes).map_err(|_| {
         anyhow::anyhow!(
             "index_cache_bytes {} is too large for this machine",
@@ -1186,6 +1200,31 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("/x"));
         assert_eq!(parse_sync(&s.sync).unwrap(), SyncPolicy::IntervalMs(50));
         assert_eq!(s.segment_bytes_max, Settings::default().segment_bytes_max);
+    }
+
+    #[test]
+    fn page_cache_window_is_off_by_default_and_set_by_file_or_flag() {
+        let s = load(&ServeArgs::default()).unwrap();
+        assert_eq!(engine_options(&s).unwrap().log.cache_window_bytes, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardlog.toml");
+        std::fs::write(&path, "page_cache_window_bytes = 1048576\n").unwrap();
+        let from_file = load(&ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(
+            engine_options(&from_file).unwrap().log.cache_window_bytes,
+            Some(1 << 20)
+        );
+        let from_flag = load(&ServeArgs {
+            config: Some(path),
+            page_cache_window_bytes: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(engine_options(&from_flag).unwrap().log.cache_window_bytes, None);
     }
 
     #[test]

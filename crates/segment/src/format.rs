@@ -124,6 +124,11 @@ pub const GROUP_BYTES_AVG_INITIAL: u64 = 1024 * 1024;
 const _: () = assert!(GROUP_BYTES_AVG_INITIAL > ZERO_FILL_GROUP_BYTES_MAX);
 const _: () = assert!(SEGMENT_PREALLOCATE_BYTES.is_multiple_of(ZERO_FILL_STEP_BYTES));
 
+/// Written pages of a log are dropped from the page cache (once synced) in
+/// steps of at least this much, so that the call and the kernel's walk of
+/// the cache are paid once per step rather than per group sync.
+pub const CACHE_RELEASE_STEP_BYTES: u64 = 4 * 1024 * 1024;
+
 /// Upper bound on records in one append call.
 pub const APPEND_RECORDS_MAX: usize = 100_000;
 

@@ -93,6 +93,16 @@ pub trait FileHandle: Send + Sync + Debug {
         let len = self.len()?;
         Ok(if from < len { vec![(from, len)] } else { Vec::new() })
     }
+    /// Asks the kernel to drop the file's clean cached pages in
+    /// `offset..offset + len` (to the end of the file when `len` is `None`):
+    /// `posix_fadvise(DONTNEED)`. Advice only: it never loses or changes
+    /// data (dirty pages are written back first, pages mapped by a reader
+    /// stay), so a file system without a page cache may ignore it, as the
+    /// default does.
+    fn drop_cache(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
+        let _ = (offset, len);
+        Ok(())
+    }
 }
 
 /// Syncs a whole file system through a handle kept open (see
@@ -224,6 +234,16 @@ impl FileHandle for StdFile {
             Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
             Err(e) => Err(io::Error::from(e)),
         }
+    }
+
+    fn drop_cache(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
+        let len = match len {
+            // Zero means "to the end" to fadvise; an empty range is nothing.
+            Some(0) => return Ok(()),
+            Some(n) => std::num::NonZeroU64::new(n),
+            None => None,
+        };
+        rustix::fs::fadvise(&self.file, offset, len, rustix::fs::Advice::DontNeed).map_err(io::Error::from)
     }
 
     fn map(&self, len: usize) -> io::Result<Mapping> {

@@ -1725,3 +1725,135 @@ fn async_waits_across_segment_rolls_all_resolve() {
     let log = open(&fs, small_opts()).unwrap();
     assert_eq!(read_all(&log).unwrap().len(), 40);
 }
+
+/// Appends `n` records of `bytes` each, one per append, checking after each
+/// (acknowledged, so durable) append that no page within `window` of the
+/// durable end of the active segment, nor any unsynced byte, was dropped
+/// from the cache.
+fn append_checking_cache_drops(fs: &MemFs, log: &Log, n: u64, bytes: usize, window: u64) {
+    let data = vec![0xA5u8; bytes];
+    for i in 0..n {
+        log.append(&[RecordIn::new("pk", &data, 1_000 + i as i64)])
+            .expect("append");
+        let active = log.segments().last().expect("an active segment").path.clone();
+        let durable_end = log.active_space().written;
+        for d in fs.cache_drops() {
+            assert!(d.durable, "dropped bytes that were not synced: {d:?}");
+            if d.path == active {
+                assert!(
+                    d.end + window <= durable_end,
+                    "dropped {d:?} within the {window}-byte window of the durable end {durable_end}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn cache_window_drops_only_synced_pages_behind_the_window_and_every_sealed_segment_whole() {
+    let fs = MemFs::new();
+    let window = 1024 * 1024;
+    let opts = LogOptions {
+        segment_bytes_max: 12 * 1024 * 1024,
+        cache_window_bytes: Some(window),
+        ..LogOptions::default()
+    };
+    let log = open(&fs, opts.clone()).unwrap();
+    // 40 MiB in 100 KiB records: three rolls, and several release steps in
+    // each segment.
+    append_checking_cache_drops(&fs, &log, 400, 100 * 1024, window);
+    let segments = log.segments();
+    assert!(segments.len() >= 4, "expected rolls, got {segments:?}");
+    let drops = fs.cache_drops();
+    // Each segment sealed before the last one was dropped whole, from its
+    // header to its end, in order and without overlaps: pages dropped once.
+    for seg in &segments[..segments.len() - 2] {
+        let ranges: Vec<(u64, u64)> = drops
+            .iter()
+            .filter(|d| d.path == seg.path)
+            .map(|d| (d.start, d.end))
+            .collect();
+        let len = fs.contents(&seg.path).unwrap().len() as u64;
+        let mut at = SEGMENT_HEADER_BYTES as u64;
+        for (start, end) in &ranges {
+            assert_eq!(
+                *start,
+                at,
+                "ranges of {} are not contiguous: {ranges:?}",
+                seg.path.display()
+            );
+            at = *end;
+        }
+        assert_eq!(
+            at,
+            len,
+            "{} was not dropped to its end: {ranges:?}",
+            seg.path.display()
+        );
+        assert!(ranges.len() >= 2, "expected steps within the segment: {ranges:?}");
+    }
+    // Dropping is advice: every record reads back, also after a reopen.
+    let expected = read_all(&log).unwrap();
+    assert_eq!(expected.len(), 400);
+    assert!(expected
+        .iter()
+        .all(|(_, _, d, _)| d.len() == 100 * 1024 && d.iter().all(|&b| b == 0xA5)));
+    drop(log);
+    let log = open(&fs, opts).unwrap();
+    assert_eq!(read_all(&log).unwrap(), expected);
+}
+
+#[test]
+fn without_a_cache_window_nothing_is_dropped_from_the_cache() {
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        LogOptions {
+            segment_bytes_max: 4 * 1024 * 1024,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    append_checking_cache_drops(&fs, &log, 100, 100 * 1024, 0);
+    assert!(log.segments().len() >= 2);
+    assert_eq!(fs.cache_drops(), Vec::new());
+}
+
+#[test]
+fn records_read_back_intact_from_the_real_file_system_after_their_pages_were_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        segment_bytes_max: 6 * 1024 * 1024,
+        cache_window_bytes: Some(0),
+        ..LogOptions::default()
+    };
+    let log = Log::open(tmp.path(), opts.clone()).unwrap();
+    // 16 MiB of 64 KiB records with distinct contents: pages are dropped
+    // behind every sync once 4 MiB have gathered, and at every roll.
+    let records: Vec<Vec<u8>> = (0..256u32)
+        .map(|i| {
+            (0..64 * 1024u32)
+                .map(|j| (i.wrapping_mul(31) ^ j) as u8)
+                .collect()
+        })
+        .collect();
+    for r in &records {
+        log.append(&[RecordIn::new("pk", r, 1_000)]).unwrap();
+    }
+    assert!(log.segments().len() >= 3);
+    let read: Vec<Vec<u8>> = read_all(&log)
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, d, _)| d)
+        .collect();
+    assert_eq!(read, records);
+    drop(log);
+    let log = Log::open(tmp.path(), opts).unwrap();
+    let read: Vec<Vec<u8>> = read_all(&log)
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, d, _)| d)
+        .collect();
+    assert_eq!(read, records);
+    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+}

@@ -115,6 +115,22 @@ struct Inner {
     locks: HashSet<PathBuf>,
     faults: Faults,
     syncs: u64,
+    cache_drops: Vec<CacheDrop>,
+}
+
+/// One `drop_cache` call a file received (see [`MemFs::cache_drops`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheDrop {
+    /// The path the file was opened by.
+    pub path: PathBuf,
+    /// The range the call named (its end clipped to the file's length).
+    pub start: u64,
+    pub end: u64,
+    /// Whether every byte of the range was durable (synced) at the time.
+    /// Dropping unsynced pages loses nothing on a real file system (the
+    /// kernel writes them back first), but a log that does so has dropped
+    /// more than it meant to.
+    pub durable: bool,
 }
 
 impl Inner {
@@ -307,6 +323,13 @@ impl MemFs {
     /// Number of successful `sync_data` calls so far.
     pub fn sync_count(&self) -> u64 {
         self.lock_inner().syncs
+    }
+
+    /// Every `drop_cache` call so far, in order. The memory file system has
+    /// no page cache, so the calls change nothing; tests check where they
+    /// went.
+    pub fn cache_drops(&self) -> Vec<CacheDrop> {
+        self.lock_inner().cache_drops.clone()
     }
 
     /// Flips one bit of a file, in both its durable and current image (bit
@@ -626,6 +649,24 @@ impl FileHandle for MemFile {
             return Ok(());
         }
         self.set_len(len)
+    }
+
+    fn drop_cache(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
+        self.with(|inner, ino| {
+            let file = &inner.files[&ino];
+            let file_len = file.current.len() as u64;
+            let start = offset.min(file_len);
+            let end = len.map_or(file_len, |n| offset.saturating_add(n).min(file_len));
+            let (a, b) = (start as usize, end as usize);
+            let durable = file.durable.len() >= b && file.current[a..b] == file.durable[a..b];
+            inner.cache_drops.push(CacheDrop {
+                path: self.path.clone(),
+                start,
+                end,
+                durable,
+            });
+            Ok(())
+        })
     }
 
     fn map(&self, len: usize) -> io::Result<Mapping> {
