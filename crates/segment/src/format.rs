@@ -128,6 +128,15 @@ const _: () = assert!(SEGMENT_PREALLOCATE_BYTES.is_multiple_of(ZERO_FILL_STEP_BY
 /// steps of at least this much, so that the call and the kernel's walk of
 /// the cache are paid once per step rather than per group sync.
 pub const CACHE_RELEASE_STEP_BYTES: u64 = 4 * 1024 * 1024;
+/// Cache drops are rounded down to this page size, so that the page a step
+/// ends in is dropped whole by the next step (the kernel drops whole pages
+/// only). Larger pages are multiples of it.
+pub const CACHE_PAGE_BYTES: u64 = 4096;
+/// Sealed segments whose pages a log still drops as the window moves on;
+/// older ones are dropped whole at once (a window wider than this many
+/// segments).
+pub const CACHE_SEALED_TRACKED_MAX: usize = 64;
+const _: () = assert!(CACHE_RELEASE_STEP_BYTES.is_multiple_of(CACHE_PAGE_BYTES));
 
 /// Upper bound on records in one append call.
 pub const APPEND_RECORDS_MAX: usize = 100_000;

@@ -96,8 +96,9 @@ pub trait FileHandle: Send + Sync + Debug {
     /// Asks the kernel to drop the file's clean cached pages in
     /// `offset..offset + len` (to the end of the file when `len` is `None`):
     /// `posix_fadvise(DONTNEED)`. Advice only: it never loses or changes
-    /// data (dirty pages are written back first, pages mapped by a reader
-    /// stay), so a file system without a page cache may ignore it, as the
+    /// data (dirty pages, pages under writeback and pages a reader has
+    /// mapped stay cached; the kernel only starts writeback of the dirty
+    /// ones), so a file system without a page cache may ignore it, as the
     /// default does.
     fn drop_cache(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
         let _ = (offset, len);

@@ -2,7 +2,7 @@
 //! recovery on open, zero-copy reads, retention and verification.
 
 use byteorder::ByteOrder;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -93,21 +93,23 @@ pub struct LogOptions {
     /// async appenders block no thread on `fdatasync`.
     pub sync_pool: Option<Arc<crate::sync::SyncPool>>,
     /// How much of the log's most recently synced data stays in the page
-    /// cache after a sync: written pages further behind the durable end
-    /// are dropped (`posix_fadvise(DONTNEED)`, in steps of
-    /// `CACHE_RELEASE_STEP_BYTES`; pages a reader has mapped stay). `None`
-    /// (the default) leaves the cache to the kernel.
+    /// cache: after each sync, the written pages further behind the durable
+    /// end are dropped (`posix_fadvise(DONTNEED)`; in the active segment in
+    /// steps of `CACHE_RELEASE_STEP_BYTES`, in the segments sealed since the
+    /// log opened as the window moves past them; pages a reader has mapped
+    /// stay). `None` (the default) leaves the cache to the kernel. Under
+    /// `SyncPolicy::Never` the durable end moves only at rolls and explicit
+    /// syncs, and so does the dropping.
     ///
     /// Why: a log writes new pages for every byte. On a virtual machine
     /// whose free memory the host has taken back, each new page costs a
     /// fault in the host on first touch, while pages dropped and at once
-    /// reused do not (measured, 4 writers syncing 1 MiB writes into 8 GiB
-    /// of new data: 625-1,002 MiB/s keeping every page, 2,100-2,230 MiB/s
-    /// dropping them 32 MiB behind; once the cache has filled the memory,
-    /// the kernel's reclaim reuses pages as well and the two are alike;
-    /// docs/PERFORMANCE.md). It also keeps the log's writes from pushing
-    /// other data out of the cache. Readers further behind than the window
-    /// read from the disk.
+    /// reused do not (measured with 4 writers syncing 1 MiB writes: 1,145
+    /// MiB/s keeping every page, 1,750 MiB/s dropping them 32 MiB behind;
+    /// once the cache has filled the memory the kernel's reclaim reuses
+    /// pages as well and the two are alike; docs/PERFORMANCE.md). It also
+    /// keeps the log's writes from pushing other data out of the cache.
+    /// Readers further behind than the window read from the disk.
     pub cache_window_bytes: Option<u64>,
 }
 
@@ -556,10 +558,18 @@ struct CacheRelease {
     base: u64,
     file: Arc<dyn FileHandle>,
     upto: u64,
-    /// The segment sealed last and where its dropping stopped: its tail
-    /// is within the window until the active segment holds a window's
-    /// worth of data.
-    sealed: Option<(Arc<dyn FileHandle>, u64)>,
+    /// Segments sealed since the log opened whose pages are not all dropped
+    /// yet, oldest first: each one's file, how far it is dropped, and its
+    /// length. Their tails are within the window until enough newer data
+    /// is durable.
+    sealed: VecDeque<SealedCache>,
+}
+
+#[derive(Debug)]
+struct SealedCache {
+    file: Arc<dyn FileHandle>,
+    upto: u64,
+    len: u64,
 }
 
 impl fmt::Debug for Inner {
@@ -1117,8 +1127,8 @@ impl Log {
             cache: Mutex::new(CacheRelease {
                 base: mark.segment_base,
                 file: mark_file,
-                upto: SEGMENT_HEADER_BYTES as u64,
-                sealed: None,
+                upto: 0,
+                sealed: VecDeque::new(),
             }),
             _lock: lock_guard,
         });
@@ -1979,7 +1989,7 @@ impl Log {
         };
         let old_file = std::mem::replace(&mut w.active, new.active).file;
         w.last_file_id = file_id;
-        self.cache_rolled(old_file, end_seq, &w.active.file);
+        self.cache_rolled(old_file, end_offset, end_seq, &w.active.file);
         // A map made while the segment was active may be shorter than its
         // final length; readers of the sealed segment must map it afresh.
         lock(&self.inner.maps).maps.remove(&old_base);
@@ -2211,29 +2221,31 @@ impl Log {
         failed.map(|cause| self.poison(cause))
     }
 
-    /// A roll sealed `old` (whose dropping goes on once the new active
-    /// segment, at `base`, holds a window's worth) and made `new` active.
-    fn cache_rolled(&self, old: Arc<dyn FileHandle>, base: u64, new: &Arc<dyn FileHandle>) {
+    /// A roll sealed `old`, `old_len` bytes long (its pages are dropped
+    /// as newer data fills the window), and made `new`, at `base`, active.
+    /// No I/O here: the roll holds the writer.
+    fn cache_rolled(&self, old: Arc<dyn FileHandle>, old_len: u64, base: u64, new: &Arc<dyn FileHandle>) {
         if self.inner.opts.cache_window_bytes.is_none() {
             return;
         }
         let mut c = lock(&self.inner.cache);
-        // Two rolls within a window (small segments): the older one's tail
-        // goes now.
-        if let Some((file, from)) = c.sealed.take() {
-            let _ = file.drop_cache(from, None);
-        }
         let upto = c.upto;
-        c.sealed = Some((old, upto));
+        c.sealed.push_back(SealedCache {
+            file: old,
+            upto,
+            len: old_len,
+        });
         c.base = base;
         c.file = new.clone();
-        c.upto = SEGMENT_HEADER_BYTES as u64;
+        c.upto = 0;
     }
 
-    /// Drops the pages of this log's active segment (and of the segment
-    /// sealed before it) that are more than the cache window behind the
-    /// durable end `goal`. Advice only: a failure is ignored, and a
-    /// concurrent call leaves the work to the next sync.
+    /// Drops the written pages of this log that lie more than the cache
+    /// window behind the durable end `goal`: in the active segment in steps
+    /// of `CACHE_RELEASE_STEP_BYTES`, in sealed segments to their ends.
+    /// Offsets are rounded down to pages, so each page is dropped by one
+    /// call. Advice only: a failure is ignored, and a concurrent call
+    /// leaves the work to the next sync.
     fn release_cache(&self, goal: Watermark) {
         let Some(window) = self.inner.opts.cache_window_bytes else {
             return;
@@ -2245,23 +2257,39 @@ impl Log {
             // A report for a segment sealed since; the next one catches up.
             return;
         }
-        let behind = goal.offset.saturating_sub(window);
-        if behind >= c.upto + CACHE_RELEASE_STEP_BYTES {
+        let page = |at: u64| at / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
+        let behind = page(goal.offset.saturating_sub(window));
+        if behind >= c.upto.saturating_add(CACHE_RELEASE_STEP_BYTES) {
             let from = c.upto;
             let _ = c.file.drop_cache(from, Some(behind - from));
             c.upto = behind;
         }
-        if goal.offset >= window + SEGMENT_HEADER_BYTES as u64 {
-            if let Some((file, from)) = c.sealed.take() {
-                let _ = file.drop_cache(from, None);
+        // The bytes of the log after each sealed segment, newest first: if
+        // they fill the window, the whole segment is behind it; otherwise
+        // the window reaches back into it.
+        let mut newer = goal.offset.saturating_sub(SEGMENT_HEADER_BYTES as u64);
+        let tracked = c.sealed.len();
+        for (i, s) in c.sealed.iter_mut().enumerate().rev() {
+            // Past the tracking limit, the oldest go whole whatever the
+            // window (a window wider than this many segments).
+            let end = if newer >= window || tracked - i > CACHE_SEALED_TRACKED_MAX {
+                s.len
+            } else {
+                page(s.len.saturating_sub(window - newer))
+            };
+            if end > s.upto && (end == s.len || end >= s.upto.saturating_add(CACHE_RELEASE_STEP_BYTES)) {
+                let _ = s.file.drop_cache(s.upto, Some(end - s.upto));
+                s.upto = end;
             }
+            newer = newer.saturating_add(s.len.saturating_sub(SEGMENT_HEADER_BYTES as u64));
         }
+        c.sealed.retain(|s| s.upto < s.len);
     }
 
-    /// Tells the observer how far the active segment is durable, and drops
+    /// Tells the observer how far the active segment is durable (first: its
+    /// checkpoints bound the work of an open after a crash), then drops
     /// what fell out of the cache window.
     fn report_durable(&self, goal: Watermark) {
-        self.release_cache(goal);
         self.inner.observer.durable(
             goal.segment_base,
             &ResumePoint {
@@ -2272,6 +2300,7 @@ impl Log {
                 anchor: None,
             },
         );
+        self.release_cache(goal);
     }
 
     /// After a failed fsync the kernel may keep the unsynced pages in its

@@ -1726,27 +1726,67 @@ fn async_waits_across_segment_rolls_all_resolve() {
     assert_eq!(read_all(&log).unwrap().len(), 40);
 }
 
-/// Appends `n` records of `bytes` each, one per append, checking after each
-/// (acknowledged, so durable) append that no page within `window` of the
-/// durable end of the active segment, nor any unsynced byte, was dropped
-/// from the cache.
+/// Appends `n` records of `bytes` each, one per append, checking the drops
+/// each (acknowledged, so durable) append caused: only synced bytes, and
+/// only where at least `window` bytes of the log follow the drop's end.
+/// The log's bytes after an offset of a segment are the rest of that
+/// segment and the frames of every newer one, up to the durable end.
 fn append_checking_cache_drops(fs: &MemFs, log: &Log, n: u64, bytes: usize, window: u64) {
     let data = vec![0xA5u8; bytes];
+    let mut seen = 0;
     for i in 0..n {
         log.append(&[RecordIn::new("pk", &data, 1_000 + i as i64)])
             .expect("append");
-        let active = log.segments().last().expect("an active segment").path.clone();
+        let segments = log.segments();
         let durable_end = log.active_space().written;
-        for d in fs.cache_drops() {
-            assert!(d.durable, "dropped bytes that were not synced: {d:?}");
-            if d.path == active {
-                assert!(
-                    d.end + window <= durable_end,
-                    "dropped {d:?} within the {window}-byte window of the durable end {durable_end}"
-                );
+        let data_len = |k: usize| -> u64 {
+            if k + 1 == segments.len() {
+                durable_end
+            } else {
+                fs.contents(&segments[k].path).unwrap().len() as u64
             }
+        };
+        let drops = fs.cache_drops();
+        for d in &drops[seen..] {
+            assert!(d.durable, "dropped bytes that were not synced: {d:?}");
+            let k = segments
+                .iter()
+                .position(|s| s.path == d.path)
+                .unwrap_or_else(|| panic!("dropped pages of a file that is not a segment: {d:?}"));
+            let after: u64 = data_len(k) - d.end
+                + (k + 1..segments.len())
+                    .map(|j| data_len(j) - SEGMENT_HEADER_BYTES as u64)
+                    .sum::<u64>();
+            assert!(
+                after >= window,
+                "dropped {d:?} with only {after} bytes of the log after it (window {window})"
+            );
         }
+        seen = drops.len();
     }
+}
+
+/// The ranges dropped from a segment's pages, in order.
+fn dropped_ranges(fs: &MemFs, path: &Path) -> Vec<(u64, u64)> {
+    fs.cache_drops()
+        .iter()
+        .filter(|d| d.path == path)
+        .map(|d| (d.start, d.end))
+        .collect()
+}
+
+/// Checks that `ranges` cover `0..end` in order, each page once.
+fn assert_contiguous_from_start(ranges: &[(u64, u64)], end: u64, what: &str) {
+    let mut at = 0;
+    for (start, stop) in ranges {
+        assert_eq!(*start, at, "ranges of {what} are not contiguous: {ranges:?}");
+        assert!(
+            stop % 4096 == 0 || *stop == end,
+            "{what}: a range ends inside a page: {ranges:?}"
+        );
+        at = *stop;
+    }
+    assert_eq!(at, end, "{what} was not dropped to {end}: {ranges:?}");
 }
 
 #[test]
@@ -1764,32 +1804,13 @@ fn cache_window_drops_only_synced_pages_behind_the_window_and_every_sealed_segme
     append_checking_cache_drops(&fs, &log, 400, 100 * 1024, window);
     let segments = log.segments();
     assert!(segments.len() >= 4, "expected rolls, got {segments:?}");
-    let drops = fs.cache_drops();
-    // Each segment sealed before the last one was dropped whole, from its
-    // header to its end, in order and without overlaps: pages dropped once.
-    for seg in &segments[..segments.len() - 2] {
-        let ranges: Vec<(u64, u64)> = drops
-            .iter()
-            .filter(|d| d.path == seg.path)
-            .map(|d| (d.start, d.end))
-            .collect();
+    // Every sealed segment is dropped whole, in steps, each page once: the
+    // active one holds more than the window.
+    assert!(log.active_space().written > window + SEGMENT_HEADER_BYTES as u64);
+    for seg in &segments[..segments.len() - 1] {
+        let ranges = dropped_ranges(&fs, &seg.path);
         let len = fs.contents(&seg.path).unwrap().len() as u64;
-        let mut at = SEGMENT_HEADER_BYTES as u64;
-        for (start, end) in &ranges {
-            assert_eq!(
-                *start,
-                at,
-                "ranges of {} are not contiguous: {ranges:?}",
-                seg.path.display()
-            );
-            at = *end;
-        }
-        assert_eq!(
-            at,
-            len,
-            "{} was not dropped to its end: {ranges:?}",
-            seg.path.display()
-        );
+        assert_contiguous_from_start(&ranges, len, &seg.path.display().to_string());
         assert!(ranges.len() >= 2, "expected steps within the segment: {ranges:?}");
     }
     // Dropping is advice: every record reads back, also after a reopen.
@@ -1801,6 +1822,58 @@ fn cache_window_drops_only_synced_pages_behind_the_window_and_every_sealed_segme
     drop(log);
     let log = open(&fs, opts).unwrap();
     assert_eq!(read_all(&log).unwrap(), expected);
+}
+
+#[test]
+fn a_cache_window_wider_than_a_segment_keeps_the_tails_of_several_sealed_segments() {
+    let fs = MemFs::new();
+    // A 10 MiB window over 4 MiB segments: the window reaches back across
+    // two sealed segments into a third.
+    let window = 10 * 1024 * 1024;
+    let opts = LogOptions {
+        segment_bytes_max: 4 * 1024 * 1024,
+        cache_window_bytes: Some(window),
+        ..LogOptions::default()
+    };
+    let log = open(&fs, opts).unwrap();
+    append_checking_cache_drops(&fs, &log, 300, 100 * 1024, window);
+    let segments = log.segments();
+    assert!(segments.len() >= 7, "expected rolls, got {segments:?}");
+    // The newest two sealed segments lie wholly in the window: untouched.
+    for seg in &segments[segments.len() - 3..segments.len() - 1] {
+        assert_eq!(
+            dropped_ranges(&fs, &seg.path),
+            Vec::new(),
+            "{}",
+            seg.path.display()
+        );
+    }
+    // The oldest ones are dropped whole, each page once.
+    for seg in &segments[..segments.len() - 5] {
+        let len = fs.contents(&seg.path).unwrap().len() as u64;
+        assert_contiguous_from_start(
+            &dropped_ranges(&fs, &seg.path),
+            len,
+            &seg.path.display().to_string(),
+        );
+    }
+}
+
+#[test]
+fn a_cache_window_as_wide_as_u64_drops_nothing_and_overflows_nothing() {
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        LogOptions {
+            segment_bytes_max: 1024 * 1024,
+            cache_window_bytes: Some(u64::MAX),
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    append_checking_cache_drops(&fs, &log, 40, 100 * 1024, u64::MAX);
+    assert!(log.segments().len() >= 3);
+    assert_eq!(fs.cache_drops(), Vec::new());
 }
 
 #[test]
@@ -1829,7 +1902,9 @@ fn records_read_back_intact_from_the_real_file_system_after_their_pages_were_dro
     };
     let log = Log::open(tmp.path(), opts.clone()).unwrap();
     // 16 MiB of 64 KiB records with distinct contents: pages are dropped
-    // behind every sync once 4 MiB have gathered, and at every roll.
+    // behind every sync once 4 MiB have gathered, and at every roll. A
+    // reader holds a map of the active segment meanwhile (the log's map
+    // cache keeps it), touched after each append.
     let records: Vec<Vec<u8>> = (0..256u32)
         .map(|i| {
             (0..64 * 1024u32)
@@ -1837,8 +1912,11 @@ fn records_read_back_intact_from_the_real_file_system_after_their_pages_were_dro
                 .collect()
         })
         .collect();
-    for r in &records {
-        log.append(&[RecordIn::new("pk", r, 1_000)]).unwrap();
+    for (i, r) in records.iter().enumerate() {
+        let at = log.append(&[RecordIn::new("pk", r, 1_000)]).unwrap();
+        let read = read_all(&log).unwrap();
+        assert_eq!(read.len(), i + 1);
+        assert_eq!(read[at.first_seq as usize].2, *r);
     }
     assert!(log.segments().len() >= 3);
     let read: Vec<Vec<u8>> = read_all(&log)
