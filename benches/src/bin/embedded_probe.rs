@@ -70,10 +70,21 @@ fn main() {
     });
     let secs = started.elapsed().as_secs_f64();
     let n = records.load(Ordering::Relaxed);
+    // How the group commit went: the syncs, their mean time and the records
+    // each made durable (the segment crate's process-wide counters).
+    let stats = shardlog_segment::stats::snapshot();
+    let syncs = stats.fsync_seconds.count.max(1);
     println!(
         "{writers} writers, {shards} shards, cache window {}, 100 x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
         cache_window_bytes.map_or("keep".to_string(), |b| format!("{} MiB", b >> 20)),
         n as f64 / 1024.0 / secs,
         n as f64 / secs
+    );
+    println!(
+        "group commit: {:.0} syncs/s, mean fdatasync {:.0} us, {:.1} records ({:.0} KiB) per group",
+        syncs as f64 / secs,
+        stats.fsync_seconds.sum / syncs as f64 * 1e6,
+        stats.group_commit_records.sum / stats.group_commit_records.count.max(1) as f64,
+        stats.group_commit_records.sum / stats.group_commit_records.count.max(1) as f64 * 1077.0 / 1024.0
     );
 }

@@ -18,7 +18,7 @@ pub const PURGE_DELAY_MS: i64 = 10;
 /// slot holds the purge delay's default.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Sets the purge delay unless the environment set it. Call first thing in
+/// Sets the purge delay unless the environment set it. Call at the start of
 /// `main`, before any thread starts.
 pub fn return_freed_memory_promptly() {
     // mimalloc matches its variables without regard to case and still

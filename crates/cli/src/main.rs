@@ -448,7 +448,17 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 }
 
 fn main() -> std::process::ExitCode {
-    alloc::return_freed_memory_promptly();
+    // Parsing the command line starts no thread, so the allocator can still
+    // be set after it.
+    let cli = Cli::parse();
+    // The load generator keeps mimalloc's own delay: it frees a GetRecords
+    // answer of ~14 MB for each one it reads, and giving that memory back to
+    // the OS at once made it fault in fresh pages for the next answer (a
+    // tenth of its samples in a replay), on the cores the server it
+    // measures needs. Its memory use is not what it measures.
+    if !matches!(cli.command, Command::Bench(_)) {
+        alloc::return_freed_memory_promptly();
+    }
     // A reader that stops early (`| head`) closes our stdout: that ends the
     // command quietly, as for any Unix tool, instead of a panic from println!.
     let default_hook = std::panic::take_hook();
@@ -465,7 +475,7 @@ fn main() -> std::process::ExitCode {
         default_hook(info);
     }));
     // One clear line on failure, whatever RUST_BACKTRACE says.
-    match run() {
+    match run(cli) {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -475,7 +485,7 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn run() -> anyhow::Result<std::process::ExitCode> {
+fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     // Log filter from SHARDLOG_LOG, else RUST_LOG, else info; the format
     // from SHARDLOG_LOG_FORMAT (`text`, the default, or `json`).
     let filter = tracing_subscriber::EnvFilter::try_from_env("SHARDLOG_LOG")
@@ -489,7 +499,6 @@ fn run() -> anyhow::Result<std::process::ExitCode> {
     } else {
         builder.init();
     }
-    let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
             let settings = load(&args)?;
