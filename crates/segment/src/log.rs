@@ -2261,7 +2261,9 @@ impl Log {
         let behind = page(goal.offset.saturating_sub(window));
         if behind >= c.upto.saturating_add(CACHE_RELEASE_STEP_BYTES) {
             let from = c.upto;
-            let _ = c.file.drop_cache(from, Some(behind - from));
+            if c.file.drop_cache(from, Some(behind - from)).is_ok() {
+                crate::stats::record_cache_drop(behind - from);
+            }
             c.upto = behind;
         }
         // The bytes of the log after each sealed segment, newest first: if
@@ -2278,7 +2280,9 @@ impl Log {
                 page(s.len.saturating_sub(window - newer))
             };
             if end > s.upto && (end == s.len || end >= s.upto.saturating_add(CACHE_RELEASE_STEP_BYTES)) {
-                let _ = s.file.drop_cache(s.upto, Some(end - s.upto));
+                if s.file.drop_cache(s.upto, Some(end - s.upto)).is_ok() {
+                    crate::stats::record_cache_drop(end - s.upto);
+                }
                 s.upto = end;
             }
             newer = newer.saturating_add(s.len.saturating_sub(SEGMENT_HEADER_BYTES as u64));

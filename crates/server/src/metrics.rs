@@ -502,6 +502,16 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         "Zeros written ahead of records into preallocated segment space, so that most small syncs convert no extents.",
     );
     o.sample("shardlog_zero_fill_bytes_total", &[], storage.zero_fill_bytes);
+    o.declare(
+        "shardlog_page_cache_dropped_bytes_total",
+        "counter",
+        "Bytes of segment files dropped from the page cache behind the cache window (page_cache_window_bytes; 0 while it is off).",
+    );
+    o.sample(
+        "shardlog_page_cache_dropped_bytes_total",
+        &[],
+        storage.cache_dropped_bytes,
+    );
     for (n, kind, help) in [
         ("shardlog_shard_segments", "gauge", "Segment files of a shard."),
         (
