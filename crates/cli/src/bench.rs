@@ -150,10 +150,17 @@ fn pattern_word(x: u64) -> u64 {
 /// comparison, then a `memcmp` per eight bytes, took a fifth to a quarter
 /// of all samples of a replay).
 fn check(data: &[u8]) -> Option<u64> {
-    let id = u64::from_str_radix(std::str::from_utf8(data.get(..16)?).ok()?, 16).ok()?;
-    if data.get(16) != Some(&b':') {
+    // Exactly what `payload` writes: sixteen lower-case hex digits (the
+    // parser alone would also take upper case and a sign).
+    let hex = data.get(..16)?;
+    if !hex
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        || data.get(16) != Some(&b':')
+    {
         return None;
     }
+    let id = u64::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?;
     let mut x = pattern_seed(id);
     let words = data[17..].chunks_exact(8);
     let rest = words.remainder();
@@ -758,9 +765,15 @@ mod tests {
                 assert_eq!(d.len(), len.max(17));
                 assert_eq!(check(&d), Some(id));
                 for at in 0..d.len() {
-                    d[at] ^= 1;
-                    assert_ne!(check(&d), Some(id), "id {id}, length {len}: byte {at} changed");
-                    d[at] ^= 1;
+                    for bit in 0..8 {
+                        d[at] ^= 1 << bit;
+                        assert_ne!(
+                            check(&d),
+                            Some(id),
+                            "id {id}, length {len}: bit {bit} of byte {at} changed"
+                        );
+                        d[at] ^= 1 << bit;
+                    }
                 }
             }
         }
