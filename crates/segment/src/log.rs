@@ -563,6 +563,8 @@ struct CacheRelease {
     /// length. Their tails are within the window until enough newer data
     /// is durable.
     sealed: VecDeque<SealedCache>,
+    /// Bytes this log has advised the kernel to drop, in all.
+    advised: u64,
 }
 
 #[derive(Debug)]
@@ -1129,6 +1131,7 @@ impl Log {
                 file: mark_file,
                 upto: 0,
                 sealed: VecDeque::new(),
+                advised: 0,
             }),
             _lock: lock_guard,
         });
@@ -2262,7 +2265,8 @@ impl Log {
         if behind >= c.upto.saturating_add(CACHE_RELEASE_STEP_BYTES) {
             let from = c.upto;
             if c.file.drop_cache(from, Some(behind - from)).is_ok() {
-                crate::stats::record_cache_drop(behind - from);
+                crate::stats::record_cache_drop_advised(behind - from);
+                c.advised += behind - from;
             }
             c.upto = behind;
         }
@@ -2271,6 +2275,7 @@ impl Log {
         // the window reaches back into it.
         let mut newer = goal.offset.saturating_sub(SEGMENT_HEADER_BYTES as u64);
         let tracked = c.sealed.len();
+        let mut advised = 0;
         for (i, s) in c.sealed.iter_mut().enumerate().rev() {
             // Past the tracking limit, the oldest go whole whatever the
             // window (a window wider than this many segments).
@@ -2281,12 +2286,14 @@ impl Log {
             };
             if end > s.upto && (end == s.len || end >= s.upto.saturating_add(CACHE_RELEASE_STEP_BYTES)) {
                 if s.file.drop_cache(s.upto, Some(end - s.upto)).is_ok() {
-                    crate::stats::record_cache_drop(end - s.upto);
+                    crate::stats::record_cache_drop_advised(end - s.upto);
+                    advised += end - s.upto;
                 }
                 s.upto = end;
             }
             newer = newer.saturating_add(s.len.saturating_sub(SEGMENT_HEADER_BYTES as u64));
         }
+        c.advised += advised;
         c.sealed.retain(|s| s.upto < s.len);
     }
 
@@ -2330,6 +2337,12 @@ impl Log {
             w.active.len = durable.offset;
             w.active.cut_to(durable.offset);
         }
+    }
+
+    /// Bytes of this log's segment files it has advised the kernel to drop
+    /// from the page cache (see `LogOptions::cache_window_bytes`).
+    pub fn cache_drop_advised_bytes(&self) -> u64 {
+        lock(&self.inner.cache).advised
     }
 
     /// Makes everything written so far durable (and visible).

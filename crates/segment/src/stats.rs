@@ -74,17 +74,20 @@ static FSYNC: AtomicHistogram<12> = AtomicHistogram::new(FSYNC_BUCKETS_SECONDS);
 static GROUP: AtomicHistogram<10> = AtomicHistogram::new(GROUP_BUCKETS_RECORDS);
 
 static ZERO_FILL_BYTES: AtomicU64 = AtomicU64::new(0);
-static CACHE_DROPPED_BYTES: AtomicU64 = AtomicU64::new(0);
+static CACHE_DROP_ADVISED_BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Counts zeros written ahead of frames in segment space.
 pub fn record_zero_fill(bytes: u64) {
     ZERO_FILL_BYTES.fetch_add(bytes, Ordering::Relaxed);
 }
 
-/// Counts bytes of segment files a log asked the kernel to drop from the
-/// page cache (see `LogOptions::cache_window_bytes`).
-pub fn record_cache_drop(bytes: u64) {
-    CACHE_DROPPED_BYTES.fetch_add(bytes, Ordering::Relaxed);
+/// Counts bytes of segment files a log advised the kernel to drop from the
+/// page cache (see `LogOptions::cache_window_bytes`). Advised, not dropped:
+/// the kernel keeps mapped, dirty and in-flight pages, and some file
+/// systems (tmpfs) ignore the advice; `Cached` in /proc/meminfo shows what
+/// left.
+pub fn record_cache_drop_advised(bytes: u64) {
+    CACHE_DROP_ADVISED_BYTES.fetch_add(bytes, Ordering::Relaxed);
 }
 
 /// Records one fsync (`fdatasync` of a segment, or a shared `syncfs`).
@@ -104,8 +107,8 @@ pub struct StorageStats {
     pub group_commit_records: HistogramSnapshot,
     /// Zeros written ahead of frames so far (see `ZERO_FILL_GROUP_BYTES_MAX`).
     pub zero_fill_bytes: u64,
-    /// Bytes of segment files dropped from the page cache so far.
-    pub cache_dropped_bytes: u64,
+    /// Bytes of segment files advised out of the page cache so far.
+    pub cache_drop_advised_bytes: u64,
 }
 
 pub fn snapshot() -> StorageStats {
@@ -113,7 +116,7 @@ pub fn snapshot() -> StorageStats {
         fsync_seconds: FSYNC.snapshot(),
         group_commit_records: GROUP.snapshot(),
         zero_fill_bytes: ZERO_FILL_BYTES.load(Ordering::Relaxed),
-        cache_dropped_bytes: CACHE_DROPPED_BYTES.load(Ordering::Relaxed),
+        cache_drop_advised_bytes: CACHE_DROP_ADVISED_BYTES.load(Ordering::Relaxed),
     }
 }
 

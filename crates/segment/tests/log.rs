@@ -1901,7 +1901,6 @@ fn records_read_back_intact_from_the_real_file_system_after_their_pages_were_dro
         ..LogOptions::default()
     };
     let log = Log::open(tmp.path(), opts.clone()).unwrap();
-    let dropped_before = shardlog_segment::stats::snapshot().cache_dropped_bytes;
     // 16 MiB of 64 KiB records with distinct contents: pages are dropped
     // behind every sync once 4 MiB have gathered, and at every roll. A
     // reader holds a map of the active segment meanwhile (the log's map
@@ -1920,10 +1919,11 @@ fn records_read_back_intact_from_the_real_file_system_after_their_pages_were_dro
         assert_eq!(read[at.first_seq as usize].2, *r);
     }
     assert!(log.segments().len() >= 3);
-    // The kernel took the advice for at least the two sealed segments
-    // (other tests may add to the process-wide counter, never take away).
-    let dropped = shardlog_segment::stats::snapshot().cache_dropped_bytes - dropped_before;
-    assert!(dropped >= 10 * 1024 * 1024, "only {dropped} bytes dropped");
+    // The kernel accepted the advice (the call succeeded) for at least the
+    // two sealed segments. That pages left the cache is the kernel's
+    // business: dropping is advice, and tmpfs ignores it.
+    let advised = log.cache_drop_advised_bytes();
+    assert!(advised >= 10 * 1024 * 1024, "only {advised} bytes advised");
     let read: Vec<Vec<u8>> = read_all(&log)
         .unwrap()
         .into_iter()

@@ -503,14 +503,14 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
     );
     o.sample("shardlog_zero_fill_bytes_total", &[], storage.zero_fill_bytes);
     o.declare(
-        "shardlog_page_cache_dropped_bytes_total",
+        "shardlog_page_cache_drop_advised_bytes_total",
         "counter",
-        "Bytes of segment files dropped from the page cache behind the cache window (page_cache_window_bytes; 0 while it is off).",
+        "Bytes of segment files behind the cache window (page_cache_window_bytes; 0 while it is off) that the server advised the kernel to drop from the page cache (posix_fadvise DONTNEED; the kernel keeps mapped, dirty and in-flight pages).",
     );
     o.sample(
-        "shardlog_page_cache_dropped_bytes_total",
+        "shardlog_page_cache_drop_advised_bytes_total",
         &[],
-        storage.cache_dropped_bytes,
+        storage.cache_drop_advised_bytes,
     );
     for (n, kind, help) in [
         ("shardlog_shard_segments", "gauge", "Segment files of a shard."),
