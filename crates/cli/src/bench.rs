@@ -31,7 +31,9 @@ pub struct BenchArgs {
     /// Records per request: 1 uses PutRecord, more use PutRecords (≤ 500).
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
-    /// Bytes of data per record.
+    /// Bytes of data per record (at least 17). Readers require exactly this
+    /// length, so `--mode get` of a stream put earlier needs the value that
+    /// put it.
     #[arg(long, default_value_t = 1024)]
     pub record_bytes: usize,
     /// How long to put, in seconds.
@@ -144,12 +146,17 @@ fn pattern_word(x: u64) -> u64 {
     (x & 0x0F0F_0F0F_0F0F_0F0F) + 0x6161_6161_6161_6161
 }
 
-/// The id of a record's data when every byte is what [`payload`] made.
-/// Compares a word of eight bytes a step: the verifying reader shares the
+/// The id of a record's data when it is exactly what [`payload`] made for
+/// records of `len` bytes: every byte, and the length too (a record cut
+/// short, or one with bytes added after the pattern, is damage as much as a
+/// changed byte is). Compares a word of eight bytes a step: the verifying reader shares the
 /// cores with the server whose replay it measures (a byte-wise iterator
 /// comparison, then a `memcmp` per eight bytes, took a fifth to a quarter
 /// of all samples of a replay).
-fn check(data: &[u8]) -> Option<u64> {
+fn check(data: &[u8], len: usize) -> Option<u64> {
+    if data.len() != len.max(17) {
+        return None;
+    }
     // Exactly what `payload` writes: sixteen lower-case hex digits (the
     // parser alone would also take upper case and a sign).
     let hex = data.get(..16)?;
@@ -315,7 +322,7 @@ pub async fn run(
     }
     if args.mode == "get" || args.mode == "both" {
         let snapshot = acked.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let (phase, report) = replay_phase(&api, &stream, snapshot).await?;
+        let (phase, report) = replay_phase(&api, &stream, snapshot, args.record_bytes).await?;
         phases.push(phase);
         verified = Some(report);
     }
@@ -515,9 +522,10 @@ async fn replay_shard(
     stream: String,
     shard: String,
     acked: Arc<HashMap<u64, String>>,
+    record_bytes: usize,
 ) -> Result<ShardReplay> {
     let it = shard_iterator(&api, &stream, &shard, "TRIM_HORIZON").await?;
-    read_shard(api, it, Some(acked), None).await
+    read_shard(api, it, Some(acked), None, record_bytes).await
 }
 
 /// Reads a shard from iterator `it`, checking every record against
@@ -530,6 +538,7 @@ async fn read_shard(
     mut it: String,
     acked: Option<Arc<HashMap<u64, String>>>,
     tail: Option<Tail>,
+    record_bytes: usize,
 ) -> Result<ShardReplay> {
     let mut out = ShardReplay::default();
     let b64 = base64_simd::STANDARD;
@@ -561,7 +570,7 @@ async fn read_shard(
             }
             out.phase.records += 1;
             out.phase.bytes += data.len() as u64;
-            match check(&data) {
+            match check(&data, record_bytes) {
                 Some(id) => {
                     out.seen.push(id);
                     if let Some(acked) = &acked {
@@ -614,6 +623,7 @@ async fn replay_phase(
     api: &Arc<JsonApi>,
     stream: &str,
     acked: HashMap<u64, String>,
+    record_bytes: usize,
 ) -> Result<(Phase, Value)> {
     let started = Instant::now();
     let shards = api.call("ListShards", json!({"StreamName": stream})).await?;
@@ -626,6 +636,7 @@ async fn replay_phase(
             stream.to_string(),
             sid,
             acked.clone(),
+            record_bytes,
         )));
     }
     let mut p = Phase {
@@ -705,7 +716,13 @@ async fn mixed_phases(
             sent: sent.clone(),
             batch: args.batch as u64,
         };
-        readers.push(tokio::spawn(read_shard(api.clone(), it, None, Some(tail))));
+        readers.push(tokio::spawn(read_shard(
+            api.clone(),
+            it,
+            None,
+            Some(tail),
+            args.record_bytes,
+        )));
     }
     let consume_started = Instant::now();
     let put = put_phase_timed(api, args, acked, Some(sent)).await;
@@ -763,18 +780,44 @@ mod tests {
             for len in [1usize, 17, 18, 24, 25, 100, 1024] {
                 let mut d = payload(id, len);
                 assert_eq!(d.len(), len.max(17));
-                assert_eq!(check(&d), Some(id));
+                assert_eq!(check(&d, len), Some(id));
                 for at in 0..d.len() {
                     for bit in 0..8 {
                         d[at] ^= 1 << bit;
                         assert_ne!(
-                            check(&d),
+                            check(&d, len),
                             Some(id),
                             "id {id}, length {len}: bit {bit} of byte {at} changed"
                         );
                         d[at] ^= 1 << bit;
                     }
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_cut_short_or_lengthened_are_caught() {
+        for id in [0u64, 7, u64::MAX] {
+            for len in [17usize, 18, 24, 25, 100, 1024] {
+                let d = payload(id, len);
+                // Every shorter prefix: a record truncated anywhere, even on
+                // a step of the pattern, is not the record that was put.
+                for cut in 0..d.len() {
+                    assert_eq!(check(&d[..cut], len), None, "id {id}, length {len}: cut to {cut}");
+                }
+                // Bytes appended, whether they continue the pattern or not.
+                let longer = payload(id, len + 8);
+                assert_eq!(
+                    check(&longer, len),
+                    None,
+                    "id {id}, length {len}: pattern continued"
+                );
+                let mut padded = d.clone();
+                padded.push(0);
+                assert_eq!(check(&padded, len), None, "id {id}, length {len}: a byte added");
+                // And a record of another configured length is refused.
+                assert_eq!(check(&d, len + 1), None);
             }
         }
     }
