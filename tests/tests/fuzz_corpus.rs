@@ -296,6 +296,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         file_id,
         base_seq: 42,
         created_ms: 1_700_000_000_000,
+        recycled_from: None,
     }
     .encode();
     s.push(("segment_header", "valid", with_prefix(&[0], &header)));
@@ -329,6 +330,7 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         file_id,
         base_seq: 0,
         created_ms: 1_700_000_000_000,
+        recycled_from: None,
     }
     .encode();
     let mut seg = seg_header.to_vec();

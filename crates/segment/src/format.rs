@@ -27,10 +27,39 @@ pub const HDR_FLAGS_OFFSET: usize = 12;
 pub const HDR_FILE_ID_OFFSET: usize = 16;
 pub const HDR_BASE_SEQ_OFFSET: usize = 24;
 pub const HDR_CREATED_MS_OFFSET: usize = 32;
-/// Bytes 40..60 are reserved and must be zero.
-pub const HDR_RESERVED_OFFSET: usize = 40;
+/// `u64`: in a recycled segment (flag [`SEGMENT_FLAG_RECYCLED`]), the file
+/// id of the segment whose frames the file held before; 0 otherwise.
+pub const HDR_RECYCLED_FROM_OFFSET: usize = 40;
+/// Bytes 48..60 are reserved and must be zero.
+pub const HDR_RESERVED_OFFSET: usize = 48;
 /// CRC-32 (IEEE, crc32fast) of header bytes `0..HDR_CRC_OFFSET`.
 pub const HDR_CRC_OFFSET: usize = 60;
+
+/// Header flag: the file is a recycled segment. The bytes after its data are
+/// not zeros but the frames of the segment it was before (another file id,
+/// so none passes a checksum here); the writer ends every write with
+/// [`RECYCLED_END_MARKER_BYTES`] zeros, so that the end of data still reads
+/// as the all-zero frame header.
+pub const SEGMENT_FLAG_RECYCLED: u32 = 0x1;
+/// Header flags this version knows; a header with others is refused.
+pub const SEGMENT_FLAGS_KNOWN: u32 = SEGMENT_FLAG_RECYCLED;
+
+// ---------------------------------------------------------------------------
+// Recycled segment files
+// ---------------------------------------------------------------------------
+
+/// A sealed segment that retention removes is kept for reuse under
+/// `<base:020>.free` (its old base) instead of being unlinked, while the
+/// log holds fewer than `LogOptions::recycle_segments_max` such files.
+/// Reusing one writes into allocated, written blocks: its syncs convert no
+/// extents and journal no allocation.
+pub const RECYCLED_FILE_SUFFIX: &str = ".free";
+/// Zeros written after the frames of every write into a recycled segment:
+/// one frame header's worth, which is what ends the data (see
+/// `frame::decode`). The next write starts over them.
+pub const RECYCLED_END_MARKER_BYTES: usize = FRAME_HEADER_BYTES;
+/// The most recycled files a log may keep (a limit on the setting).
+pub const RECYCLE_SEGMENTS_LIMIT: usize = 16;
 
 // ---------------------------------------------------------------------------
 // Record frame
@@ -174,7 +203,8 @@ const _: () = assert!(CLEAN_END_OFFSET + 8 == CLEAN_CRC_OFFSET);
 
 // Compile-time checks of the relations between the limits.
 const _: () = assert!(SEGMENT_HEADER_BYTES > HDR_CRC_OFFSET + 3);
-const _: () = assert!(HDR_RESERVED_OFFSET + 20 == HDR_CRC_OFFSET);
+const _: () = assert!(HDR_RECYCLED_FROM_OFFSET + 8 == HDR_RESERVED_OFFSET);
+const _: () = assert!(HDR_RESERVED_OFFSET + 12 == HDR_CRC_OFFSET);
 const _: () = assert!(FRAME_RESERVED_OFFSET + 4 == FRAME_HEADER_BYTES);
 const _: () = assert!(SEGMENT_BYTES_LIMIT <= u32::MAX as u64);
 const _: () = assert!(PARTITION_KEY_BYTES_MAX <= u16::MAX as usize);

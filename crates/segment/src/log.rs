@@ -16,7 +16,9 @@ use crate::error::{Error, Result};
 use crate::format::*;
 use crate::frame::{self, Decoded, Record, RecordIn};
 use crate::fs::{FileHandle, FileSystem, LockGuard, Mapping};
-use crate::segment::{parse_segment_file_name, segment_file_name, SegmentHeader};
+use crate::segment::{
+    parse_recycled_file_name, parse_segment_file_name, recycled_file_name, segment_file_name, SegmentHeader,
+};
 
 /// When an append is acknowledged relative to `fdatasync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -111,6 +113,16 @@ pub struct LogOptions {
     /// keeps the log's writes from pushing other data out of the cache.
     /// Readers further behind than the window read from the disk.
     pub cache_window_bytes: Option<u64>,
+    /// How many sealed segments removed by retention the log keeps for
+    /// reuse (as `<base:020>.free`) instead of unlinking them; a roll then
+    /// renames one into place as the next segment and writes its header
+    /// over the old one. Writes into a recycled file land on allocated,
+    /// written blocks, so its syncs convert no extents and journal no
+    /// allocation. Only files at least half of `segment_bytes_max` long are
+    /// kept, and one is reused only once no reader holds a map of it. The
+    /// files count as the log's disk space. 0 (the default) unlinks, as
+    /// retention always did. At most `RECYCLE_SEGMENTS_LIMIT`.
+    pub recycle_segments_max: usize,
 }
 
 impl Default for LogOptions {
@@ -129,6 +141,7 @@ impl Default for LogOptions {
             sync_coordinator: None,
             sync_pool: None,
             cache_window_bytes: None,
+            recycle_segments_max: 0,
         }
     }
 }
@@ -149,6 +162,12 @@ impl LogOptions {
             return Err(Error::InvalidArgument(format!(
                 "data_bytes_max {} is outside {}..={} (Kinesis allows 1024 to 10240 KiB)",
                 self.data_bytes_max, RECORD_DATA_BYTES_LIMIT_MIN, RECORD_DATA_BYTES_LIMIT
+            )));
+        }
+        if self.recycle_segments_max > RECYCLE_SEGMENTS_LIMIT {
+            return Err(Error::InvalidArgument(format!(
+                "recycle_segments_max {} is above {RECYCLE_SEGMENTS_LIMIT}",
+                self.recycle_segments_max
             )));
         }
         if self.mapped_segments_max == 0 {
@@ -329,12 +348,18 @@ struct Active {
     /// zeros while it does, `ZERO_FILL_DECIDE_BYTES` further while it does
     /// not.
     decide_at: u64,
+    /// A recycled file: the bytes after `len` are an older segment's frames,
+    /// not zeros, so every write ends with `RECYCLED_END_MARKER_BYTES` zeros
+    /// and no zeros are written ahead.
+    recycled: bool,
 }
 
 impl Active {
     /// Records that the file was cut to `len` bytes (or that its space
     /// beyond `len` may no longer be preallocated or zeroed).
     fn cut_to(&mut self, len: u64) {
+        // Nothing of an older segment is left after a cut.
+        self.recycled = false;
         self.allocated = self.allocated.min(len);
         self.zeroed = self.zeroed.min(len);
         self.decide_at = self.decide_at.min(len);
@@ -527,6 +552,29 @@ impl MappedSegment {
 struct MapCache {
     maps: HashMap<u64, (Arc<MappedSegment>, u64)>,
     tick: u64,
+    /// Every map made of each listed segment, cached or not: retention takes
+    /// a segment's list when it removes the segment, and a file kept for
+    /// reuse is written again only once all of them are gone (see
+    /// [`Recyclable`]).
+    live: HashMap<u64, Vec<Weak<MappedSegment>>>,
+}
+
+/// A sealed segment that retention kept for reuse.
+#[derive(Debug)]
+struct Recyclable {
+    /// `<base:020>.free`.
+    path: PathBuf,
+    /// The file id of the frames it holds.
+    file_id: u64,
+    /// Maps made while it was a segment. The file is not written while any
+    /// of them lives: their readers may still be reading its frames.
+    maps: Vec<Weak<MappedSegment>>,
+}
+
+impl Recyclable {
+    fn unmapped(&self) -> bool {
+        self.maps.iter().all(|m| m.strong_count() == 0)
+    }
 }
 
 struct Inner {
@@ -547,6 +595,9 @@ struct Inner {
     /// What has been dropped from the page cache (see
     /// `LogOptions::cache_window_bytes`).
     cache: Mutex<CacheRelease>,
+    /// Files kept for reuse, oldest first (see
+    /// `LogOptions::recycle_segments_max`).
+    pool: Mutex<VecDeque<Recyclable>>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -765,6 +816,10 @@ pub struct RecoveryReport {
     /// which its frames were walked but their checksums not yet verified
     /// (see [`Log::check_deferred`]).
     pub deferred_check: Option<(PathBuf, u64)>,
+    /// Bytes of an older segment's frames cut from a recycled active
+    /// segment after its data (not damage: see
+    /// [`LogOptions::recycle_segments_max`]).
+    pub recycled_tail_bytes: u64,
 }
 
 /// The synced prefix of a recovered active segment whose checksums
@@ -1114,6 +1169,7 @@ impl Log {
             group_bytes_avg: GROUP_BYTES_AVG_INITIAL,
         };
         let mark_file = w.active.file.clone();
+        let pool = Self::load_pool(&*fs, &dir, &names, &opts)?;
         let inner = Arc::new(Inner {
             fs,
             dir,
@@ -1133,6 +1189,7 @@ impl Log {
                 sealed: VecDeque::new(),
                 advised: 0,
             }),
+            pool: Mutex::new(pool),
             _lock: lock_guard,
         });
         let flusher = match inner.opts.sync {
@@ -1158,6 +1215,7 @@ impl Log {
             file_id,
             base_seq,
             created_ms,
+            recycled_from: None,
         };
         let file = fs
             .create_new(&path)
@@ -1197,6 +1255,7 @@ impl Log {
                 allocated: SEGMENT_HEADER_BYTES as u64,
                 zeroed: SEGMENT_HEADER_BYTES as u64,
                 decide_at: SEGMENT_HEADER_BYTES as u64,
+                recycled: false,
             },
             next_seq: base_seq,
             last_arrival_ms,
@@ -1204,6 +1263,199 @@ impl Log {
             buf: Vec::new(),
             placed: Vec::new(),
         })
+    }
+
+    /// The next segment at a roll: a file kept for reuse when one is free
+    /// of readers, a new file otherwise.
+    fn next_segment(
+        &self,
+        base_seq: u64,
+        file_id: u64,
+        created_ms: i64,
+        last_arrival_ms: i64,
+    ) -> Result<Writer> {
+        let fs = &*self.inner.fs;
+        let dir = &self.inner.dir;
+        let free = {
+            let mut pool = lock(&self.inner.pool);
+            let at = pool.iter().position(Recyclable::unmapped);
+            at.and_then(|i| pool.remove(i))
+        };
+        if let Some(r) = free {
+            if let Some(w) = Self::reuse_segment(fs, dir, r, base_seq, file_id, created_ms, last_arrival_ms)?
+            {
+                return Ok(w);
+            }
+        }
+        Self::create_segment(fs, dir, base_seq, file_id, created_ms, last_arrival_ms)
+    }
+
+    /// Makes the kept file `r` the segment of `base_seq`: its new header,
+    /// with an end-of-data marker right after it, is written and synced
+    /// while the file still has its `.free` name, and only then is it
+    /// renamed into place and the directory synced. A crash in between
+    /// leaves a free file (with either header) or a complete, empty
+    /// segment. `Ok(None)` when the file could not be prepared (it is
+    /// discarded, and the caller creates a new file instead).
+    fn reuse_segment(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        r: Recyclable,
+        base_seq: u64,
+        file_id: u64,
+        created_ms: i64,
+        last_arrival_ms: i64,
+    ) -> Result<Option<Writer>> {
+        let path = dir.join(segment_file_name(base_seq));
+        let header = SegmentHeader {
+            file_id,
+            base_seq,
+            created_ms,
+            recycled_from: Some(r.file_id),
+        };
+        let mut head = [0u8; SEGMENT_HEADER_BYTES + RECYCLED_END_MARKER_BYTES];
+        head[..SEGMENT_HEADER_BYTES].copy_from_slice(&header.encode());
+        let prepared = fs.open_rw(&r.path).and_then(|file| {
+            file.write_all_at(&head, 0)?;
+            file.sync_data()?;
+            let len = file.len()?;
+            Ok((file, len))
+        });
+        let (file, len) = match prepared {
+            Ok(p) => p,
+            Err(_) => {
+                // A free file is only ever a cache of space: one that cannot
+                // be written is dropped, and the roll goes on with a new file.
+                let _ = fs.remove_file(&r.path);
+                return Ok(None);
+            }
+        };
+        if fs.rename(&r.path, &path).is_err() {
+            drop(file);
+            let _ = fs.remove_file(&r.path);
+            return Ok(None);
+        }
+        if let Err(e) = fs.sync_dir(dir) {
+            // As in create_segment: leave no half-made segment behind, and
+            // when that is not certain, the error is not retriable.
+            let e = Error::io("fsync directory", dir, e);
+            drop(file);
+            let removed = fs
+                .remove_file(&path)
+                .and_then(|()| fs.sync_dir(dir))
+                .map_err(|cleanup| Error::io("remove half-made segment", &path, cleanup));
+            return Err(match removed {
+                Ok(()) => e,
+                Err(cleanup) => cleanup,
+            });
+        }
+        crate::stats::record_segment_reused();
+        let end = (SEGMENT_HEADER_BYTES + RECYCLED_END_MARKER_BYTES) as u64;
+        Ok(Some(Writer {
+            active: Active {
+                base_seq,
+                file_id,
+                created_ms,
+                file,
+                path,
+                len: SEGMENT_HEADER_BYTES as u64,
+                allocated: len.max(end),
+                zeroed: len.max(end),
+                decide_at: u64::MAX,
+                recycled: true,
+            },
+            next_seq: base_seq,
+            last_arrival_ms,
+            last_file_id: file_id,
+            buf: Vec::new(),
+            placed: Vec::new(),
+        }))
+    }
+
+    /// Keeps the file of a segment retention just removed for reuse, if
+    /// the pool has room and the file is most of a segment (files of
+    /// segments rolled early by age are small and not worth it). Returns
+    /// whether it was kept (renamed to `<base:020>.free`; the caller syncs
+    /// the directory). `maps` are the maps made of it while it was listed.
+    fn keep_for_reuse(&self, base: u64, path: &Path, maps: &mut Vec<Weak<MappedSegment>>) -> bool {
+        let max = self.inner.opts.recycle_segments_max;
+        if max == 0 {
+            return false;
+        }
+        let mut pool = lock(&self.inner.pool);
+        if pool.len() >= max {
+            return false;
+        }
+        let fs = &*self.inner.fs;
+        let Some(old_id) = fs.open_read(path).ok().and_then(|file| {
+            let len = file.len().ok()?;
+            if len < self.inner.opts.segment_bytes_max / 2 {
+                return None;
+            }
+            let mut head = [0u8; SEGMENT_HEADER_BYTES];
+            file.read_exact_at(&mut head, 0).ok()?;
+            SegmentHeader::decode(&head).ok().map(|h| h.file_id)
+        }) else {
+            return false;
+        };
+        let to = self.inner.dir.join(recycled_file_name(base));
+        if fs.rename(path, &to).is_err() {
+            return false;
+        }
+        pool.push_back(Recyclable {
+            path: to,
+            file_id: old_id,
+            maps: std::mem::take(maps),
+        });
+        true
+    }
+
+    /// The files kept for reuse that an open finds: up to
+    /// `recycle_segments_max` of them whose header reads, oldest first; the
+    /// others are removed.
+    fn load_pool(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        names: &[String],
+        opts: &LogOptions,
+    ) -> Result<VecDeque<Recyclable>> {
+        let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_recycled_file_name(n)).collect();
+        bases.sort_unstable();
+        let mut pool = VecDeque::new();
+        let mut removed = false;
+        for base in bases {
+            let path = dir.join(recycled_file_name(base));
+            let stale_id = (pool.len() < opts.recycle_segments_max)
+                .then(|| {
+                    let file = fs.open_read(&path).ok()?;
+                    let mut head = [0u8; SEGMENT_HEADER_BYTES];
+                    file.read_exact_at(&mut head, 0).ok()?;
+                    // A crash after a reuse wrote its new header but before
+                    // the rename leaves that header on the free file; the
+                    // frames after it are still the older segment's.
+                    SegmentHeader::decode(&head)
+                        .ok()
+                        .map(|h| h.recycled_from.unwrap_or(h.file_id))
+                })
+                .flatten();
+            match stale_id {
+                Some(file_id) => pool.push_back(Recyclable {
+                    path,
+                    file_id,
+                    maps: Vec::new(),
+                }),
+                None => {
+                    fs.remove_file(&path)
+                        .map_err(|e| Error::io("remove recycled file", &path, e))?;
+                    removed = true;
+                }
+            }
+        }
+        if removed {
+            fs.sync_dir(dir)
+                .map_err(|e| Error::io("fsync directory", dir, e))?;
+        }
+        Ok(pool)
     }
 
     fn recover_active(
@@ -1312,8 +1564,14 @@ impl Log {
             let short = resume.is_some() && ranges_end.saturating_sub(walk_start) <= SHORT_WALK_BYTES_MAX;
             map.advise_walk(walk_start..ranges_end, short);
         }
+        // A recycled file holds an older segment's frames after its data:
+        // there are no zeros to find the end of the data by, and a search
+        // backwards from the file's end would read those frames. So only a
+        // checkpoint spares checksums in one.
+        let recycled = header.recycled_from.is_some();
         let unchecked_upto = match opts.open_check {
             OpenCheck::Full => SEGMENT_HEADER_BYTES,
+            OpenCheck::Deferred if recycled => SEGMENT_HEADER_BYTES,
             OpenCheck::Deferred => {
                 // The synced point is read from the last valid frame, found
                 // from the end of the data, so that the frames before it are
@@ -1342,12 +1600,16 @@ impl Log {
         if unchecked_upto > SEGMENT_HEADER_BYTES {
             report.deferred_check = Some((path.clone(), unchecked_upto as u64));
         }
-        // Stray bytes after the scan's end, in the ranges that hold data.
+        // Stray bytes after the scan's end, in the ranges that hold data. In
+        // a recycled file every write ends with zeros, so a clean end reads
+        // as the end of data; what follows it is the older segment's and
+        // says nothing (it is cut below).
         let tail_dirty = scan.stop.is_some()
-            || data_ranges.iter().any(|&(a, b)| {
-                let (a, b) = (a.max(scan.end).min(len) as usize, b.min(len) as usize);
-                a < b && last_nonzero(&bytes[a..b]).is_some()
-            });
+            || !recycled
+                && data_ranges.iter().any(|&(a, b)| {
+                    let (a, b) = (a.max(scan.end).min(len) as usize, b.min(len) as usize);
+                    a < b && last_nonzero(&bytes[a..b]).is_some()
+                });
         let evidence = if tail_dirty {
             scan.evidence_of_synced_damage(header.file_id)
         } else {
@@ -1409,6 +1671,19 @@ impl Log {
                 truncated = true;
             }
         }
+        if recycled && quarantine.is_none() && !truncated {
+            // The older segment's frames after the data go: what a write
+            // left there before a crash (frames of this file that were never
+            // synced, past an end marker that was) must not be found by a
+            // later scan after new frames that happen to end where one of
+            // them starts. The rest of the segment is then new space, as
+            // after any cut.
+            file.set_len(scan_end)
+                .map_err(|e| Error::io("cut a recycled segment's old frames", &path, e))?;
+            report.recycled_tail_bytes = len - scan_end;
+            valid_len = scan_end;
+            truncated = true;
+        }
         // What survived the crash may still sit only in the page cache (after
         // a process crash); make it durable before anyone reads it.
         if opts.sync_on_open || truncated {
@@ -1428,6 +1703,9 @@ impl Log {
                 allocated: valid_len,
                 zeroed: scan_end,
                 decide_at: scan_end,
+                // Cut above unless quarantined, and a quarantined log never
+                // writes.
+                recycled: recycled && !truncated,
             },
             next_seq,
             // Arrival times never go down across segments: a new segment's
@@ -1520,12 +1798,21 @@ impl Log {
     }
 
     /// Bytes the log's segment files occupy (their lengths, preallocation of
-    /// the active segment included).
+    /// the active segment and files kept for reuse included).
     pub fn bytes_on_disk(&self) -> u64 {
+        let pool: Vec<PathBuf> = lock(&self.inner.pool).iter().map(|r| r.path.clone()).collect();
         self.segments()
             .iter()
-            .filter_map(|s| self.inner.fs.open_read(&s.path).and_then(|f| f.len()).ok())
+            .map(|s| &s.path)
+            .chain(pool.iter())
+            .filter_map(|p| self.inner.fs.open_read(p).and_then(|f| f.len()).ok())
             .sum()
+    }
+
+    /// Files this log keeps for reuse (see
+    /// [`LogOptions::recycle_segments_max`]).
+    pub fn recyclable_files(&self) -> usize {
+        lock(&self.inner.pool).len()
     }
 
     /// Bytes of the active segment's synced prefix whose checksums
@@ -1789,6 +2076,21 @@ impl Log {
     /// read back exactly as preallocated space does: recovery needs nothing
     /// new for them.
     fn prepare_space(&self, w: &mut Writer, need: u64) -> Result<()> {
+        if w.active.recycled {
+            // The file's blocks are written already; only what goes past
+            // its old end is preallocated, and no zeros are written ahead
+            // (they would double the bytes written).
+            if need > w.active.allocated {
+                let step = self.inner.opts.preallocate_bytes.max(1);
+                let target = need.div_ceil(step) * step;
+                w.active
+                    .file
+                    .allocate(target)
+                    .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
+                w.active.allocated = target;
+            }
+            return Ok(());
+        }
         // Enough space, and no decision due: zeroed far enough while
         // zero-filling, or within a step of the last decision while not.
         if need <= w.active.allocated && need <= w.active.decide_at {
@@ -1837,7 +2139,14 @@ impl Log {
     fn write_locked(&self, w: &mut Writer, records: &[RecordIn<'_>], total: usize) -> Result<Appended> {
         let start = w.active.len;
         let need = start + total as u64;
-        self.prepare_space(w, need)?;
+        // In a recycled file the zeros after the frames are written with
+        // them: the bytes there are an older segment's, not zeros.
+        let marker = if w.active.recycled {
+            RECYCLED_END_MARKER_BYTES
+        } else {
+            0
+        };
+        self.prepare_space(w, need + marker as u64)?;
         let synced_upto = {
             let st = lock(&self.inner.sync);
             if st.durable.segment_base == w.active.base_seq {
@@ -1877,6 +2186,8 @@ impl Log {
                 frame_len: (start + buf.len() as u64 - offset) as u32,
             });
         }
+        let frames_len = buf.len();
+        buf.resize(frames_len + marker, 0);
         if let Err(e) = w.active.file.write_all_at(&buf, start) {
             let err = Error::io("write", &w.active.path, e);
             // A failed write may have left part of the frames on disk. Cutting
@@ -1903,7 +2214,7 @@ impl Log {
             self.discard_undurable_locked(w);
             return Err(err);
         }
-        w.active.len = start + buf.len() as u64;
+        w.active.len = start + frames_len as u64;
         w.next_seq = first_seq + records.len() as u64;
         w.last_arrival_ms = arrival;
         self.inner.observer.placed(w.active.base_seq, &placed);
@@ -1976,14 +2287,7 @@ impl Log {
         // The last id comes from a header on disk and may be any u64; past
         // u64::MAX the clock alone picks the next one.
         let file_id = w.last_file_id.checked_add(1).unwrap_or(0).max(now_micros());
-        let new = match Self::create_segment(
-            &*self.inner.fs,
-            &self.inner.dir,
-            end_seq,
-            file_id,
-            created_ms,
-            w.last_arrival_ms,
-        ) {
+        let new = match self.next_segment(end_seq, file_id, created_ms, w.last_arrival_ms) {
             Ok(n) => n,
             // The old segment is intact and synced; a failure to create the
             // next one (disk full, say) leaves the log as it was.
@@ -2400,6 +2704,33 @@ impl Log {
         let map = file
             .map(len as usize)
             .map_err(|e| Error::io("map segment", &path, e))?;
+        // Retention may have removed the segment while it was being mapped.
+        // Its file may then be kept for reuse and written again, so the map
+        // is dropped unread, exactly as if the segment had been looked up a
+        // moment later. The check and the registration of the map are made
+        // under the cache's lock: retention takes a segment off the list
+        // before it takes, under this lock, the list of the segment's maps,
+        // so a map is either in that list or refused here. Caching a removed
+        // segment's map would also keep its space in use. (Nothing takes the
+        // cache's lock while holding the list's, so the nesting cannot
+        // deadlock.)
+        let mut cache = lock(&self.inner.maps);
+        let still_there = self
+            .inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&base);
+        if !still_there {
+            drop(cache);
+            drop(map);
+            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
+            return Err(Error::SequenceOutOfRange {
+                seq: base,
+                first: segs.keys().next().copied().unwrap_or(0),
+                next: self.next_seq(),
+            });
+        }
         let header = SegmentHeader::decode(map.as_slice()).map_err(|r| Error::corruption(&path, 0, r))?;
         if header.base_seq != base {
             return Err(Error::corruption(
@@ -2421,23 +2752,9 @@ impl Log {
             live,
             complete,
         });
-        // Retention may have removed the segment while it was being mapped;
-        // caching the map then would keep the unlinked file's space in use.
-        // The check is made under the cache's lock: retention takes a
-        // segment off the list before it clears its map under this lock, so
-        // a segment still listed here has its map cleared after this insert,
-        // never before it. (Nothing takes the cache's lock while holding the
-        // list's, so the nesting cannot deadlock.)
-        let mut cache = lock(&self.inner.maps);
-        let still_there = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&base);
-        if !still_there {
-            return Ok(seg);
-        }
+        let maps = cache.live.entry(base).or_default();
+        maps.retain(|m| m.strong_count() > 0);
+        maps.push(Arc::downgrade(&seg));
         cache.tick += 1;
         let tick = cache.tick;
         cache.maps.insert(base, (seg.clone(), tick));
@@ -2706,12 +3023,20 @@ impl Log {
                 let mut segs = self.inner.segments.write().unwrap_or_else(|p| p.into_inner());
                 segs.remove(&base)
             };
-            lock(&self.inner.maps).maps.remove(&base);
-            let unlinked = match self.inner.fs.remove_file(&path) {
-                // Gone already (removed by hand, or by an earlier pass that
-                // failed after its unlink): what this pass wanted.
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
+            let mut maps = {
+                let mut cache = lock(&self.inner.maps);
+                cache.maps.remove(&base);
+                cache.live.remove(&base).unwrap_or_default()
+            };
+            let unlinked = if self.keep_for_reuse(base, &path, &mut maps) {
+                Ok(())
+            } else {
+                match self.inner.fs.remove_file(&path) {
+                    // Gone already (removed by hand, or by an earlier pass
+                    // that failed after its unlink): what this pass wanted.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
             };
             if let Err(e) = unlinked {
                 // The file is still there: put it back, so that readers
@@ -2724,6 +3049,11 @@ impl Log {
                         .write()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(base, entry);
+                    lock(&self.inner.maps)
+                        .live
+                        .entry(base)
+                        .or_default()
+                        .append(&mut maps);
                 }
                 return Err(Error::io("remove segment", &path, e));
             }
@@ -2766,6 +3096,7 @@ impl Log {
                 file_id: seg.file_id,
                 base_seq: s.base_seq,
                 created_ms: 0,
+                recycled_from: None,
             };
             let limit = need.map_or(bytes.len(), |n| n as usize);
             // Verification checks every checksum.

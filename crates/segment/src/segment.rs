@@ -10,6 +10,9 @@ pub struct SegmentHeader {
     pub file_id: u64,
     pub base_seq: u64,
     pub created_ms: i64,
+    /// For a recycled segment, the file id of the frames that follow its
+    /// data (header flag `SEGMENT_FLAG_RECYCLED`); `None` for a new file.
+    pub recycled_from: Option<u64>,
 }
 
 impl SegmentHeader {
@@ -18,7 +21,16 @@ impl SegmentHeader {
         h[HDR_MAGIC_OFFSET..HDR_MAGIC_OFFSET + 8].copy_from_slice(&SEGMENT_MAGIC);
         Endian::write_u16(&mut h[HDR_VERSION_OFFSET..], SEGMENT_FORMAT_VERSION);
         Endian::write_u16(&mut h[HDR_HEADER_LEN_OFFSET..], SEGMENT_HEADER_BYTES as u16);
-        Endian::write_u32(&mut h[HDR_FLAGS_OFFSET..], 0);
+        let flags = if self.recycled_from.is_some() {
+            SEGMENT_FLAG_RECYCLED
+        } else {
+            0
+        };
+        Endian::write_u32(&mut h[HDR_FLAGS_OFFSET..], flags);
+        Endian::write_u64(
+            &mut h[HDR_RECYCLED_FROM_OFFSET..],
+            self.recycled_from.unwrap_or(0),
+        );
         Endian::write_u64(&mut h[HDR_FILE_ID_OFFSET..], self.file_id);
         Endian::write_u64(&mut h[HDR_BASE_SEQ_OFFSET..], self.base_seq);
         Endian::write_i64(&mut h[HDR_CREATED_MS_OFFSET..], self.created_ms);
@@ -46,10 +58,16 @@ impl SegmentHeader {
         if Endian::read_u16(&h[HDR_HEADER_LEN_OFFSET..]) as usize != SEGMENT_HEADER_BYTES {
             return Err("unexpected segment header length");
         }
+        let flags = Endian::read_u32(&h[HDR_FLAGS_OFFSET..]);
+        if flags & !SEGMENT_FLAGS_KNOWN != 0 {
+            return Err("segment header has unknown flags");
+        }
         Ok(SegmentHeader {
             file_id: Endian::read_u64(&h[HDR_FILE_ID_OFFSET..]),
             base_seq: Endian::read_u64(&h[HDR_BASE_SEQ_OFFSET..]),
             created_ms: Endian::read_i64(&h[HDR_CREATED_MS_OFFSET..]),
+            recycled_from: (flags & SEGMENT_FLAG_RECYCLED != 0)
+                .then(|| Endian::read_u64(&h[HDR_RECYCLED_FROM_OFFSET..])),
         })
     }
 }
@@ -64,7 +82,25 @@ pub fn segment_file_name(base_seq: u64) -> String {
 
 /// Parses a segment file name back into its base sequence number.
 pub fn parse_segment_file_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_FILE_SUFFIX)?;
+    parse_numbered(name, SEGMENT_FILE_SUFFIX)
+}
+
+/// Name under which retention keeps the sealed segment of base `base_seq`
+/// for reuse.
+pub fn recycled_file_name(base_seq: u64) -> String {
+    format!(
+        "{base_seq:0width$}{RECYCLED_FILE_SUFFIX}",
+        width = SEGMENT_FILE_NAME_DIGITS
+    )
+}
+
+/// Parses a recycled file's name back into the base it had.
+pub fn parse_recycled_file_name(name: &str) -> Option<u64> {
+    parse_numbered(name, RECYCLED_FILE_SUFFIX)
+}
+
+fn parse_numbered(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
     if digits.len() != SEGMENT_FILE_NAME_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -92,13 +128,15 @@ mod tests {
     proptest! {
         #[test]
         fn header_round_trips(file_id in any::<u64>(), base in any::<u64>(), created in any::<i64>()) {
-            let h = SegmentHeader { file_id, base_seq: base, created_ms: created };
+            let h = SegmentHeader { file_id, base_seq: base, created_ms: created, recycled_from: None };
+            prop_assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
+            let h = SegmentHeader { recycled_from: Some(file_id.wrapping_sub(1)), ..h };
             prop_assert_eq!(SegmentHeader::decode(&h.encode()), Ok(h));
         }
 
         #[test]
         fn header_bit_flips_are_detected(bit in 0usize..SEGMENT_HEADER_BYTES * 8) {
-            let h = SegmentHeader { file_id: 3, base_seq: 4, created_ms: 5 };
+            let h = SegmentHeader { file_id: 3, base_seq: 4, created_ms: 5, recycled_from: Some(2) };
             let mut bytes = h.encode();
             bytes[bit / 8] ^= 1 << (bit % 8);
             prop_assert!(SegmentHeader::decode(&bytes).is_err());

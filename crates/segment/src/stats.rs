@@ -75,6 +75,13 @@ static GROUP: AtomicHistogram<10> = AtomicHistogram::new(GROUP_BUCKETS_RECORDS);
 
 static ZERO_FILL_BYTES: AtomicU64 = AtomicU64::new(0);
 static CACHE_DROP_ADVISED_BYTES: AtomicU64 = AtomicU64::new(0);
+static SEGMENTS_REUSED: AtomicU64 = AtomicU64::new(0);
+
+/// Counts segments started in a file kept for reuse rather than a new one
+/// (see `LogOptions::recycle_segments_max`).
+pub fn record_segment_reused() {
+    SEGMENTS_REUSED.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Counts zeros written ahead of frames in segment space.
 pub fn record_zero_fill(bytes: u64) {
@@ -109,6 +116,8 @@ pub struct StorageStats {
     pub zero_fill_bytes: u64,
     /// Bytes of segment files advised out of the page cache so far.
     pub cache_drop_advised_bytes: u64,
+    /// Segments started in a recycled file so far.
+    pub segments_reused: u64,
 }
 
 pub fn snapshot() -> StorageStats {
@@ -117,6 +126,7 @@ pub fn snapshot() -> StorageStats {
         group_commit_records: GROUP.snapshot(),
         zero_fill_bytes: ZERO_FILL_BYTES.load(Ordering::Relaxed),
         cache_drop_advised_bytes: CACHE_DROP_ADVISED_BYTES.load(Ordering::Relaxed),
+        segments_reused: SEGMENTS_REUSED.load(Ordering::Relaxed),
     }
 }
 

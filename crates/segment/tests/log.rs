@@ -1586,6 +1586,7 @@ fn rolling_after_a_segment_with_the_largest_file_id_does_not_overflow() {
         file_id: u64::MAX,
         base_seq: 0,
         created_ms: 0,
+        recycled_from: None,
     };
     let file = fs.create_new(&dir().join(segment_file_name(0))).unwrap();
     file.write_all_at(&header.encode(), 0).unwrap();
@@ -1938,5 +1939,321 @@ fn records_read_back_intact_from_the_real_file_system_after_their_pages_were_dro
         .map(|(_, _, d, _)| d)
         .collect();
     assert_eq!(read, records);
+    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+}
+
+// ---------------------------------------------------------------------------
+// Recycled segment files (LogOptions::recycle_segments_max)
+// ---------------------------------------------------------------------------
+
+fn recycling_opts() -> LogOptions {
+    LogOptions {
+        recycle_segments_max: 2,
+        ..small_opts()
+    }
+}
+
+fn free_names(fs: &MemFs) -> Vec<String> {
+    let mut names: Vec<String> = fs
+        .durable_names(&dir())
+        .into_iter()
+        .filter(|n| n.ends_with(".free"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Every visible record, checked against what `append_n` wrote for its
+/// sequence number; returns how many there are.
+fn assert_intact_from_first(log: &Log, what: &str) -> u64 {
+    let got = read_all(log).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let first = log.first_seq();
+    for (i, (seq, key, data, _)) in got.iter().enumerate() {
+        assert_eq!(*seq, first + i as u64, "{what}");
+        assert_eq!(key, &format!("pk{seq}"), "{what}");
+        assert_eq!(data, &payload(*seq), "{what}: data of record {seq}");
+    }
+    got.len() as u64
+}
+
+/// A log whose retention has kept files for reuse and whose active segment
+/// is one of them, with `records` acknowledged records in all.
+fn log_in_a_recycled_segment(fs: &MemFs, opts: LogOptions) -> (Log, u64) {
+    let log = open(fs, opts).unwrap();
+    append_n(&log, 0, 6000);
+    let segs = log.segments();
+    assert!(segs.len() > 4, "{} segments", segs.len());
+    let removed = log.remove_segments_before(segs[3].base_seq).unwrap();
+    assert_eq!(removed, 3);
+    // Two kept (the pool's size), the third unlinked.
+    assert_eq!(log.recyclable_files(), 2);
+    assert_eq!(free_names(fs).len(), 2);
+    log.roll().unwrap();
+    assert_eq!(log.recyclable_files(), 1, "the roll took a kept file");
+    // The new active segment is that file: bytes of the older segment
+    // follow its header.
+    let active = log.segments().last().unwrap().path.clone();
+    let bytes = fs.contents(&active).unwrap();
+    assert!(bytes.len() >= 32 * 1024, "a recycled file is most of a segment");
+    assert!(bytes[SEGMENT_HEADER_BYTES + 40..].iter().any(|&b| b != 0));
+    append_n(&log, 6000, 20);
+    (log, 6020)
+}
+
+#[test]
+fn retention_keeps_segment_files_for_reuse_and_rolls_write_into_them() {
+    let fs = MemFs::new();
+    let (log, next) = log_in_a_recycled_segment(&fs, recycling_opts());
+    assert_eq!(log.next_seq(), next);
+    let n = assert_intact_from_first(&log, "in the recycled segment");
+    assert_eq!(log.first_seq() + n, next);
+    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    // More rolls use the other kept file, then new files again.
+    append_n(&log, next, 2000);
+    assert_eq!(log.recyclable_files(), 0);
+    assert!(free_names(&fs).is_empty());
+    assert_eq!(
+        assert_intact_from_first(&log, "after more rolls") + log.first_seq(),
+        next + 2000
+    );
+    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+}
+
+#[test]
+fn a_recycled_segment_reopened_after_a_stop_cuts_the_older_frames_and_keeps_its_own() {
+    for clean in [true, false] {
+        let fs = MemFs::new();
+        let (log, next) = log_in_a_recycled_segment(&fs, recycling_opts());
+        let first = log.first_seq();
+        let active = log.segments().last().unwrap().path.clone();
+        if clean {
+            log.mark_clean(true).unwrap();
+            drop(log);
+        } else {
+            // A process crash: the page cache keeps every write.
+            std::mem::forget(log);
+            fs.crash(CrashPlan::KeepUnsynced);
+        }
+        let (log, report) = Log::open_with(
+            Arc::new(fs.clone()),
+            dir(),
+            recycling_opts(),
+            Arc::new(NoObserverForTests),
+        )
+        .unwrap();
+        assert_eq!(report.truncated_bytes, 0, "clean {clean}: nothing torn");
+        assert!(
+            report.quarantined.is_none(),
+            "clean {clean}: {:?}",
+            report.quarantined
+        );
+        assert!(report.recycled_tail_bytes > 0, "clean {clean}");
+        assert_eq!(log.first_seq(), first);
+        assert_eq!(log.next_seq(), next, "clean {clean}");
+        assert_eq!(assert_intact_from_first(&log, "reopened") + first, next);
+        // The older frames are gone from the file, and the kept file not
+        // yet used is still kept.
+        assert_eq!(
+            fs.contents(&active).unwrap().len() as u64,
+            log.active_space().written
+        );
+        assert_eq!(log.recyclable_files(), 1);
+        append_n(&log, next, 10);
+        assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    }
+}
+
+#[test]
+fn crashes_while_writing_into_a_recycled_segment_keep_every_acknowledged_record() {
+    for seed in 0..120u64 {
+        let fs = MemFs::new();
+        let (log, acked) = log_in_a_recycled_segment(&fs, recycling_opts());
+        let first = log.first_seq();
+        // Writes that are never synced: several appends, so that the end
+        // markers of some may land and the frames of others not.
+        for k in 0..(1 + seed % 5) {
+            let from = acked + k * 3;
+            let keys: Vec<String> = (from..from + 3).map(|i| format!("pk{i}")).collect();
+            let data: Vec<Vec<u8>> = (from..from + 3).map(payload).collect();
+            let recs: Vec<RecordIn<'_>> = keys
+                .iter()
+                .zip(&data)
+                .map(|(k, d)| RecordIn::new(k, d, 50_000))
+                .collect();
+            let _pending = log.append_deferred(&recs).unwrap();
+        }
+        std::mem::forget(log);
+        let plan = match seed % 3 {
+            0 => CrashPlan::Random { seed },
+            1 => CrashPlan::TornPrefix { bytes: seed * 37 },
+            _ => CrashPlan::LoseUnsynced,
+        };
+        fs.crash(plan);
+        let open_check = if seed % 2 == 0 {
+            OpenCheck::Full
+        } else {
+            OpenCheck::Deferred
+        };
+        let opts = LogOptions {
+            open_check,
+            ..recycling_opts()
+        };
+        let (log, report) = Log::open_with(Arc::new(fs.clone()), dir(), opts, Arc::new(NoObserverForTests))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(
+            report.quarantined.is_none(),
+            "seed {seed}: {:?}",
+            report.quarantined
+        );
+        assert_eq!(log.check_deferred(&|| false).ok(), Some(true), "seed {seed}");
+        assert_eq!(log.first_seq(), first);
+        let n = assert_intact_from_first(&log, &format!("seed {seed}"));
+        assert!(first + n >= acked, "seed {seed}: acknowledged records lost");
+        // The log goes on after whatever survived, and what it writes next
+        // reads back after another crash that keeps only synced data.
+        let next = first + n;
+        append_n(&log, next, 5);
+        std::mem::forget(log);
+        fs.crash(CrashPlan::LoseUnsynced);
+        let log = open(&fs, recycling_opts()).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(
+            assert_intact_from_first(&log, &format!("seed {seed}, second open")) + first,
+            next + 5
+        );
+        assert!(log.verify().is_ok(), "seed {seed}: {:?}", log.verify().problems);
+    }
+}
+
+#[test]
+fn damage_to_synced_frames_of_a_recycled_segment_is_quarantined_not_cut() {
+    let fs = MemFs::new();
+    let (log, next) = log_in_a_recycled_segment(&fs, recycling_opts());
+    let active = log.segments().last().unwrap().path.clone();
+    drop(log);
+    // A bit of the first frame of the recycled segment goes bad: later
+    // synced frames prove it had been synced.
+    fs.flip_bit(&active, SEGMENT_HEADER_BYTES as u64 + 50, 3).unwrap();
+    let (log, report) = Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        recycling_opts(),
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap();
+    let (path, offset, _) = report.quarantined.clone().expect("quarantined");
+    assert_eq!(path, active);
+    assert_eq!(offset, SEGMENT_HEADER_BYTES as u64);
+    assert_eq!(report.recycled_tail_bytes, 0, "a quarantined file is not cut");
+    assert!(log.append(&[RecordIn::new("k", b"x", 1)]).is_err());
+    let _ = next;
+}
+
+#[test]
+fn a_kept_file_is_not_reused_while_a_reader_holds_a_map_of_it() {
+    let fs = MemFs::new();
+    let opts = LogOptions {
+        recycle_segments_max: 1,
+        ..small_opts()
+    };
+    let log = open(&fs, opts.clone()).unwrap();
+    append_n(&log, 0, 3000);
+    let segs = log.segments();
+    let pos = Position {
+        segment_base: segs[0].base_seq,
+        offset: SEGMENT_HEADER_BYTES as u64,
+    };
+    let held = log.read_at(pos, segs[0].base_seq, ALL).unwrap();
+    assert!(!held.is_empty());
+    assert_eq!(log.remove_segments_before(segs[1].base_seq).unwrap(), 1);
+    assert_eq!(log.recyclable_files(), 1);
+    log.roll().unwrap();
+    assert_eq!(log.recyclable_files(), 1, "held by a reader: not reused");
+    // The new segment is a new file: nothing follows its header.
+    let active = log.segments().last().unwrap().path.clone();
+    assert!(fs.contents(&active).unwrap()[SEGMENT_HEADER_BYTES..]
+        .iter()
+        .all(|&b| b == 0));
+    for r in held.iter() {
+        assert_eq!(r.data, &payload(r.seq)[..]);
+    }
+    drop(held);
+    append_n(&log, 3000, 1);
+    log.roll().unwrap();
+    assert_eq!(log.recyclable_files(), 0, "free of readers: reused");
+    append_n(&log, 3001, 10);
+    assert_eq!(
+        assert_intact_from_first(&log, "after reuse") + log.first_seq(),
+        3011
+    );
+    // A log that no longer recycles removes the files it finds kept.
+    drop(log);
+    assert_eq!(free_names(&fs).len(), 0);
+    let log = open(&fs, opts).unwrap();
+    append_n(&log, 3011, 500);
+    assert!(log.remove_segments_before(log.segments()[2].base_seq).unwrap() >= 1);
+    assert_eq!(free_names(&fs).len(), 1);
+    drop(log);
+    let log = open(&fs, small_opts()).unwrap();
+    assert!(free_names(&fs).is_empty());
+    assert_eq!(log.recyclable_files(), 0);
+}
+
+#[test]
+fn a_failure_at_any_step_of_reusing_a_file_then_a_crash_keeps_every_acknowledged_record() {
+    for budget in 0..16u64 {
+        for seed in [budget, budget + 100] {
+            let fs = MemFs::new();
+            let log = open(&fs, recycling_opts()).unwrap();
+            append_n(&log, 0, 3000);
+            let segs = log.segments();
+            log.remove_segments_before(segs[3].base_seq).unwrap();
+            let first = log.first_seq();
+            fs.fail_after_ops(budget);
+            let rolled = log.roll();
+            std::mem::forget(log);
+            fs.crash(CrashPlan::Random { seed });
+            let log = open(&fs, recycling_opts())
+                .unwrap_or_else(|e| panic!("budget {budget}, seed {seed} (roll: {rolled:?}): {e}"));
+            assert_eq!(log.first_seq(), first);
+            assert_eq!(
+                assert_intact_from_first(&log, &format!("budget {budget}, seed {seed}")) + first,
+                3000,
+                "budget {budget}, seed {seed}"
+            );
+            append_n(&log, 3000, 1500);
+            assert_eq!(assert_intact_from_first(&log, "after") + first, 4500);
+            assert!(
+                log.verify().is_ok(),
+                "budget {budget}: {:?}",
+                log.verify().problems
+            );
+        }
+    }
+}
+
+#[test]
+fn records_in_a_recycled_real_file_read_back_and_survive_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = LogOptions {
+        recycle_segments_max: 1,
+        ..small_opts()
+    };
+    let log = Log::open(tmp.path(), opts.clone()).unwrap();
+    append_n(&log, 0, 3000);
+    let segs = log.segments();
+    assert_eq!(log.remove_segments_before(segs[2].base_seq).unwrap(), 2);
+    assert_eq!(log.recyclable_files(), 1);
+    log.roll().unwrap();
+    assert_eq!(log.recyclable_files(), 0);
+    append_n(&log, 3000, 300);
+    assert_eq!(
+        assert_intact_from_first(&log, "real file") + log.first_seq(),
+        3300
+    );
+    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    drop(log);
+    let log = Log::open(tmp.path(), opts).unwrap();
+    assert_eq!(assert_intact_from_first(&log, "reopened") + log.first_seq(), 3300);
+    append_n(&log, 3300, 10);
     assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
 }

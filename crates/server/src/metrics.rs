@@ -512,6 +512,12 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         &[],
         storage.cache_drop_advised_bytes,
     );
+    o.declare(
+        "shardlog_segments_recycled_total",
+        "counter",
+        "Segments started in a file that retention kept for reuse (recycle_segments_per_shard; 0 while it is off) instead of a new file.",
+    );
+    o.sample("shardlog_segments_recycled_total", &[], storage.segments_reused);
     for (n, kind, help) in [
         ("shardlog_shard_segments", "gauge", "Segment files of a shard."),
         (
