@@ -4,9 +4,15 @@
 //! record data. Each writer keeps to one partition key, so each batch goes
 //! to one shard and is made durable by that shard's group commit.
 //!
-//! Usage: `cargo run --release -p shardlog-benches --bin embedded_probe -- [DIR] [WRITERS] [SHARDS] [SECONDS] [CACHE_WINDOW_MIB|keep]`
-//! (the last one sets `LogOptions::cache_window_bytes`: `keep` leaves every
-//! written page in the page cache; without it the engine's default holds).
+//! Usage: `cargo run --release -p shardlog-benches --bin embedded_probe -- [DIR] [WRITERS] [SHARDS] [SECONDS] [CACHE_WINDOW_MIB|keep] [RECYCLE CAP_MIB]`
+//! (`CACHE_WINDOW_MIB` sets `LogOptions::cache_window_bytes`: `keep` leaves
+//! every written page in the page cache; without it the engine's default
+//! holds). With `RECYCLE CAP_MIB` the run measures a steady state of
+//! retention: the stream keeps at most `CAP_MIB` of data (a byte cap,
+//! enforced every 100 ms), each shard keeps up to `RECYCLE` removed segment
+//! files for reuse (`LogOptions::recycle_segments_max`; 0 unlinks them),
+//! and the clock starts only once the stream has filled its cap and
+//! retention has removed a segment of every shard.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -31,6 +37,13 @@ fn main() {
                 << 20,
         ),
     };
+    let recycle: Option<(usize, u64)> = match (args.get(6), args.get(7)) {
+        (Some(n), Some(cap)) => Some((
+            n.parse().expect("RECYCLE is a number"),
+            cap.parse::<u64>().expect("CAP_MIB is a number") << 20,
+        )),
+        _ => None,
+    };
     let tmp = tempfile::tempdir_in(&base).expect("temporary directory");
     let engine = Engine::open(
         tmp.path(),
@@ -38,6 +51,7 @@ fn main() {
             retention_check_interval_ms: 0,
             log: shardlog_segment::LogOptions {
                 cache_window_bytes,
+                recycle_segments_max: recycle.map_or(0, |(n, _)| n),
                 ..EngineOptions::default().log
             },
             ..EngineOptions::default()
@@ -45,13 +59,35 @@ fn main() {
     )
     .expect("open engine");
     engine
-        .create_stream("bw", shards, CreateStreamOptions::default())
+        .create_stream(
+            "bw",
+            shards,
+            CreateStreamOptions {
+                retention_bytes_max: recycle.map(|(_, cap)| cap),
+                ..CreateStreamOptions::default()
+            },
+        )
         .expect("create stream");
     let data = vec![0x5Au8; 1024];
     let stop = AtomicBool::new(false);
     let records = AtomicU64::new(0);
-    let started = Instant::now();
+    let warm = AtomicBool::new(recycle.is_none());
+    let mut started = Instant::now();
+    let mut before = shardlog_segment::stats::snapshot();
     std::thread::scope(|s| {
+        if recycle.is_some() {
+            let (engine, stop, warm) = (&engine, &stop, &warm);
+            s.spawn(move || {
+                let mut removed = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    removed += engine.enforce_retention().expect("retention");
+                    if removed >= shards as usize {
+                        warm.store(true, Ordering::Release);
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
         for w in 0..writers {
             let (engine, data, stop, records) = (&engine, &data, &stop, &records);
             s.spawn(move || {
@@ -65,14 +101,40 @@ fn main() {
                 }
             });
         }
+        if recycle.is_some() {
+            let warming = Instant::now();
+            while !warm.load(Ordering::Acquire) {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            println!(
+                "warm-up: {:.1} s, {} records, until retention removed a segment per shard",
+                warming.elapsed().as_secs_f64(),
+                records.load(Ordering::Relaxed)
+            );
+            before = shardlog_segment::stats::snapshot();
+            records.store(0, Ordering::Relaxed);
+            started = Instant::now();
+        }
         std::thread::sleep(Duration::from_secs(seconds));
         stop.store(true, Ordering::Relaxed);
     });
     let secs = started.elapsed().as_secs_f64();
     let n = records.load(Ordering::Relaxed);
     // How the group commit went: the syncs, their mean time and the records
-    // each made durable (the segment crate's process-wide counters).
-    let stats = shardlog_segment::stats::snapshot();
+    // each made durable (the segment crate's process-wide counters, less
+    // what the warm-up counted).
+    let mut stats = shardlog_segment::stats::snapshot();
+    stats.fsync_seconds.count -= before.fsync_seconds.count;
+    stats.fsync_seconds.sum -= before.fsync_seconds.sum;
+    stats.group_commit_records.count -= before.group_commit_records.count;
+    stats.group_commit_records.sum -= before.group_commit_records.sum;
+    if let Some((n, cap)) = recycle {
+        println!(
+            "retention: cap {} MiB, {n} files kept per shard, {} segments started in kept files",
+            cap >> 20,
+            stats.segments_reused - before.segments_reused
+        );
+    }
     let syncs = stats.fsync_seconds.count.max(1);
     println!(
         "{writers} writers, {shards} shards, cache window {}, 100 x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",

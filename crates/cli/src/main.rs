@@ -258,6 +258,13 @@ struct ServeArgs {
     /// [default: 0].
     #[arg(long, env = "SHARDLOG_PAGE_CACHE_WINDOW_BYTES")]
     page_cache_window_bytes: Option<u64>,
+    /// Segment files each shard keeps for reuse when retention removes
+    /// them, instead of deleting them (at most 16). Writes into a reused
+    /// file need no new disk space, so their syncs are cheaper; the files
+    /// keep their disk space (up to this many segments per shard that has
+    /// had data expire). 0 deletes them [default: 0].
+    #[arg(long, env = "SHARDLOG_RECYCLE_SEGMENTS_PER_SHARD")]
+    recycle_segments_per_shard: Option<usize>,
     /// How often retention runs, in milliseconds [default: 60000].
     #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -317,6 +324,7 @@ struct Settings {
     segment_bytes_max: u64,
     index_cache_bytes: u64,
     page_cache_window_bytes: u64,
+    recycle_segments_per_shard: usize,
     retention_check_interval_ms: u64,
     enforce_shard_limits: bool,
     create_stream_ms: u64,
@@ -344,6 +352,7 @@ impl Default for Settings {
             segment_bytes_max: shardlog_segment::format::SEGMENT_BYTES_DEFAULT_MAX,
             index_cache_bytes: shardlog_stream::INDEX_CACHE_BYTES_DEFAULT as u64,
             page_cache_window_bytes: 0,
+            recycle_segments_per_shard: 0,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -397,6 +406,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.page_cache_window_bytes {
         s.page_cache_window_bytes = v;
+    }
+    if let Some(v) = args.recycle_segments_per_shard {
+        s.recycle_segments_per_shard = v;
     }
     if let Some(v) = args.retention_check_interval_ms {
         s.retention_check_interval_ms = v;
@@ -1085,6 +1097,14 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
     };
     opts.log.segment_bytes_max = s.segment_bytes_max;
     opts.log.cache_window_bytes = (s.page_cache_window_bytes > 0).then_some(s.page_cache_window_bytes);
+    let recycle_max = shardlog_segment::format::RECYCLE_SEGMENTS_LIMIT;
+    if s.recycle_segments_per_shard > recycle_max {
+        anyhow::bail!(
+            "recycle_segments_per_shard {} is above {recycle_max}",
+            s.recycle_segments_per_shard
+        );
+    }
+    opts.log.recycle_segments_max = s.recycle_segments_per_shard;
     let cache_bytes = usize::try_from(s.index_cache_bytes).map_err(|_| {
         anyhow::anyhow!(
             "index_cache_bytes {} is too large for this machine",
@@ -1234,6 +1254,35 @@ mod tests {
         })
         .unwrap();
         assert_eq!(engine_options(&from_flag).unwrap().log.cache_window_bytes, None);
+    }
+
+    #[test]
+    fn segment_recycling_is_off_by_default_set_by_file_or_flag_and_bounded() {
+        let s = load(&ServeArgs::default()).unwrap();
+        assert_eq!(engine_options(&s).unwrap().log.recycle_segments_max, 0);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardlog.toml");
+        std::fs::write(&path, "recycle_segments_per_shard = 2\n").unwrap();
+        let from_file = load(&ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(engine_options(&from_file).unwrap().log.recycle_segments_max, 2);
+        let from_flag = load(&ServeArgs {
+            config: Some(path),
+            recycle_segments_per_shard: Some(0),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(engine_options(&from_flag).unwrap().log.recycle_segments_max, 0);
+        let too_many = load(&ServeArgs {
+            recycle_segments_per_shard: Some(17),
+            ..Default::default()
+        })
+        .unwrap();
+        let err = format!("{:#}", engine_options(&too_many).unwrap_err());
+        assert!(err.contains("above 16"), "{err}");
     }
 
     #[test]

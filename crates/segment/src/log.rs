@@ -1798,13 +1798,21 @@ impl Log {
     }
 
     /// Bytes the log's segment files occupy (their lengths, preallocation of
-    /// the active segment and files kept for reuse included).
+    /// the active segment included; files kept for reuse are
+    /// [`Log::recyclable_bytes`]).
     pub fn bytes_on_disk(&self) -> u64 {
-        let pool: Vec<PathBuf> = lock(&self.inner.pool).iter().map(|r| r.path.clone()).collect();
         self.segments()
             .iter()
-            .map(|s| &s.path)
-            .chain(pool.iter())
+            .filter_map(|s| self.inner.fs.open_read(&s.path).and_then(|f| f.len()).ok())
+            .sum()
+    }
+
+    /// Bytes the files kept for reuse occupy. Not part of
+    /// [`Log::bytes_on_disk`]: they hold no data, and a byte cap on a
+    /// stream's data must not remove records to make room for them.
+    pub fn recyclable_bytes(&self) -> u64 {
+        let pool: Vec<PathBuf> = lock(&self.inner.pool).iter().map(|r| r.path.clone()).collect();
+        pool.iter()
             .filter_map(|p| self.inner.fs.open_read(p).and_then(|f| f.len()).ok())
             .sum()
     }

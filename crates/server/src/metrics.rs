@@ -525,12 +525,19 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
             "gauge",
             "Bytes a shard's segment files occupy.",
         ),
+        (
+            "shardlog_shard_recyclable_bytes",
+            "gauge",
+            "Bytes of segment files a shard keeps for reuse (recycle_segments_per_shard); on disk, but holding no data.",
+        ),
     ] {
         o.declare(n, kind, help);
         for s in &em.streams {
             for sh in &s.shards {
                 let v = if n.ends_with("segments") {
                     sh.segments as u64
+                } else if n.ends_with("recyclable_bytes") {
+                    sh.recyclable_bytes
                 } else {
                     sh.bytes_on_disk
                 };

@@ -569,6 +569,8 @@ pub struct ShardMetrics {
     pub traffic: TrafficMetrics,
     pub segments: usize,
     pub bytes_on_disk: u64,
+    /// Segment files kept for reuse (`LogOptions::recycle_segments_max`).
+    pub recyclable_bytes: u64,
 }
 
 /// A stream's traffic, by shard too.
@@ -3023,6 +3025,7 @@ impl Engine {
                     traffic: rt.counters.snapshot(),
                     segments: rt.log.log().segments().len(),
                     bytes_on_disk: rt.log.log().bytes_on_disk(),
+                    recyclable_bytes: rt.log.log().recyclable_bytes(),
                 })
                 .collect();
             shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));

@@ -1740,3 +1740,89 @@ fn capacity_mode_switches_twice_a_day_at_most_and_the_count_survives_a_restart()
         Err(Error::LimitExceeded(_))
     ));
 }
+
+fn recyclable_bytes(e: &Engine, stream: &str) -> u64 {
+    e.metrics()
+        .streams
+        .iter()
+        .filter(|s| s.name == stream)
+        .flat_map(|s| s.shards.iter().map(|sh| sh.recyclable_bytes))
+        .sum()
+}
+
+/// The record put as number `i`: its key and data say which it is.
+fn numbered(i: u32) -> (String, Vec<u8>) {
+    let mut data = format!("record {i} ").into_bytes();
+    data.resize(1000, (i % 251) as u8);
+    (format!("k{i}"), data)
+}
+
+fn assert_numbered_run(records: &[StoredRecord], last: u32, what: &str) {
+    let first = last + 1 - records.len() as u32;
+    for (r, i) in records.iter().zip(first..) {
+        let (key, data) = numbered(i);
+        assert_eq!(r.partition_key, key, "{what}");
+        assert_eq!(&r.data[..], &data[..], "{what}: record {i}");
+    }
+}
+
+#[test]
+fn expired_segments_are_reused_for_new_records_that_read_back_across_a_restart() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let mut o = small_opts();
+    o.log.recycle_segments_max = 2;
+    let open = || {
+        Engine::open_with(
+            Arc::new(fs.clone()),
+            PathBuf::from("/data"),
+            o.clone(),
+            Arc::new(clock.clone()),
+        )
+        .unwrap()
+    };
+    let e = open();
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let shard = "shardId-000000000000";
+    let put = |e: &Engine, range: std::ops::Range<u32>| {
+        for i in range {
+            clock.advance(1);
+            let (key, data) = numbered(i);
+            e.put_record("s", PutRecordInput::new(&key, &data)).unwrap();
+        }
+    };
+    put(&e, 0..400);
+    // A reader keeps records of the oldest segment (their data is shared
+    // with its map) while that segment expires.
+    let mut it = e
+        .get_shard_iterator("s", shard, StartingPosition::TrimHorizon)
+        .unwrap();
+    let held = e.get_records(&it, Some(10)).unwrap().records;
+    assert_numbered_run(&held, 9, "held");
+    clock.advance(25 * HOUR_MS);
+    assert!(e.enforce_retention().unwrap() >= 4);
+    assert!(recyclable_bytes(&e, "s") >= 2 * 32 * 1024, "two files kept");
+    // New records roll into the kept files: the one a reader holds stays
+    // kept until the reader lets go.
+    put(&e, 400..520);
+    assert!(recyclable_bytes(&e, "s") > 0, "the held file is not reused");
+    assert_numbered_run(&held, 9, "held records unchanged");
+    drop(held);
+    put(&e, 520..800);
+    assert_eq!(recyclable_bytes(&e, "s"), 0, "both kept files reused");
+    let got = read_all(&e, "s", shard);
+    assert!(got.len() >= 400, "{} records", got.len());
+    assert_numbered_run(&got, 799, "before the restart");
+    it = e
+        .get_shard_iterator("s", shard, StartingPosition::Latest)
+        .unwrap();
+    drop(e);
+    let e = open();
+    let again = read_all(&e, "s", shard);
+    assert_eq!(again.len(), got.len());
+    assert_numbered_run(&again, 799, "after the restart");
+    put(&e, 800..810);
+    let tail = e.get_records(&it, Some(100)).unwrap().records;
+    assert_numbered_run(&tail, 809, "after the restart, from LATEST");
+    assert_eq!(tail.len(), 10);
+}
