@@ -61,6 +61,7 @@ assert value("shardlog_fsync_seconds_count") >= 1
 assert value("shardlog_group_commit_records_count") >= 1
 assert value("shardlog_corruption_found_total") == 0
 assert value("shardlog_page_cache_drop_advised_bytes_total") == 0  # the window is off by default
+assert value("shardlog_segments_recycled_total") == 0  # recycling is off by default
 shards = [l for (n, l) in samples if n == "shardlog_shard_segments" and dict(l).get("stream") == "m"]
 assert len(shards) == 2, shards
 print("metrics check passed")

@@ -25,6 +25,10 @@ pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<Mmap> {
     // above every watermark a reader was handed. Readers never touch bytes at
     // or beyond the watermark, so no mapped byte that is read can change or
     // disappear. Retention unlinks whole files, which leaves existing maps
-    // valid on Linux.
+    // valid on Linux, or keeps a file for reuse (recycle_segments_max): every
+    // map of a listed segment is registered (as a Weak) under the log's map
+    // cache lock, a map of a segment retention already took off the list is
+    // dropped before any byte of it is read, and a kept file is written again
+    // only once every registered map of it is gone (log.rs, `Recyclable`).
     unsafe { MmapOptions::new().len(len).map(file) }
 }
