@@ -620,6 +620,9 @@ struct CacheRelease {
 
 #[derive(Debug)]
 struct SealedCache {
+    /// The segment's base, so that retention can forget it (a kept file may
+    /// become the active segment, whose pages must not be dropped).
+    base: u64,
     file: Arc<dyn FileHandle>,
     upto: u64,
     len: u64,
@@ -1029,6 +1032,55 @@ fn scan_frames<'a>(
 }
 
 impl Scan<'_> {
+    /// [`Scan::evidence_of_synced_damage`] for a recycled file, whose bytes
+    /// after this file's data are the frames of the segment it was before
+    /// (file id `older`). Every byte after the scan's end is looked at,
+    /// but a frame that passes its checksum under either id is stepped over
+    /// whole: no frame of a later write can start inside one whose bytes
+    /// are intact, and the older frames then cost one checksum each.
+    /// Returns the evidence, and where the first older frame after the scan's
+    /// end begins (the end of the file if there is none).
+    fn evidence_in_recycled(&self, file_id: u64, older: u64) -> (Option<u64>, u64) {
+        let damage = self.end;
+        let bytes = self.bytes;
+        let mut first_older = None;
+        // Once in the older frames, they are tried first.
+        let mut in_older = false;
+        let mut pos = damage as usize + 1;
+        while pos + FRAME_HEADER_BYTES <= bytes.len() {
+            if !matches!(frame::decode_header(bytes, pos), frame::DecodedHeader::Header(_)) {
+                pos += 1;
+                continue;
+            }
+            let ids = if in_older {
+                [older, file_id]
+            } else {
+                [file_id, older]
+            };
+            let mut stepped = false;
+            for id in ids {
+                if let Decoded::Record(r) = frame::decode(bytes, pos, id) {
+                    if id == file_id {
+                        if frame::synced_upto(bytes, pos) as u64 > damage {
+                            return (Some(r.offset), first_older.unwrap_or(bytes.len()) as u64);
+                        }
+                        in_older = false;
+                    } else {
+                        first_older.get_or_insert(pos);
+                        in_older = true;
+                    }
+                    pos += r.frame_len as usize;
+                    stepped = true;
+                    break;
+                }
+            }
+            if !stepped {
+                pos += 1;
+            }
+        }
+        (None, first_older.unwrap_or(bytes.len()) as u64)
+    }
+
     /// Looks past a damaged position for a valid frame of this file whose
     /// `synced_upto` covers the damage: proof that the damaged bytes had been
     /// made durable (and so acknowledged) before.
@@ -1169,7 +1221,7 @@ impl Log {
             group_bytes_avg: GROUP_BYTES_AVG_INITIAL,
         };
         let mark_file = w.active.file.clone();
-        let pool = Self::load_pool(&*fs, &dir, &names, &opts)?;
+        let pool = Self::load_pool(&*fs, &dir, &names, &opts);
         let inner = Arc::new(Inner {
             fs,
             dir,
@@ -1238,7 +1290,7 @@ impl Log {
             let removed = fs
                 .remove_file(&path)
                 .and_then(|()| fs.sync_dir(dir))
-                .map_err(|cleanup| Error::io("remove half-made segment", &path, cleanup));
+                .map_err(|cleanup| cleanup_failed(&path, cleanup));
             return Err(match removed {
                 Ok(()) => e,
                 Err(cleanup) => cleanup,
@@ -1343,7 +1395,7 @@ impl Log {
             let removed = fs
                 .remove_file(&path)
                 .and_then(|()| fs.sync_dir(dir))
-                .map_err(|cleanup| Error::io("remove half-made segment", &path, cleanup));
+                .map_err(|cleanup| cleanup_failed(&path, cleanup));
             return Err(match removed {
                 Ok(()) => e,
                 Err(cleanup) => cleanup,
@@ -1379,11 +1431,11 @@ impl Log {
     /// the directory). `maps` are the maps made of it while it was listed.
     fn keep_for_reuse(&self, base: u64, path: &Path, maps: &mut Vec<Weak<MappedSegment>>) -> bool {
         let max = self.inner.opts.recycle_segments_max;
-        if max == 0 {
-            return false;
-        }
-        let mut pool = lock(&self.inner.pool);
-        if pool.len() >= max {
+        // The pool's lock is not held across the file's I/O: a roll (under
+        // the writer lock) takes from the pool. Retention runs one pass at a
+        // time per log, so the room seen here is still there below (a
+        // concurrent pass could overfill by one; the next open trims).
+        if max == 0 || lock(&self.inner.pool).len() >= max {
             return false;
         }
         let fs = &*self.inner.fs;
@@ -1402,7 +1454,8 @@ impl Log {
         if fs.rename(path, &to).is_err() {
             return false;
         }
-        pool.push_back(Recyclable {
+        lock(&self.inner.cache).sealed.retain(|c| c.base != base);
+        lock(&self.inner.pool).push_back(Recyclable {
             path: to,
             file_id: old_id,
             maps: std::mem::take(maps),
@@ -1418,7 +1471,7 @@ impl Log {
         dir: &Path,
         names: &[String],
         opts: &LogOptions,
-    ) -> Result<VecDeque<Recyclable>> {
+    ) -> VecDeque<Recyclable> {
         let mut bases: Vec<u64> = names.iter().filter_map(|n| parse_recycled_file_name(n)).collect();
         bases.sort_unstable();
         let mut pool = VecDeque::new();
@@ -1428,14 +1481,18 @@ impl Log {
             let stale_id = (pool.len() < opts.recycle_segments_max)
                 .then(|| {
                     let file = fs.open_read(&path).ok()?;
-                    let mut head = [0u8; SEGMENT_HEADER_BYTES];
+                    let mut head = [0u8; SEGMENT_HEADER_BYTES + RECYCLED_END_MARKER_BYTES];
                     file.read_exact_at(&mut head, 0).ok()?;
-                    // A crash after a reuse wrote its new header but before
-                    // the rename leaves that header on the free file; the
-                    // frames after it are still the older segment's.
-                    SegmentHeader::decode(&head)
-                        .ok()
-                        .map(|h| h.recycled_from.unwrap_or(h.file_id))
+                    let h = SegmentHeader::decode(&head).ok()?;
+                    // A crash after a reuse wrote its new header (and the
+                    // end marker after it) but before the rename leaves that
+                    // header on the free file: the frames after it are still
+                    // the older segment's. A kept segment has a frame there.
+                    let interrupted = head[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0);
+                    Some(match h.recycled_from {
+                        Some(older) if interrupted => older,
+                        _ => h.file_id,
+                    })
                 })
                 .flatten();
             match stale_id {
@@ -1444,18 +1501,15 @@ impl Log {
                     file_id,
                     maps: Vec::new(),
                 }),
-                None => {
-                    fs.remove_file(&path)
-                        .map_err(|e| Error::io("remove recycled file", &path, e))?;
-                    removed = true;
-                }
+                // Kept files are only a cache of space: one that cannot be
+                // removed now is tried again at the next open.
+                None => removed |= fs.remove_file(&path).is_ok(),
             }
         }
         if removed {
-            fs.sync_dir(dir)
-                .map_err(|e| Error::io("fsync directory", dir, e))?;
+            let _ = fs.sync_dir(dir);
         }
-        Ok(pool)
+        pool
     }
 
     fn recover_active(
@@ -1610,19 +1664,32 @@ impl Log {
                     let (a, b) = (a.max(scan.end).min(len) as usize, b.min(len) as usize);
                     a < b && last_nonzero(&bytes[a..b]).is_some()
                 });
-        let evidence = if tail_dirty {
-            scan.evidence_of_synced_damage(header.file_id)
-        } else {
-            None
+        let clean_stop = clean
+            .filter(|c| c.base_seq == base && c.file_id == header.file_id)
+            .map(|c| c.end);
+        // In a recycled file, zeros where the scan ended prove nothing about
+        // what follows: a synced page the device lost reads as an older end
+        // marker, and an older segment's frames follow every end. So unless
+        // the log was stopped cleanly right there, the search for a later
+        // synced frame of this file runs after every scan of one.
+        let search = tail_dirty || recycled && clean_stop != Some(scan.end);
+        // Where the older segment's frames begin after the scan's end (the
+        // file's end if none is found): what lies between is this file's.
+        let mut older_from = len;
+        let evidence = match (search, header.recycled_from) {
+            (false, _) => None,
+            (true, Some(older)) => {
+                let (evidence, from) = scan.evidence_in_recycled(header.file_id, older);
+                older_from = from;
+                evidence
+            }
+            (true, None) => scan.evidence_of_synced_damage(header.file_id),
         };
         // After a clean stop the data ended exactly where the marker says:
         // ending earlier is damage (bit rot, a truncated file), not a torn
         // write. A marker of another segment, or one that ends before the
         // data does (appends after it was written), is stale and ignored.
-        let clean_end = clean
-            .filter(|c| c.base_seq == base && c.file_id == header.file_id)
-            .map(|c| c.end)
-            .filter(|&end| scan.end < end);
+        let clean_end = clean_stop.filter(|&end| scan.end < end);
         let Scan {
             records: placed_count,
             end: scan_end,
@@ -1635,6 +1702,7 @@ impl Log {
         let mut quarantine = None;
         let mut valid_len = len;
         let mut truncated = false;
+        let mut cut_older = false;
         if let Some(end) = clean_end {
             report.quarantined = Some((
                 path.clone(),
@@ -1645,8 +1713,12 @@ impl Log {
                 ),
             ));
             quarantine = Some((path.clone(), scan_end));
-        } else if tail_dirty {
-            let reason = stop.unwrap_or("non-zero bytes after the end of data");
+        } else if tail_dirty || evidence.is_some() {
+            let reason = stop.unwrap_or(if recycled {
+                "the data ends (zeros) before later synced frames"
+            } else {
+                "non-zero bytes after the end of data"
+            });
             if let Some(later) = evidence {
                 // Damage below the synced point: acknowledged data is gone.
                 // Never truncate it; open read-only up to the damage.
@@ -1665,13 +1737,17 @@ impl Log {
             } else {
                 file.set_len(scan_end)
                     .map_err(|e| Error::io("truncate torn tail", &path, e))?;
-                report.truncated_bytes = len - scan_end;
+                // In a recycled file the older segment's frames go with the
+                // torn tail; they are counted apart.
+                let older_from = older_from.max(scan_end);
+                report.truncated_bytes = older_from - scan_end;
+                report.recycled_tail_bytes = len - older_from;
                 report.truncated_at = Some((path.clone(), scan_end));
                 valid_len = scan_end;
                 truncated = true;
             }
         }
-        if recycled && quarantine.is_none() && !truncated {
+        if recycled && quarantine.is_none() && !truncated && len > scan_end {
             // The older segment's frames after the data go: what a write
             // left there before a crash (frames of this file that were never
             // synced, past an end marker that was) must not be found by a
@@ -1682,7 +1758,7 @@ impl Log {
                 .map_err(|e| Error::io("cut a recycled segment's old frames", &path, e))?;
             report.recycled_tail_bytes = len - scan_end;
             valid_len = scan_end;
-            truncated = true;
+            cut_older = true;
         }
         // What survived the crash may still sit only in the page cache (after
         // a process crash); make it durable before anyone reads it.
@@ -1705,7 +1781,7 @@ impl Log {
                 decide_at: scan_end,
                 // Cut above unless quarantined, and a quarantined log never
                 // writes.
-                recycled: recycled && !truncated,
+                recycled: recycled && !truncated && !cut_older,
             },
             next_seq,
             // Arrival times never go down across segments: a new segment's
@@ -2545,7 +2621,9 @@ impl Log {
         }
         let mut c = lock(&self.inner.cache);
         let upto = c.upto;
+        let old_base = c.base;
         c.sealed.push_back(SealedCache {
+            base: old_base,
             file: old,
             upto,
             len: old_len,
@@ -3200,6 +3278,17 @@ fn spawn_flusher(inner: Weak<Inner>, interval_ms: u64) -> std::io::Result<Flushe
             let _ = log.sync();
         });
     handle.map(|h| (stop, h))
+}
+
+/// A failed cleanup of a half-made segment. Never retriable, whatever the
+/// cause (a full disk included): the file may come back after a crash, so
+/// the writer must not go on as if it had gone.
+fn cleanup_failed(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        op: "remove half-made segment",
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// What a clean-stop marker records.

@@ -2257,3 +2257,93 @@ fn records_in_a_recycled_real_file_read_back_and_survive_a_reopen() {
     append_n(&log, 3300, 10);
     assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
 }
+
+/// Offset of the `k`-th frame of the active segment of `log`.
+fn active_frame_offset(fs: &MemFs, log: &Log, k: usize) -> u64 {
+    let path = log.segments().last().unwrap().path.clone();
+    let bytes = fs.contents(&path).unwrap();
+    let mut pos = SEGMENT_HEADER_BYTES;
+    for _ in 0..k {
+        let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+        pos += len;
+    }
+    pos as u64
+}
+
+#[test]
+fn a_synced_frame_of_a_recycled_segment_that_reads_as_zeros_again_is_quarantined_not_cut() {
+    // A device that loses a synced page of a recycled segment shows the
+    // older end marker there (zeros), and the older segment's frames
+    // after it. The later synced frames prove the loss.
+    for (k, crash) in [(5usize, false), (12, true), (19, true)] {
+        let fs = MemFs::new();
+        let (log, _) = log_in_a_recycled_segment(&fs, recycling_opts());
+        let active = log.segments().last().unwrap().path.clone();
+        let at = active_frame_offset(&fs, &log, k);
+        let len_before = fs.contents(&active).unwrap().len();
+        if crash {
+            std::mem::forget(log);
+            fs.crash(CrashPlan::KeepUnsynced);
+        } else {
+            drop(log);
+        }
+        fs.corrupt(&active, at, &[0u8; 40]).unwrap();
+        let (log, report) = Log::open_with(
+            Arc::new(fs.clone()),
+            dir(),
+            recycling_opts(),
+            Arc::new(NoObserverForTests),
+        )
+        .unwrap();
+        if k == 19 {
+            // The last frame: nothing later proves it was synced, so it is
+            // a torn tail like any other (it is cut, with the older frames).
+            assert!(report.quarantined.is_none(), "{:?}", report.quarantined);
+            assert!(report.recycled_tail_bytes > 0);
+            assert_eq!(log.next_seq(), 6019);
+            continue;
+        }
+        let (path, offset, reason) = report.quarantined.clone().expect("quarantined");
+        assert_eq!(path, active);
+        assert_eq!(offset, at, "{reason}");
+        assert_eq!(report.recycled_tail_bytes, 0, "nothing is cut");
+        assert_eq!(report.truncated_bytes, 0, "nothing is cut");
+        assert_eq!(fs.contents(&active).unwrap().len(), len_before);
+        assert!(log.append(&[RecordIn::new("k", b"x", 1)]).is_err());
+    }
+}
+
+#[test]
+fn a_torn_tail_in_a_recycled_segment_counts_the_older_frames_apart() {
+    let fs = MemFs::new();
+    let (log, acked) = log_in_a_recycled_segment(&fs, recycling_opts());
+    let active = log.segments().last().unwrap().path.clone();
+    let len = fs.contents(&active).unwrap().len() as u64;
+    // Bytes unlike the older frames' (whose payloads are runs of `x`), so
+    // that no torn frame is completed by chance by the bytes under it.
+    let data = vec![0xEEu8; 200];
+    let recs: Vec<RecordIn<'_>> = (0..3).map(|_| RecordIn::new("torn", &data, 60_000)).collect();
+    let _pending = log.append_deferred(&recs).unwrap();
+    let end = log.active_space().written;
+    std::mem::forget(log);
+    // Half of the unsynced frames land.
+    fs.crash(CrashPlan::TornPrefix { bytes: 60 });
+    let (log, report) = Log::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        recycling_opts(),
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap();
+    assert!(report.quarantined.is_none());
+    let (_, at) = report.truncated_at.clone().expect("a torn tail");
+    assert_eq!(at, log.active_space().written);
+    assert_eq!(log.next_seq(), acked);
+    // The torn bytes are at most the frames written; the rest of the file
+    // was the older segment's.
+    assert!(
+        report.truncated_bytes > 0 && report.truncated_bytes <= end + 40 + 200 - at,
+        "{report:?}"
+    );
+    assert_eq!(report.truncated_bytes + report.recycled_tail_bytes, len - at);
+}

@@ -1826,3 +1826,50 @@ fn expired_segments_are_reused_for_new_records_that_read_back_across_a_restart()
     assert_numbered_run(&tail, 809, "after the restart, from LATEST");
     assert_eq!(tail.len(), 10);
 }
+
+#[test]
+fn a_byte_cap_keeps_as_many_records_with_recycling_as_without() {
+    let mut kept = Vec::new();
+    for recycle in [0usize, 3] {
+        let fs = MemFs::new();
+        let clock = ManualClock::new(T0);
+        let mut o = small_opts();
+        o.log.recycle_segments_max = recycle;
+        let e = Engine::open_with(
+            Arc::new(fs.clone()),
+            PathBuf::from("/data"),
+            o,
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        e.create_stream(
+            "s",
+            1,
+            CreateStreamOptions {
+                retention_bytes_max: Some(300 * 1024),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        for round in 0..3u32 {
+            for i in round * 400..(round + 1) * 400 {
+                clock.advance(1);
+                let (key, data) = numbered(i);
+                e.put_record("s", PutRecordInput::new(&key, &data)).unwrap();
+            }
+            e.enforce_retention().unwrap();
+            assert!(
+                e.stream_bytes_on_disk("s").unwrap() <= 300 * 1024,
+                "recycle {recycle}"
+            );
+        }
+        if recycle > 0 {
+            assert!(recyclable_bytes(&e, "s") > 0, "files were kept");
+        }
+        let got = read_all(&e, "s", "shardId-000000000000");
+        assert_numbered_run(&got, 1199, &format!("recycle {recycle}"));
+        kept.push(got.len());
+    }
+    // Kept files are not data: the cap does not remove records for them.
+    assert_eq!(kept[0], kept[1]);
+}
