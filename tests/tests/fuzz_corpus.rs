@@ -308,12 +308,20 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         with_prefix(&[0], &hdr_frames),
     ));
     let mut reserved = header;
-    reserved[45] = 1;
+    reserved[50] = 1;
     s.push((
         "segment_header",
         "fixcrc-reserved-set",
         with_prefix(&[1], &reserved),
     ));
+    let recycled = SegmentHeader {
+        file_id,
+        base_seq: 42,
+        created_ms: 1_700_000_000_000,
+        recycled_from: Some(file_id - 1),
+    }
+    .encode();
+    s.push(("segment_header", "valid-recycled", with_prefix(&[0], &recycled)));
     let mut version = header;
     version[8] = 2;
     s.push(("segment_header", "fixcrc-version-2", with_prefix(&[1], &version)));

@@ -8,7 +8,12 @@
 //! the next, so the frames record how far their segment was synced and the
 //! open verifies only the rest at once (`OpenCheck::Deferred`); `never`
 //! syncs nothing, so nothing is proven synced and the open verifies every
-//! checksum of the active segments: the worst case.
+//! checksum of the active segments: the worst case. `recycle` (after
+//! `always` or `never`) fills under a byte cap of half of GIB with
+//! retention every 200 batches and 2 kept files per shard
+//! (`LogOptions::recycle_segments_max`), so that the active segments the
+//! open recovers are recycled files: the open then also walks what follows
+//! their data (see docs/FORMAT.md, recycled segment files).
 //!
 //! `open_probe open DIR` opens the engine (recovery scans each shard's
 //! active segment) and times it and the first acknowledged `put_record`
@@ -24,26 +29,32 @@ use shardlog_stream::{CreateStreamOptions, Engine, EngineOptions, PutRecordInput
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let usage = "usage: open_probe fill DIR GIB SHARDS [always|never] | open_probe open DIR";
+    let usage = "usage: open_probe fill DIR GIB SHARDS [always|never] [recycle] | open_probe open DIR";
     let dir = args.get(2).expect(usage);
     match args.get(1).map(String::as_str) {
         Some("fill") => {
             let gib: u64 = args.get(3).and_then(|s| s.parse().ok()).expect(usage);
             let shards: u32 = args.get(4).and_then(|s| s.parse().ok()).expect(usage);
-            let e = Engine::open(
-                dir,
-                EngineOptions {
-                    sync: match args.get(5).map(String::as_str) {
-                        Some("never") => SyncPolicy::Never,
-                        _ => SyncPolicy::Always,
-                    },
-                    retention_check_interval_ms: 0,
-                    ..EngineOptions::default()
+            let recycle = args.get(6).map(String::as_str) == Some("recycle");
+            let mut opts = EngineOptions {
+                sync: match args.get(5).map(String::as_str) {
+                    Some("never") => SyncPolicy::Never,
+                    _ => SyncPolicy::Always,
+                },
+                retention_check_interval_ms: 0,
+                ..EngineOptions::default()
+            };
+            opts.log.recycle_segments_max = if recycle { 2 } else { 0 };
+            let e = Engine::open(dir, opts).unwrap();
+            e.create_stream(
+                "big",
+                shards,
+                CreateStreamOptions {
+                    retention_bytes_max: recycle.then_some((gib << 30) / 2),
+                    ..CreateStreamOptions::default()
                 },
             )
             .unwrap();
-            e.create_stream("big", shards, CreateStreamOptions::default())
-                .unwrap();
             let data = vec![7u8; 1024];
             let keys: Vec<String> = (0..500).map(|i| format!("key-{i}")).collect();
             let total = gib << 30;
@@ -56,6 +67,9 @@ fn main() {
                 e.put_records("big", &batch).unwrap();
                 written += 500 * 1024;
                 round += 1;
+                if recycle && round.is_multiple_of(200) {
+                    e.enforce_retention().unwrap();
+                }
                 if round.is_multiple_of(2000) {
                     eprintln!("{} MiB", written >> 20);
                 }
@@ -68,15 +82,14 @@ fn main() {
             std::process::abort();
         }
         Some("open") => {
+            let mut opts = EngineOptions {
+                retention_check_interval_ms: 0,
+                ..EngineOptions::default()
+            };
+            // Kept files from a `recycle` fill stay kept (no removals timed).
+            opts.log.recycle_segments_max = 2;
             let t = Instant::now();
-            let e = Engine::open(
-                dir,
-                EngineOptions {
-                    retention_check_interval_ms: 0,
-                    ..EngineOptions::default()
-                },
-            )
-            .unwrap();
+            let e = Engine::open(dir, opts).unwrap();
             let opened = t.elapsed();
             e.put_record("big", PutRecordInput::new("after-crash", b"x"))
                 .unwrap();

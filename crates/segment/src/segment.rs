@@ -62,12 +62,15 @@ impl SegmentHeader {
         if flags & !SEGMENT_FLAGS_KNOWN != 0 {
             return Err("segment header has unknown flags");
         }
+        let recycled_from = Endian::read_u64(&h[HDR_RECYCLED_FROM_OFFSET..]);
+        if flags & SEGMENT_FLAG_RECYCLED == 0 && recycled_from != 0 {
+            return Err("segment header names a recycled file without the recycled flag");
+        }
         Ok(SegmentHeader {
             file_id: Endian::read_u64(&h[HDR_FILE_ID_OFFSET..]),
             base_seq: Endian::read_u64(&h[HDR_BASE_SEQ_OFFSET..]),
             created_ms: Endian::read_i64(&h[HDR_CREATED_MS_OFFSET..]),
-            recycled_from: (flags & SEGMENT_FLAG_RECYCLED != 0)
-                .then(|| Endian::read_u64(&h[HDR_RECYCLED_FROM_OFFSET..])),
+            recycled_from: (flags & SEGMENT_FLAG_RECYCLED != 0).then_some(recycled_from),
         })
     }
 }
