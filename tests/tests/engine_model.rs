@@ -21,9 +21,19 @@
 //! Odd seeds run with recycled segment files (`recycle_segments_max` 2):
 //! retention keeps the files it removes and later rolls write into them.
 //!
-//! `SHARDLOG_SEEDS=100000 cargo test --release -p shardlog-tests --test
-//! engine_model` runs a long campaign; a failing seed prints itself and
-//! `SHARDLOG_SEED=<seed>` replays it exactly.
+//! A long campaign runs in chunks of a few thousand seeds, one process each:
+//! a crash abandons the engine without running its destructors (no
+//! clean-stop markers), so each process keeps every abandoned engine and
+//! its simulated disk, and one of 20,000 seeds ran out of memory.
+//!
+//! ```text
+//! for s in $(seq 1 3000 99000); do
+//!   SHARDLOG_SEED_START=$s SHARDLOG_SEEDS=3000 cargo test --release -p shardlog-tests --test engine_model || break
+//! done
+//! ```
+//!
+//! A failing seed prints itself and `SHARDLOG_SEED=<seed>` replays it
+//! exactly.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
