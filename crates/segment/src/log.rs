@@ -1339,7 +1339,39 @@ impl Log {
                 return Ok(w);
             }
         }
-        Self::create_segment(fs, dir, base_seq, file_id, created_ms, last_arrival_ms)
+        match Self::create_segment(fs, dir, base_seq, file_id, created_ms, last_arrival_ms) {
+            // Kept files still mapped by readers could not be reused, but
+            // their space can be given back.
+            Err(e) if e.is_retriable() && self.free_kept_files() => {
+                Self::create_segment(fs, dir, base_seq, file_id, created_ms, last_arrival_ms)
+            }
+            other => other,
+        }
+    }
+
+    /// Preallocates `file` to `len` bytes; when the disk is full, gives the
+    /// files kept for reuse back first and tries once more.
+    fn allocate_or_free_kept(&self, file: &Arc<dyn FileHandle>, len: u64) -> std::io::Result<()> {
+        match file.allocate(len) {
+            Err(e) if crate::error::is_no_space(&e) && self.free_kept_files() => file.allocate(len),
+            other => other,
+        }
+    }
+
+    /// Unlinks every file kept for reuse: they are a cache of space, and a
+    /// full disk needs the space more. (A reader's map of one stays valid:
+    /// unlinking does not change mapped bytes.) Returns whether there were
+    /// any.
+    fn free_kept_files(&self) -> bool {
+        let kept: Vec<Recyclable> = lock(&self.inner.pool).drain(..).collect();
+        if kept.is_empty() {
+            return false;
+        }
+        for r in &kept {
+            let _ = self.inner.fs.remove_file(&r.path);
+        }
+        let _ = self.inner.fs.sync_dir(&self.inner.dir);
+        true
     }
 
     /// Makes the kept file `r` the segment of `base_seq`: its new header,
@@ -2167,9 +2199,7 @@ impl Log {
             if need > w.active.allocated {
                 let step = self.inner.opts.preallocate_bytes.max(1);
                 let target = need.div_ceil(step) * step;
-                w.active
-                    .file
-                    .allocate(target)
+                self.allocate_or_free_kept(&w.active.file, target)
                     .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
                 w.active.allocated = target;
             }
@@ -2192,9 +2222,7 @@ impl Log {
         if zero_to > w.active.allocated {
             let step = self.inner.opts.preallocate_bytes.max(1);
             let target = zero_to.div_ceil(step) * step;
-            w.active
-                .file
-                .allocate(target)
+            self.allocate_or_free_kept(&w.active.file, target)
                 .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
             w.active.allocated = target;
         }

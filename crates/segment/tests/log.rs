@@ -2422,3 +2422,50 @@ fn readers_holding_mapped_records_never_see_them_change_while_retention_recycles
         next
     );
 }
+
+#[test]
+fn a_full_disk_takes_the_space_of_kept_files_before_refusing_a_write() {
+    let fs = MemFs::new();
+    let log = open(&fs, recycling_opts()).unwrap();
+    append_n(&log, 0, 6000);
+    let segs = log.segments();
+    // Readers hold records of the two segments that will be kept, so no
+    // roll can reuse them: every new byte needs new space.
+    let held: Vec<_> = segs[..2]
+        .iter()
+        .map(|s| {
+            let pos = Position {
+                segment_base: s.base_seq,
+                offset: SEGMENT_HEADER_BYTES as u64,
+            };
+            log.read_at(pos, s.base_seq, ALL).unwrap()
+        })
+        .collect();
+    log.remove_segments_before(segs[3].base_seq).unwrap();
+    assert_eq!(log.recyclable_files(), 2);
+    fs.set_capacity(Some(fs.used_bytes()));
+    // About 60 KB: within what the kept files free (two segments).
+    let mut next = 6000;
+    for _ in 0..800 {
+        append_n(&log, next, 1);
+        next += 1;
+    }
+    // The appends took the space of the kept files instead of failing.
+    assert_eq!(log.recyclable_files(), 0);
+    assert!(free_names(&fs).is_empty());
+    assert_eq!(
+        assert_intact_from_first(&log, "on a full disk") + log.first_seq(),
+        next
+    );
+    for batch in &held {
+        for r in batch.iter() {
+            assert_eq!(r.data, &payload(r.seq)[..]);
+        }
+    }
+    // With nothing kept, a full disk refuses the write, retriably.
+    fs.set_capacity(Some(fs.used_bytes()));
+    let err = (0..2000)
+        .find_map(|i| log.append(&[RecordIn::new("k", &payload(i), 1)]).err())
+        .expect("the disk fills");
+    assert!(err.is_retriable(), "{err}");
+}

@@ -162,8 +162,20 @@ impl Inner {
         }
     }
 
+    /// Bytes of the files a directory names: an unlinked file's space
+    /// counts as given back (a real file system frees it once the last
+    /// handle closes; the simulator does not track handles).
     fn used_bytes(&self) -> u64 {
-        self.files.values().map(|f| f.current.len() as u64).sum()
+        let linked: HashSet<u64> = self
+            .dirs
+            .values()
+            .flat_map(|d| d.current.values().copied())
+            .collect();
+        self.files
+            .iter()
+            .filter(|(ino, _)| linked.contains(ino))
+            .map(|(_, f)| f.current.len() as u64)
+            .sum()
     }
 
     fn lookup(&self, path: &Path) -> io::Result<u64> {
