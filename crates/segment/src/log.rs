@@ -1031,6 +1031,18 @@ fn scan_frames<'a>(
     }
 }
 
+/// What [`Scan::evidence_in_recycled`] found after the scan's end.
+struct RecycledTail {
+    /// A later frame of this file proving the damage had been synced.
+    evidence: Option<u64>,
+    /// Where the first older frame begins (the file's end if none does).
+    older_from: u64,
+    /// The end of the last frame of this file found there (none synced
+    /// after the damage): frames written and not synced, which make the
+    /// tail torn even when the scan ended on zeros.
+    own_end: Option<u64>,
+}
+
 impl Scan<'_> {
     /// [`Scan::evidence_of_synced_damage`] for a recycled file, whose bytes
     /// after this file's data are the frames of the segment it was before
@@ -1040,10 +1052,13 @@ impl Scan<'_> {
     /// are intact, and the older frames then cost one checksum each.
     /// Returns the evidence, and where the first older frame after the scan's
     /// end begins (the end of the file if there is none).
-    fn evidence_in_recycled(&self, file_id: u64, older: u64) -> (Option<u64>, u64) {
+    fn evidence_in_recycled(&self, file_id: u64, older: u64) -> RecycledTail {
         let damage = self.end;
         let bytes = self.bytes;
-        let mut first_older = None;
+        // An intact older frame may begin right where the scan stopped.
+        let mut first_older = matches!(frame::decode(bytes, damage as usize, older), Decoded::Record(_))
+            .then_some(damage as usize);
+        let mut own_end = None;
         // Once in the older frames, they are tried first.
         let mut in_older = false;
         let mut pos = damage as usize + 1;
@@ -1062,8 +1077,13 @@ impl Scan<'_> {
                 if let Decoded::Record(r) = frame::decode(bytes, pos, id) {
                     if id == file_id {
                         if frame::synced_upto(bytes, pos) as u64 > damage {
-                            return (Some(r.offset), first_older.unwrap_or(bytes.len()) as u64);
+                            return RecycledTail {
+                                evidence: Some(r.offset),
+                                older_from: first_older.unwrap_or(bytes.len()) as u64,
+                                own_end,
+                            };
                         }
+                        own_end = Some(pos as u64 + u64::from(r.frame_len));
                         in_older = false;
                     } else {
                         first_older.get_or_insert(pos);
@@ -1078,7 +1098,11 @@ impl Scan<'_> {
                 pos += 1;
             }
         }
-        (None, first_older.unwrap_or(bytes.len()) as u64)
+        RecycledTail {
+            evidence: None,
+            older_from: first_older.unwrap_or(bytes.len()) as u64,
+            own_end,
+        }
     }
 
     /// Looks past a damaged position for a valid frame of this file whose
@@ -1359,9 +1383,11 @@ impl Log {
     }
 
     /// Unlinks every file kept for reuse: they are a cache of space, and a
-    /// full disk needs the space more. (A reader's map of one stays valid:
-    /// unlinking does not change mapped bytes.) Returns whether there were
-    /// any.
+    /// full disk needs the space more. A reader's map of one stays valid
+    /// (unlinking does not change mapped bytes), and the file system gives
+    /// that file's space back only when the last map goes, so the retry
+    /// after this may still find the disk full; the error stays retriable.
+    /// Returns whether there were any.
     fn free_kept_files(&self) -> bool {
         let kept: Vec<Recyclable> = lock(&self.inner.pool).drain(..).collect();
         if kept.is_empty() {
@@ -1705,15 +1731,23 @@ impl Log {
         // the log was stopped cleanly right there, the search for a later
         // synced frame of this file runs after every scan of one.
         let search = tail_dirty || recycled && clean_stop != Some(scan.end);
+        let mut tail_dirty = tail_dirty;
         // Where the older segment's frames begin after the scan's end (the
         // file's end if none is found): what lies between is this file's.
         let mut older_from = len;
         let evidence = match (search, header.recycled_from) {
             (false, _) => None,
             (true, Some(older)) => {
-                let (evidence, from) = scan.evidence_in_recycled(header.file_id, older);
-                older_from = from;
-                evidence
+                let tail = scan.evidence_in_recycled(header.file_id, older);
+                older_from = tail.older_from;
+                // Frames of this file after the end that nothing proves
+                // synced: a torn tail, as in a new file (Strict refuses it,
+                // and it is reported as cut).
+                if let Some(end) = tail.own_end {
+                    tail_dirty = true;
+                    older_from = older_from.max(end);
+                }
+                tail.evidence
             }
             (true, None) => scan.evidence_of_synced_damage(header.file_id),
         };
@@ -1746,10 +1780,10 @@ impl Log {
             ));
             quarantine = Some((path.clone(), scan_end));
         } else if tail_dirty || evidence.is_some() {
-            let reason = stop.unwrap_or(if recycled {
-                "the data ends (zeros) before later synced frames"
-            } else {
-                "non-zero bytes after the end of data"
+            let reason = stop.unwrap_or(match (recycled, evidence.is_some()) {
+                (true, true) => "the data ends (zeros) before later synced frames",
+                (true, false) => "frames of this file follow the end of data and were never synced",
+                (false, _) => "non-zero bytes after the end of data",
             });
             if let Some(later) = evidence {
                 // Damage below the synced point: acknowledged data is gone.
@@ -2801,12 +2835,28 @@ impl Log {
                 }
             }
         };
+        // Retention may remove the segment (unlink it, or rename it for
+        // reuse) between the look-up above and the open: that is the range
+        // error a look-up a moment later would give, not an I/O failure.
+        let gone_or = |e: Error| -> Error {
+            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
+            if segs.contains_key(&base) {
+                return e;
+            }
+            Error::SequenceOutOfRange {
+                seq: base,
+                first: segs.keys().next().copied().unwrap_or(0),
+                next: self.next_seq(),
+            }
+        };
         let file = self
             .inner
             .fs
             .open_read(&path)
-            .map_err(|e| Error::io("open segment", &path, e))?;
-        let len = file.len().map_err(|e| Error::io("stat segment", &path, e))?;
+            .map_err(|e| gone_or(Error::io("open segment", &path, e)))?;
+        let len = file
+            .len()
+            .map_err(|e| gone_or(Error::io("stat segment", &path, e)))?;
         let need = need.unwrap_or(0);
         if len < need {
             return Err(Error::corruption(
@@ -2817,7 +2867,7 @@ impl Log {
         }
         let map = file
             .map(len as usize)
-            .map_err(|e| Error::io("map segment", &path, e))?;
+            .map_err(|e| gone_or(Error::io("map segment", &path, e)))?;
         // Retention may have removed the segment while it was being mapped.
         // Its file may then be kept for reuse and written again, so the map
         // is dropped unread, exactly as if the segment had been looked up a

@@ -2429,43 +2429,85 @@ fn a_full_disk_takes_the_space_of_kept_files_before_refusing_a_write() {
     let log = open(&fs, recycling_opts()).unwrap();
     append_n(&log, 0, 6000);
     let segs = log.segments();
-    // Readers hold records of the two segments that will be kept, so no
-    // roll can reuse them: every new byte needs new space.
-    let held: Vec<_> = segs[..2]
-        .iter()
-        .map(|s| {
-            let pos = Position {
-                segment_base: s.base_seq,
-                offset: SEGMENT_HEADER_BYTES as u64,
-            };
-            log.read_at(pos, s.base_seq, ALL).unwrap()
-        })
-        .collect();
     log.remove_segments_before(segs[3].base_seq).unwrap();
     assert_eq!(log.recyclable_files(), 2);
+    // The active segment becomes a kept file; the other stays kept. No
+    // reader maps it (a real file system gives a mapped file's space back
+    // only when the map goes).
+    log.roll().unwrap();
+    assert_eq!(log.recyclable_files(), 1);
+    let segments = log.segments().len();
     fs.set_capacity(Some(fs.used_bytes()));
-    // About 60 KB: within what the kept files free (two segments).
+    // The kept file is a sealed segment's length, a little under the roll
+    // size: near its end the writer needs new space (for the frames and the
+    // end marker) before the segment rolls. The disk has none, so the
+    // writer gives back the other kept file and goes on.
     let mut next = 6000;
-    for _ in 0..800 {
-        append_n(&log, next, 1);
+    while log.recyclable_files() > 0 {
+        assert!(next < 8000, "the kept file was never given back");
+        log.append(&[RecordIn::new(
+            &format!("pk{next}"),
+            &payload(next),
+            1_000 + next as i64,
+        )])
+        .unwrap_or_else(|e| panic!("record {next}: {e}"));
         next += 1;
     }
-    // The appends took the space of the kept files instead of failing.
+    // Given back while the segment was being written, not reused by a roll.
+    assert_eq!(log.segments().len(), segments);
     assert_eq!(log.recyclable_files(), 0);
     assert!(free_names(&fs).is_empty());
     assert_eq!(
         assert_intact_from_first(&log, "on a full disk") + log.first_seq(),
         next
     );
-    for batch in &held {
-        for r in batch.iter() {
-            assert_eq!(r.data, &payload(r.seq)[..]);
-        }
-    }
     // With nothing kept, a full disk refuses the write, retriably.
     fs.set_capacity(Some(fs.used_bytes()));
     let err = (0..2000)
         .find_map(|i| log.append(&[RecordIn::new("k", &payload(i), 1)]).err())
         .expect("the disk fills");
     assert!(err.is_retriable(), "{err}");
+}
+
+#[test]
+fn unsynced_frames_behind_a_lost_page_of_a_recycled_segment_are_a_torn_tail() {
+    // Power loss: the page where an unsynced write began reads as the end
+    // marker synced before it (zeros), while later pages of that write
+    // reached the disk. Those frames were never acknowledged; as in a new
+    // file they are a torn tail: cut and reported, refused under Strict.
+    for strict in [false, true] {
+        let fs = MemFs::new();
+        let (log, acked) = log_in_a_recycled_segment(&fs, recycling_opts());
+        let active = log.segments().last().unwrap().path.clone();
+        let at = log.active_space().written;
+        let data = vec![0xEEu8; 300];
+        let recs: Vec<RecordIn<'_>> = (0..4).map(|_| RecordIn::new("unsynced", &data, 70_000)).collect();
+        let _pending = log.append_deferred(&recs).unwrap();
+        std::mem::forget(log);
+        fs.crash(CrashPlan::KeepUnsynced);
+        fs.corrupt(&active, at, &[0u8; 40]).unwrap();
+        let opts = LogOptions {
+            recovery: if strict {
+                RecoveryPolicy::Strict
+            } else {
+                RecoveryPolicy::TolerateTornTail
+            },
+            ..recycling_opts()
+        };
+        let opened = Log::open_with(Arc::new(fs.clone()), dir(), opts, Arc::new(NoObserverForTests));
+        if strict {
+            let err = opened.unwrap_err();
+            assert!(
+                matches!(err, Error::TornTail { offset, .. } if offset == at),
+                "{err}"
+            );
+            continue;
+        }
+        let (log, report) = opened.unwrap();
+        assert!(report.quarantined.is_none(), "{:?}", report.quarantined);
+        assert_eq!(report.truncated_at, Some((active.clone(), at)));
+        assert!(report.truncated_bytes >= 3 * 340, "{report:?}");
+        assert_eq!(log.next_seq(), acked);
+        assert_eq!(fs.contents(&active).unwrap().len() as u64, at);
+    }
 }

@@ -163,8 +163,9 @@ impl Inner {
     }
 
     /// Bytes of the files a directory names: an unlinked file's space
-    /// counts as given back (a real file system frees it once the last
-    /// handle closes; the simulator does not track handles).
+    /// counts as given back at once. (A real file system frees it once the
+    /// last handle or map closes; the simulator tracks neither, so tests
+    /// of freed space must hold no map of the file.)
     fn used_bytes(&self) -> u64 {
         let linked: HashSet<u64> = self
             .dirs
