@@ -1,5 +1,20 @@
 //! The `shardlog` command.
 
+// Outside tests, no code may panic on input, I/O or a decode: every failure
+// is a typed error. (Test modules unwrap freely; they are compiled with
+// `test` set.)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 mod alloc;
 mod bench;
 mod client;

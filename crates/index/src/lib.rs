@@ -8,6 +8,21 @@
 //! zero-filled, or does not match its segment is never trusted: it is rebuilt
 //! from the segment when first needed.
 
+// Outside tests, no code may panic on input, I/O or a decode: every failure
+// is a typed error. (Test modules unwrap freely; they are compiled with
+// `test` set.)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod cache;
 pub mod format;
 pub mod sparse;

@@ -2,6 +2,21 @@
 //! directory per log, read through memory maps, with group commit and a named
 //! recovery policy. This crate knows nothing of shards or streams.
 
+// Outside tests, no code may panic on input, I/O or a decode: every failure
+// is a typed error. (Test modules unwrap freely; they are compiled with
+// `test` set.)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod error;
 pub mod format;
 pub mod frame;

@@ -3,6 +3,21 @@
 //! Java SDK's CBOR, over the stream engine. A thin layer: every semantic lives
 //! in `shardlog-stream`; this crate decodes, validates and encodes.
 
+// Outside tests, no code may panic on input, I/O or a decode: every failure
+// is a typed error. (Test modules unwrap freely; they are compiled with
+// `test` set.)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod auth;
 pub mod console;
 pub mod error;

@@ -18,6 +18,21 @@
 //! # }
 //! ```
 
+// Outside tests, no code may panic on input, I/O or a decode: every failure
+// is a typed error. (Test modules unwrap freely; they are compiled with
+// `test` set.)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod clock;
 pub mod crypto;
 pub mod engine;

@@ -14,6 +14,21 @@
 //! - [`SimRng`] and [`seeds`]: seeded randomness, so a failing run prints its
 //!   seed and `SHARDLOG_SEED=<seed>` replays it exactly.
 
+// Outside tests, no code may panic on input, I/O or a decode: every failure
+// is a typed error. (Test modules unwrap freely; they are compiled with
+// `test` set.)
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::unreachable,
+        clippy::todo,
+        clippy::unimplemented
+    )
+)]
+
 pub mod memfs;
 
 pub use memfs::{CacheDrop, CrashPlan, FsOp, MemFs, SimRng};
