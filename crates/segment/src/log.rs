@@ -366,6 +366,20 @@ impl Active {
     }
 }
 
+impl Writer {
+    /// The writer of a segment that holds no record yet.
+    fn starting(active: Active, last_arrival_ms: i64) -> Writer {
+        Writer {
+            next_seq: active.base_seq,
+            last_arrival_ms,
+            last_file_id: active.file_id,
+            active,
+            buf: Vec::new(),
+            placed: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Writer {
     active: Active,
@@ -1311,17 +1325,10 @@ impl Log {
             // file cannot be removed for sure, the error is not retriable
             // (the caller poisons its writer).
             drop(file);
-            let removed = fs
-                .remove_file(&path)
-                .and_then(|()| fs.sync_dir(dir))
-                .map_err(|cleanup| cleanup_failed(&path, cleanup));
-            return Err(match removed {
-                Ok(()) => e,
-                Err(cleanup) => cleanup,
-            });
+            return Err(remove_half_made(fs, dir, &path, e));
         }
-        Ok(Writer {
-            active: Active {
+        Ok(Writer::starting(
+            Active {
                 base_seq,
                 file_id,
                 created_ms,
@@ -1333,12 +1340,8 @@ impl Log {
                 decide_at: SEGMENT_HEADER_BYTES as u64,
                 recycled: false,
             },
-            next_seq: base_seq,
             last_arrival_ms,
-            last_file_id: file_id,
-            buf: Vec::new(),
-            placed: Vec::new(),
-        })
+        ))
     }
 
     /// The next segment at a roll: a file kept for reuse when one is free
@@ -1373,13 +1376,20 @@ impl Log {
         }
     }
 
-    /// Preallocates `file` to `len` bytes; when the disk is full, gives the
-    /// files kept for reuse back first and tries once more.
-    fn allocate_or_free_kept(&self, file: &Arc<dyn FileHandle>, len: u64) -> std::io::Result<()> {
-        match file.allocate(len) {
-            Err(e) if crate::error::is_no_space(&e) && self.free_kept_files() => file.allocate(len),
+    /// Preallocates the active segment past `upto`, to the next multiple of
+    /// the preallocation step. When the disk is full, the files kept for
+    /// reuse are given back first and the call is tried once more.
+    fn preallocate(&self, w: &mut Writer, upto: u64) -> Result<()> {
+        let step = self.inner.opts.preallocate_bytes.max(1);
+        let target = upto.div_ceil(step) * step;
+        let file = &w.active.file;
+        match file.allocate(target) {
+            Err(e) if crate::error::is_no_space(&e) && self.free_kept_files() => file.allocate(target),
             other => other,
         }
+        .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
+        w.active.allocated = target;
+        Ok(())
     }
 
     /// Unlinks every file kept for reuse: they are a cache of space, and a
@@ -1448,21 +1458,18 @@ impl Log {
         if let Err(e) = fs.sync_dir(dir) {
             // As in create_segment: leave no half-made segment behind, and
             // when that is not certain, the error is not retriable.
-            let e = Error::io("fsync directory", dir, e);
             drop(file);
-            let removed = fs
-                .remove_file(&path)
-                .and_then(|()| fs.sync_dir(dir))
-                .map_err(|cleanup| cleanup_failed(&path, cleanup));
-            return Err(match removed {
-                Ok(()) => e,
-                Err(cleanup) => cleanup,
-            });
+            return Err(remove_half_made(
+                fs,
+                dir,
+                &path,
+                Error::io("fsync directory", dir, e),
+            ));
         }
         crate::stats::record_segment_reused();
         let end = (SEGMENT_HEADER_BYTES + RECYCLED_END_MARKER_BYTES) as u64;
-        Ok(Some(Writer {
-            active: Active {
+        Ok(Some(Writer::starting(
+            Active {
                 base_seq,
                 file_id,
                 created_ms,
@@ -1474,12 +1481,8 @@ impl Log {
                 decide_at: u64::MAX,
                 recycled: true,
             },
-            next_seq: base_seq,
             last_arrival_ms,
-            last_file_id: file_id,
-            buf: Vec::new(),
-            placed: Vec::new(),
-        }))
+        )))
     }
 
     /// Keeps the file of a segment retention just removed for reuse, if
@@ -1497,15 +1500,7 @@ impl Log {
             return false;
         }
         let fs = &*self.inner.fs;
-        let Some(old_id) = fs.open_read(path).ok().and_then(|file| {
-            let len = file.len().ok()?;
-            if len < self.inner.opts.segment_bytes_max / 2 {
-                return None;
-            }
-            let mut head = [0u8; SEGMENT_HEADER_BYTES];
-            file.read_exact_at(&mut head, 0).ok()?;
-            SegmentHeader::decode(&head).ok().map(|h| h.file_id)
-        }) else {
+        let Some(old_id) = older_frames_id(fs, path, self.inner.opts.segment_bytes_max / 2) else {
             return false;
         };
         let to = self.inner.dir.join(recycled_file_name(base));
@@ -1537,21 +1532,7 @@ impl Log {
         for base in bases {
             let path = dir.join(recycled_file_name(base));
             let stale_id = (pool.len() < opts.recycle_segments_max)
-                .then(|| {
-                    let file = fs.open_read(&path).ok()?;
-                    let mut head = [0u8; SEGMENT_HEADER_BYTES + RECYCLED_END_MARKER_BYTES];
-                    file.read_exact_at(&mut head, 0).ok()?;
-                    let h = SegmentHeader::decode(&head).ok()?;
-                    // A crash after a reuse wrote its new header (and the
-                    // end marker after it) but before the rename leaves that
-                    // header on the free file: the frames after it are still
-                    // the older segment's. A kept segment has a frame there.
-                    let interrupted = head[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0);
-                    Some(match h.recycled_from {
-                        Some(older) if interrupted => older,
-                        _ => h.file_id,
-                    })
-                })
+                .then(|| older_frames_id(fs, &path, 0))
                 .flatten();
             match stale_id {
                 Some(file_id) => pool.push_back(Recyclable {
@@ -1943,9 +1924,13 @@ impl Log {
     /// the active segment included; files kept for reuse are
     /// [`Log::recyclable_bytes`]).
     pub fn bytes_on_disk(&self) -> u64 {
-        self.segments()
-            .iter()
-            .filter_map(|s| self.inner.fs.open_read(&s.path).and_then(|f| f.len()).ok())
+        self.files_len(self.segments().iter().map(|s| &s.path))
+    }
+
+    /// The summed lengths of `paths` (files that cannot be opened count 0).
+    fn files_len<'p>(&self, paths: impl Iterator<Item = &'p PathBuf>) -> u64 {
+        paths
+            .filter_map(|p| self.inner.fs.open_read(p).and_then(|f| f.len()).ok())
             .sum()
     }
 
@@ -1954,9 +1939,7 @@ impl Log {
     /// stream's data must not remove records to make room for them.
     pub fn recyclable_bytes(&self) -> u64 {
         let pool: Vec<PathBuf> = lock(&self.inner.pool).iter().map(|r| r.path.clone()).collect();
-        pool.iter()
-            .filter_map(|p| self.inner.fs.open_read(p).and_then(|f| f.len()).ok())
-            .sum()
+        self.files_len(pool.iter())
     }
 
     /// Files this log keeps for reuse (see
@@ -2231,11 +2214,7 @@ impl Log {
             // its old end is preallocated, and no zeros are written ahead
             // (they would double the bytes written).
             if need > w.active.allocated {
-                let step = self.inner.opts.preallocate_bytes.max(1);
-                let target = need.div_ceil(step) * step;
-                self.allocate_or_free_kept(&w.active.file, target)
-                    .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
-                w.active.allocated = target;
+                self.preallocate(w, need)?;
             }
             return Ok(());
         }
@@ -2254,11 +2233,7 @@ impl Log {
             need
         };
         if zero_to > w.active.allocated {
-            let step = self.inner.opts.preallocate_bytes.max(1);
-            let target = zero_to.div_ceil(step) * step;
-            self.allocate_or_free_kept(&w.active.file, target)
-                .map_err(|e| Error::io("preallocate segment", &w.active.path, e))?;
-            w.active.allocated = target;
+            self.preallocate(w, zero_to)?;
         }
         if zero_to > need {
             // Nothing has been written at or after `need` since the file was
@@ -2805,6 +2780,20 @@ impl Log {
 
     /// Maps a segment. `need` is the readable end for the active segment, or
     /// `None` to ask for a complete (sealed) segment.
+    /// The error for a segment that is not (or no longer) listed: the range
+    /// error a reader gets for data retention has removed.
+    fn segment_gone(&self, base: u64) -> Error {
+        let first = {
+            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
+            segs.keys().next().copied().unwrap_or(0)
+        };
+        Error::SequenceOutOfRange {
+            seq: base,
+            first,
+            next: self.next_seq(),
+        }
+    }
+
     fn mapped(&self, base: u64, need: Option<u64>) -> Result<Arc<MappedSegment>> {
         {
             let mut cache = lock(&self.inner.maps);
@@ -2822,31 +2811,27 @@ impl Log {
                 }
             }
         }
-        let (path, complete) = {
+        let listed = {
             let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
-            match segs.get(&base) {
-                Some(e) => (e.path.clone(), e.end_seq.is_some()),
-                None => {
-                    return Err(Error::SequenceOutOfRange {
-                        seq: base,
-                        first: segs.keys().next().copied().unwrap_or(0),
-                        next: self.next_seq(),
-                    })
-                }
-            }
+            segs.get(&base).map(|e| (e.path.clone(), e.end_seq.is_some()))
+        };
+        let Some((path, complete)) = listed else {
+            return Err(self.segment_gone(base));
         };
         // Retention may remove the segment (unlink it, or rename it for
         // reuse) between the look-up above and the open: that is the range
         // error a look-up a moment later would give, not an I/O failure.
         let gone_or = |e: Error| -> Error {
-            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
-            if segs.contains_key(&base) {
-                return e;
-            }
-            Error::SequenceOutOfRange {
-                seq: base,
-                first: segs.keys().next().copied().unwrap_or(0),
-                next: self.next_seq(),
+            let listed = self
+                .inner
+                .segments
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&base);
+            if listed {
+                e
+            } else {
+                self.segment_gone(base)
             }
         };
         let file = self
@@ -2888,12 +2873,7 @@ impl Log {
         if !still_there {
             drop(cache);
             drop(map);
-            let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
-            return Err(Error::SequenceOutOfRange {
-                seq: base,
-                first: segs.keys().next().copied().unwrap_or(0),
-                next: self.next_seq(),
-            });
+            return Err(self.segment_gone(base));
         }
         let header = SegmentHeader::decode(map.as_slice()).map_err(|r| Error::corruption(&path, 0, r))?;
         if header.base_seq != base {
@@ -3358,14 +3338,41 @@ fn spawn_flusher(inner: Weak<Inner>, interval_ms: u64) -> std::io::Result<Flushe
     handle.map(|h| (stop, h))
 }
 
-/// A failed cleanup of a half-made segment. Never retriable, whatever the
-/// cause (a full disk included): the file may come back after a crash, so
-/// the writer must not go on as if it had gone.
-fn cleanup_failed(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        op: "remove half-made segment",
-        path: path.to_path_buf(),
-        source,
+/// The file id of the frames a kept file (or a sealed segment about to be
+/// kept) holds after its header, if its header reads and it is at least
+/// `len_min` bytes long. A crash after a reuse wrote its new header (and the
+/// end marker after it) but before the rename leaves that header on the
+/// kept file: the frames after it are still the older segment's. A sealed
+/// segment has a frame at offset 64, so zeros there tell the two apart.
+fn older_frames_id(fs: &dyn FileSystem, path: &Path, len_min: u64) -> Option<u64> {
+    let file = fs.open_read(path).ok()?;
+    if file.len().ok()? < len_min {
+        return None;
+    }
+    let mut head = [0u8; SEGMENT_HEADER_BYTES + RECYCLED_END_MARKER_BYTES];
+    file.read_exact_at(&mut head, 0).ok()?;
+    let h = SegmentHeader::decode(&head).ok()?;
+    let interrupted = head[SEGMENT_HEADER_BYTES..].iter().all(|&b| b == 0);
+    Some(match h.recycled_from {
+        Some(older) if interrupted => older,
+        _ => h.file_id,
+    })
+}
+
+/// Removes a segment whose creation (or reuse) failed with `failed`, and
+/// syncs the directory, so that neither a retry nor a restart finds it.
+/// Returns `failed` when that worked; otherwise the cleanup's error, which
+/// is never retriable, whatever the cause (a full disk included): the file
+/// may come back after a crash, so the writer must not go on as if it had
+/// gone.
+fn remove_half_made(fs: &dyn FileSystem, dir: &Path, path: &Path, failed: Error) -> Error {
+    match fs.remove_file(path).and_then(|()| fs.sync_dir(dir)) {
+        Ok(()) => failed,
+        Err(source) => Error::Io {
+            op: "remove half-made segment",
+            path: path.to_path_buf(),
+            source,
+        },
     }
 }
 

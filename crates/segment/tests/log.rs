@@ -1963,6 +1963,12 @@ fn free_names(fs: &MemFs) -> Vec<String> {
     names
 }
 
+/// Every segment of `log` passes `verify`.
+fn assert_verifies(log: &Log, what: &str) {
+    let report = log.verify();
+    assert!(report.is_ok(), "{what}: {:?}", report.problems);
+}
+
 /// Every visible record, checked against what `append_n` wrote for its
 /// sequence number; returns how many there are.
 fn assert_intact_from_first(log: &Log, what: &str) -> u64 {
@@ -2007,7 +2013,7 @@ fn retention_keeps_segment_files_for_reuse_and_rolls_write_into_them() {
     assert_eq!(log.next_seq(), next);
     let n = assert_intact_from_first(&log, "in the recycled segment");
     assert_eq!(log.first_seq() + n, next);
-    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    assert_verifies(&log, "recycling log");
     // More rolls use the other kept file, then new files again.
     append_n(&log, next, 2000);
     assert_eq!(log.recyclable_files(), 0);
@@ -2016,7 +2022,7 @@ fn retention_keeps_segment_files_for_reuse_and_rolls_write_into_them() {
         assert_intact_from_first(&log, "after more rolls") + log.first_seq(),
         next + 2000
     );
-    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    assert_verifies(&log, "recycling log");
 }
 
 #[test]
@@ -2059,7 +2065,7 @@ fn a_recycled_segment_reopened_after_a_stop_cuts_the_older_frames_and_keeps_its_
         );
         assert_eq!(log.recyclable_files(), 1);
         append_n(&log, next, 10);
-        assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+        assert_verifies(&log, "recycling log");
     }
 }
 
@@ -2120,7 +2126,7 @@ fn crashes_while_writing_into_a_recycled_segment_keep_every_acknowledged_record(
             assert_intact_from_first(&log, &format!("seed {seed}, second open")) + first,
             next + 5
         );
-        assert!(log.verify().is_ok(), "seed {seed}: {:?}", log.verify().problems);
+        assert_verifies(&log, &format!("seed {seed}"));
     }
 }
 
@@ -2222,11 +2228,7 @@ fn a_failure_at_any_step_of_reusing_a_file_then_a_crash_keeps_every_acknowledged
             );
             append_n(&log, 3000, 1500);
             assert_eq!(assert_intact_from_first(&log, "after") + first, 4500);
-            assert!(
-                log.verify().is_ok(),
-                "budget {budget}: {:?}",
-                log.verify().problems
-            );
+            assert_verifies(&log, &format!("budget {budget}"));
         }
     }
 }
@@ -2250,12 +2252,12 @@ fn records_in_a_recycled_real_file_read_back_and_survive_a_reopen() {
         assert_intact_from_first(&log, "real file") + log.first_seq(),
         3300
     );
-    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    assert_verifies(&log, "recycling log");
     drop(log);
     let log = Log::open(tmp.path(), opts).unwrap();
     assert_eq!(assert_intact_from_first(&log, "reopened") + log.first_seq(), 3300);
     append_n(&log, 3300, 10);
-    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    assert_verifies(&log, "recycling log");
 }
 
 /// Offset of the `k`-th frame of the active segment of `log`.
@@ -2416,7 +2418,7 @@ fn readers_holding_mapped_records_never_see_them_change_while_retention_recycles
         r.join().unwrap();
     }
     assert!(checked.load(std::sync::atomic::Ordering::Relaxed) > 1000);
-    assert!(log.verify().is_ok(), "{:?}", log.verify().problems);
+    assert_verifies(&log, "recycling log");
     assert_eq!(
         assert_intact_from_first(&log, "after the race") + log.first_seq(),
         next
