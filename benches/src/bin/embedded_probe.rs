@@ -12,7 +12,8 @@
 //! enforced every 100 ms), each shard keeps up to `RECYCLE` removed segment
 //! files for reuse (`LogOptions::recycle_segments_max`; 0 unlinks them),
 //! and the clock starts only once the stream has filled its cap and
-//! retention has removed a segment of every shard.
+//! retention has removed a segment of every shard. `SHARDLOG_SHARE_FLUSHES=false`
+//! turns off `EngineOptions::share_flushes_across_shards`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -54,6 +55,9 @@ fn main() {
                 recycle_segments_max: recycle.map_or(0, |(n, _)| n),
                 ..EngineOptions::default().log
             },
+            // SHARDLOG_SHARE_FLUSHES=false measures without shared flushes.
+            share_flushes_across_shards: std::env::var("SHARDLOG_SHARE_FLUSHES")
+                .map_or(true, |v| v != "false"),
             ..EngineOptions::default()
         },
     )

@@ -280,6 +280,14 @@ struct ServeArgs {
     /// had data expire). 0 deletes them [default: 0].
     #[arg(long, env = "SHARDLOG_RECYCLE_SEGMENTS_PER_SHARD")]
     recycle_segments_per_shard: Option<usize>,
+    /// Let the shards' group syncs share device cache flushes: a group that
+    /// only overwrites segment space written and synced before is written
+    /// back (sync_file_range) and made durable by one flush shared with
+    /// the other shards, instead of an fdatasync of its own. Used only on
+    /// file systems where that is safe (ext4 without data=journal, XFS,
+    /// tmpfs) [default: true].
+    #[arg(long, env = "SHARDLOG_SHARE_FLUSHES")]
+    share_flushes: Option<bool>,
     /// How often retention runs, in milliseconds [default: 60000].
     #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -340,6 +348,7 @@ struct Settings {
     index_cache_bytes: u64,
     page_cache_window_bytes: u64,
     recycle_segments_per_shard: usize,
+    share_flushes: bool,
     retention_check_interval_ms: u64,
     enforce_shard_limits: bool,
     create_stream_ms: u64,
@@ -368,6 +377,7 @@ impl Default for Settings {
             index_cache_bytes: shardlog_stream::INDEX_CACHE_BYTES_DEFAULT as u64,
             page_cache_window_bytes: 0,
             recycle_segments_per_shard: 0,
+            share_flushes: true,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -424,6 +434,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.recycle_segments_per_shard {
         s.recycle_segments_per_shard = v;
+    }
+    if let Some(v) = args.share_flushes {
+        s.share_flushes = v;
     }
     if let Some(v) = args.retention_check_interval_ms {
         s.retention_check_interval_ms = v;
@@ -1099,6 +1112,7 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
         sync: parse_sync(&s.sync)?,
         retention_check_interval_ms: s.retention_check_interval_ms,
         enforce_shard_limits: s.enforce_shard_limits,
+        share_flushes_across_shards: s.share_flushes,
         status_delays: shardlog_stream::StatusDelays {
             creating_ms: s.create_stream_ms,
             updating_ms: s.update_stream_ms,
@@ -1298,6 +1312,27 @@ mod tests {
         .unwrap();
         let err = format!("{:#}", engine_options(&too_many).unwrap_err());
         assert!(err.contains("above 16"), "{err}");
+    }
+
+    #[test]
+    fn flushes_are_shared_across_shards_unless_turned_off() {
+        let s = load(&ServeArgs::default()).unwrap();
+        assert!(engine_options(&s).unwrap().share_flushes_across_shards);
+        let off = load(&ServeArgs {
+            share_flushes: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!engine_options(&off).unwrap().share_flushes_across_shards);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardlog.toml");
+        std::fs::write(&path, "share_flushes = false\n").unwrap();
+        let from_file = load(&ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!engine_options(&from_file).unwrap().share_flushes_across_shards);
     }
 
     #[test]

@@ -93,6 +93,19 @@ pub trait FileHandle: Send + Sync + Debug {
         let len = self.len()?;
         Ok(if from < len { vec![(from, len)] } else { Vec::new() })
     }
+    /// Writes the file's dirty data from `offset` to its end to the device
+    /// and waits for it, without a device cache flush and without
+    /// metadata (`sync_file_range`). The bytes are durable once a flush
+    /// follows (a `sync_data` of any file of the same file system), but only
+    /// where [`FileSystem::shares_flushes`] holds and only in blocks that
+    /// were written and covered by a `sync_data` of this file before: an
+    /// overwrite in place, which needs no metadata. Anything else (space
+    /// only preallocated, a length not yet synced) needs this file's own
+    /// `sync_data`. The default runs `sync_data`, which is always enough.
+    fn write_back(&self, offset: u64) -> io::Result<()> {
+        let _ = offset;
+        self.sync_data()
+    }
     /// Asks the kernel to drop the file's clean cached pages in
     /// `offset..offset + len` (to the end of the file when `len` is `None`):
     /// `posix_fadvise(DONTNEED)`. Advice only: it never loses or changes
@@ -154,6 +167,17 @@ pub trait FileSystem: Send + Sync + Debug + 'static {
     fn filesystem_syncer(&self, path: &Path) -> io::Result<Box<dyn FsSyncer>>;
     /// Removes a directory and everything in it (no error if it is missing).
     fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Whether, on the file system holding `dir`, one file's `sync_data`
+    /// also makes durable what [`FileHandle::write_back`] wrote of other
+    /// files before it began, for overwrites of blocks already written and
+    /// synced. That holds where such overwrites go in place and need no
+    /// metadata, and where `fdatasync` always ends with a device cache
+    /// flush, which covers every write the device completed before it. So
+    /// logs of many shards can share one flush. The default says no.
+    fn shares_flushes(&self, dir: &Path) -> bool {
+        let _ = dir;
+        false
+    }
     /// Takes an exclusive, non-blocking lock on `path` (created if missing).
     /// Fails with `io::ErrorKind::WouldBlock` when it is held elsewhere.
     fn lock(&self, path: &Path) -> io::Result<Box<dyn LockGuard>>;
@@ -235,6 +259,10 @@ impl FileHandle for StdFile {
             Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(()),
             Err(e) => Err(io::Error::from(e)),
         }
+    }
+
+    fn write_back(&self, offset: u64) -> io::Result<()> {
+        crate::mmap::write_back_from(&self.file, offset)
     }
 
     fn drop_cache(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
@@ -351,6 +379,34 @@ impl FileSystem for StdFs {
         }))
     }
 
+    fn shares_flushes(&self, dir: &Path) -> bool {
+        let Ok(st) = rustix::fs::statfs(dir) else {
+            return false;
+        };
+        // Magic numbers of statfs(2). ext2, ext3 and ext4 share one. They
+        // overwrite written blocks in place, and their fdatasync flushes
+        // the device cache even when it has no metadata to commit (the
+        // journal's commit block, or a flush of its own). Copy-on-write
+        // file systems (btrfs, ZFS) allocate new blocks on every write, so
+        // a write-back there needs metadata and they are left out, as is
+        // everything not known.
+        const EXT4_SUPER_MAGIC: i64 = 0xEF53;
+        const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+        const TMPFS_MAGIC: i64 = 0x0102_1994;
+        // f_type is i64 on x86-64 but narrower elsewhere.
+        #[allow(clippy::unnecessary_cast)]
+        let f_type = st.f_type as i64;
+        match f_type {
+            // ext4 with data=journal writes data through the journal: a
+            // write-back alone does not put it in place.
+            EXT4_SUPER_MAGIC => {
+                !mount_options_of(dir).is_some_and(|o| o.split(',').any(|o| o == "data=journal"))
+            }
+            XFS_SUPER_MAGIC | TMPFS_MAGIC => true,
+            _ => false,
+        }
+    }
+
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         match std::fs::remove_dir_all(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -373,5 +429,65 @@ impl FileSystem for StdFs {
             )),
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+/// The super-block options (the last field of `/proc/self/mountinfo`) of
+/// the mount holding `dir`: the mount point that is the longest prefix of
+/// its canonical path. `None` when that cannot be read.
+fn mount_options_of(dir: &Path) -> Option<String> {
+    let dir = std::fs::canonicalize(dir).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<(usize, String)> = None;
+    for line in info.lines() {
+        // "id parent major:minor root mount-point options [tags] - type source super-options"
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(dash) = fields.iter().position(|f| *f == "-") else {
+            continue;
+        };
+        let (Some(point), Some(options)) = (fields.get(4), fields.get(dash + 3)) else {
+            continue;
+        };
+        // The kernel escapes spaces, tabs, newlines and backslashes as octal.
+        let point = point
+            .replace("\\040", " ")
+            .replace("\\011", "\t")
+            .replace("\\012", "\n")
+            .replace("\\134", "\\");
+        let depth = Path::new(&point).components().count();
+        if dir.starts_with(&point) && best.as_ref().is_none_or(|(d, _)| depth >= *d) {
+            best = Some((depth, options.to_string()));
+        }
+    }
+    best.map(|(_, o)| o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mount_holding_a_directory_is_found_with_its_options() {
+        let root = mount_options_of(Path::new("/")).expect("the root is mounted");
+        assert!(!root.is_empty());
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(mount_options_of(tmp.path()).is_some());
+        assert!(mount_options_of(Path::new("/no/such/dir")).is_none());
+    }
+
+    #[test]
+    fn a_real_file_writes_back_and_keeps_its_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = StdFs.create_new(&tmp.path().join("f")).unwrap();
+        file.write_all_at(&[7; 8192], 0).unwrap();
+        file.sync_data().unwrap();
+        file.write_all_at(&[9; 100], 4000).unwrap();
+        file.write_back(4000).unwrap();
+        file.write_back(0).unwrap();
+        let mut buf = [0u8; 100];
+        file.read_exact_at(&mut buf, 4000).unwrap();
+        assert_eq!(buf, [9; 100]);
+        // procfs is none of the file systems known to share flushes safely.
+        assert!(!StdFs.shares_flushes(Path::new("/proc")));
     }
 }

@@ -35,4 +35,4 @@ pub use log::{
     NoObserver as NoObserverForTests, OpenCheck, Pending, Placed, Position, Problem, ReadBatch, ReadLimits,
     RecoveryPolicy, RecoveryReport, ResumePoint, SealedInfo, SegmentSummary, SyncPolicy, VerifyReport,
 };
-pub use sync::{SyncCoordinator, SyncPool};
+pub use sync::{FlushCoordinator, SyncCoordinator, SyncPool};

@@ -94,6 +94,15 @@ pub struct LogOptions {
     /// Threads that run group syncs for [`Log::durable`] waiters, so that
     /// async appenders block no thread on `fdatasync`.
     pub sync_pool: Option<Arc<crate::sync::SyncPool>>,
+    /// Share device cache flushes with other logs: a group that only
+    /// overwrites settled space of the active segment (written and covered
+    /// by an `fdatasync` of the file before: zeros written ahead, or a
+    /// recycled file) is written back (`sync_file_range`) and made durable
+    /// by the next flush the coordinator runs for any of its logs, instead
+    /// of this log's own `fdatasync`. Every other group, and the first of
+    /// each segment, still syncs the file. Only set it for a file system
+    /// whose [`FileSystem::shares_flushes`] says yes.
+    pub flush_coordinator: Option<Arc<crate::sync::FlushCoordinator>>,
     /// How much of the log's most recently synced data stays in the page
     /// cache: after each sync, the written pages further behind the durable
     /// end are dropped (`posix_fadvise(DONTNEED)`; in the active segment in
@@ -140,6 +149,7 @@ impl Default for LogOptions {
             sync_on_open: true,
             sync_coordinator: None,
             sync_pool: None,
+            flush_coordinator: None,
             cache_window_bytes: None,
             recycle_segments_max: 0,
         }
@@ -406,6 +416,22 @@ struct SyncState {
     /// Moving average of the bytes one group sync makes durable (weight
     /// 1/8 for the newest), for the writer's zero-fill decision.
     group_bytes_avg: u64,
+    /// The active segment's space (the segment `written` is in), for
+    /// [`LogOptions::flush_coordinator`]: bytes below `space_written` have
+    /// been written (frames, zeros ahead of them, or a recycled file's
+    /// older frames).
+    space_written: u64,
+    /// Bytes past `written.offset` a group must make durable too: a
+    /// recycled file's end marker.
+    end_marker: u64,
+    /// Bytes below this offset of the active segment are settled: written
+    /// and covered by an `fdatasync` of the file since, so overwrites there
+    /// need no metadata. Raised by each group `fdatasync` to the
+    /// `space_written` it began with; lowered by every cut.
+    settled: u64,
+    /// Cuts of the active segment (and rolls) so far: a sync raises
+    /// `settled` only when none happened while it ran.
+    cuts: u64,
 }
 
 /// Takes the wakers whose records are now durable (all of them once the log
@@ -1257,6 +1283,11 @@ impl Log {
             quarantine,
             active_file: w.active.file.clone(),
             group_bytes_avg: GROUP_BYTES_AVG_INITIAL,
+            space_written: w.active.zeroed.max(w.active.len),
+            end_marker: 0,
+            // Nothing is known settled until this log's first fdatasync.
+            settled: 0,
+            cuts: 0,
         };
         let mark_file = w.active.file.clone();
         let pool = Self::load_pool(&*fs, &dir, &names, &opts);
@@ -2315,7 +2346,7 @@ impl Log {
             // the file back to the end of valid data removes them; if that
             // works, a full disk is an ordinary, retriable condition.
             if err.is_retriable() && w.active.file.set_len(start).is_ok() {
-                w.active.cut_to(start);
+                self.cut_active(w, start);
                 w.buf = buf;
                 w.placed = placed;
                 return Err(err);
@@ -2330,7 +2361,7 @@ impl Log {
             // written watermark before this write) or, under Always, past
             // the durable one.
             if w.active.file.set_len(start).is_ok() {
-                w.active.cut_to(start);
+                self.cut_active(w, start);
             }
             self.discard_undurable_locked(w);
             return Err(err);
@@ -2348,6 +2379,8 @@ impl Log {
                 file_id: w.active.file_id,
                 last_arrival_ms: w.last_arrival_ms,
             };
+            st.space_written = w.active.zeroed.max(w.active.len).max(start + buf.len() as u64);
+            st.end_marker = marker as u64;
         }
         w.buf = buf;
         w.placed = placed;
@@ -2391,7 +2424,7 @@ impl Log {
             // Should the next segment fail to start (a full disk), this one
             // stays active and must preallocate again before its next write.
             let len = w.active.len;
-            w.active.cut_to(len);
+            self.cut_active(w, len);
         }
         let failed = cut
             .and_then(|()| w.active.file.sync_data())
@@ -2446,6 +2479,10 @@ impl Log {
             st.written = mark;
             st.durable = mark;
             st.active_file = w.active.file.clone();
+            st.space_written = w.active.zeroed.max(w.active.len);
+            st.end_marker = 0;
+            st.settled = 0;
+            st.cuts += 1;
             self.inner.sync_cv.notify_all();
             let ready = take_ready(&mut st);
             drop(st);
@@ -2530,19 +2567,51 @@ impl Log {
         st = lock(&self.inner.sync);
         let goal = st.written;
         let file = st.active_file.clone();
+        // A group that only overwrites settled space needs no metadata: it
+        // is written back here and made durable by a flush shared with
+        // other logs. Anything else (the first group of a segment, one that
+        // reaches zeros not yet synced or preallocated space) syncs the
+        // file, which settles what had been written when it began.
+        let shared = match &self.inner.opts.flush_coordinator {
+            Some(coord)
+                if goal.segment_base == st.durable.segment_base
+                    && goal.offset + st.end_marker <= st.settled
+                    && goal.offset - st.durable.offset.min(goal.offset) <= SHARED_FLUSH_GROUP_BYTES_MAX =>
+            {
+                Some((coord.clone(), st.durable.offset))
+            }
+            _ => None,
+        };
+        let space = (goal.segment_base, st.space_written, st.cuts);
         drop(st);
         let started = std::time::Instant::now();
-        let result = file.sync_data();
-        crate::stats::record_fsync(started.elapsed());
+        let result = match &shared {
+            Some((coord, from)) => coord.sync_group(&*file, *from),
+            None => {
+                let r = file.sync_data().map_err(|e| format!("fdatasync failed: {e}"));
+                crate::stats::record_fsync(started.elapsed());
+                r.map(|()| false)
+            }
+        };
         st = lock(&self.inner.sync);
         st.syncing = false;
         let mut advanced = None;
         match result {
+            Ok(true) => crate::stats::record_shared_group(),
+            // An fdatasync of the file settled what was written when it began.
+            Ok(false)
+                if st.poisoned.is_none() && st.written.segment_base == space.0 && st.cuts == space.2 =>
+            {
+                st.settled = st.settled.max(space.1);
+            }
+            _ => {}
+        }
+        match result {
             // A log poisoned meanwhile (a failed write elsewhere) may have
             // been cut back below `goal`: the durable mark must not pass the
             // end of the file, or readers would map beyond it.
-            Ok(()) if st.poisoned.is_some() => {}
-            Ok(()) => {
+            Ok(_) if st.poisoned.is_some() => {}
+            Ok(_) => {
                 if goal.next_seq > st.durable.next_seq {
                     crate::stats::record_group(goal.next_seq - st.durable.next_seq);
                     if goal.segment_base == st.durable.segment_base {
@@ -2555,7 +2624,7 @@ impl Log {
             }
             Err(e) => {
                 if st.poisoned.is_none() {
-                    st.poisoned = Some(format!("fdatasync failed: {e}"));
+                    st.poisoned = Some(e);
                 }
             }
         }
@@ -2762,8 +2831,21 @@ impl Log {
                 let _ = w.active.file.sync_data();
             }
             w.active.len = durable.offset;
-            w.active.cut_to(durable.offset);
+            self.cut_active(w, durable.offset);
         }
+    }
+
+    /// Records that the active segment's file was cut to `len` bytes: the
+    /// writer's space ([`Active::cut_to`]) and the settled space of shared
+    /// flushes both end there now (a later extension is new space).
+    fn cut_active(&self, w: &mut Writer, len: u64) {
+        w.active.cut_to(len);
+        let mut st = lock(&self.inner.sync);
+        if st.written.segment_base == w.active.base_seq {
+            st.settled = st.settled.min(len);
+            st.space_written = st.space_written.min(len);
+        }
+        st.cuts += 1;
     }
 
     /// Bytes of this log's segment files it has advised the kernel to drop

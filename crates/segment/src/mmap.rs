@@ -1,10 +1,13 @@
-//! The one place where memory maps are made.
+//! The one place with `unsafe` code: where memory maps are made, and the
+//! one system call the storage path needs that rustix does not wrap
+//! (`sync_file_range`).
 //!
 //! Everything else in the workspace is `#![deny(unsafe_code)]`.
 #![allow(unsafe_code)]
 
 use std::fs::File;
 use std::io;
+use std::os::fd::AsRawFd;
 
 use memmap2::{Mmap, MmapOptions};
 
@@ -31,4 +34,28 @@ pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<Mmap> {
     // dropped before any byte of it is read, and a kept file is written again
     // only once every registered map of it is gone (log.rs, `Recyclable`).
     unsafe { MmapOptions::new().len(len).map(file) }
+}
+
+/// Writes the dirty pages of `file` from `offset` to its end to the device
+/// and waits until the device has them: `sync_file_range` with
+/// `WAIT_BEFORE | WRITE | WAIT_AFTER`, which waits for writeback already
+/// running, writes the rest in the integrity mode `fdatasync` uses, and
+/// reports a writeback error of the file (errseq) as `fdatasync` would. No
+/// device cache flush and no metadata: see `FileHandle::write_back` for when
+/// that is enough.
+pub(crate) fn write_back_from(file: &File, offset: u64) -> io::Result<()> {
+    let offset = libc::off64_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;
+    let flags =
+        libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: the call takes a descriptor and three integers and touches no
+    // memory of this process. The descriptor is borrowed from `file`, which
+    // is open for the whole call; a length of zero means "to the end of the
+    // file".
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, 0, flags) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }

@@ -73,6 +73,8 @@ const _: () = assert!(FSYNC_BUCKETS_SECONDS.len() < 13 && GROUP_BUCKETS_RECORDS.
 static FSYNC: AtomicHistogram<12> = AtomicHistogram::new(FSYNC_BUCKETS_SECONDS);
 static GROUP: AtomicHistogram<10> = AtomicHistogram::new(GROUP_BUCKETS_RECORDS);
 
+static FLUSH: AtomicHistogram<12> = AtomicHistogram::new(FSYNC_BUCKETS_SECONDS);
+static SHARED_GROUPS: AtomicU64 = AtomicU64::new(0);
 static ZERO_FILL_BYTES: AtomicU64 = AtomicU64::new(0);
 static CACHE_DROP_ADVISED_BYTES: AtomicU64 = AtomicU64::new(0);
 static SEGMENTS_REUSED: AtomicU64 = AtomicU64::new(0);
@@ -102,6 +104,18 @@ pub fn record_fsync(took: Duration) {
     FSYNC.observe(took.as_secs_f64());
 }
 
+/// Records one device cache flush shared by the groups of many logs
+/// (`FlushCoordinator`), and how long it took.
+pub fn record_flush(took: Duration) {
+    FLUSH.observe(took.as_secs_f64());
+}
+
+/// Counts one group made durable by a write-back and a shared flush
+/// instead of its own `fdatasync`.
+pub fn record_shared_group() {
+    SHARED_GROUPS.fetch_add(1, Ordering::Relaxed);
+}
+
 /// Records how many records one group commit made durable.
 pub fn record_group(records: u64) {
     GROUP.observe(records as f64);
@@ -118,6 +132,11 @@ pub struct StorageStats {
     pub cache_drop_advised_bytes: u64,
     /// Segments started in a recycled file so far.
     pub segments_reused: u64,
+    /// Device cache flushes shared by groups of many logs (`fdatasync`s a
+    /// `FlushCoordinator` ran), by duration.
+    pub shared_flush_seconds: HistogramSnapshot,
+    /// Groups made durable by a write-back and a shared flush.
+    pub shared_flush_groups: u64,
 }
 
 pub fn snapshot() -> StorageStats {
@@ -127,6 +146,8 @@ pub fn snapshot() -> StorageStats {
         zero_fill_bytes: ZERO_FILL_BYTES.load(Ordering::Relaxed),
         cache_drop_advised_bytes: CACHE_DROP_ADVISED_BYTES.load(Ordering::Relaxed),
         segments_reused: SEGMENTS_REUSED.load(Ordering::Relaxed),
+        shared_flush_seconds: FLUSH.snapshot(),
+        shared_flush_groups: SHARED_GROUPS.load(Ordering::Relaxed),
     }
 }
 

@@ -110,6 +110,111 @@ impl SyncCoordinator {
     }
 }
 
+/// Shares device cache flushes among the group syncs of many logs.
+///
+/// A group that only overwrites blocks its file already holds, written and
+/// synced before (segment space zeroed ahead, or a recycled file), needs
+/// no metadata to be durable: only its data on the device and a cache
+/// flush after it. A group that finds a flush in flight writes its data
+/// back itself ([`crate::fs::FileHandle::write_back`], `sync_file_range`),
+/// then takes a *ticket* (the number of the first flush that begins after
+/// now) and waits for a flush with that number or later. The first waiter
+/// that finds no flush in flight runs one: an `fdatasync` of its own
+/// active file, which ends with a flush of the device's cache and so
+/// covers every write the device completed before it, in every file.
+/// Groups of many shards that arrive while a flush runs share the next
+/// one. Only file systems that say so
+/// ([`crate::fs::FileSystem::shares_flushes`]) get a coordinator.
+///
+/// A failed flush poisons the coordinator for good, as a failed `syncfs`
+/// poisons a [`SyncCoordinator`]: the device may have dropped what any of
+/// the groups waiting on it wrote back.
+pub struct FlushCoordinator {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl fmt::Debug for FlushCoordinator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.state);
+        f.debug_struct("FlushCoordinator")
+            .field("flushes", &st.syncs)
+            .field("failed", &st.failed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FlushCoordinator {
+    pub fn new() -> Arc<FlushCoordinator> {
+        Arc::new(FlushCoordinator {
+            state: Mutex::new(State::default()),
+            cv: Condvar::new(),
+        })
+    }
+
+    /// Makes a group of `file` durable, the group's data being written
+    /// (to the page cache) and past `from`. With no flush in flight, the
+    /// caller runs one at once: an `fdatasync` of `file`, which writes the
+    /// group and flushes, one system call as without a coordinator. With
+    /// one in flight, it writes its group back meanwhile
+    /// ([`crate::fs::FileHandle::write_back`]) and then waits for the next
+    /// flush, which it runs itself unless another waiter does. So a lone
+    /// group costs what its own `fdatasync` costs, and groups of many logs
+    /// that meet a running flush share the next one. Returns whether the
+    /// group was written back (and so shared a flush). Fails for good once
+    /// any flush failed; a failed write-back fails this caller only.
+    pub fn sync_group(&self, file: &dyn crate::fs::FileHandle, from: u64) -> Result<bool, String> {
+        let mut st = lock(&self.state);
+        if let Some(e) = &st.failed {
+            return Err(e.clone());
+        }
+        let written_back = st.running;
+        if written_back {
+            drop(st);
+            file.write_back(from)
+                .map_err(|e| format!("write-back (sync_file_range) failed: {e}"))?;
+            st = lock(&self.state);
+        }
+        // The first flush that begins after the write-back completed (or,
+        // without one, the flush this caller starts next) covers the group.
+        let ticket = st.started + 1;
+        loop {
+            if let Some(e) = &st.failed {
+                return Err(e.clone());
+            }
+            if st.completed >= ticket {
+                return Ok(written_back);
+            }
+            if st.running {
+                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            st.running = true;
+            st.started += 1;
+            let n = st.started;
+            drop(st);
+            let started = std::time::Instant::now();
+            let result = file.sync_data();
+            crate::stats::record_flush(started.elapsed());
+            st = lock(&self.state);
+            st.running = false;
+            match result {
+                Ok(()) => {
+                    st.completed = n;
+                    st.syncs += 1;
+                }
+                Err(e) => st.failed = Some(format!("shared device cache flush (fdatasync) failed: {e}")),
+            }
+            self.cv.notify_all();
+        }
+    }
+
+    /// Flushes completed so far.
+    pub fn flush_count(&self) -> u64 {
+        lock(&self.state).syncs
+    }
+}
+
 /// Sync threads shared by many logs, for appenders that must not block on
 /// `fdatasync` (an async server's workers).
 ///

@@ -2513,3 +2513,201 @@ fn unsynced_frames_behind_a_lost_page_of_a_recycled_segment_are_a_torn_tail() {
         assert_eq!(fs.contents(&active).unwrap().len() as u64, at);
     }
 }
+
+/// Options of a log that shares flushes through `coord`: small segments
+/// (the runs below cross rolls) that zero-fill ahead of one-record groups.
+fn sharing_opts(coord: &Arc<shardlog_segment::FlushCoordinator>) -> LogOptions {
+    LogOptions {
+        segment_bytes_max: 64 * 1024,
+        preallocate_bytes: 16 * 1024,
+        flush_coordinator: Some(coord.clone()),
+        ..LogOptions::default()
+    }
+}
+
+fn open_at(fs: &MemFs, d: &str, opts: LogOptions) -> Log {
+    Log::open_with(
+        Arc::new(fs.clone()),
+        PathBuf::from(d),
+        opts,
+        Arc::new(NoObserverForTests),
+    )
+    .unwrap()
+    .0
+}
+
+#[test]
+fn logs_sharing_flushes_keep_every_acknowledged_record_through_any_crash() {
+    sharing_flushes_keeps_acknowledged_records(0);
+}
+
+#[test]
+fn logs_sharing_flushes_in_recycled_files_keep_every_acknowledged_record_through_any_crash() {
+    sharing_flushes_keeps_acknowledged_records(2);
+}
+
+/// Four logs sharing flushes, two appenders each, then a crash of each
+/// kind: every acknowledged record is there after. With `recycle`,
+/// retention runs meanwhile and the logs reuse its files.
+fn sharing_flushes_keeps_acknowledged_records(recycle: usize) {
+    const LOGS: [&str; 4] = ["/a", "/b", "/c", "/d"];
+    let plans = [
+        CrashPlan::LoseUnsynced,
+        CrashPlan::Random { seed: 1 },
+        CrashPlan::Random { seed: 2 },
+        CrashPlan::TornPrefix { bytes: 700 },
+    ];
+    let mut written_back = 0;
+    let opts = |coord: &Arc<shardlog_segment::FlushCoordinator>| LogOptions {
+        recycle_segments_max: recycle,
+        ..sharing_opts(coord)
+    };
+    for plan in plans {
+        let fs = MemFs::new();
+        // Syncs take time, as on a device, so groups of one log meet the
+        // flushes of others in flight.
+        fs.set_sync_latency(Some(std::time::Duration::from_micros(300)));
+        let coord = shardlog_segment::FlushCoordinator::new();
+        let logs: Vec<Log> = LOGS.iter().map(|d| open_at(&fs, d, opts(&coord))).collect();
+        // (log, seq, data) of every acknowledged append.
+        let acked = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for (l, log) in logs.iter().enumerate() {
+                for t in 0..2 {
+                    let acked = &acked;
+                    s.spawn(move || {
+                        // Enough for retention to remove and reuse segments.
+                        let n = if recycle > 0 { 1200 } else { 400 };
+                        for i in 0..n {
+                            let data = format!("log{l}-thread{t}-{i}-{}", "y".repeat(i % 50));
+                            let a = log.append(&[RecordIn::new("k", data.as_bytes(), 1)]).unwrap();
+                            acked.lock().unwrap().push((l, a.first_seq, data.into_bytes()));
+                            if recycle > 0 && t == 0 && i % 50 == 49 {
+                                log.remove_segments_before(a.first_seq.saturating_sub(300))
+                                    .unwrap();
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        let shared = shardlog_segment::stats::snapshot().shared_flush_groups;
+        written_back += fs.write_back_count();
+        assert!(
+            logs.iter().all(|l| l.segments().len() > 1),
+            "the runs must cross rolls"
+        );
+        for log in logs {
+            std::mem::forget(log);
+        }
+        fs.crash(plan);
+        for (l, d) in LOGS.iter().enumerate() {
+            let log = open_at(&fs, d, opts(&coord));
+            let rows = read_all(&log).unwrap();
+            let first = log.first_seq();
+            if recycle > 0 {
+                assert!(first > 0, "retention must have removed segments");
+            }
+            let kept = acked.lock().unwrap();
+            for (_, seq, data) in kept.iter().filter(|(x, seq, _)| *x == l && *seq >= first) {
+                let row = rows.iter().find(|r| r.0 == *seq);
+                assert_eq!(
+                    row.map(|r| &r.2),
+                    Some(data),
+                    "{plan:?}: log {d} lost acknowledged record {seq}"
+                );
+            }
+            assert!(log.verify().is_ok(), "{plan:?}: {:?}", log.verify().problems);
+        }
+        assert!(shared > 0);
+    }
+    if recycle > 0 {
+        assert!(
+            shardlog_segment::stats::snapshot().segments_reused > 0,
+            "the logs must have reused files"
+        );
+    }
+    assert!(
+        written_back > 100,
+        "groups must have shared flushes ({written_back} write-backs)"
+    );
+}
+
+#[test]
+fn a_group_that_meets_a_flush_in_flight_is_written_back_and_made_durable_by_the_next() {
+    let fs = MemFs::new();
+    let d = Path::new("/d");
+    fs.create_dir_all(d).unwrap();
+    let a = fs.create_new(&d.join("a")).unwrap();
+    let b = fs.create_new(&d.join("b")).unwrap();
+    fs.sync_dir(d).unwrap();
+    for f in [&a, &b] {
+        f.write_all_at(&[1; 100], 0).unwrap();
+        f.sync_data().unwrap();
+    }
+    let coord = shardlog_segment::FlushCoordinator::new();
+    a.write_all_at(&[2; 10], 0).unwrap();
+    b.write_all_at(&[3; 10], 0).unwrap();
+    fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
+    let (ra, rb) = std::thread::scope(|s| {
+        let first = s.spawn(|| coord.sync_group(&*a, 0));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let second = coord.sync_group(&*b, 0);
+        (first.join().unwrap(), second)
+    });
+    assert_eq!(ra, Ok(false), "a lone group syncs its own file");
+    assert_eq!(rb, Ok(true), "a group meeting a flush is written back");
+    assert_eq!(fs.write_back_count(), 1);
+    assert_eq!(
+        coord.flush_count(),
+        2,
+        "the second group waited for a flush of its own"
+    );
+    fs.crash(CrashPlan::LoseUnsynced);
+    assert_eq!(&fs.contents(&d.join("b")).unwrap()[..10], &[3; 10]);
+}
+
+#[test]
+fn a_failed_shared_flush_fails_every_group_waiting_on_it_and_every_later_one() {
+    let fs = MemFs::new();
+    let d = Path::new("/d");
+    fs.create_dir_all(d).unwrap();
+    let files: Vec<_> = ["a", "b", "c"]
+        .iter()
+        .map(|n| fs.create_new(&d.join(n)).unwrap())
+        .collect();
+    let coord = shardlog_segment::FlushCoordinator::new();
+    fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
+    fs.fail_next_syncs(1);
+    let (ra, rb) = std::thread::scope(|s| {
+        let first = s.spawn(|| coord.sync_group(&*files[0], 0));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let second = coord.sync_group(&*files[1], 0);
+        (first.join().unwrap(), second)
+    });
+    assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
+    fs.set_sync_latency(None);
+    assert!(coord.sync_group(&*files[2], 0).is_err(), "poisoned for good");
+}
+
+#[test]
+fn a_failed_write_back_fails_only_its_own_group() {
+    let fs = MemFs::new();
+    let d = Path::new("/d");
+    fs.create_dir_all(d).unwrap();
+    let a = fs.create_new(&d.join("a")).unwrap();
+    let b = fs.create_new(&d.join("b")).unwrap();
+    let coord = shardlog_segment::FlushCoordinator::new();
+    fs.fail_at(FsOp::WriteBack, "/d/b", 1);
+    fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
+    let (ra, rb) = std::thread::scope(|s| {
+        let first = s.spawn(|| coord.sync_group(&*a, 0));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let second = coord.sync_group(&*b, 0);
+        (first.join().unwrap(), second)
+    });
+    assert_eq!(ra, Ok(false));
+    assert!(rb.unwrap_err().contains("write-back"));
+    fs.set_sync_latency(None);
+    assert_eq!(coord.sync_group(&*a, 0), Ok(false), "the coordinator goes on");
+}

@@ -518,6 +518,22 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         "Segments started in a file that retention kept for reuse (recycle_segments_per_shard; 0 while it is off) instead of a new file.",
     );
     o.sample("shardlog_segments_recycled_total", &[], storage.segments_reused);
+    o.histogram(
+        "shardlog_shared_flush_seconds",
+        "Latency of each device cache flush (an fdatasync) shared by the group syncs of many shards.",
+        &[],
+        &storage.shared_flush_seconds,
+    );
+    o.declare(
+        "shardlog_shared_flush_groups_total",
+        "counter",
+        "Group syncs made durable by a write-back (sync_file_range) and a shared flush instead of their own fdatasync.",
+    );
+    o.sample(
+        "shardlog_shared_flush_groups_total",
+        &[],
+        storage.shared_flush_groups,
+    );
     for (n, kind, help) in [
         ("shardlog_shard_segments", "gauge", "Segment files of a shard."),
         (

@@ -146,6 +146,14 @@ pub struct EngineOptions {
     /// Group-commit across shards: a batch that spans shards is made
     /// durable by one shared `syncfs` instead of one `fdatasync` per shard.
     pub share_syncs_across_shards: bool,
+    /// Share device cache flushes across shards: a shard's group that only
+    /// overwrites settled segment space is written back and made durable
+    /// by one flush shared with the other shards' groups
+    /// (`LogOptions::flush_coordinator`). Takes effect only on file
+    /// systems where that is safe (`FileSystem::shares_flushes`: ext4
+    /// without data=journal, XFS, tmpfs); elsewhere every group syncs its
+    /// own file.
+    pub share_flushes_across_shards: bool,
     /// The AWS account this engine serves (12 digits); it appears in ARNs
     /// and messages. A server keeps one engine per account and region.
     pub account_id: String,
@@ -175,6 +183,7 @@ impl Default for EngineOptions {
                 ..LogOptions::default()
             },
             share_syncs_across_shards: true,
+            share_flushes_across_shards: true,
             enforce_shard_limits: false,
             status_delays: StatusDelays::default(),
             account_id: DEFAULT_ACCOUNT_ID.to_string(),
@@ -891,6 +900,10 @@ impl Engine {
             let pool = shardlog_segment::SyncPool::new(SYNC_THREADS_DEFAULT)
                 .map_err(|e| Error::Storage(shardlog_segment::Error::io("start sync threads", &dir, e)))?;
             opts.log.sync_pool = Some(pool);
+        }
+        if opts.share_flushes_across_shards && opts.log.flush_coordinator.is_none() && fs.shares_flushes(&dir)
+        {
+            opts.log.flush_coordinator = Some(shardlog_segment::FlushCoordinator::new());
         }
         if opts.index_cache.is_none() {
             opts.index_cache = Some(IndexCache::new(INDEX_CACHE_BYTES_DEFAULT));

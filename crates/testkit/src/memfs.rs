@@ -10,6 +10,16 @@
 //! Faults follow Linux: after a failed `fsync` the pending pages count as
 //! clean, so they are dropped from the pending list and will never become
 //! durable even if a later `fsync` succeeds (Rebello et al., ATC'20).
+//!
+//! `write_back` (`sync_file_range`) moves a file's pending writes to the
+//! device's volatile cache: a crash resolves them like pending ones, and
+//! the next successful `sync_data` of *any* file (a device flush) makes
+//! them durable, but only where they overwrite *settled* blocks of their
+//! file: bytes written and then covered by a `sync_data` of that same file
+//! (and not cut since). Elsewhere a real file system would still have
+//! metadata to commit (an unwritten extent, a length), so the flush alone
+//! leaves them lost, and a log that trusted it loses acknowledged data in
+//! these tests.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -54,6 +64,8 @@ pub enum FsOp {
     RemoveDirAll,
     /// `sync_filesystem` (syncfs).
     SyncFs,
+    /// `write_back` (sync_file_range) of a file.
+    WriteBack,
 }
 
 /// A named failpoint: the next `times` operations of kind `op` on a path
@@ -78,6 +90,83 @@ struct FileState {
     durable: Vec<u8>,
     current: Vec<u8>,
     pending: Vec<Op>,
+    /// Writes `write_back` sent to the device, not yet flushed (older than
+    /// every op in `pending`), each with the number of its write-back.
+    written_back: Vec<(u64, Op)>,
+    /// Settled byte ranges (sorted, disjoint): written, then covered by a
+    /// `sync_data` of this file, and not cut since.
+    settled: Vec<(u64, u64)>,
+}
+
+impl FileState {
+    /// Adds `start..end` to the settled ranges.
+    fn settle(&mut self, start: u64, end: u64) {
+        if start >= end {
+            return;
+        }
+        self.settled.push((start, end));
+        self.settled.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(self.settled.len());
+        for &(a, b) in &self.settled {
+            match merged.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        self.settled = merged;
+    }
+
+    /// Settles what `ops`, just made durable in this order, wrote: a cut
+    /// among them takes back what was written past it before.
+    fn settle_ops(&mut self, ops: &[Op]) {
+        for op in ops {
+            match op {
+                Op::Write { offset, data } => self.settle(*offset, *offset + data.len() as u64),
+                Op::SetLen(len) => self.cut_settled(*len),
+            }
+        }
+        let len = self.current.len() as u64;
+        self.cut_settled(len);
+    }
+
+    /// A cut (or extension) to `len`: blocks past it are new from now on.
+    fn cut_settled(&mut self, len: u64) {
+        self.settled.retain(|r| r.0 < len);
+        if let Some(last) = self.settled.last_mut() {
+            last.1 = last.1.min(len);
+        }
+    }
+
+    /// Makes the written-back writes durable where they overwrite settled
+    /// blocks (a device flush); the rest is lost, as a real file system
+    /// would lose data whose metadata nobody committed.
+    /// Only write-backs numbered up to `upto` are flushed: a flush covers
+    /// what the device had completed when it began.
+    fn flush_written_back(&mut self, upto: u64) {
+        let (flushed, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.written_back)
+            .into_iter()
+            .partition(|(n, _)| *n <= upto);
+        self.written_back = later;
+        for (_, op) in flushed {
+            let Op::Write { offset, data } = op else {
+                continue;
+            };
+            let end = offset + data.len() as u64;
+            for &(a, b) in &self.settled {
+                let (s, e) = (a.max(offset), b.min(end));
+                if s < e && e as usize <= self.durable.len() {
+                    let part = data[(s - offset) as usize..(e - offset) as usize].to_vec();
+                    apply(
+                        &mut self.durable,
+                        &Op::Write {
+                            offset: s,
+                            data: part,
+                        },
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -97,6 +186,9 @@ struct Faults {
     capacity_bytes: Option<u64>,
     /// Make the next write land only its first `n` bytes and then fail EIO.
     short_write: Option<usize>,
+    /// How long each `sync_data` takes (outside the file system's lock,
+    /// so that other calls overlap it), as a device's flush does.
+    sync_latency: Option<std::time::Duration>,
     /// Mutating operations allowed before every further one fails with EIO
     /// (the process "dies" at that point); `None` is unlimited.
     ops_budget: Option<u64>,
@@ -115,6 +207,9 @@ struct Inner {
     locks: HashSet<PathBuf>,
     faults: Faults,
     syncs: u64,
+    write_backs: u64,
+    /// `shares_flushes` answers this (see [`MemFs::set_shares_flushes`]).
+    no_shared_flushes: bool,
     cache_drops: Vec<CacheDrop>,
 }
 
@@ -273,6 +368,13 @@ impl MemFs {
         self.lock_inner().faults.fail_syncs = n;
     }
 
+    /// Makes every `sync_data` take `latency` (`None`: instant), so that
+    /// appenders of several logs overlap each other's syncs as they do on
+    /// a device.
+    pub fn set_sync_latency(&self, latency: Option<std::time::Duration>) {
+        self.lock_inner().faults.sync_latency = latency;
+    }
+
     /// Fails the next `n` writes with EIO.
     pub fn fail_next_writes(&self, n: u32) {
         self.lock_inner().faults.fail_writes = n;
@@ -336,6 +438,17 @@ impl MemFs {
     /// Number of successful `sync_data` calls so far.
     pub fn sync_count(&self) -> u64 {
         self.lock_inner().syncs
+    }
+
+    /// Number of successful `write_back` calls so far.
+    pub fn write_back_count(&self) -> u64 {
+        self.lock_inner().write_backs
+    }
+
+    /// Sets what `shares_flushes` answers (yes by default, as on ext4 and
+    /// XFS).
+    pub fn set_shares_flushes(&self, yes: bool) {
+        self.lock_inner().no_shared_flushes = !yes;
     }
 
     /// Every `drop_cache` call so far, in order. The memory file system has
@@ -405,8 +518,10 @@ impl MemFs {
             .files
             .get(&ino)
             .map(|f| {
-                f.pending
+                f.written_back
                     .iter()
+                    .map(|(_, op)| op)
+                    .chain(&f.pending)
                     .map(|op| match op {
                         Op::Write { data, .. } => data.len() as u64,
                         Op::SetLen(_) => 0,
@@ -431,7 +546,13 @@ impl MemFs {
             let Some(file) = inner.files.get_mut(&ino) else {
                 continue;
             };
-            let pending = std::mem::take(&mut file.pending);
+            // Written-back writes are older than pending ones and, unflushed,
+            // just as uncertain.
+            let mut pending: Vec<Op> = std::mem::take(&mut file.written_back)
+                .into_iter()
+                .map(|(_, op)| op)
+                .collect();
+            pending.append(&mut file.pending);
             let mut image = std::mem::take(&mut file.durable);
             match plan {
                 CrashPlan::LoseUnsynced => {}
@@ -497,6 +618,8 @@ impl MemFs {
             }
             file.current = image.clone();
             file.durable = image;
+            let len = file.current.len() as u64;
+            file.cut_settled(len);
         }
         let mut live = HashSet::new();
         let mut dirs: Vec<PathBuf> = inner.dirs.keys().cloned().collect();
@@ -616,8 +739,15 @@ impl FileHandle for MemFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.with(|inner, ino| {
+        // The flush at the end covers what was written back before the call.
+        let (latency, flush_upto) = self.with(|inner, _| {
             inner.consume_op()?;
+            Ok((inner.faults.sync_latency, inner.write_backs))
+        })?;
+        if let Some(d) = latency {
+            std::thread::sleep(d);
+        }
+        self.with(|inner, ino| {
             let failed = inner.faults.fail_syncs > 0 || inner.failpoint(FsOp::SyncData, &self.path).is_err();
             if failed {
                 inner.faults.fail_syncs = inner.faults.fail_syncs.saturating_sub(1);
@@ -625,14 +755,29 @@ impl FileHandle for MemFile {
                 inner.syncs += 1;
             }
             let file = inner.files.get_mut(&ino).ok_or_else(|| eio("fsync"))?;
-            let pending = std::mem::take(&mut file.pending);
+            let mut pending: Vec<Op> = std::mem::take(&mut file.written_back)
+                .into_iter()
+                .map(|(_, op)| op)
+                .collect();
+            pending.append(&mut file.pending);
             if failed {
                 // Linux marks the pages clean after a failed writeback: the data
-                // stays readable in the cache but will never be written.
+                // stays readable in the cache but will never be written. The
+                // device's cache flush failed too: what other files wrote back
+                // may be gone.
+                for other in inner.files.values_mut() {
+                    other.written_back.clear();
+                }
                 return Err(eio("fsync"));
             }
             for op in &pending {
                 apply(&mut file.durable, op);
+            }
+            // Every byte written so far is now in allocated, written blocks.
+            file.settle_ops(&pending);
+            // The fdatasync ended with a device cache flush.
+            for other in inner.files.values_mut() {
+                other.flush_written_back(flush_upto);
             }
             Ok(())
         })
@@ -652,6 +797,7 @@ impl FileHandle for MemFile {
             let file = inner.files.get_mut(&ino).ok_or_else(|| eio("set_len"))?;
             apply(&mut file.current, &op);
             file.pending.push(op);
+            file.cut_settled(len);
             Ok(())
         })
     }
@@ -662,6 +808,32 @@ impl FileHandle for MemFile {
             return Ok(());
         }
         self.set_len(len)
+    }
+
+    fn write_back(&self, offset: u64) -> io::Result<()> {
+        // The whole file's pending writes go, as from `offset` to the end:
+        // the log writes back only past its durable mark, where all of its
+        // pending writes are.
+        let _ = offset;
+        self.with(|inner, ino| {
+            inner.consume_op()?;
+            let failed = inner.failpoint(FsOp::WriteBack, &self.path).is_err();
+            let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write-back"))?;
+            let pending = std::mem::take(&mut file.pending);
+            if failed {
+                // As after a failed fsync: the pages count as clean.
+                return Err(eio("write-back"));
+            }
+            let (writes, lengths): (Vec<Op>, Vec<Op>) =
+                pending.into_iter().partition(|op| matches!(op, Op::Write { .. }));
+            inner.write_backs += 1;
+            let n = inner.write_backs;
+            let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write-back"))?;
+            file.written_back.extend(writes.into_iter().map(|op| (n, op)));
+            // A length is metadata: only this file's own sync makes it durable.
+            file.pending = lengths;
+            Ok(())
+        })
     }
 
     fn drop_cache(&self, offset: u64, len: Option<u64>) -> io::Result<()> {
@@ -753,13 +925,20 @@ impl FileSystem for MemFs {
             // As after a failed fsync, the dirty pages count as clean.
             for file in inner.files.values_mut() {
                 file.pending.clear();
+                file.written_back.clear();
             }
             return Err(eio("syncfs"));
         }
         for file in inner.files.values_mut() {
-            for op in std::mem::take(&mut file.pending) {
-                apply(&mut file.durable, &op);
+            let mut pending: Vec<Op> = std::mem::take(&mut file.written_back)
+                .into_iter()
+                .map(|(_, op)| op)
+                .collect();
+            pending.append(&mut file.pending);
+            for op in &pending {
+                apply(&mut file.durable, op);
             }
+            file.settle_ops(&pending);
         }
         for dir in inner.dirs.values_mut() {
             dir.durable = dir.current.clone();
@@ -772,6 +951,10 @@ impl FileSystem for MemFs {
             fs: self.clone(),
             path: path.to_path_buf(),
         }))
+    }
+
+    fn shares_flushes(&self, _dir: &Path) -> bool {
+        !self.lock_inner().no_shared_flushes
     }
 
     fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -889,5 +1072,133 @@ impl FileSystem for MemFs {
             fs: self.clone(),
             path: path.to_path_buf(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn two_files(fs: &MemFs) -> (Arc<dyn FileHandle>, Arc<dyn FileHandle>) {
+        let d = Path::new("/d");
+        fs.create_dir_all(d).unwrap();
+        let a = fs.create_new(&d.join("a")).unwrap();
+        let b = fs.create_new(&d.join("b")).unwrap();
+        fs.sync_dir(d).unwrap();
+        (a, b)
+    }
+
+    fn contents(fs: &MemFs, name: &str) -> Vec<u8> {
+        fs.contents(&Path::new("/d").join(name)).unwrap()
+    }
+
+    #[test]
+    fn a_flush_makes_written_back_overwrites_of_settled_blocks_durable_and_nothing_else() {
+        let fs = MemFs::new();
+        let (a, b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        a.sync_data().unwrap();
+        // Allocated and synced, but never written: no settled blocks.
+        a.allocate(300).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(&[2; 50], 0).unwrap();
+        a.write_all_at(&[3; 50], 150).unwrap();
+        a.write_back(0).unwrap();
+        assert_eq!(fs.write_back_count(), 1);
+        // Another file's fdatasync is the device flush.
+        b.write_all_at(&[9; 10], 0).unwrap();
+        b.sync_data().unwrap();
+        fs.crash(CrashPlan::LoseUnsynced);
+        let got = contents(&fs, "a");
+        assert_eq!(got.len(), 300);
+        assert_eq!(&got[..50], &[2; 50], "an overwrite of settled blocks is durable");
+        assert_eq!(&got[50..100], &[1; 50]);
+        assert!(
+            got[150..200].iter().all(|x| *x == 0),
+            "a write into never-written space needs its own file's sync"
+        );
+        assert_eq!(contents(&fs, "b"), vec![9; 10]);
+    }
+
+    #[test]
+    fn without_a_flush_a_written_back_write_is_as_uncertain_as_a_pending_one() {
+        let fs = MemFs::new();
+        let (a, _b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(&[2; 100], 0).unwrap();
+        a.write_back(0).unwrap();
+        assert_eq!(fs.pending_bytes(Path::new("/d/a")).unwrap(), 100);
+        fs.crash(CrashPlan::LoseUnsynced);
+        assert_eq!(contents(&fs, "a"), vec![1; 100]);
+    }
+
+    #[test]
+    fn a_flush_does_not_cover_a_write_back_that_completed_after_it_began() {
+        let fs = MemFs::new();
+        let (a, b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(&[2; 100], 0).unwrap();
+        fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
+        std::thread::scope(|s| {
+            let flush = s.spawn(|| b.sync_data().unwrap());
+            // The flush has begun (it is sleeping) when the write-back lands.
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            a.write_back(0).unwrap();
+            flush.join().unwrap();
+        });
+        fs.crash(CrashPlan::LoseUnsynced);
+        assert_eq!(contents(&fs, "a"), vec![1; 100], "a later flush was needed");
+    }
+
+    #[test]
+    fn a_failed_flush_loses_what_every_file_wrote_back() {
+        let fs = MemFs::new();
+        let (a, b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(&[2; 100], 0).unwrap();
+        a.write_back(0).unwrap();
+        fs.fail_next_syncs(1);
+        assert!(b.sync_data().is_err());
+        // A later successful flush cannot bring the write back.
+        b.sync_data().unwrap();
+        fs.crash(CrashPlan::KeepUnsynced);
+        assert_eq!(contents(&fs, "a"), vec![1; 100]);
+    }
+
+    #[test]
+    fn a_cut_unsettles_the_blocks_past_it() {
+        let fs = MemFs::new();
+        let (a, b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        a.sync_data().unwrap();
+        a.set_len(40).unwrap();
+        a.set_len(100).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(&[5; 10], 60).unwrap();
+        a.write_all_at(&[6; 10], 20).unwrap();
+        a.write_back(0).unwrap();
+        b.sync_data().unwrap();
+        fs.crash(CrashPlan::LoseUnsynced);
+        let got = contents(&fs, "a");
+        assert_eq!(&got[20..30], &[6; 10], "below the cut the blocks stay settled");
+        assert!(got[60..70].iter().all(|x| *x == 0), "past the cut they are new");
+    }
+
+    #[test]
+    fn a_failed_write_back_drops_the_pages_like_a_failed_fsync() {
+        let fs = MemFs::new();
+        let (a, b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(&[2; 100], 0).unwrap();
+        fs.fail_at(FsOp::WriteBack, "/d/a", 1);
+        assert!(a.write_back(0).is_err());
+        a.sync_data().unwrap();
+        b.sync_data().unwrap();
+        fs.crash(CrashPlan::KeepUnsynced);
+        assert_eq!(contents(&fs, "a"), vec![1; 100]);
     }
 }
