@@ -12,8 +12,9 @@
 //! enforced every 100 ms), each shard keeps up to `RECYCLE` removed segment
 //! files for reuse (`LogOptions::recycle_segments_max`; 0 unlinks them),
 //! and the clock starts only once the stream has filled its cap and
-//! retention has removed a segment of every shard. `SHARDLOG_SHARE_FLUSHES=false`
-//! turns off `EngineOptions::share_flushes_across_shards`.
+//! retention has removed a segment of every shard. `SHARDLOG_SHARE_FLUSHES=true`
+//! turns on `EngineOptions::share_flushes_across_shards` (off by default);
+//! `SHARDLOG_RECORDS_PER_PUT=N` puts N records per call instead of 100.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,6 +46,11 @@ fn main() {
         )),
         _ => None,
     };
+    // SHARDLOG_RECORDS_PER_PUT sets the batch (100 by default).
+    let per_put: usize = std::env::var("SHARDLOG_RECORDS_PER_PUT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let tmp = tempfile::tempdir_in(&base).expect("temporary directory");
     let engine = Engine::open(
         tmp.path(),
@@ -55,9 +61,8 @@ fn main() {
                 recycle_segments_max: recycle.map_or(0, |(n, _)| n),
                 ..EngineOptions::default().log
             },
-            // SHARDLOG_SHARE_FLUSHES=false measures without shared flushes.
-            share_flushes_across_shards: std::env::var("SHARDLOG_SHARE_FLUSHES")
-                .map_or(true, |v| v != "false"),
+            // SHARDLOG_SHARE_FLUSHES=true measures with shared flushes.
+            share_flushes_across_shards: std::env::var("SHARDLOG_SHARE_FLUSHES").is_ok_and(|v| v == "true"),
             ..EngineOptions::default()
         },
     )
@@ -97,11 +102,11 @@ fn main() {
             s.spawn(move || {
                 let key = format!("writer-{w}");
                 let batch: Vec<PutRecordInput<'_>> =
-                    (0..100).map(|_| PutRecordInput::new(&key, data)).collect();
+                    (0..per_put).map(|_| PutRecordInput::new(&key, data)).collect();
                 while !stop.load(Ordering::Relaxed) {
                     let out = engine.put_records("bw", &batch).expect("put");
                     assert!(out.iter().all(|r| r.is_ok()), "a record failed");
-                    records.fetch_add(100, Ordering::Relaxed);
+                    records.fetch_add(per_put as u64, Ordering::Relaxed);
                 }
             });
         }
@@ -141,7 +146,7 @@ fn main() {
     }
     let syncs = stats.fsync_seconds.count.max(1);
     println!(
-        "{writers} writers, {shards} shards, cache window {}, 100 x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
+        "{writers} writers, {shards} shards, cache window {}, {per_put} x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
         cache_window_bytes.map_or("keep".to_string(), |b| format!("{} MiB", b >> 20)),
         n as f64 / 1024.0 / secs,
         n as f64 / secs

@@ -24,6 +24,12 @@
 //!    virtual machine whose free memory the host has taken back, each new
 //!    page faults in the host, so the figures depend on how much of the
 //!    memory was touched before (printed first: `MemFree`).
+//! 10. 1 KiB overwrites of allocated space in 4 files, a thread per file:
+//!     each `fdatasync`ing its own file, against each going through one
+//!     `FlushCoordinator` as shards sharing flushes do (a write meeting a
+//!     flush in flight is written back with `sync_file_range` and waits for
+//!     the next flush); with the process's CPU time per write and the
+//!     flushes per write.
 //!
 //! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR]`
 
@@ -145,7 +151,94 @@ fn main() -> std::io::Result<()> {
     println!("1 MiB write + fdatasync, 4 files in parallel, allocated: {ops:8.0} MiB/s");
     let ops = parallel(tmp.path(), 4, 1 << 20, Some(Space::FallocatedDropBehind))?;
     println!("1 MiB write + fdatasync, 4 files in parallel, fallocated, pages dropped 32 MiB behind: {ops:7.0} MiB/s");
+    for shared in [false, true] {
+        let (ops, cpu_us, flushes) = flush_sharing(tmp.path(), shared)?;
+        let how = if shared {
+            "shared flushes"
+        } else {
+            "an fdatasync each"
+        };
+        println!(
+            "1 KiB overwrite, 4 files in parallel, {how}: {ops:8.0} writes/s, {cpu_us:5.1} us CPU and {flushes:.2} flushes per write"
+        );
+    }
     Ok(())
+}
+
+/// This process's user and system CPU time so far, in seconds
+/// (`/proc/self/stat`, in clock ticks of 10 ms).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which is in parentheses.
+    let rest = stat.rsplit(')').next().unwrap_or("");
+    let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 here.
+    (f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)) as f64 / 100.0
+}
+
+/// Row 10: 1 KiB overwrites of written, synced space in 4 files for three
+/// seconds; returns writes per second, CPU µs per write and flushes
+/// (`fdatasync`s) per write.
+fn flush_sharing(dir: &Path, shared: bool) -> std::io::Result<(f64, f64, f64)> {
+    use shardlog_segment::fs::{FileHandle, FileSystem, StdFs};
+    let blocks = 16 * 1024u64;
+    let mut files: Vec<std::sync::Arc<dyn FileHandle>> = Vec::new();
+    for i in 0..4 {
+        let path = dir.join(format!("shared-{i}.bin"));
+        let _ = std::fs::remove_file(&path);
+        let file = StdFs.create_new(&path)?;
+        let zeros = vec![0u8; 1 << 20];
+        for m in 0..(blocks * 1024) >> 20 {
+            file.write_all_at(&zeros, m << 20)?;
+        }
+        file.sync_data()?;
+        files.push(file);
+    }
+    let stop = AtomicBool::new(false);
+    let writes = AtomicU64::new(0);
+    let buf = vec![0x7Eu8; 1024];
+    let cpu = cpu_seconds();
+    let started = Instant::now();
+    let coord = shardlog_segment::FlushCoordinator::new();
+    let result = std::thread::scope(|s| {
+        let mut workers = Vec::new();
+        for f in &files {
+            let (stop, writes, buf, coord) = (&stop, &writes, &buf, &coord);
+            workers.push(s.spawn(move || -> std::io::Result<()> {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let at = (n % blocks) * 1024;
+                    f.write_all_at(buf, at)?;
+                    if shared {
+                        coord.sync_group(&**f, at).map_err(std::io::Error::other)?;
+                    } else {
+                        f.sync_data()?;
+                    }
+                    n += 1;
+                    writes.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        stop.store(true, Ordering::Relaxed);
+        workers
+            .into_iter()
+            .map(|w| {
+                w.join()
+                    .unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")))
+            })
+            .collect::<std::io::Result<Vec<()>>>()
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu;
+    for i in 0..4 {
+        std::fs::remove_file(dir.join(format!("shared-{i}.bin")))?;
+    }
+    result?;
+    let n = writes.load(Ordering::Relaxed).max(1) as f64;
+    let flushes = if shared { coord.flush_count() as f64 } else { n };
+    Ok((n / secs, cpu / n * 1e6, flushes / n))
 }
 
 /// The kind of space the timed writes of [`parallel`] land in.

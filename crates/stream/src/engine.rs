@@ -152,7 +152,11 @@ pub struct EngineOptions {
     /// (`LogOptions::flush_coordinator`). Takes effect only on file
     /// systems where that is safe (`FileSystem::shares_flushes`: ext4
     /// without data=journal, XFS, tmpfs); elsewhere every group syncs its
-    /// own file.
+    /// own file. Off by default: with blocking appenders (the embedded
+    /// API's `put_records` on threads of its own) it measured 15-26% fewer
+    /// records/s, while the server, whose appenders await durability from
+    /// the sync pool, gains 13% with 64 connections and turns it on
+    /// (`shardlog serve --share-flushes`; docs/PERFORMANCE.md, ninth pass).
     pub share_flushes_across_shards: bool,
     /// The AWS account this engine serves (12 digits); it appears in ARNs
     /// and messages. A server keeps one engine per account and region.
@@ -183,7 +187,7 @@ impl Default for EngineOptions {
                 ..LogOptions::default()
             },
             share_syncs_across_shards: true,
-            share_flushes_across_shards: true,
+            share_flushes_across_shards: false,
             enforce_shard_limits: false,
             status_delays: StatusDelays::default(),
             account_id: DEFAULT_ACCOUNT_ID.to_string(),
