@@ -210,7 +210,7 @@ fn flush_sharing(dir: &Path, shared: bool) -> std::io::Result<(f64, f64, f64)> {
                     let at = (n % blocks) * 1024;
                     f.write_all_at(buf, at)?;
                     if shared {
-                        coord.sync_group(&**f, at).map_err(std::io::Error::other)?;
+                        coord.sync_group(&**f, at, dir).map_err(std::io::Error::other)?;
                     } else {
                         f.sync_data()?;
                     }

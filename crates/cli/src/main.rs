@@ -284,8 +284,8 @@ struct ServeArgs {
     /// only overwrites segment space written and synced before is written
     /// back (sync_file_range) and made durable by one flush shared with
     /// the other shards, instead of an fdatasync of its own. Used only on
-    /// file systems where that is safe (ext4 without data=journal, XFS,
-    /// tmpfs) [default: true].
+    /// file systems where that is safe (ext2/3/4 without data journaling
+    /// or nobarrier, tmpfs) [default: true].
     #[arg(long, env = "SHARDLOG_SHARE_FLUSHES")]
     share_flushes: Option<bool>,
     /// How often retention runs, in milliseconds [default: 60000].

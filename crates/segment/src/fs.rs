@@ -383,26 +383,23 @@ impl FileSystem for StdFs {
         let Ok(st) = rustix::fs::statfs(dir) else {
             return false;
         };
-        // Magic numbers of statfs(2). ext2, ext3 and ext4 share one. They
+        // Magic numbers of statfs(2); ext2, ext3 and ext4 share one. They
         // overwrite written blocks in place, and their fdatasync flushes
         // the device cache even when it has no metadata to commit (the
-        // journal's commit block, or a flush of its own). Copy-on-write
-        // file systems (btrfs, ZFS) allocate new blocks on every write, so
-        // a write-back there needs metadata and they are left out, as is
-        // everything not known.
+        // journal's commit block, or a flush of its own). Everything else
+        // is left out: copy-on-write file systems (btrfs, ZFS) allocate new
+        // blocks for every write, and so does XFS for an extent it shares
+        // with a reflinked copy (`cp --reflink`, which coreutils uses by
+        // default), with the remapping in a log transaction another file's
+        // fdatasync does not force.
         const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-        const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
         const TMPFS_MAGIC: i64 = 0x0102_1994;
         // f_type is i64 on x86-64 but narrower elsewhere.
         #[allow(clippy::unnecessary_cast)]
         let f_type = st.f_type as i64;
         match f_type {
-            // ext4 with data=journal writes data through the journal: a
-            // write-back alone does not put it in place.
-            EXT4_SUPER_MAGIC => {
-                !mount_options_of(dir).is_some_and(|o| o.split(',').any(|o| o == "data=journal"))
-            }
-            XFS_SUPER_MAGIC | TMPFS_MAGIC => true,
+            EXT4_SUPER_MAGIC => write_back_waits_like_fdatasync() && ext4_overwrites_in_place(dir),
+            TMPFS_MAGIC => true,
             _ => false,
         }
     }
@@ -432,20 +429,75 @@ impl FileSystem for StdFs {
     }
 }
 
-/// The super-block options (the last field of `/proc/self/mountinfo`) of
-/// the mount holding `dir`: the mount point that is the longest prefix of
+/// Whether the ext2/3/4 file system holding `dir` writes file data in
+/// place, outside its journal, and flushes the device cache on
+/// `fdatasync`. Data journaling (`data=journal`, as a mount option or the
+/// super block's default, or the `j` attribute that `chattr +j` puts on a
+/// directory for the files made in it) puts written-back data only in the
+/// journal, which another file's flush does not commit; `nobarrier` leaves
+/// out the flush. The effective options are read from
+/// `/proc/fs/ext4/<device>/options`, which lists defaults too, and only
+/// when that file is readable is the answer yes.
+fn ext4_overwrites_in_place(dir: &Path) -> bool {
+    let journaled_dir = std::fs::File::open(dir)
+        .and_then(|d| rustix::fs::ioctl_getflags(&d).map_err(io::Error::from))
+        .map_or(true, |flags| flags.contains(rustix::fs::IFlags::JOURNALING));
+    if journaled_dir {
+        return false;
+    }
+    let Some(mount) = mount_of(dir) else {
+        return false;
+    };
+    // The device's name under /sys/dev/block (vda, sda1, dm-0): the name
+    // ext4 uses in /proc/fs/ext4.
+    let dev = std::fs::read_link(format!("/sys/dev/block/{}", mount.device))
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    let Some(options) = dev.and_then(|d| std::fs::read_to_string(format!("/proc/fs/ext4/{d}/options")).ok())
+    else {
+        return false;
+    };
+    let bad = |o: &str| o == "data=journal" || o == "journal_data" || o == "nobarrier" || o == "barrier=0";
+    !options
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .chain(mount.options.split(','))
+        .any(bad)
+}
+
+/// Whether this kernel's `sync_file_range` with all three flags writes in
+/// the integrity mode `fdatasync` uses (Linux 5.2 and later); before, it
+/// could skip a page redirtied while under writeback.
+fn write_back_waits_like_fdatasync() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().ok());
+    match (parts.next().flatten(), parts.next().flatten()) {
+        (Some(major), Some(minor)) => (major, minor) >= (5, 2),
+        _ => false,
+    }
+}
+
+/// A mount from `/proc/self/mountinfo`.
+struct Mount {
+    /// `major:minor` of its device.
+    device: String,
+    /// Its super-block options (the last field).
+    options: String,
+}
+
+/// The mount holding `dir`: the mount point that is the longest prefix of
 /// its canonical path. `None` when that cannot be read.
-fn mount_options_of(dir: &Path) -> Option<String> {
+fn mount_of(dir: &Path) -> Option<Mount> {
     let dir = std::fs::canonicalize(dir).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mut best: Option<(usize, String)> = None;
+    let mut best: Option<(usize, Mount)> = None;
     for line in info.lines() {
         // "id parent major:minor root mount-point options [tags] - type source super-options"
         let fields: Vec<&str> = line.split(' ').collect();
         let Some(dash) = fields.iter().position(|f| *f == "-") else {
             continue;
         };
-        let (Some(point), Some(options)) = (fields.get(4), fields.get(dash + 3)) else {
+        let (Some(device), Some(point), Some(options)) = (fields.get(2), fields.get(4), fields.get(dash + 3))
+        else {
             continue;
         };
         // The kernel escapes spaces, tabs, newlines and backslashes as octal.
@@ -456,10 +508,16 @@ fn mount_options_of(dir: &Path) -> Option<String> {
             .replace("\\134", "\\");
         let depth = Path::new(&point).components().count();
         if dir.starts_with(&point) && best.as_ref().is_none_or(|(d, _)| depth >= *d) {
-            best = Some((depth, options.to_string()));
+            best = Some((
+                depth,
+                Mount {
+                    device: device.to_string(),
+                    options: options.to_string(),
+                },
+            ));
         }
     }
-    best.map(|(_, o)| o)
+    best.map(|(_, m)| m)
 }
 
 #[cfg(test)]
@@ -467,12 +525,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_mount_holding_a_directory_is_found_with_its_options() {
-        let root = mount_options_of(Path::new("/")).expect("the root is mounted");
-        assert!(!root.is_empty());
+    fn the_mount_holding_a_directory_is_found_with_its_device_and_options() {
+        let root = mount_of(Path::new("/")).expect("the root is mounted");
+        assert!(!root.options.is_empty());
+        assert!(root.device.contains(':'), "{}", root.device);
         let tmp = tempfile::tempdir().unwrap();
-        assert!(mount_options_of(tmp.path()).is_some());
-        assert!(mount_options_of(Path::new("/no/such/dir")).is_none());
+        assert!(mount_of(tmp.path()).is_some());
+        assert!(mount_of(Path::new("/no/such/dir")).is_none());
+    }
+
+    #[test]
+    fn a_directory_whose_files_journal_their_data_shares_no_flushes() {
+        // On the disk of the build, not /tmp, which may be tmpfs.
+        let tmp = tempfile::tempdir_in(env!("CARGO_MANIFEST_DIR")).unwrap();
+        let dir = std::fs::File::open(tmp.path()).unwrap();
+        let Ok(flags) = rustix::fs::ioctl_getflags(&dir) else {
+            return; // no inode flags here (tmpfs): nothing to set
+        };
+        if rustix::fs::ioctl_setflags(&dir, flags | rustix::fs::IFlags::JOURNALING).is_err() {
+            return; // setting `j` needs CAP_SYS_RESOURCE
+        }
+        assert!(!ext4_overwrites_in_place(tmp.path()));
     }
 
     #[test]
@@ -489,5 +562,7 @@ mod tests {
         assert_eq!(buf, [9; 100]);
         // procfs is none of the file systems known to share flushes safely.
         assert!(!StdFs.shares_flushes(Path::new("/proc")));
+        // The kernels CI runs on are newer than 5.2.
+        assert!(write_back_waits_like_fdatasync());
     }
 }

@@ -2586,7 +2586,7 @@ impl Log {
         drop(st);
         let started = std::time::Instant::now();
         let result = match &shared {
-            Some((coord, from)) => coord.sync_group(&*file, *from),
+            Some((coord, from)) => coord.sync_group(&*file, *from, &self.inner.dir),
             None => {
                 let r = file.sync_data().map_err(|e| format!("fdatasync failed: {e}"));
                 crate::stats::record_fsync(started.elapsed());

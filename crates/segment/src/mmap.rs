@@ -39,10 +39,11 @@ pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<Mmap> {
 /// Writes the dirty pages of `file` from `offset` to its end to the device
 /// and waits until the device has them: `sync_file_range` with
 /// `WAIT_BEFORE | WRITE | WAIT_AFTER`, which waits for writeback already
-/// running, writes the rest in the integrity mode `fdatasync` uses, and
-/// reports a writeback error of the file (errseq) as `fdatasync` would. No
-/// device cache flush and no metadata: see `FileHandle::write_back` for when
-/// that is enough.
+/// running, writes the rest and waits for it (since Linux 5.2 in the
+/// integrity mode `fdatasync` uses; before, `WAIT_BEFORE` still waited for
+/// pages already under writeback), and reports a writeback error of the
+/// file (errseq) as `fdatasync` would. No device cache flush and no
+/// metadata: see `FileHandle::write_back` for when that is enough.
 pub(crate) fn write_back_from(file: &File, offset: u64) -> io::Result<()> {
     let offset = libc::off64_t::try_from(offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;

@@ -14,7 +14,7 @@
 //! sync that succeeds would prove nothing (Rebello et al., ATC'20).
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::fs::{FileSystem, FsSyncer};
@@ -126,19 +126,41 @@ impl SyncCoordinator {
 /// one. Only file systems that say so
 /// ([`crate::fs::FileSystem::shares_flushes`]) get a coordinator.
 ///
-/// A failed flush poisons the coordinator for good, as a failed `syncfs`
-/// poisons a [`SyncCoordinator`]: the device may have dropped what any of
-/// the groups waiting on it wrote back.
+/// A failed flush fails every group whose write-back completed before the
+/// failure was known (each of their logs then poisons itself: the device
+/// may have dropped what they wrote back), not later ones: a group written
+/// back after it needs a flush that begins after its write-back, and a
+/// successful one proves that group durable. A failed write-back fails its
+/// own group only.
 pub struct FlushCoordinator {
-    state: Mutex<State>,
+    state: Mutex<FlushState>,
     cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct FlushState {
+    /// Flushes begun so far; each is numbered by this count when it begins.
+    /// A failure counts one more, so that tickets taken after it are above
+    /// the failure's.
+    started: u64,
+    /// The number of the last flush that completed.
+    completed: u64,
+    running: bool,
+    /// The latest failure: groups with tickets up to this number fail.
+    failed: Option<(u64, String)>,
+    flushes: u64,
+}
+
+fn lock_flush(m: &Mutex<FlushState>) -> MutexGuard<'_, FlushState> {
+    // Plain counters, consistent between statements.
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl fmt::Debug for FlushCoordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = lock(&self.state);
+        let st = lock_flush(&self.state);
         f.debug_struct("FlushCoordinator")
-            .field("flushes", &st.syncs)
+            .field("flushes", &st.flushes)
             .field("failed", &st.failed)
             .finish_non_exhaustive()
     }
@@ -147,7 +169,7 @@ impl fmt::Debug for FlushCoordinator {
 impl FlushCoordinator {
     pub fn new() -> Arc<FlushCoordinator> {
         Arc::new(FlushCoordinator {
-            state: Mutex::new(State::default()),
+            state: Mutex::new(FlushState::default()),
             cv: Condvar::new(),
         })
     }
@@ -161,29 +183,34 @@ impl FlushCoordinator {
     /// flush, which it runs itself unless another waiter does. So a lone
     /// group costs what its own `fdatasync` costs, and groups of many logs
     /// that meet a running flush share the next one. Returns whether the
-    /// group was written back (and so shared a flush). Fails for good once
-    /// any flush failed; a failed write-back fails this caller only.
-    pub fn sync_group(&self, file: &dyn crate::fs::FileHandle, from: u64) -> Result<bool, String> {
-        let mut st = lock(&self.state);
-        if let Some(e) = &st.failed {
-            return Err(e.clone());
-        }
+    /// group was written back (and so shared a flush). Fails when the flush
+    /// it waited for failed; a failed write-back fails this caller only.
+    /// `what` names the caller's log in errors.
+    pub fn sync_group(
+        &self,
+        file: &dyn crate::fs::FileHandle,
+        from: u64,
+        what: &Path,
+    ) -> Result<bool, String> {
+        let mut st = lock_flush(&self.state);
         let written_back = st.running;
         if written_back {
             drop(st);
             file.write_back(from)
-                .map_err(|e| format!("write-back (sync_file_range) failed: {e}"))?;
-            st = lock(&self.state);
+                .map_err(|e| format!("write-back (sync_file_range) of {} failed: {e}", what.display()))?;
+            st = lock_flush(&self.state);
         }
         // The first flush that begins after the write-back completed (or,
         // without one, the flush this caller starts next) covers the group.
         let ticket = st.started + 1;
         loop {
-            if let Some(e) = &st.failed {
-                return Err(e.clone());
-            }
             if st.completed >= ticket {
                 return Ok(written_back);
+            }
+            if let Some((through, e)) = &st.failed {
+                if ticket <= *through {
+                    return Err(e.clone());
+                }
             }
             if st.running {
                 st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
@@ -196,14 +223,25 @@ impl FlushCoordinator {
             let started = std::time::Instant::now();
             let result = file.sync_data();
             crate::stats::record_flush(started.elapsed());
-            st = lock(&self.state);
+            st = lock_flush(&self.state);
             st.running = false;
             match result {
                 Ok(()) => {
                     st.completed = n;
-                    st.syncs += 1;
+                    st.flushes += 1;
                 }
-                Err(e) => st.failed = Some(format!("shared device cache flush (fdatasync) failed: {e}")),
+                Err(e) => {
+                    // Every ticket handed out so far is at most `n + 1`
+                    // (taken while this flush ran); later ones go above.
+                    st.started = n + 1;
+                    st.failed = Some((
+                        n + 1,
+                        format!(
+                            "device cache flush (fdatasync of {}) shared by the groups of several logs failed: {e}",
+                            what.display()
+                        ),
+                    ));
+                }
             }
             self.cv.notify_all();
         }
@@ -211,7 +249,7 @@ impl FlushCoordinator {
 
     /// Flushes completed so far.
     pub fn flush_count(&self) -> u64 {
-        lock(&self.state).syncs
+        lock_flush(&self.state).flushes
     }
 }
 

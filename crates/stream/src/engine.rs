@@ -150,8 +150,8 @@ pub struct EngineOptions {
     /// overwrites settled segment space is written back and made durable
     /// by one flush shared with the other shards' groups
     /// (`LogOptions::flush_coordinator`). Takes effect only on file
-    /// systems where that is safe (`FileSystem::shares_flushes`: ext4
-    /// without data=journal, XFS, tmpfs); elsewhere every group syncs its
+    /// systems where that is safe (`FileSystem::shares_flushes`: ext2/3/4
+    /// without data journaling or nobarrier, tmpfs); elsewhere every group syncs its
     /// own file. Off by default: with blocking appenders (the embedded
     /// API's `put_records` on threads of its own) it measured 15-26% fewer
     /// records/s, while the server, whose appenders await durability from

@@ -11,15 +11,16 @@
 //! clean, so they are dropped from the pending list and will never become
 //! durable even if a later `fsync` succeeds (Rebello et al., ATC'20).
 //!
-//! `write_back` (`sync_file_range`) moves a file's pending writes to the
-//! device's volatile cache: a crash resolves them like pending ones, and
-//! the next successful `sync_data` of *any* file (a device flush) makes
-//! them durable, but only where they overwrite *settled* blocks of their
+//! `write_back` (`sync_file_range`) sends a file's pending writes from an
+//! offset on to the device's volatile cache: a crash resolves them like
+//! other pending ones, and the next successful `sync_data` of *any* file (a
+//! device flush) makes them durable if the write-back completed before that
+//! sync began, but only where they overwrite *settled* blocks of their
 //! file: bytes written and then covered by a `sync_data` of that same file
 //! (and not cut since). Elsewhere a real file system would still have
-//! metadata to commit (an unwritten extent, a length), so the flush alone
-//! leaves them lost, and a log that trusted it loses acknowledged data in
-//! these tests.
+//! metadata to commit (an unwritten extent, a length), so they stay
+//! pending, and a log that trusted the flush loses acknowledged data in
+//! these tests. A `sync_data` covers only operations made before it began.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io;
@@ -85,14 +86,24 @@ enum Op {
     SetLen(u64),
 }
 
+/// An operation not yet durable.
+#[derive(Debug, Clone)]
+struct PendingOp {
+    /// When it was made (a count over the whole file system), so that a
+    /// sync covers only what was made before it began.
+    made: u64,
+    /// The `write_back` that sent it to the device, by number: on the
+    /// device, not yet flushed.
+    written_back: Option<u64>,
+    op: Op,
+}
+
 #[derive(Debug, Default)]
 struct FileState {
     durable: Vec<u8>,
     current: Vec<u8>,
-    pending: Vec<Op>,
-    /// Writes `write_back` sent to the device, not yet flushed (older than
-    /// every op in `pending`), each with the number of its write-back.
-    written_back: Vec<(u64, Op)>,
+    /// Operations not yet durable, oldest first.
+    pending: Vec<PendingOp>,
     /// Settled byte ranges (sorted, disjoint): written, then covered by a
     /// `sync_data` of this file, and not cut since.
     settled: Vec<(u64, u64)>,
@@ -137,23 +148,25 @@ impl FileState {
         }
     }
 
-    /// Makes the written-back writes durable where they overwrite settled
-    /// blocks (a device flush); the rest is lost, as a real file system
-    /// would lose data whose metadata nobody committed.
-    /// Only write-backs numbered up to `upto` are flushed: a flush covers
-    /// what the device had completed when it began.
+    /// A device cache flush: the writes sent to the device by write-backs
+    /// numbered up to `upto` (those completed when the flush began) become
+    /// durable where they overwrite settled blocks. Parts elsewhere stay
+    /// pending: a real file system still has their metadata to commit.
     fn flush_written_back(&mut self, upto: u64) {
-        let (flushed, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.written_back)
-            .into_iter()
-            .partition(|(n, _)| *n <= upto);
-        self.written_back = later;
-        for (_, op) in flushed {
-            let Op::Write { offset, data } = op else {
+        let mut left = Vec::with_capacity(self.pending.len());
+        for p in std::mem::take(&mut self.pending) {
+            let (Some(n), Op::Write { offset, data }) = (p.written_back, &p.op) else {
+                left.push(p);
                 continue;
             };
+            if n > upto {
+                left.push(p);
+                continue;
+            }
             let end = offset + data.len() as u64;
+            let mut covered = 0u64;
             for &(a, b) in &self.settled {
-                let (s, e) = (a.max(offset), b.min(end));
+                let (s, e) = (a.max(*offset), b.min(end));
                 if s < e && e as usize <= self.durable.len() {
                     let part = data[(s - offset) as usize..(e - offset) as usize].to_vec();
                     apply(
@@ -163,9 +176,24 @@ impl FileState {
                             data: part,
                         },
                     );
+                    covered += e - s;
                 }
             }
+            if covered < end - offset {
+                left.push(p);
+            }
         }
+        self.pending = left;
+    }
+
+    /// Makes the operations made before `mark` durable, in order, and
+    /// returns them; later ones stay pending.
+    fn take_made_before(&mut self, mark: u64) -> Vec<Op> {
+        let (now, later): (Vec<PendingOp>, Vec<PendingOp>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|p| p.made <= mark);
+        self.pending = later;
+        now.into_iter().map(|p| p.op).collect()
     }
 }
 
@@ -208,6 +236,8 @@ struct Inner {
     faults: Faults,
     syncs: u64,
     write_backs: u64,
+    /// Operations made so far (numbers `PendingOp::made`).
+    ops_made: u64,
     /// `shares_flushes` answers this (see [`MemFs::set_shares_flushes`]).
     no_shared_flushes: bool,
     cache_drops: Vec<CacheDrop>,
@@ -229,6 +259,19 @@ pub struct CacheDrop {
 }
 
 impl Inner {
+    /// Adds an operation to a file's pending list.
+    fn push_pending(&mut self, ino: u64, op: Op) {
+        self.ops_made += 1;
+        let made = self.ops_made;
+        if let Some(file) = self.files.get_mut(&ino) {
+            file.pending.push(PendingOp {
+                made,
+                written_back: None,
+                op,
+            });
+        }
+    }
+
     /// Fails the operation if an armed failpoint matches it.
     fn failpoint(&mut self, op: FsOp, path: &Path) -> io::Result<()> {
         let p = path.to_string_lossy();
@@ -518,11 +561,9 @@ impl MemFs {
             .files
             .get(&ino)
             .map(|f| {
-                f.written_back
+                f.pending
                     .iter()
-                    .map(|(_, op)| op)
-                    .chain(&f.pending)
-                    .map(|op| match op {
+                    .map(|p| match &p.op {
                         Op::Write { data, .. } => data.len() as u64,
                         Op::SetLen(_) => 0,
                     })
@@ -546,13 +587,11 @@ impl MemFs {
             let Some(file) = inner.files.get_mut(&ino) else {
                 continue;
             };
-            // Written-back writes are older than pending ones and, unflushed,
-            // just as uncertain.
-            let mut pending: Vec<Op> = std::mem::take(&mut file.written_back)
+            // Written-back writes, unflushed, are as uncertain as the rest.
+            let pending: Vec<Op> = std::mem::take(&mut file.pending)
                 .into_iter()
-                .map(|(_, op)| op)
+                .map(|p| p.op)
                 .collect();
-            pending.append(&mut file.pending);
             let mut image = std::mem::take(&mut file.durable);
             match plan {
                 CrashPlan::LoseUnsynced => {}
@@ -730,7 +769,7 @@ impl FileHandle for MemFile {
             let op = Op::Write { offset, data };
             let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write"))?;
             apply(&mut file.current, &op);
-            file.pending.push(op);
+            inner.push_pending(ino, op);
             if short.is_some() {
                 return Err(eio("write (short)"));
             }
@@ -739,10 +778,12 @@ impl FileHandle for MemFile {
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        // The flush at the end covers what was written back before the call.
-        let (latency, flush_upto) = self.with(|inner, _| {
+        // Only what was made and written back before the call is covered:
+        // writes made while it runs (see `set_sync_latency`) stay pending,
+        // and its flush covers the write-backs that completed before it.
+        let (latency, made_upto, flush_upto) = self.with(|inner, _| {
             inner.consume_op()?;
-            Ok((inner.faults.sync_latency, inner.write_backs))
+            Ok((inner.faults.sync_latency, inner.ops_made, inner.write_backs))
         })?;
         if let Some(d) = latency {
             std::thread::sleep(d);
@@ -755,26 +796,24 @@ impl FileHandle for MemFile {
                 inner.syncs += 1;
             }
             let file = inner.files.get_mut(&ino).ok_or_else(|| eio("fsync"))?;
-            let mut pending: Vec<Op> = std::mem::take(&mut file.written_back)
-                .into_iter()
-                .map(|(_, op)| op)
-                .collect();
-            pending.append(&mut file.pending);
+            let ops = file.take_made_before(made_upto);
             if failed {
                 // Linux marks the pages clean after a failed writeback: the data
                 // stays readable in the cache but will never be written. The
                 // device's cache flush failed too: what other files wrote back
                 // may be gone.
                 for other in inner.files.values_mut() {
-                    other.written_back.clear();
+                    other
+                        .pending
+                        .retain(|p| p.written_back.is_none_or(|n| n > flush_upto));
                 }
                 return Err(eio("fsync"));
             }
-            for op in &pending {
+            for op in &ops {
                 apply(&mut file.durable, op);
             }
             // Every byte written so far is now in allocated, written blocks.
-            file.settle_ops(&pending);
+            file.settle_ops(&ops);
             // The fdatasync ended with a device cache flush.
             for other in inner.files.values_mut() {
                 other.flush_written_back(flush_upto);
@@ -796,8 +835,8 @@ impl FileHandle for MemFile {
             let op = Op::SetLen(len);
             let file = inner.files.get_mut(&ino).ok_or_else(|| eio("set_len"))?;
             apply(&mut file.current, &op);
-            file.pending.push(op);
             file.cut_settled(len);
+            inner.push_pending(ino, op);
             Ok(())
         })
     }
@@ -811,27 +850,52 @@ impl FileHandle for MemFile {
     }
 
     fn write_back(&self, offset: u64) -> io::Result<()> {
-        // The whole file's pending writes go, as from `offset` to the end:
-        // the log writes back only past its durable mark, where all of its
-        // pending writes are.
-        let _ = offset;
         self.with(|inner, ino| {
             inner.consume_op()?;
             let failed = inner.failpoint(FsOp::WriteBack, &self.path).is_err();
-            let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write-back"))?;
-            let pending = std::mem::take(&mut file.pending);
-            if failed {
-                // As after a failed fsync: the pages count as clean.
-                return Err(eio("write-back"));
-            }
-            let (writes, lengths): (Vec<Op>, Vec<Op>) =
-                pending.into_iter().partition(|op| matches!(op, Op::Write { .. }));
             inner.write_backs += 1;
             let n = inner.write_backs;
             let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write-back"))?;
-            file.written_back.extend(writes.into_iter().map(|op| (n, op)));
-            // A length is metadata: only this file's own sync makes it durable.
-            file.pending = lengths;
+            let mut kept = Vec::with_capacity(file.pending.len());
+            for mut p in std::mem::take(&mut file.pending) {
+                // Lengths are metadata: only this file's own sync makes them
+                // durable. Writes go from `offset` on; one that starts
+                // below it is split there, the part below staying behind.
+                let Op::Write { offset: at, data } = &p.op else {
+                    kept.push(p);
+                    continue;
+                };
+                let end = at + data.len() as u64;
+                if p.written_back.is_some() || end <= offset {
+                    kept.push(p);
+                    continue;
+                }
+                if *at < offset {
+                    let cut = (offset - at) as usize;
+                    let (below, above) = data.split_at(cut);
+                    let (below, above) = (below.to_vec(), above.to_vec());
+                    kept.push(PendingOp {
+                        made: p.made,
+                        written_back: None,
+                        op: Op::Write {
+                            offset: *at,
+                            data: below,
+                        },
+                    });
+                    p.op = Op::Write { offset, data: above };
+                }
+                if failed {
+                    // As after a failed fsync: the pages count as clean,
+                    // and what they held will never be written.
+                    continue;
+                }
+                p.written_back = Some(n);
+                kept.push(p);
+            }
+            file.pending = kept;
+            if failed {
+                return Err(eio("write-back"));
+            }
             Ok(())
         })
     }
@@ -925,20 +989,18 @@ impl FileSystem for MemFs {
             // As after a failed fsync, the dirty pages count as clean.
             for file in inner.files.values_mut() {
                 file.pending.clear();
-                file.written_back.clear();
             }
             return Err(eio("syncfs"));
         }
         for file in inner.files.values_mut() {
-            let mut pending: Vec<Op> = std::mem::take(&mut file.written_back)
+            let ops: Vec<Op> = std::mem::take(&mut file.pending)
                 .into_iter()
-                .map(|(_, op)| op)
+                .map(|p| p.op)
                 .collect();
-            pending.append(&mut file.pending);
-            for op in &pending {
+            for op in &ops {
                 apply(&mut file.durable, op);
             }
-            file.settle_ops(&pending);
+            file.settle_ops(&ops);
         }
         for dir in inner.dirs.values_mut() {
             dir.durable = dir.current.clone();
@@ -1185,6 +1247,37 @@ mod tests {
         let got = contents(&fs, "a");
         assert_eq!(&got[20..30], &[6; 10], "below the cut the blocks stay settled");
         assert!(got[60..70].iter().all(|x| *x == 0), "past the cut they are new");
+    }
+
+    #[test]
+    fn a_write_back_sends_only_what_lies_from_its_offset_on() {
+        let fs = MemFs::new();
+        let (a, b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        a.sync_data().unwrap();
+        a.write_all_at(&[2; 100], 0).unwrap();
+        a.write_back(50).unwrap();
+        b.sync_data().unwrap();
+        fs.crash(CrashPlan::LoseUnsynced);
+        let got = contents(&fs, "a");
+        assert_eq!(&got[..50], &[1; 50], "below the offset nothing was sent");
+        assert_eq!(&got[50..], &[2; 50]);
+    }
+
+    #[test]
+    fn a_sync_covers_only_what_was_written_before_it_began() {
+        let fs = MemFs::new();
+        let (a, _b) = two_files(&fs);
+        a.write_all_at(&[1; 100], 0).unwrap();
+        fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
+        std::thread::scope(|s| {
+            let sync = s.spawn(|| a.sync_data().unwrap());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            a.write_all_at(&[2; 100], 100).unwrap();
+            sync.join().unwrap();
+        });
+        fs.crash(CrashPlan::LoseUnsynced);
+        assert_eq!(contents(&fs, "a"), vec![1; 100]);
     }
 
     #[test]
