@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use serde_json::{json, Value};
 
-use crate::client::JsonApi;
+use crate::client::{JsonApi, RawConn};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
@@ -406,6 +406,7 @@ async fn put_phase_timed(
         let stream_json = Value::from(args.stream.as_str()).to_string();
         tasks.push(tokio::spawn(async move {
             let mut p = Phase::default();
+            let mut conn = api.raw_conn().await;
             while Instant::now() < deadline {
                 let first = next_id.fetch_add(args.batch as u64, std::sync::atomic::Ordering::Relaxed);
                 if first >= limit {
@@ -422,14 +423,14 @@ async fn put_phase_timed(
                         .insert(first / args.batch as u64, us);
                 }
                 let result = if args.batch == 1 {
-                    api.call_raw("PutRecord", body).await.map(|b| {
+                    call(&api, &mut conn, "PutRecord", body).await.map(|b| {
                         let seq = serde_json::from_slice::<PutRecordOut>(&b)
                             .ok()
                             .and_then(|o| o.sequence_number);
                         vec![(ids[0], seq)]
                     })
                 } else {
-                    api.call_raw("PutRecords", body).await.map(|b| {
+                    call(&api, &mut conn, "PutRecords", body).await.map(|b| {
                         let out = serde_json::from_slice::<PutRecordsOut>(&b)
                             .map(|o| o.records)
                             .unwrap_or_default();
@@ -516,6 +517,15 @@ const TAIL_IDLE_POLL_MAX: Duration = Duration::from_millis(16);
 /// five reads a second per shard) before the consumer tries again.
 const TAIL_THROTTLED_WAIT: Duration = Duration::from_millis(200);
 
+/// Calls `op` over the task's own connection when it has one, else through
+/// the shared client.
+async fn call(api: &JsonApi, conn: &mut Option<RawConn>, op: &str, body: String) -> Result<bytes::Bytes> {
+    match conn {
+        Some(c) => c.call(op, body).await,
+        None => api.call_raw(op, body).await,
+    }
+}
+
 /// Reads one shard from its trim horizon to its end, checking every record.
 async fn replay_shard(
     api: Arc<JsonApi>,
@@ -544,13 +554,14 @@ async fn read_shard(
     let b64 = base64_simd::STANDARD;
     let mut data = Vec::new();
     let mut idle = TAIL_IDLE_POLL;
+    let mut conn = api.raw_conn().await;
     loop {
         let put_done = tail
             .as_ref()
             .is_none_or(|t| t.put_done.load(std::sync::atomic::Ordering::Acquire));
         let t = Instant::now();
         let body = json!({"ShardIterator": it, "Limit": 10000}).to_string();
-        let bytes = match api.call_raw("GetRecords", body).await {
+        let bytes = match call(&api, &mut conn, "GetRecords", body).await {
             Ok(b) => b,
             Err(e) if tail.is_some() && e.to_string().contains("ProvisionedThroughputExceeded") => {
                 tokio::time::sleep(TAIL_THROTTLED_WAIT).await;

@@ -327,6 +327,37 @@ impl JsonApi {
         Self::answer(sent, &self.endpoint).await
     }
 
+    /// A connection of its own for a hot loop of calls ([`RawConn`]), when
+    /// the endpoint is plain HTTP and requests go unsigned (the shape
+    /// [`JsonApi::call_raw`] sends without credentials); `None` otherwise,
+    /// and the caller keeps to `call_raw`.
+    pub async fn raw_conn(&self) -> Option<RawConn> {
+        if self.signer.is_some() {
+            return None;
+        }
+        let url = self.url.as_ref()?;
+        if url.scheme() != "http" {
+            return None;
+        }
+        let host = url.host_str()?.to_string();
+        let port = url.port_or_known_default()?;
+        let path = url.path().to_string();
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let mut conn = RawConn {
+            addr: (host, port),
+            authority,
+            path,
+            prefix: self.prefix,
+            sender: None,
+            stamp: (0, String::new(), String::new()),
+        };
+        conn.connect().await.ok()?;
+        Some(conn)
+    }
+
     /// The answer's bytes, or its error as one line.
     async fn answer(sent: reqwest::Result<reqwest::Response>, endpoint: &str) -> Result<bytes::Bytes> {
         let r = sent.with_context(|| {
@@ -1165,4 +1196,110 @@ fn field_text(v: &Value, field: &str) -> Option<String> {
         Value::String(s) => s.clone(),
         other => other.to_string(),
     })
+}
+
+type RawSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+/// One HTTP/1.1 connection of its own to a plain-HTTP endpoint, for the
+/// load generator's hot loop: the same requests as [`JsonApi::call_raw`]
+/// sends without credentials, minus reqwest's connection pool and
+/// per-request URL work, which cost the load generator (on the same CPUs
+/// as the server it measures) a visible share of its time. A failed call
+/// drops the connection; the next call opens a new one.
+pub struct RawConn {
+    addr: (String, u16),
+    /// The `Host` header.
+    authority: String,
+    path: String,
+    prefix: &'static str,
+    sender: Option<RawSender>,
+    /// The second the date headers were made for, and the `x-amz-date`
+    /// and `authorization` values.
+    stamp: (i64, String, String),
+}
+
+impl std::fmt::Debug for RawConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawConn")
+            .field("addr", &self.addr)
+            .field("connected", &self.sender.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RawConn {
+    async fn connect(&mut self) -> Result<()> {
+        let stream = tokio::net::TcpStream::connect((self.addr.0.as_str(), self.addr.1))
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach a shardlog server at {}:{} (is it running? see --endpoint)",
+                    self.addr.0, self.addr.1
+                )
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+        // The connection runs until the sender is dropped or the server
+        // closes it.
+        tokio::spawn(connection);
+        self.sender = Some(sender);
+        Ok(())
+    }
+
+    /// Calls `op` with a JSON `body`, as [`JsonApi::call_raw`] does.
+    pub async fn call(&mut self, op: &str, body: String) -> Result<bytes::Bytes> {
+        let result = self.try_call(op, body).await;
+        if result.is_err() {
+            self.sender = None;
+        }
+        result
+    }
+
+    async fn try_call(&mut self, op: &str, body: String) -> Result<bytes::Bytes> {
+        use http_body_util::BodyExt;
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            self.connect().await?;
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        if self.stamp.0 != secs {
+            let stamp = DateTime::from_secs(secs)
+                .fmt(aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
+                .unwrap_or_default()
+                .replace(['-', ':'], "");
+            let day = stamp.get(..8).unwrap_or("19700101").to_string();
+            let auth = format!(
+                "AWS4-HMAC-SHA256 Credential=shardlog/{day}/us-east-1/kinesis/aws4_request, \
+                 SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=unsigned"
+            );
+            self.stamp = (secs, stamp, auth);
+        }
+        let request = hyper::Request::post(self.path.as_str())
+            .header("host", self.authority.as_str())
+            .header("x-amz-target", format!("{}{op}", self.prefix))
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amz-date", self.stamp.1.as_str())
+            .header("authorization", self.stamp.2.as_str())
+            .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let Some(sender) = self.sender.as_mut() else {
+            bail!("not connected");
+        };
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let ok = response.status().is_success();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !ok {
+            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let message = v["message"].as_str().or(v["Message"].as_str());
+            bail!(
+                "{}: {}",
+                v["__type"].as_str().unwrap_or("error"),
+                message.unwrap_or("the server refused the request")
+            );
+        }
+        Ok(bytes)
+    }
 }
