@@ -154,9 +154,10 @@ pub struct EngineOptions {
     /// without data journaling or nobarrier, tmpfs); elsewhere every group syncs its
     /// own file. Off by default: with blocking appenders (the embedded
     /// API's `put_records` on threads of its own) it measured 15-26% fewer
-    /// records/s, while the server, whose appenders await durability from
-    /// the sync pool, gains 13% with 64 connections and turns it on
-    /// (`shardlog serve --share-flushes`; docs/PERFORMANCE.md, ninth pass).
+    /// records/s, and the server's single-record puts with 8 connections
+    /// 3-10% fewer, while with 64 connections the server gained 13% on
+    /// average (`shardlog serve --share-flushes true`; docs/PERFORMANCE.md,
+    /// ninth pass).
     pub share_flushes_across_shards: bool,
     /// The AWS account this engine serves (12 digits); it appears in ARNs
     /// and messages. A server keeps one engine per account and region.
