@@ -222,13 +222,7 @@ fn flush_sharing(dir: &Path, shared: bool) -> std::io::Result<(f64, f64, f64)> {
         }
         std::thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::Relaxed);
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")))
-            })
-            .collect::<std::io::Result<Vec<()>>>()
+        join_all(workers)
     });
     let secs = started.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu;
@@ -352,13 +346,7 @@ fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std
             .collect();
         std::thread::sleep(Duration::from_secs(3));
         stop.store(true, Ordering::Relaxed);
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")))
-            })
-            .collect::<std::io::Result<Vec<()>>>()
+        join_all(workers)
     });
     let secs = started.elapsed().as_secs_f64();
     for i in 0..files {
@@ -366,6 +354,14 @@ fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std
     }
     result?;
     Ok(ops.load(Ordering::Relaxed) as f64 / secs)
+}
+
+/// Joins writer threads; the first error (or panic) of any is the result.
+fn join_all(workers: Vec<std::thread::ScopedJoinHandle<'_, std::io::Result<()>>>) -> std::io::Result<()> {
+    workers.into_iter().try_for_each(|w| {
+        w.join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("writer panicked")))
+    })
 }
 
 fn report(label: &str, n: u64, total: Duration, lat: &mut [Duration]) {

@@ -301,26 +301,12 @@ impl JsonApi {
             }
             return Self::answer(req.body(body).send().await, &self.endpoint).await;
         }
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
-        let stamp = DateTime::from_secs(secs)
-            .fmt(aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
-            .unwrap_or_default()
-            .replace(['-', ':'], "");
-        let day = stamp.get(..8).unwrap_or("19700101");
+        let (stamp, authorization) = unsigned_headers(now_secs());
         let sent = post()
             .header("x-amz-target", &target)
             .header("content-type", "application/x-amz-json-1.1")
             .header("x-amz-date", &stamp)
-            .header(
-                "authorization",
-                format!(
-                    "AWS4-HMAC-SHA256 Credential=shardlog/{day}/us-east-1/kinesis/aws4_request, \
-                     SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=unsigned"
-                ),
-            )
+            .header("authorization", authorization)
             .body(body)
             .send()
             .await;
@@ -366,13 +352,7 @@ impl JsonApi {
         let ok = r.status().is_success();
         let bytes = r.bytes().await.unwrap_or_default();
         if !ok {
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let message = v["message"].as_str().or(v["Message"].as_str());
-            bail!(
-                "{}: {}",
-                v["__type"].as_str().unwrap_or("error"),
-                message.unwrap_or("the server refused the request")
-            );
+            return Err(refused(&bytes));
         }
         Ok(bytes)
     }
@@ -1198,6 +1178,40 @@ fn field_text(v: &Value, field: &str) -> Option<String> {
     })
 }
 
+/// Seconds since the Unix epoch.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The `x-amz-date` and `authorization` headers of an unsigned request made
+/// at `secs` (see [`JsonApi::call_raw`]).
+fn unsigned_headers(secs: i64) -> (String, String) {
+    let stamp = DateTime::from_secs(secs)
+        .fmt(aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
+        .unwrap_or_default()
+        .replace(['-', ':'], "");
+    let day = stamp.get(..8).unwrap_or("19700101");
+    let authorization = format!(
+        "AWS4-HMAC-SHA256 Credential=shardlog/{day}/us-east-1/kinesis/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=unsigned"
+    );
+    (stamp, authorization)
+}
+
+/// The error of a refused request, as one line, from its JSON body.
+fn refused(body: &[u8]) -> anyhow::Error {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    let message = v["message"].as_str().or(v["Message"].as_str());
+    anyhow!(
+        "{}: {}",
+        v["__type"].as_str().unwrap_or("error"),
+        message.unwrap_or("the server refused the request")
+    )
+}
+
 type RawSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
 
 /// One HTTP/1.1 connection of its own to a plain-HTTP endpoint, for the
@@ -1261,21 +1275,10 @@ impl RawConn {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect().await?;
         }
-        let secs = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0);
+        let secs = now_secs();
         if self.stamp.0 != secs {
-            let stamp = DateTime::from_secs(secs)
-                .fmt(aws_sdk_kinesis::primitives::DateTimeFormat::DateTime)
-                .unwrap_or_default()
-                .replace(['-', ':'], "");
-            let day = stamp.get(..8).unwrap_or("19700101").to_string();
-            let auth = format!(
-                "AWS4-HMAC-SHA256 Credential=shardlog/{day}/us-east-1/kinesis/aws4_request, \
-                 SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=unsigned"
-            );
-            self.stamp = (secs, stamp, auth);
+            let (stamp, authorization) = unsigned_headers(secs);
+            self.stamp = (secs, stamp, authorization);
         }
         let request = hyper::Request::post(self.path.as_str())
             .header("host", self.authority.as_str())
@@ -1292,13 +1295,7 @@ impl RawConn {
         let ok = response.status().is_success();
         let bytes = response.into_body().collect().await?.to_bytes();
         if !ok {
-            let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            let message = v["message"].as_str().or(v["Message"].as_str());
-            bail!(
-                "{}: {}",
-                v["__type"].as_str().unwrap_or("error"),
-                message.unwrap_or("the server refused the request")
-            );
+            return Err(refused(&bytes));
         }
         Ok(bytes)
     }

@@ -2864,6 +2864,16 @@ impl Log {
     /// `None` to ask for a complete (sealed) segment.
     /// The error for a segment that is not (or no longer) listed: the range
     /// error a reader gets for data retention has removed.
+    /// Whether the segment at `base` is still listed (retention has not
+    /// removed it).
+    fn is_listed(&self, base: u64) -> bool {
+        self.inner
+            .segments
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&base)
+    }
+
     fn segment_gone(&self, base: u64) -> Error {
         let first = {
             let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
@@ -2904,13 +2914,7 @@ impl Log {
         // reuse) between the look-up above and the open: that is the range
         // error a look-up a moment later would give, not an I/O failure.
         let gone_or = |e: Error| -> Error {
-            let listed = self
-                .inner
-                .segments
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(&base);
-            if listed {
+            if self.is_listed(base) {
                 e
             } else {
                 self.segment_gone(base)
@@ -2946,13 +2950,7 @@ impl Log {
         // cache's lock while holding the list's, so the nesting cannot
         // deadlock.)
         let mut cache = lock(&self.inner.maps);
-        let still_there = self
-            .inner
-            .segments
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(&base);
-        if !still_there {
+        if !self.is_listed(base) {
             drop(cache);
             drop(map);
             return Err(self.segment_gone(base));

@@ -19,21 +19,77 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::fs::{FileSystem, FsSyncer};
 
+/// Numbered syncs run one at a time, shared by the coordinators below: a
+/// waiter takes a *ticket* (the number of the first sync that begins after
+/// its write) and is covered once a sync with that number or later has
+/// completed.
 #[derive(Debug, Default)]
 struct State {
+    /// Syncs begun so far; each is numbered by this count when it begins.
     started: u64,
+    /// The number of the last sync that completed.
     completed: u64,
     running: bool,
-    failed: Option<String>,
+    /// The latest failure: waiters with tickets up to this number fail
+    /// (`u64::MAX`: every waiter, for good).
+    failed: Option<(u64, String)>,
     syncs: u64,
+}
+
+/// A [`State`] and the condition variable its waiters sleep on.
+#[derive(Debug, Default)]
+struct Tickets {
+    state: Mutex<State>,
+    cv: Condvar,
+}
+
+impl Tickets {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Plain counters, consistent between statements.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cv.wait(st).unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs the next sync (`run`) as the caller, who found none in flight,
+    /// with the lock released meanwhile; records its time with `record`.
+    /// A failure is stored by `failed`, given the state, the sync's number
+    /// and the error. Wakes every waiter and returns the lock again.
+    fn lead<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        run: impl FnOnce() -> std::io::Result<()>,
+        record: fn(std::time::Duration),
+        failed: impl FnOnce(&mut State, u64, std::io::Error),
+    ) -> MutexGuard<'a, State> {
+        st.running = true;
+        st.started += 1;
+        let n = st.started;
+        drop(st);
+        let started = std::time::Instant::now();
+        let result = run();
+        record(started.elapsed());
+        st = self.lock();
+        st.running = false;
+        match result {
+            Ok(()) => {
+                st.completed = n;
+                st.syncs += 1;
+            }
+            Err(e) => failed(&mut st, n, e),
+        }
+        self.cv.notify_all();
+        st
+    }
 }
 
 /// Shares `syncfs` calls among the appends of many logs.
 pub struct SyncCoordinator {
     syncer: Box<dyn FsSyncer>,
     dir: PathBuf,
-    state: Mutex<State>,
-    cv: Condvar,
+    tickets: Tickets,
 }
 
 impl fmt::Debug for SyncCoordinator {
@@ -42,11 +98,6 @@ impl fmt::Debug for SyncCoordinator {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
-}
-
-fn lock(m: &Mutex<State>) -> MutexGuard<'_, State> {
-    // Plain counters, consistent between statements.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl SyncCoordinator {
@@ -58,55 +109,45 @@ impl SyncCoordinator {
         Ok(Arc::new(SyncCoordinator {
             syncer,
             dir,
-            state: Mutex::new(State::default()),
-            cv: Condvar::new(),
+            tickets: Tickets::default(),
         }))
     }
 
     /// The ticket of a write that has just completed: the number of the first
     /// sync that will begin after now.
     pub fn ticket(&self) -> u64 {
-        lock(&self.state).started + 1
+        self.tickets.lock().started + 1
     }
 
     /// Returns once a sync numbered `ticket` or later has completed, running
     /// one if none is in flight. Fails (for good) once any sync failed.
     pub fn wait(&self, ticket: u64) -> Result<(), String> {
-        let mut st = lock(&self.state);
+        let mut st = self.tickets.lock();
         loop {
-            if let Some(e) = &st.failed {
+            if let Some((_, e)) = &st.failed {
                 return Err(e.clone());
             }
             if st.completed >= ticket {
                 return Ok(());
             }
             if st.running {
-                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = self.tickets.wait(st);
                 continue;
             }
-            st.running = true;
-            st.started += 1;
-            let n = st.started;
-            drop(st);
-            let started = std::time::Instant::now();
-            let result = self.syncer.sync();
-            crate::stats::record_fsync(started.elapsed());
-            st = lock(&self.state);
-            st.running = false;
-            match result {
-                Ok(()) => {
-                    st.completed = n;
-                    st.syncs += 1;
-                }
-                Err(e) => st.failed = Some(format!("syncfs of {} failed: {e}", self.dir.display())),
-            }
-            self.cv.notify_all();
+            st = self.tickets.lead(
+                st,
+                || self.syncer.sync(),
+                crate::stats::record_fsync,
+                |st, _, e| {
+                    st.failed = Some((u64::MAX, format!("syncfs of {} failed: {e}", self.dir.display())))
+                },
+            );
         }
     }
 
     /// Syncs completed so far.
     pub fn sync_count(&self) -> u64 {
-        lock(&self.state).syncs
+        self.tickets.lock().syncs
     }
 }
 
@@ -133,34 +174,14 @@ impl SyncCoordinator {
 /// successful one proves that group durable. A failed write-back fails its
 /// own group only.
 pub struct FlushCoordinator {
-    state: Mutex<FlushState>,
-    cv: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct FlushState {
-    /// Flushes begun so far; each is numbered by this count when it begins.
-    /// A failure counts one more, so that tickets taken after it are above
-    /// the failure's.
-    started: u64,
-    /// The number of the last flush that completed.
-    completed: u64,
-    running: bool,
-    /// The latest failure: groups with tickets up to this number fail.
-    failed: Option<(u64, String)>,
-    flushes: u64,
-}
-
-fn lock_flush(m: &Mutex<FlushState>) -> MutexGuard<'_, FlushState> {
-    // Plain counters, consistent between statements.
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    tickets: Tickets,
 }
 
 impl fmt::Debug for FlushCoordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let st = lock_flush(&self.state);
+        let st = self.tickets.lock();
         f.debug_struct("FlushCoordinator")
-            .field("flushes", &st.flushes)
+            .field("flushes", &st.syncs)
             .field("failed", &st.failed)
             .finish_non_exhaustive()
     }
@@ -169,8 +190,7 @@ impl fmt::Debug for FlushCoordinator {
 impl FlushCoordinator {
     pub fn new() -> Arc<FlushCoordinator> {
         Arc::new(FlushCoordinator {
-            state: Mutex::new(FlushState::default()),
-            cv: Condvar::new(),
+            tickets: Tickets::default(),
         })
     }
 
@@ -192,13 +212,13 @@ impl FlushCoordinator {
         from: u64,
         what: &Path,
     ) -> Result<bool, String> {
-        let mut st = lock_flush(&self.state);
+        let mut st = self.tickets.lock();
         let written_back = st.running;
         if written_back {
             drop(st);
             file.write_back(from)
                 .map_err(|e| format!("write-back (sync_file_range) of {} failed: {e}", what.display()))?;
-            st = lock_flush(&self.state);
+            st = self.tickets.lock();
         }
         // The first flush that begins after the write-back completed (or,
         // without one, the flush this caller starts next) covers the group.
@@ -213,43 +233,28 @@ impl FlushCoordinator {
                 }
             }
             if st.running {
-                st = self.cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = self.tickets.wait(st);
                 continue;
             }
-            st.running = true;
-            st.started += 1;
-            let n = st.started;
-            drop(st);
-            let started = std::time::Instant::now();
-            let result = file.sync_data();
-            crate::stats::record_flush(started.elapsed());
-            st = lock_flush(&self.state);
-            st.running = false;
-            match result {
-                Ok(()) => {
-                    st.completed = n;
-                    st.flushes += 1;
-                }
-                Err(e) => {
-                    // Every ticket handed out so far is at most `n + 1`
-                    // (taken while this flush ran); later ones go above.
-                    st.started = n + 1;
-                    st.failed = Some((
-                        n + 1,
-                        format!(
-                            "device cache flush (fdatasync of {}) shared by the groups of several logs failed: {e}",
-                            what.display()
-                        ),
-                    ));
-                }
-            }
-            self.cv.notify_all();
+            st = self.tickets.lead(st, || file.sync_data(), crate::stats::record_flush, |st, n, e| {
+                // Every ticket handed out so far is at most `n + 1` (taken
+                // while this flush ran); a failure counts one more sync, so
+                // that later tickets go above.
+                st.started = n + 1;
+                st.failed = Some((
+                    n + 1,
+                    format!(
+                        "device cache flush (fdatasync of {}) shared by the groups of several logs failed: {e}",
+                        what.display()
+                    ),
+                ));
+            });
         }
     }
 
     /// Flushes completed so far.
     pub fn flush_count(&self) -> u64 {
-        lock_flush(&self.state).flushes
+        self.tickets.lock().syncs
     }
 }
 

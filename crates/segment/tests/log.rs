@@ -2633,28 +2633,49 @@ fn sharing_flushes_keeps_acknowledged_records(recycle: usize) {
     );
 }
 
-#[test]
-fn a_group_that_meets_a_flush_in_flight_is_written_back_and_made_durable_by_the_next() {
+type Handle = Arc<dyn shardlog_segment::FileHandle>;
+
+/// Files `/d/<name>` of a new memory file system, created and listed durably.
+fn mem_files(names: &[&str]) -> (MemFs, Vec<Handle>) {
     let fs = MemFs::new();
     let d = Path::new("/d");
     fs.create_dir_all(d).unwrap();
-    let a = fs.create_new(&d.join("a")).unwrap();
-    let b = fs.create_new(&d.join("b")).unwrap();
+    let files = names.iter().map(|n| fs.create_new(&d.join(n)).unwrap()).collect();
     fs.sync_dir(d).unwrap();
-    for f in [&a, &b] {
+    (fs, files)
+}
+
+/// Syncs the groups of `first` (`/d/a`) and, 50 ms into the 200 ms sync
+/// that starts, of `second` (`/d/b`) through `coord`; returns both results.
+fn first_then_second_meeting_its_flush(
+    fs: &MemFs,
+    coord: &shardlog_segment::FlushCoordinator,
+    first: &Handle,
+    second: &Handle,
+) -> (Result<bool, String>, Result<bool, String>) {
+    fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
+    let results = std::thread::scope(|s| {
+        let a = s.spawn(|| coord.sync_group(&**first, 0, Path::new("/d/a")));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let b = coord.sync_group(&**second, 0, Path::new("/d/b"));
+        (a.join().unwrap(), b)
+    });
+    fs.set_sync_latency(None);
+    results
+}
+
+#[test]
+fn a_group_that_meets_a_flush_in_flight_is_written_back_and_made_durable_by_the_next() {
+    let (fs, files) = mem_files(&["a", "b"]);
+    let (a, b) = (&files[0], &files[1]);
+    for f in [a, b] {
         f.write_all_at(&[1; 100], 0).unwrap();
         f.sync_data().unwrap();
     }
     let coord = shardlog_segment::FlushCoordinator::new();
     a.write_all_at(&[2; 10], 0).unwrap();
     b.write_all_at(&[3; 10], 0).unwrap();
-    fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
-    let (ra, rb) = std::thread::scope(|s| {
-        let first = s.spawn(|| coord.sync_group(&*a, 0, Path::new("/d/a")));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let second = coord.sync_group(&*b, 0, Path::new("/d/b"));
-        (first.join().unwrap(), second)
-    });
+    let (ra, rb) = first_then_second_meeting_its_flush(&fs, &coord, a, b);
     assert_eq!(ra, Ok(false), "a lone group syncs its own file");
     assert_eq!(rb, Ok(true), "a group meeting a flush is written back");
     assert_eq!(fs.write_back_count(), 1);
@@ -2664,61 +2685,36 @@ fn a_group_that_meets_a_flush_in_flight_is_written_back_and_made_durable_by_the_
         "the second group waited for a flush of its own"
     );
     fs.crash(CrashPlan::LoseUnsynced);
-    assert_eq!(&fs.contents(&d.join("b")).unwrap()[..10], &[3; 10]);
+    assert_eq!(&fs.contents(Path::new("/d/b")).unwrap()[..10], &[3; 10]);
 }
 
 #[test]
 fn a_failed_shared_flush_fails_the_groups_that_waited_on_it_and_no_later_one() {
-    let fs = MemFs::new();
-    let d = Path::new("/d");
-    fs.create_dir_all(d).unwrap();
-    let files: Vec<_> = ["a", "b", "c"]
-        .iter()
-        .map(|n| fs.create_new(&d.join(n)).unwrap())
-        .collect();
-    fs.sync_dir(d).unwrap();
+    let (fs, files) = mem_files(&["a", "b", "c"]);
     let coord = shardlog_segment::FlushCoordinator::new();
-    fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
     fs.fail_next_syncs(1);
-    let (ra, rb) = std::thread::scope(|s| {
-        let first = s.spawn(|| coord.sync_group(&*files[0], 0, Path::new("/d/a")));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let second = coord.sync_group(&*files[1], 0, Path::new("/d/b"));
-        (first.join().unwrap(), second)
-    });
+    let (ra, rb) = first_then_second_meeting_its_flush(&fs, &coord, &files[0], &files[1]);
     assert!(ra.is_err() && rb.is_err(), "{ra:?} {rb:?}");
     let err = rb.unwrap_err();
     assert!(err.contains("fdatasync of /d/a"), "{err}");
     // A group written back after the failure needs, and gets, a flush of
     // its own that succeeds.
-    fs.set_sync_latency(None);
     files[2].write_all_at(&[4; 10], 0).unwrap();
     assert_eq!(coord.sync_group(&*files[2], 0, Path::new("/d/c")), Ok(false));
     fs.crash(CrashPlan::LoseUnsynced);
-    assert_eq!(fs.contents(&d.join("c")).unwrap(), vec![4; 10]);
+    assert_eq!(fs.contents(Path::new("/d/c")).unwrap(), vec![4; 10]);
 }
 
 #[test]
 fn a_failed_write_back_fails_only_its_own_group() {
-    let fs = MemFs::new();
-    let d = Path::new("/d");
-    fs.create_dir_all(d).unwrap();
-    let a = fs.create_new(&d.join("a")).unwrap();
-    let b = fs.create_new(&d.join("b")).unwrap();
+    let (fs, files) = mem_files(&["a", "b"]);
     let coord = shardlog_segment::FlushCoordinator::new();
     fs.fail_at(FsOp::WriteBack, "/d/b", 1);
-    fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
-    let (ra, rb) = std::thread::scope(|s| {
-        let first = s.spawn(|| coord.sync_group(&*a, 0, Path::new("/d/a")));
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        let second = coord.sync_group(&*b, 0, Path::new("/d/b"));
-        (first.join().unwrap(), second)
-    });
+    let (ra, rb) = first_then_second_meeting_its_flush(&fs, &coord, &files[0], &files[1]);
     assert_eq!(ra, Ok(false));
     assert!(rb.unwrap_err().contains("write-back"));
-    fs.set_sync_latency(None);
     assert_eq!(
-        coord.sync_group(&*a, 0, Path::new("/d/a")),
+        coord.sync_group(&*files[0], 0, Path::new("/d/a")),
         Ok(false),
         "the coordinator goes on"
     );

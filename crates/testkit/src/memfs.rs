@@ -1150,6 +1150,12 @@ mod tests {
         (a, b)
     }
 
+    /// Writes 100 bytes of 1 at the start of `f` and syncs them: settled.
+    fn ones_synced(f: &Arc<dyn FileHandle>) {
+        f.write_all_at(&[1; 100], 0).unwrap();
+        f.sync_data().unwrap();
+    }
+
     fn contents(fs: &MemFs, name: &str) -> Vec<u8> {
         fs.contents(&Path::new("/d").join(name)).unwrap()
     }
@@ -1158,8 +1164,7 @@ mod tests {
     fn a_flush_makes_written_back_overwrites_of_settled_blocks_durable_and_nothing_else() {
         let fs = MemFs::new();
         let (a, b) = two_files(&fs);
-        a.write_all_at(&[1; 100], 0).unwrap();
-        a.sync_data().unwrap();
+        ones_synced(&a);
         // Allocated and synced, but never written: no settled blocks.
         a.allocate(300).unwrap();
         a.sync_data().unwrap();
@@ -1186,8 +1191,7 @@ mod tests {
     fn without_a_flush_a_written_back_write_is_as_uncertain_as_a_pending_one() {
         let fs = MemFs::new();
         let (a, _b) = two_files(&fs);
-        a.write_all_at(&[1; 100], 0).unwrap();
-        a.sync_data().unwrap();
+        ones_synced(&a);
         a.write_all_at(&[2; 100], 0).unwrap();
         a.write_back(0).unwrap();
         assert_eq!(fs.pending_bytes(Path::new("/d/a")).unwrap(), 100);
@@ -1199,8 +1203,7 @@ mod tests {
     fn a_flush_does_not_cover_a_write_back_that_completed_after_it_began() {
         let fs = MemFs::new();
         let (a, b) = two_files(&fs);
-        a.write_all_at(&[1; 100], 0).unwrap();
-        a.sync_data().unwrap();
+        ones_synced(&a);
         a.write_all_at(&[2; 100], 0).unwrap();
         fs.set_sync_latency(Some(std::time::Duration::from_millis(200)));
         std::thread::scope(|s| {
@@ -1218,8 +1221,7 @@ mod tests {
     fn a_failed_flush_loses_what_every_file_wrote_back() {
         let fs = MemFs::new();
         let (a, b) = two_files(&fs);
-        a.write_all_at(&[1; 100], 0).unwrap();
-        a.sync_data().unwrap();
+        ones_synced(&a);
         a.write_all_at(&[2; 100], 0).unwrap();
         a.write_back(0).unwrap();
         fs.fail_next_syncs(1);
@@ -1234,8 +1236,7 @@ mod tests {
     fn a_cut_unsettles_the_blocks_past_it() {
         let fs = MemFs::new();
         let (a, b) = two_files(&fs);
-        a.write_all_at(&[1; 100], 0).unwrap();
-        a.sync_data().unwrap();
+        ones_synced(&a);
         a.set_len(40).unwrap();
         a.set_len(100).unwrap();
         a.sync_data().unwrap();
@@ -1253,8 +1254,7 @@ mod tests {
     fn a_write_back_sends_only_what_lies_from_its_offset_on() {
         let fs = MemFs::new();
         let (a, b) = two_files(&fs);
-        a.write_all_at(&[1; 100], 0).unwrap();
-        a.sync_data().unwrap();
+        ones_synced(&a);
         a.write_all_at(&[2; 100], 0).unwrap();
         a.write_back(50).unwrap();
         b.sync_data().unwrap();
@@ -1284,8 +1284,7 @@ mod tests {
     fn a_failed_write_back_drops_the_pages_like_a_failed_fsync() {
         let fs = MemFs::new();
         let (a, b) = two_files(&fs);
-        a.write_all_at(&[1; 100], 0).unwrap();
-        a.sync_data().unwrap();
+        ones_synced(&a);
         a.write_all_at(&[2; 100], 0).unwrap();
         fs.fail_at(FsOp::WriteBack, "/d/a", 1);
         assert!(a.write_back(0).is_err());
