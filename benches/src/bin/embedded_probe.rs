@@ -14,7 +14,8 @@
 //! and the clock starts only once the stream has filled its cap and
 //! retention has removed a segment of every shard. `SHARDLOG_SHARE_FLUSHES=true`
 //! turns on `EngineOptions::share_flushes_across_shards` (off by default);
-//! `SHARDLOG_RECORDS_PER_PUT=N` puts N records per call instead of 100.
+//! `SHARDLOG_RECORDS_PER_PUT=N` puts N records per call instead of 100;
+//! `SHARDLOG_JOURNAL=true` turns on `EngineOptions::journal_small_appends`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -63,6 +64,8 @@ fn main() {
             },
             // SHARDLOG_SHARE_FLUSHES=true measures with shared flushes.
             share_flushes_across_shards: std::env::var("SHARDLOG_SHARE_FLUSHES").is_ok_and(|v| v == "true"),
+            // SHARDLOG_JOURNAL=true measures with the engine's journal.
+            journal_small_appends: std::env::var("SHARDLOG_JOURNAL").is_ok_and(|v| v == "true"),
             ..EngineOptions::default()
         },
     )

@@ -289,6 +289,15 @@ struct ServeArgs {
     /// and costs a few percent with few [default: false].
     #[arg(long, env = "SHARDLOG_SHARE_FLUSHES")]
     share_flushes: Option<bool>,
+    /// Journal small writes of every shard in one file (data-dir/journal):
+    /// a put of at most 64 KiB is acknowledged once one fdatasync of the
+    /// journal, shared by all shards, covers it, instead of a sync of its
+    /// shard's segment; after a crash the next start writes the journal
+    /// into the segments before serving. It pays with many connections of
+    /// small writes. A journal left by an earlier run is redone at start
+    /// whatever this says [default: false].
+    #[arg(long, env = "SHARDLOG_JOURNAL")]
+    journal: Option<bool>,
     /// How often retention runs, in milliseconds [default: 60000].
     #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -350,6 +359,7 @@ struct Settings {
     page_cache_window_bytes: u64,
     recycle_segments_per_shard: usize,
     share_flushes: bool,
+    journal: bool,
     retention_check_interval_ms: u64,
     enforce_shard_limits: bool,
     create_stream_ms: u64,
@@ -379,6 +389,7 @@ impl Default for Settings {
             page_cache_window_bytes: 0,
             recycle_segments_per_shard: 0,
             share_flushes: false,
+            journal: false,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -438,6 +449,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.share_flushes {
         s.share_flushes = v;
+    }
+    if let Some(v) = args.journal {
+        s.journal = v;
     }
     if let Some(v) = args.retention_check_interval_ms {
         s.retention_check_interval_ms = v;
@@ -1114,6 +1128,7 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
         retention_check_interval_ms: s.retention_check_interval_ms,
         enforce_shard_limits: s.enforce_shard_limits,
         share_flushes_across_shards: s.share_flushes,
+        journal_small_appends: s.journal,
         status_delays: shardlog_stream::StatusDelays {
             creating_ms: s.create_stream_ms,
             updating_ms: s.update_stream_ms,
@@ -1341,6 +1356,28 @@ mod tests {
         })
         .unwrap();
         assert!(!engine_options(&from_flag).unwrap().share_flushes_across_shards);
+    }
+
+    #[test]
+    fn the_journal_is_used_only_when_turned_on() {
+        let s = load(&ServeArgs::default()).unwrap();
+        assert!(!engine_options(&s).unwrap().journal_small_appends);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardlog.toml");
+        std::fs::write(&path, "journal = true\n").unwrap();
+        let from_file = load(&ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(engine_options(&from_file).unwrap().journal_small_appends);
+        let from_flag = load(&ServeArgs {
+            config: Some(path),
+            journal: Some(false),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(!engine_options(&from_flag).unwrap().journal_small_appends);
     }
 
     #[test]

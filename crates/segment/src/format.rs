@@ -227,3 +227,55 @@ const _: () = assert!((SEGMENT_HEADER_BYTES + FRAME_BYTES_MAX) as u64 <= SEGMENT
 /// most this much.
 pub const APPEND_BYTES_MAX: usize = 64 * 1024 * 1024;
 const _: () = assert!(APPEND_BYTES_MAX >= 10 * FRAME_BYTES_MAX / 2);
+
+// ---------------------------------------------------------------------------
+// The engine's journal (docs/FORMAT.md, "Journal")
+// ---------------------------------------------------------------------------
+
+/// Directory of the journal, under the engine's data directory.
+pub const JOURNAL_DIR_NAME: &str = "journal";
+/// The journal's two files, written in turn: a full file's logs are synced
+/// (a checkpoint) before the other file is written over.
+pub const JOURNAL_FILE_NAMES: [&str; 2] = ["0.journal", "1.journal"];
+/// Size of each journal file, written with zeros when it is made so that
+/// the journal's `fdatasync`s write data and never allocate.
+pub const JOURNAL_FILE_BYTES_DEFAULT: u64 = 16 * 1024 * 1024;
+/// The smallest journal file a caller may ask for (tests use small ones to
+/// make checkpoints frequent).
+pub const JOURNAL_FILE_BYTES_MIN: u64 = 256 * 1024;
+/// Appends of more frame bytes than this sync their own segment instead:
+/// large groups are bound by bandwidth, which writing them twice would halve,
+/// small ones by the count of syncs, which the journal cuts.
+pub const JOURNAL_WRITE_BYTES_MAX: usize = 64 * 1024;
+/// The longest segment path (relative to the data directory) an entry holds;
+/// logs with longer paths sync their own segments.
+pub const JOURNAL_PATH_BYTES_MAX: usize = 1024;
+/// The most bytes of entries one journal sync writes; the rest of the queue
+/// waits for the next.
+pub const JOURNAL_BATCH_BYTES_MAX: usize = 256 * 1024;
+
+/// Bytes of an entry's header; the segment path and then the payload follow.
+pub const JOURNAL_ENTRY_HEADER_BYTES: usize = 40;
+/// `u32` CRC-32 (IEEE) of the entry's bytes from `JE_PAYLOAD_LEN_OFFSET` to
+/// its end (header, path and payload).
+pub const JE_CRC_OFFSET: usize = 0;
+/// `u32` bytes of the payload (never 0).
+pub const JE_PAYLOAD_LEN_OFFSET: usize = 4;
+/// `u16` bytes of the path (UTF-8, relative, no `..`).
+pub const JE_PATH_LEN_OFFSET: usize = 8;
+/// Bytes 10..16 are reserved and zero.
+pub const JE_RESERVED_OFFSET: usize = 10;
+/// `u64` generation of the file's current use: an entry of an older use
+/// left after the newer entries ends the file.
+pub const JE_GENERATION_OFFSET: usize = 16;
+/// `u64` file id of the segment (its header's), checked before a redo.
+pub const JE_FILE_ID_OFFSET: usize = 24;
+/// `u64` byte offset in the segment file where the payload was written.
+pub const JE_SEGMENT_OFFSET: usize = 32;
+const _: () = assert!(JE_SEGMENT_OFFSET + 8 == JOURNAL_ENTRY_HEADER_BYTES);
+const _: () = assert!(JOURNAL_PATH_BYTES_MAX <= u16::MAX as usize);
+const _: () = assert!(
+    JOURNAL_ENTRY_HEADER_BYTES + JOURNAL_PATH_BYTES_MAX + JOURNAL_WRITE_BYTES_MAX <= JOURNAL_BATCH_BYTES_MAX
+);
+const _: () = assert!(JOURNAL_BATCH_BYTES_MAX as u64 <= JOURNAL_FILE_BYTES_MIN);
+const _: () = assert!(JOURNAL_FILE_BYTES_MIN <= JOURNAL_FILE_BYTES_DEFAULT);

@@ -21,6 +21,7 @@ pub mod error;
 pub mod format;
 pub mod frame;
 pub mod fs;
+pub mod journal;
 pub mod log;
 mod mmap;
 pub mod segment;
@@ -30,6 +31,7 @@ pub mod sync;
 pub use error::{Error, Result};
 pub use frame::{Record, RecordIn};
 pub use fs::{FileHandle, FileSystem, FsSyncer, Mapping, StdFs};
+pub use journal::{Journal, RedoReport};
 pub use log::{
     now_ms, ActiveSpace, AppendObserver, Appended, Durable, Log, LogOptions, MappedBytes, NoObserver,
     NoObserver as NoObserverForTests, OpenCheck, Pending, Placed, Position, Problem, ReadBatch, ReadLimits,

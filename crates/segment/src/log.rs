@@ -103,6 +103,14 @@ pub struct LogOptions {
     /// each segment, still syncs the file. Only set it for a file system
     /// whose [`FileSystem::shares_flushes`] says yes.
     pub flush_coordinator: Option<Arc<crate::sync::FlushCoordinator>>,
+    /// The engine's journal (see [`crate::journal`]): under
+    /// [`SyncPolicy::Always`], an append of at most `JOURNAL_WRITE_BYTES_MAX`
+    /// frame bytes is made durable by the journal's shared sync instead of an
+    /// `fdatasync` of the segment, once every earlier append is durable or
+    /// journaled. The log's directory must lie under the journal's root
+    /// (otherwise nothing is journaled), and [`crate::Journal::open`] must
+    /// have redone the journal before the log opens.
+    pub journal: Option<Arc<crate::journal::Journal>>,
     /// How much of the log's most recently synced data stays in the page
     /// cache: after each sync, the written pages further behind the durable
     /// end are dropped (`posix_fadvise(DONTNEED)`; in the active segment in
@@ -150,6 +158,7 @@ impl Default for LogOptions {
             sync_coordinator: None,
             sync_pool: None,
             flush_coordinator: None,
+            journal: None,
             cache_window_bytes: None,
             recycle_segments_max: 0,
         }
@@ -432,6 +441,40 @@ struct SyncState {
     /// Cuts of the active segment (and rolls) so far: a sync raises
     /// `settled` only when none happened while it ran.
     cuts: u64,
+    /// The `next_seq` after the last append queued in the journal: its
+    /// completion makes everything before it durable (or poisons the log).
+    journal_through: u64,
+    /// The `next_seq` after the last append not journaled: until it is
+    /// durable (by a sync of the segment), no append is journaled, so that
+    /// a journal completion never claims an unsynced append durable.
+    unjournaled_through: u64,
+    /// The `next_seq` after the last journaled append the journal has
+    /// completed (made durable or failed).
+    journal_done: u64,
+    /// Where the last journaled append ended: a poisoned log keeps its bytes
+    /// until the journal has decided on them.
+    journal_last: Option<Watermark>,
+}
+
+impl SyncState {
+    /// Whether the journaled append that ends before `target` is still
+    /// undecided by the journal.
+    fn journal_pending(&self, target: u64) -> bool {
+        target <= self.journal_through && self.journal_done < target
+    }
+
+    /// The outcome for a waiter on a poisoned log once nothing it waits for
+    /// is undecided: a journaled append the journal made durable succeeded
+    /// (it will be redone after a crash), anything else failed.
+    fn poisoned_outcome(&self, target: u64, cause: &str) -> Result<()> {
+        if target <= self.journal_through && self.durable.next_seq >= target {
+            Ok(())
+        } else {
+            Err(Error::Poisoned {
+                cause: cause.to_string(),
+            })
+        }
+    }
 }
 
 /// Takes the wakers whose records are now durable (all of them once the log
@@ -454,6 +497,15 @@ fn take_ready(st: &mut SyncState) -> Vec<Waker> {
     ready
 }
 
+/// Whether an async waiter needs a sync of the segment: one that is not
+/// durable and not in the journal either.
+fn needs_segment_sync(st: &SyncState) -> bool {
+    let durable = st.durable.next_seq;
+    st.waiters
+        .iter()
+        .any(|(t, _)| *t > durable && *t > st.journal_through)
+}
+
 /// Wakes tasks outside the log's locks (a wake may take the runtime's locks).
 fn wake(ready: Vec<Waker>) {
     for w in ready {
@@ -467,8 +519,7 @@ fn run_pool_sync(inner: Arc<Inner>) {
     let log = Log { inner, flusher: None };
     let mut st = lock(&log.inner.sync);
     loop {
-        let durable = st.durable.next_seq;
-        let needed = st.waiters.iter().any(|(t, _)| *t > durable);
+        let needed = needs_segment_sync(&st);
         if st.poisoned.is_some() || !needed {
             st.queued = false;
             let ready = take_ready(&mut st);
@@ -511,7 +562,13 @@ impl Future for Durable {
         };
         let mut st = lock(&inner.sync);
         if let Some(cause) = &st.poisoned {
-            return Poll::Ready(Err(Error::Poisoned { cause: cause.clone() }));
+            // A journaled append is decided by the journal, whose sync may
+            // still make it durable; the decision wakes every waiter.
+            if !st.journal_pending(this.target) {
+                return Poll::Ready(st.poisoned_outcome(this.target, cause));
+            }
+            st.waiters.push((this.target, cx.waker().clone()));
+            return Poll::Pending;
         }
         if st.durable.next_seq >= this.target {
             return Poll::Ready(Ok(()));
@@ -532,7 +589,8 @@ impl Future for Durable {
         {
             st.waiters.push((target, cx.waker().clone()));
         }
-        if !st.queued {
+        // A journaled append is completed by the journal's thread.
+        if !st.queued && target > st.journal_through {
             st.queued = true;
             drop(st);
             let job_inner = inner.clone();
@@ -638,7 +696,34 @@ struct Inner {
     /// Files kept for reuse, oldest first (see
     /// `LogOptions::recycle_segments_max`).
     pool: Mutex<VecDeque<Recyclable>>,
+    /// This log's place in the engine's journal, when it journals.
+    journal: std::sync::OnceLock<JournalLink>,
     _lock: Box<dyn LockGuard>,
+}
+
+/// How a log writes to the engine's journal.
+struct JournalLink {
+    journal: Arc<crate::journal::Journal>,
+    client_id: u64,
+    client: Arc<dyn crate::journal::JournalClient>,
+}
+
+impl fmt::Debug for JournalLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalLink")
+            .field("client_id", &self.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A log as the journal's checkpoints see it: gone once the log is closed.
+struct JournalClientOf(std::sync::Weak<Inner>);
+
+impl crate::journal::JournalClient for JournalClientOf {
+    fn checkpoint(&self) -> Option<std::result::Result<(), String>> {
+        let inner = self.0.upgrade()?;
+        Some(Log { inner, flusher: None }.checkpoint_for_journal())
+    }
 }
 
 /// How far a log's written pages have been dropped from the page cache.
@@ -1288,6 +1373,10 @@ impl Log {
             // Nothing is known settled until this log's first fdatasync.
             settled: 0,
             cuts: 0,
+            journal_through: 0,
+            unjournaled_through: 0,
+            journal_done: 0,
+            journal_last: None,
         };
         let mark_file = w.active.file.clone();
         let pool = Self::load_pool(&*fs, &dir, &names, &opts);
@@ -1311,8 +1400,23 @@ impl Log {
                 advised: 0,
             }),
             pool: Mutex::new(pool),
+            journal: std::sync::OnceLock::new(),
             _lock: lock_guard,
         });
+        if let Some(journal) = &inner.opts.journal {
+            // Only a log under the journal's root can name its segments there.
+            let under = inner.dir.strip_prefix(journal.root()).ok().is_some_and(|rel| {
+                rel.to_str()
+                    .is_some_and(|r| r.len() + 32 <= JOURNAL_PATH_BYTES_MAX)
+            });
+            if under && inner.opts.sync == SyncPolicy::Always {
+                let _ = inner.journal.set(JournalLink {
+                    journal: journal.clone(),
+                    client_id: journal.client_id(),
+                    client: Arc::new(JournalClientOf(Arc::downgrade(&inner))),
+                });
+            }
+        }
         let flusher = match inner.opts.sync {
             SyncPolicy::IntervalMs(ms) => Some(
                 spawn_flusher(Arc::downgrade(&inner), ms)
@@ -2117,8 +2221,9 @@ impl Log {
         {
             self.roll_locked(&mut w, first_arrival)?;
         }
+        let start = w.active.len;
         let appended = self.write_locked(&mut w, records, total)?;
-        let mark = lock(&self.inner.sync).written;
+        let mark = self.queue_in_journal(&w, start, total);
         let ticket = self
             .inner
             .opts
@@ -2126,6 +2231,132 @@ impl Log {
             .as_ref()
             .map_or(0, |c| c.ticket());
         Ok((appended, Pending { mark, ticket }))
+    }
+
+    /// After a write of `total` frame bytes at `start` (the bytes are in
+    /// `w.buf`): queues it in the engine's journal when this log journals,
+    /// the append is small, and every earlier append is durable or
+    /// journaled; otherwise notes that it needs a sync of the segment.
+    /// Returns the written mark. Runs under the writer lock, so that the
+    /// journal gets each log's writes in order.
+    fn queue_in_journal(&self, w: &Writer, start: u64, total: usize) -> Watermark {
+        let mut st = lock(&self.inner.sync);
+        let mark = st.written;
+        let link =
+            self.inner.journal.get().filter(|_| {
+                total <= JOURNAL_WRITE_BYTES_MAX && st.durable.next_seq >= st.unjournaled_through
+            });
+        let path = link.and_then(|l| {
+            let rel = w.active.path.strip_prefix(l.journal.root()).ok()?;
+            Some(Arc::<str>::from(rel.to_str()?))
+        });
+        let (Some(link), Some(path)) = (link, path) else {
+            st.unjournaled_through = mark.next_seq;
+            return mark;
+        };
+        let inner = self.inner.clone();
+        let write = crate::journal::JournalWrite {
+            path,
+            file_id: w.active.file_id,
+            offset: start,
+            // The frames only: not a recycled file's end marker after them,
+            // which the next write covers (a write the journal may not
+            // hold, which a redo of the marker would then damage).
+            payload: w.buf[..total].to_vec(),
+            client_id: link.client_id,
+            client: link.client.clone(),
+            file: w.active.file.clone(),
+            done: Box::new(move |result| Log { inner, flusher: None }.journaled(mark, result)),
+        };
+        // The completion takes this lock on the journal's thread, which
+        // never holds the journal's queue while it does.
+        match link.journal.push(write) {
+            Ok(()) => {
+                st.journal_through = mark.next_seq;
+                st.journal_last = Some(mark);
+            }
+            // The journal has stopped: the segment's own sync makes it durable.
+            Err(_) => st.unjournaled_through = mark.next_seq,
+        }
+        mark
+    }
+
+    /// The journal sync holding an append that ended at `mark` completed
+    /// (`Ok`) or failed: the log is durable up to `mark`, or poisoned (its
+    /// unsynced tail is cut; the journal keeps what it wrote for the redo).
+    ///
+    /// A log poisoned meanwhile kept the bytes of its undecided journaled
+    /// appends (`discard_undurable`), so a success makes them durable even
+    /// then; once the journal has decided on all of them, the poisoned log
+    /// cuts what is still not durable.
+    fn journaled(&self, mark: Watermark, result: std::result::Result<(), String>) {
+        let mut st = lock(&self.inner.sync);
+        let mut advanced = false;
+        match result {
+            // A roll or a sync of the segment may have passed `mark`.
+            Ok(()) if mark.next_seq > st.durable.next_seq => {
+                st.durable = mark;
+                advanced = true;
+            }
+            Ok(()) => {}
+            Err(cause) => {
+                if st.poisoned.is_none() {
+                    st.poisoned = Some(cause);
+                }
+            }
+        }
+        if st.poisoned.is_some() && mark.next_seq >= st.journal_through {
+            // The last undecided append of a poisoned log: cut what is not
+            // durable before any waiter learns the outcome (it may act on
+            // it at once: retry, or stop the process).
+            drop(st);
+            self.discard_undurable_keeping(false);
+            st = lock(&self.inner.sync);
+        }
+        if advanced {
+            // Before the waiters learn of it, as with the cut above: nothing
+            // of this completion is left running once they have.
+            drop(st);
+            self.report_durable(mark);
+            st = lock(&self.inner.sync);
+        }
+        st.journal_done = st.journal_done.max(mark.next_seq);
+        self.inner.sync_cv.notify_all();
+        let ready = take_ready(&mut st);
+        drop(st);
+        wake(ready);
+    }
+
+    /// A journal checkpoint: syncs the active segment (a roll synced the
+    /// ones before it), as the only syncer, so that what this log journaled
+    /// is durable in its own files. A quarantined log still syncs (its
+    /// journaled appends are good); a poisoned one cannot prove anything and
+    /// fails, as does a failed sync (which poisons the log).
+    fn checkpoint_for_journal(&self) -> std::result::Result<(), String> {
+        let file = {
+            let mut st = lock(&self.inner.sync);
+            while st.syncing {
+                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+            if let Some(cause) = &st.poisoned {
+                return Err(format!("log {} is poisoned ({cause})", self.inner.dir.display()));
+            }
+            st.syncing = true;
+            st.active_file.clone()
+        };
+        let failed = file.sync_data().err().map(|e| {
+            format!(
+                "fdatasync of the active segment in {} failed: {e}",
+                self.inner.dir.display()
+            )
+        });
+        match self.end_sole_sync(failed.clone()) {
+            Some(_) => {
+                self.discard_undurable();
+                Err(failed.unwrap_or_default())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Waits until a deferred append is durable (a no-op unless `Always`).
@@ -2163,8 +2394,9 @@ impl Log {
     ) -> Result<()> {
         {
             let st = lock(&self.inner.sync);
-            if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned { cause: cause.clone() });
+            if st.poisoned.is_some() {
+                drop(st);
+                return self.settle_poisoned(goal.next_seq);
             }
             if st.durable.next_seq >= goal.next_seq {
                 return Ok(());
@@ -2175,8 +2407,9 @@ impl Log {
                 let mut st = lock(&self.inner.sync);
                 // Another appender's failed sync may have poisoned the log and
                 // cut its unsynced tail (ours included) after our sync ran.
-                if let Some(cause) = &st.poisoned {
-                    return Err(Error::Poisoned { cause: cause.clone() });
+                if st.poisoned.is_some() {
+                    drop(st);
+                    return self.settle_poisoned(goal.next_seq);
                 }
                 let advanced = goal.next_seq > st.durable.next_seq;
                 if advanced {
@@ -2191,10 +2424,24 @@ impl Log {
                 Ok(())
             }
             Err(cause) => {
-                let err = self.poison(cause);
+                let _ = self.poison(cause);
                 self.discard_undurable();
-                Err(err)
+                self.settle_poisoned(goal.next_seq)
             }
+        }
+    }
+
+    /// On a poisoned log: waits until the journal has decided on the
+    /// append that ends before `target` if it was journaled, and returns
+    /// the outcome ([`SyncState::poisoned_outcome`]).
+    fn settle_poisoned(&self, target: u64) -> Result<()> {
+        let mut st = lock(&self.inner.sync);
+        loop {
+            let cause = st.poisoned.clone().unwrap_or_default();
+            if !st.journal_pending(target) {
+                return st.poisoned_outcome(target, &cause);
+            }
+            st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
     }
 
@@ -2532,12 +2779,17 @@ impl Log {
         let mut st = lock(&self.inner.sync);
         loop {
             if let Some(cause) = &st.poisoned {
-                return Err(Error::Poisoned { cause: cause.clone() });
+                if !st.journal_pending(target) {
+                    return st.poisoned_outcome(target, cause);
+                }
+                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                continue;
             }
             if st.durable.next_seq >= target {
                 return Ok(());
             }
-            if st.syncing {
+            // A journaled append: the journal's completion wakes us.
+            if st.syncing || target <= st.journal_through {
                 st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
                 continue;
             }
@@ -2659,8 +2911,7 @@ impl Log {
         if st.syncing || st.queued || st.poisoned.is_some() {
             return None;
         }
-        let durable = st.durable.next_seq;
-        if !st.waiters.iter().any(|(t, _)| *t > durable) {
+        if !needs_segment_sync(st) {
             return None;
         }
         let pool = self.inner.opts.sync_pool.as_ref()?;
@@ -2816,22 +3067,49 @@ impl Log {
     /// active segment back to its durable end so that what a reopen sees is
     /// what was acknowledged. Best effort: the writer is poisoned either way.
     fn discard_undurable(&self) {
+        self.discard_undurable_keeping(true);
+    }
+
+    /// [`Log::discard_undurable`], keeping the journaled appends the journal
+    /// has not decided on yet only with `keep_journaled`.
+    fn discard_undurable_keeping(&self, keep_journaled: bool) {
         let mut w = lock(&self.inner.writer);
-        self.discard_undurable_locked(&mut w);
+        self.discard_undurable_in(&mut w, keep_journaled);
     }
 
     /// [`Log::discard_undurable`] for a caller that holds the writer.
     fn discard_undurable_locked(&self, w: &mut Writer) {
+        self.discard_undurable_in(w, true);
+    }
+
+    fn discard_undurable_in(&self, w: &mut Writer, keep_journaled: bool) {
         if self.inner.opts.sync != SyncPolicy::Always {
             return;
         }
-        let durable = lock(&self.inner.sync).durable;
-        if durable.segment_base == w.active.base_seq && w.active.len > durable.offset {
-            if w.active.file.set_len(durable.offset).is_ok() {
+        let (durable, keep) = {
+            let st = lock(&self.inner.sync);
+            // Journaled appends the journal has not decided on yet stay: its
+            // sync may still make them durable (their waiters learn which),
+            // and they will be cut once it has decided, if they are not.
+            let keep = match st.journal_last {
+                Some(j)
+                    if keep_journaled
+                        && st.journal_done < st.journal_through
+                        && j.segment_base == st.durable.segment_base
+                        && j.offset > st.durable.offset =>
+                {
+                    j.offset
+                }
+                _ => st.durable.offset,
+            };
+            (st.durable, keep)
+        };
+        if durable.segment_base == w.active.base_seq && w.active.len > keep {
+            if w.active.file.set_len(keep).is_ok() {
                 let _ = w.active.file.sync_data();
             }
-            w.active.len = durable.offset;
-            self.cut_active(w, durable.offset);
+            w.active.len = keep;
+            self.cut_active(w, keep);
         }
     }
 

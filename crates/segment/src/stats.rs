@@ -78,6 +78,15 @@ static SHARED_GROUPS: AtomicU64 = AtomicU64::new(0);
 static ZERO_FILL_BYTES: AtomicU64 = AtomicU64::new(0);
 static CACHE_DROP_ADVISED_BYTES: AtomicU64 = AtomicU64::new(0);
 static SEGMENTS_REUSED: AtomicU64 = AtomicU64::new(0);
+static JOURNAL_SYNC: AtomicHistogram<12> = AtomicHistogram::new(FSYNC_BUCKETS_SECONDS);
+static JOURNAL_WRITES: AtomicU64 = AtomicU64::new(0);
+
+/// A journal sync (write and `fdatasync` of the journal file) that made
+/// `writes` appends durable.
+pub fn record_journal_sync(took: Duration, writes: u64) {
+    JOURNAL_SYNC.observe(took.as_secs_f64());
+    JOURNAL_WRITES.fetch_add(writes, Ordering::Relaxed);
+}
 
 /// Counts segments started in a file kept for reuse rather than a new one
 /// (see `LogOptions::recycle_segments_max`).
@@ -137,6 +146,10 @@ pub struct StorageStats {
     pub shared_flush_seconds: HistogramSnapshot,
     /// Groups made durable by a write-back and a shared flush.
     pub shared_flush_groups: u64,
+    /// Syncs of the engine's journal, by duration.
+    pub journal_sync_seconds: HistogramSnapshot,
+    /// Appends made durable through the journal.
+    pub journal_writes: u64,
 }
 
 pub fn snapshot() -> StorageStats {
@@ -148,6 +161,8 @@ pub fn snapshot() -> StorageStats {
         segments_reused: SEGMENTS_REUSED.load(Ordering::Relaxed),
         shared_flush_seconds: FLUSH.snapshot(),
         shared_flush_groups: SHARED_GROUPS.load(Ordering::Relaxed),
+        journal_sync_seconds: JOURNAL_SYNC.snapshot(),
+        journal_writes: JOURNAL_WRITES.load(Ordering::Relaxed),
     }
 }
 

@@ -90,7 +90,11 @@ pub struct SyncCoordinator {
     syncer: Box<dyn FsSyncer>,
     dir: PathBuf,
     tickets: Tickets,
+    /// Told of the failure, once: see [`SyncCoordinator::on_failure`].
+    on_failure: Mutex<Option<FailureHook>>,
 }
+
+type FailureHook = Box<dyn Fn(&str) + Send + Sync>;
 
 impl fmt::Debug for SyncCoordinator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -110,7 +114,17 @@ impl SyncCoordinator {
             syncer,
             dir,
             tickets: Tickets::default(),
+            on_failure: Mutex::new(None),
         }))
+    }
+
+    /// Calls `hook` with the cause when a sync fails, before any waiter
+    /// learns of it. A failed `syncfs` may have dropped the dirty pages of
+    /// any file on the file system, and the engine's journal must then keep
+    /// its files for the redo (`Journal::stop`): segments its entries were
+    /// checkpointed into may have lost them.
+    pub fn on_failure(&self, hook: impl Fn(&str) + Send + Sync + 'static) {
+        *self.on_failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(hook));
     }
 
     /// The ticket of a write that has just completed: the number of the first
@@ -139,7 +153,11 @@ impl SyncCoordinator {
                 || self.syncer.sync(),
                 crate::stats::record_fsync,
                 |st, _, e| {
-                    st.failed = Some((u64::MAX, format!("syncfs of {} failed: {e}", self.dir.display())))
+                    let cause = format!("syncfs of {} failed: {e}", self.dir.display());
+                    if let Some(hook) = &*self.on_failure.lock().unwrap_or_else(|p| p.into_inner()) {
+                        hook(&cause);
+                    }
+                    st.failed = Some((u64::MAX, cause))
                 },
             );
         }
@@ -334,8 +352,14 @@ impl SyncPool {
     /// waiter is left waiting for a thread that will never come.
     pub(crate) fn submit(&self, job: Job) -> Result<(), Job> {
         let mut threads = lock_any(&self.threads);
-        let idle = lock_any(&self.shared.queue).idle;
-        if idle == 0 && threads.len() < self.threads_max {
+        // A thread counted idle may already have been woken for a job queued
+        // before this one and not yet have taken it (it has not had the CPU
+        // since): only idle threads beyond the queued jobs are free.
+        let free = {
+            let q = lock_any(&self.shared.queue);
+            q.idle > q.jobs.len()
+        };
+        if !free && threads.len() < self.threads_max {
             let shared = self.shared.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("shardlog-sync-{}", threads.len()))
@@ -406,6 +430,16 @@ mod pool_tests {
         assert_eq!(pool.threads(), 0, "no job, no thread");
         let done = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        // Opens the gate however the test ends: a failed assertion must not
+        // leave the pool's drop joining threads that wait on it for ever.
+        struct Opens(Arc<(Mutex<bool>, Condvar)>);
+        impl Drop for Opens {
+            fn drop(&mut self) {
+                *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.0 .1.notify_all();
+            }
+        }
+        let _opens = Opens(gate.clone());
         for _ in 0..20 {
             let (done, gate) = (done.clone(), gate.clone());
             let job: Job = Box::new(move || {

@@ -2719,3 +2719,263 @@ fn a_failed_write_back_fails_only_its_own_group() {
         "the coordinator goes on"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The engine's journal
+// ---------------------------------------------------------------------------
+
+/// A journal under `/e` with the smallest files, so that checkpoints come
+/// often.
+fn small_journal(fs: &MemFs) -> Arc<shardlog_segment::Journal> {
+    let (journal, redo) = shardlog_segment::Journal::open(
+        Arc::new(fs.clone()),
+        Path::new("/e"),
+        Some(shardlog_segment::format::JOURNAL_FILE_BYTES_MIN),
+    )
+    .unwrap();
+    assert_eq!(redo, shardlog_segment::RedoReport::default());
+    journal.unwrap()
+}
+
+fn journaled_opts(journal: &Arc<shardlog_segment::Journal>, recycle: usize) -> LogOptions {
+    LogOptions {
+        segment_bytes_max: 128 * 1024,
+        preallocate_bytes: 16 * 1024,
+        journal: Some(journal.clone()),
+        sync_pool: Some(shardlog_segment::SyncPool::new(2).unwrap()),
+        recycle_segments_max: recycle,
+        ..LogOptions::default()
+    }
+}
+
+#[test]
+fn journaled_appends_keep_every_acknowledged_record_through_any_crash() {
+    journaled_appends_keep_acknowledged_records(0);
+}
+
+#[test]
+fn journaled_appends_in_recycled_files_keep_every_acknowledged_record_through_any_crash() {
+    journaled_appends_keep_acknowledged_records(2);
+}
+
+/// Four logs journal their small appends (one blocking appender and one
+/// async appender each, the async one with now and then an append too large
+/// for the journal, which syncs its segment), then a crash of each kind; the
+/// redo at the next open brings back every acknowledged record. With
+/// `recycle`, retention removes and reuses segments meanwhile, so that some
+/// entries name segments that are gone by the redo.
+fn journaled_appends_keep_acknowledged_records(recycle: usize) {
+    const LOGS: [&str; 4] = ["/e/s/a", "/e/s/b", "/e/s/c", "/e/s/d"];
+    let plans = [
+        CrashPlan::LoseUnsynced,
+        CrashPlan::Random { seed: 3 },
+        CrashPlan::Random { seed: 4 },
+        CrashPlan::TornPrefix { bytes: 900 },
+    ];
+    for plan in plans {
+        let fs = MemFs::new();
+        fs.set_sync_latency(Some(std::time::Duration::from_micros(200)));
+        let journal = small_journal(&fs);
+        let logs: Vec<Log> = LOGS
+            .iter()
+            .map(|d| open_at(&fs, d, journaled_opts(&journal, recycle)))
+            .collect();
+        let acked = std::sync::Mutex::new(Vec::new());
+        std::thread::scope(|s| {
+            for (l, log) in logs.iter().enumerate() {
+                let acked = &acked;
+                s.spawn(move || {
+                    for i in 0..300 {
+                        let data = format!("log{l}-blocking-{i}-{}", "b".repeat(100 + i % 300));
+                        let a = log.append(&[RecordIn::new("k", data.as_bytes(), 1)]).unwrap();
+                        acked.lock().unwrap().push((l, a.first_seq, data.into_bytes()));
+                        if recycle > 0 && i % 40 == 39 {
+                            log.remove_segments_before(a.first_seq.saturating_sub(200))
+                                .unwrap();
+                        }
+                    }
+                });
+                s.spawn(move || {
+                    for i in 0..300 {
+                        let datas: Vec<Vec<u8>> = if i % 37 == 36 {
+                            // Above JOURNAL_WRITE_BYTES_MAX: the segment syncs.
+                            (0..10)
+                                .map(|j| format!("log{l}-big-{i}-{j}-{}", "B".repeat(7000)).into_bytes())
+                                .collect()
+                        } else {
+                            vec![format!("log{l}-async-{i}-{}", "a".repeat(50 + i % 200)).into_bytes()]
+                        };
+                        let records: Vec<RecordIn<'_>> =
+                            datas.iter().map(|d| RecordIn::new("k", d, 1)).collect();
+                        let (a, pending) = log.append_deferred(&records).unwrap();
+                        block_on(log.durable(pending)).unwrap();
+                        let mut acked = acked.lock().unwrap();
+                        for (j, d) in datas.into_iter().enumerate() {
+                            acked.push((l, a.first_seq + j as u64, d));
+                        }
+                    }
+                });
+            }
+        });
+        assert!(
+            journal.write_count() > 1000,
+            "{plan:?}: {} journaled",
+            journal.write_count()
+        );
+        assert!(
+            journal.checkpoint_count() >= 2,
+            "{plan:?}: the journal must have turned files"
+        );
+        assert!(
+            logs.iter().all(|l| l.segments().len() > 1),
+            "the runs must cross rolls"
+        );
+        for log in logs {
+            std::mem::forget(log);
+        }
+        fs.crash(plan);
+        let (none, redo) =
+            shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
+        assert!(none.is_none());
+        if plan == CrashPlan::LoseUnsynced {
+            assert!(redo.entries_applied > 0, "{redo:?}");
+        }
+        if recycle > 0 {
+            assert!(
+                redo.entries_skipped > 0,
+                "{plan:?}: some entries name removed segments: {redo:?}"
+            );
+        }
+        for (l, d) in LOGS.iter().enumerate() {
+            let log = open_at(
+                &fs,
+                d,
+                LogOptions {
+                    segment_bytes_max: 128 * 1024,
+                    ..LogOptions::default()
+                },
+            );
+            let rows = read_all(&log).unwrap();
+            let first = log.first_seq();
+            let kept = acked.lock().unwrap();
+            for (_, seq, data) in kept.iter().filter(|(x, seq, _)| *x == l && *seq >= first) {
+                let row = rows.iter().find(|r| r.0 == *seq);
+                assert_eq!(
+                    row.map(|r| &r.2),
+                    Some(data),
+                    "{plan:?}: log {d} lost acknowledged record {seq}"
+                );
+            }
+            assert!(log.verify().is_ok(), "{plan:?}: {:?}", log.verify().problems);
+        }
+    }
+}
+
+#[test]
+fn without_its_redo_a_crash_loses_journaled_records_so_the_redo_is_what_keeps_them() {
+    // The control for the test above: the same kind of run, but the logs
+    // reopen without the journal's redo. Journaled records were never synced
+    // in their segments, so some are gone.
+    let fs = MemFs::new();
+    let journal = small_journal(&fs);
+    let log = open_at(&fs, "/e/s/a", journaled_opts(&journal, 0));
+    for i in 0..50 {
+        log.append(&[RecordIn::new("k", &payload(i), 1)]).unwrap();
+    }
+    assert_eq!(journal.write_count(), 50);
+    std::mem::forget(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let log = open_at(&fs, "/e/s/a", small_opts());
+    assert!(read_all(&log).unwrap().len() < 50);
+    drop(log);
+    let (_, redo) = shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
+    assert_eq!(redo.entries_applied, 50, "{redo:?}");
+    let log = open_at(&fs, "/e/s/a", small_opts());
+    assert_eq!(read_all(&log).unwrap().len(), 50);
+}
+
+#[test]
+fn a_failed_journal_sync_fails_its_appends_and_later_appends_sync_their_own_segments() {
+    let fs = MemFs::new();
+    let journal = small_journal(&fs);
+    let a = open_at(&fs, "/e/s/a", journaled_opts(&journal, 0));
+    let b = open_at(&fs, "/e/s/b", journaled_opts(&journal, 0));
+    for i in 0..10 {
+        a.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+    }
+    fs.fail_at(FsOp::SyncData, "journal", 1);
+    let err = a.append(&[RecordIn::new("k", &payload(10), 1)]).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("journal"), "{err}");
+    assert!(!journal.is_alive());
+    // The other log goes on, each append synced in its own segment.
+    let writes = journal.write_count();
+    for i in 10..20 {
+        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+    }
+    assert_eq!(journal.write_count(), writes);
+    assert!(matches!(
+        a.append(&[RecordIn::new("k", b"x", 1)]),
+        Err(Error::Poisoned { .. })
+    ));
+    std::mem::forget(a);
+    std::mem::forget(b);
+    fs.crash(CrashPlan::LoseUnsynced);
+    shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
+    let a = open_at(&fs, "/e/s/a", small_opts());
+    let b = open_at(&fs, "/e/s/b", small_opts());
+    let rows = read_all(&a).unwrap();
+    assert!(rows.len() >= 10, "the acknowledged ten are kept");
+    for (i, r) in rows.iter().take(10).enumerate() {
+        assert_eq!(r.2, payload(i as u64));
+    }
+    assert_records(&b, 20);
+}
+
+#[test]
+fn a_log_outside_the_journals_root_syncs_its_own_segment() {
+    let fs = MemFs::new();
+    let journal = small_journal(&fs);
+    let log = open_at(&fs, "/elsewhere", journaled_opts(&journal, 0));
+    log.append(&[RecordIn::new("k", b"v", 1)]).unwrap();
+    assert_eq!(journal.write_count(), 0);
+    std::mem::forget(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    assert_eq!(
+        read_all(&open_at(&fs, "/elsewhere", small_opts())).unwrap().len(),
+        1
+    );
+}
+
+#[test]
+fn a_checkpoint_syncs_the_segments_before_the_journal_writes_over_their_entries() {
+    // One log, no rolls and no appends large enough to sync the segment:
+    // only checkpoints make the entries of a file written over durable.
+    let fs = MemFs::new();
+    let journal = small_journal(&fs);
+    let opts = LogOptions {
+        segment_bytes_max: 64 * 1024 * 1024,
+        ..journaled_opts(&journal, 0)
+    };
+    let log = open_at(&fs, "/e/s/a", opts);
+    let data = vec![0x5Au8; 2000];
+    let n = 400;
+    for _ in 0..n {
+        log.append(&[RecordIn::new("k", &data, 1)]).unwrap();
+    }
+    assert_eq!(log.segments().len(), 1);
+    assert!(
+        journal.checkpoint_count() >= 2,
+        "{} checkpoints",
+        journal.checkpoint_count()
+    );
+    std::mem::forget(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
+    let log = open_at(&fs, "/e/s/a", small_opts());
+    assert_eq!(read_all(&log).unwrap().len(), n);
+}

@@ -534,6 +534,18 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         &[],
         storage.shared_flush_groups,
     );
+    o.histogram(
+        "shardlog_journal_sync_seconds",
+        "Latency of each journal sync (write and fdatasync of the journal file), shared by the small appends of every shard (serve --journal true).",
+        &[],
+        &storage.journal_sync_seconds,
+    );
+    o.declare(
+        "shardlog_journal_appends_total",
+        "counter",
+        "Appends made durable by a journal sync instead of a sync of their shard's segment.",
+    );
+    o.sample("shardlog_journal_appends_total", &[], storage.journal_writes);
     for (n, kind, help) in [
         ("shardlog_shard_segments", "gauge", "Segment files of a shard."),
         (

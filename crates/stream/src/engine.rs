@@ -159,6 +159,17 @@ pub struct EngineOptions {
     /// average (`shardlog serve --share-flushes true`; docs/PERFORMANCE.md,
     /// ninth pass).
     pub share_flushes_across_shards: bool,
+    /// Journal small appends of every shard in one file (see
+    /// `shardlog_segment::journal`): an append of at most
+    /// `JOURNAL_WRITE_BYTES_MAX` bytes is durable once one shared
+    /// `fdatasync` of the journal covers it, instead of a sync of its
+    /// shard's segment; after a crash the open writes the journal into the
+    /// segments first. Only under `SyncPolicy::Always`. Whatever this says,
+    /// a journal left by an earlier run is redone at open.
+    pub journal_small_appends: bool,
+    /// Size of each of the journal's two files (a checkpoint syncs the
+    /// shards that wrote into a full one); at least `JOURNAL_FILE_BYTES_MIN`.
+    pub journal_file_bytes: u64,
     /// The AWS account this engine serves (12 digits); it appears in ARNs
     /// and messages. A server keeps one engine per account and region.
     pub account_id: String,
@@ -189,6 +200,8 @@ impl Default for EngineOptions {
             },
             share_syncs_across_shards: true,
             share_flushes_across_shards: false,
+            journal_small_appends: false,
+            journal_file_bytes: shardlog_segment::format::JOURNAL_FILE_BYTES_DEFAULT,
             enforce_shard_limits: false,
             status_delays: StatusDelays::default(),
             account_id: DEFAULT_ACCOUNT_ID.to_string(),
@@ -909,6 +922,35 @@ impl Engine {
         if opts.share_flushes_across_shards && opts.log.flush_coordinator.is_none() && fs.shares_flushes(&dir)
         {
             opts.log.flush_coordinator = Some(shardlog_segment::FlushCoordinator::new());
+        }
+        // The journal is redone before any log opens (a scope's logs lie under
+        // its root's directory and share the root's journal).
+        if opts.log.journal.is_none() {
+            let size = (opts.journal_small_appends && opts.sync == SyncPolicy::Always)
+                .then_some(opts.journal_file_bytes);
+            let (journal, redo) =
+                shardlog_segment::Journal::open(fs.clone(), &dir, size).map_err(Error::Storage)?;
+            if redo.entries_applied + redo.entries_skipped > 0 {
+                tracing::info!(
+                    target: "shardlog::storage",
+                    "journal redone: {} entries ({} bytes) written into {} segments, {} for segments gone",
+                    redo.entries_applied,
+                    redo.bytes_applied,
+                    redo.files_synced,
+                    redo.entries_skipped
+                );
+            }
+            opts.log.journal = journal;
+        }
+        // A failed syncfs may have dropped any file's dirty pages, journaled
+        // appends' among them: the journal must keep its files from then on.
+        if let (Some(coord), Some(journal)) = (&coordinator, &opts.log.journal) {
+            let journal = Arc::downgrade(journal);
+            coord.on_failure(move |cause| {
+                if let Some(j) = journal.upgrade() {
+                    j.stop(cause);
+                }
+            });
         }
         if opts.index_cache.is_none() {
             opts.index_cache = Some(IndexCache::new(INDEX_CACHE_BYTES_DEFAULT));

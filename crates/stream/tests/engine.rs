@@ -1873,3 +1873,103 @@ fn a_byte_cap_keeps_as_many_records_with_recycling_as_without() {
     // Kept files are not data: the cap does not remove records for them.
     assert_eq!(kept[0], kept[1]);
 }
+
+/// An engine on `/data` of `fs` whose small appends go through the journal
+/// (or not), with the smallest journal files so that checkpoints come often.
+fn journal_engine(fs: &MemFs, clock: &ManualClock, journal: bool) -> Engine {
+    let mut o = small_opts();
+    o.journal_small_appends = journal;
+    o.journal_file_bytes = shardlog_segment::format::JOURNAL_FILE_BYTES_MIN;
+    Engine::open_with(
+        Arc::new(fs.clone()),
+        PathBuf::from("/data"),
+        o,
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journaled_puts_of_every_kind_survive_a_crash_and_are_redone_even_by_an_engine_without_the_journal() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = journal_engine(&fs, &clock, true);
+    e.create_stream("s", 4, CreateStreamOptions::default()).unwrap();
+    // Another account's streams live under this engine's directory and
+    // share its journal.
+    let other = e.for_scope("123456789012", "eu-west-1").unwrap();
+    other
+        .create_stream("o", 2, CreateStreamOptions::default())
+        .unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let (e, other) = (e.clone(), other.clone());
+        tasks.push(tokio::spawn(async move {
+            let key = format!("t{t}");
+            let mut acked = Vec::new();
+            for i in 0..60u32 {
+                let data = format!("{t}-{i}-{}", "d".repeat(200));
+                let target = if i % 5 == 0 { &other } else { &e };
+                let stream = if i % 5 == 0 { "o" } else { "s" };
+                let out = target
+                    .put_record_durable(stream, PutRecordInput::new(&key, data.as_bytes()))
+                    .unwrap()
+                    .await
+                    .unwrap();
+                acked.push((stream, out.shard_id, out.sequence_number, data.into_bytes()));
+            }
+            acked
+        }));
+    }
+    let mut acked = Vec::new();
+    for t in tasks {
+        acked.extend(t.await.unwrap());
+    }
+    // Blocking puts and a batch over every shard too.
+    for i in 0..40u32 {
+        let data = format!("blocking-{i}");
+        let out = e
+            .put_record("s", PutRecordInput::new("b", data.as_bytes()))
+            .unwrap();
+        acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
+    }
+    let keys: Vec<String> = (0..50).map(|i| format!("spread-{i}")).collect();
+    let batch: Vec<PutRecordInput<'_>> = keys
+        .iter()
+        .map(|k| PutRecordInput::new(k, k.as_bytes()))
+        .collect();
+    for (r, k) in e.put_records("s", &batch).unwrap().into_iter().zip(&keys) {
+        let out = r.unwrap();
+        acked.push(("s", out.shard_id, out.sequence_number, k.clone().into_bytes()));
+    }
+    assert_eq!(acked.len(), 8 * 60 + 40 + 50);
+    std::mem::forget(other);
+    std::mem::forget(e);
+    fs.crash(CrashPlan::LoseUnsynced);
+    // The journal is redone at open even with the option off.
+    let e = journal_engine(&fs, &clock, false);
+    let other = e.for_scope("123456789012", "eu-west-1").unwrap();
+    let mut found = HashMap::new();
+    for (engine, stream) in [(&e, "s"), (&other, "o")] {
+        for shard in engine.list_shards(stream).unwrap() {
+            for r in read_all(engine, stream, &shard.shard_id) {
+                found.insert(
+                    (stream, shard.shard_id.clone(), r.sequence_number.clone()),
+                    r.data.to_vec(),
+                );
+            }
+        }
+    }
+    for (stream, shard, seq, data) in &acked {
+        assert_eq!(
+            found.get(&(*stream, shard.clone(), seq.clone())),
+            Some(data),
+            "acknowledged {stream}/{shard}/{seq} lost"
+        );
+    }
+    assert!(e.problems().is_empty(), "{:?}", e.problems());
+    assert!(
+        !shardlog_segment::FileSystem::exists(&fs, std::path::Path::new("/data/journal/0.journal")),
+        "the journal was removed after its redo"
+    );
+}

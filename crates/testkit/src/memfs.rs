@@ -229,6 +229,9 @@ struct Faults {
 
 #[derive(Debug, Default)]
 struct Inner {
+    /// Crashes so far: a handle opened before the last one belongs to the
+    /// process that crashed and fails every operation (see `MemFile::with`).
+    crashes: u64,
     files: HashMap<u64, FileState>,
     dirs: HashMap<PathBuf, DirState>,
     next_ino: u64,
@@ -577,6 +580,7 @@ impl MemFs {
     /// faults are cleared. Open handles must not be used afterwards.
     pub fn crash(&self, plan: CrashPlan) {
         let mut inner = self.lock_inner();
+        inner.crashes += 1;
         let mut rng = match plan {
             CrashPlan::Random { seed } => SimRng::new(seed),
             _ => SimRng::new(0),
@@ -707,6 +711,8 @@ impl MemFs {
 struct MemFile {
     fs: MemFs,
     ino: u64,
+    /// `Inner::crashes` when the file was opened.
+    epoch: u64,
     /// The path the file was opened by (for failpoints).
     path: PathBuf,
     writable: bool,
@@ -715,6 +721,12 @@ struct MemFile {
 impl MemFile {
     fn with<T>(&self, f: impl FnOnce(&mut Inner, u64) -> io::Result<T>) -> io::Result<T> {
         let mut inner = self.fs.lock_inner();
+        // A crashed process's threads (a test forgets its engine rather
+        // than run destructors) must not touch what the next process sees:
+        // its descriptors are gone.
+        if self.epoch != inner.crashes {
+            return Err(io::Error::other("the process that opened this file crashed"));
+        }
         if !inner.files.contains_key(&self.ino) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "file vanished (crashed)"));
         }
@@ -1054,26 +1066,31 @@ impl FileSystem for MemFs {
             fs: self.clone(),
             path: path.to_path_buf(),
             ino,
+            epoch: inner.crashes,
             writable: true,
         }))
     }
 
     fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
-        let ino = self.lock_inner().lookup(path)?;
+        let inner = self.lock_inner();
+        let ino = inner.lookup(path)?;
         Ok(Arc::new(MemFile {
             fs: self.clone(),
             path: path.to_path_buf(),
             ino,
+            epoch: inner.crashes,
             writable: true,
         }))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
-        let ino = self.lock_inner().lookup(path)?;
+        let inner = self.lock_inner();
+        let ino = inner.lookup(path)?;
         Ok(Arc::new(MemFile {
             fs: self.clone(),
             path: path.to_path_buf(),
             ino,
+            epoch: inner.crashes,
             writable: false,
         }))
     }

@@ -1,0 +1,719 @@
+//! One journal for the small groups of every log of an engine.
+//!
+//! Each log's group commit shares an `fdatasync` among that log's
+//! appenders, but a sync of one file cannot cover another: with one record
+//! per request and a few requests in flight per shard, a server syncs about
+//! once per record. On a virtual disk every sync is a data write and a cache
+//! flush, each a request to the device with its exit to the host and its
+//! interrupt, and those requests, not the bytes, take the CPU.
+//!
+//! The journal turns the small appends of all logs into one stream: an
+//! append of at most [`JOURNAL_WRITE_BYTES_MAX`] bytes is written to its
+//! segment as always (page cache, no sync) and the same bytes are queued
+//! here, with the segment's path, file id and offset. One thread writes the
+//! queue to the journal file and syncs it; appends that arrive meanwhile
+//! share the next sync. An append is durable once the journal sync that
+//! holds it has completed: after a crash, [`Journal::open`] writes every
+//! entry again into its segment (a redo, in the order written, idempotent)
+//! before any log opens, so that the segments hold everything acknowledged.
+//!
+//! The journal has two files, zero-filled when made (so its syncs never
+//! allocate), written in turn. When the current file is full, a
+//! *checkpoint* syncs the segments of every log that wrote into it; only
+//! then is the other file, whose logs were checkpointed at the previous
+//! turn, written over. An entry carries the generation of its file's use,
+//! so that entries of an older use left further on end the file.
+//!
+//! Failures: a failed journal write or sync fails the appends of that sync
+//! (their logs poison themselves, as after a failed `fdatasync`) and stops
+//! the journal for good: later appends sync their own segments, and the
+//! journal's files are kept as they are for the redo at the next open. A
+//! failed checkpoint does the same (a log whose segment sync failed may have
+//! lost journaled pages; only the journal still has them).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use byteorder::ByteOrder;
+
+use crate::error::{Error, Result};
+use crate::format::*;
+use crate::fs::{FileHandle, FileSystem};
+use crate::segment::SegmentHeader;
+
+/// What the journal needs of a log to checkpoint it.
+pub(crate) trait JournalClient: Send + Sync {
+    /// Syncs the log's active segment (each roll synced the segments before
+    /// it), so that what it journaled so far is durable without the
+    /// journal. `None` when the log is closed; an error when the sync failed
+    /// (the log has poisoned itself).
+    fn checkpoint(&self) -> Option<std::result::Result<(), String>>;
+}
+
+/// Called once the journal sync holding a write has completed (or failed).
+pub(crate) type Completion = Box<dyn FnOnce(std::result::Result<(), String>) + Send>;
+
+/// One append's bytes, queued for the journal.
+pub(crate) struct JournalWrite {
+    /// The segment's path relative to the journal's root.
+    pub path: Arc<str>,
+    pub file_id: u64,
+    pub offset: u64,
+    pub payload: Vec<u8>,
+    /// The log, for checkpoints: its id and how to sync it, and its active
+    /// file, synced directly should the log be closed by then.
+    pub client_id: u64,
+    pub client: Arc<dyn JournalClient>,
+    pub file: Arc<dyn FileHandle>,
+    pub done: Completion,
+}
+
+impl JournalWrite {
+    fn entry_bytes(&self) -> usize {
+        JOURNAL_ENTRY_HEADER_BYTES + self.path.len() + self.payload.len()
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    writes: Vec<JournalWrite>,
+    bytes: usize,
+    stop: bool,
+    /// Why the journal stopped taking writes, for good.
+    dead: Option<String>,
+    /// A thread is writing the queue (or about to): started by the first
+    /// write that finds none, it ends after `JOURNAL_THREAD_IDLE_MS` without
+    /// work, so an idle engine keeps no thread.
+    running: bool,
+    /// That thread, so that a drop on it does not wait for itself.
+    thread: Option<std::thread::ThreadId>,
+}
+
+/// How long the journal's thread waits for work before it ends.
+const JOURNAL_THREAD_IDLE_MS: u64 = 1000;
+
+/// Where the journal writes next, kept across its threads (one at a time).
+struct Position {
+    files: Vec<(Arc<dyn FileHandle>, PathBuf)>,
+    file_bytes: u64,
+    generation: u64,
+    current: usize,
+    offset: u64,
+    /// The logs that wrote into the current file: what its checkpoint syncs.
+    touched: HashMap<u64, Touched>,
+    buf: Vec<u8>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    cv: Condvar,
+    position: Mutex<Position>,
+    fs: Arc<dyn FileSystem>,
+    root: PathBuf,
+    syncs: AtomicU64,
+    writes: AtomicU64,
+    checkpoints: AtomicU64,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The engine's journal (see the module documentation).
+pub struct Journal {
+    root: PathBuf,
+    dir: PathBuf,
+    shared: Arc<Shared>,
+    next_client_id: AtomicU64,
+}
+
+impl fmt::Debug for Journal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .field("syncs", &self.sync_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Journal::open`] did with the journal it found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedoReport {
+    /// Entries written again into their segments.
+    pub entries_applied: u64,
+    /// Entries whose segment is gone (removed by retention, or its stream
+    /// deleted) or is now another file (another file id).
+    pub entries_skipped: u64,
+    pub bytes_applied: u64,
+    /// Segment files synced after the redo.
+    pub files_synced: u64,
+}
+
+/// A decoded entry (borrowing the file's bytes).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Entry<'a> {
+    pub generation: u64,
+    pub file_id: u64,
+    pub offset: u64,
+    pub path: &'a str,
+    pub payload: &'a [u8],
+}
+
+/// Appends the entry of `w` with `generation` to `out`.
+pub(crate) fn encode_entry(
+    out: &mut Vec<u8>,
+    generation: u64,
+    path: &str,
+    file_id: u64,
+    offset: u64,
+    payload: &[u8],
+) {
+    let start = out.len();
+    out.resize(start + JOURNAL_ENTRY_HEADER_BYTES, 0);
+    let h = &mut out[start..];
+    Endian::write_u32(&mut h[JE_PAYLOAD_LEN_OFFSET..], payload.len() as u32);
+    Endian::write_u16(&mut h[JE_PATH_LEN_OFFSET..], path.len() as u16);
+    Endian::write_u64(&mut h[JE_GENERATION_OFFSET..], generation);
+    Endian::write_u64(&mut h[JE_FILE_ID_OFFSET..], file_id);
+    Endian::write_u64(&mut h[JE_SEGMENT_OFFSET..], offset);
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(payload);
+    let crc = crc32fast::hash(&out[start + JE_PAYLOAD_LEN_OFFSET..]);
+    Endian::write_u32(&mut out[start + JE_CRC_OFFSET..], crc);
+}
+
+/// Decodes the entry at `pos`: `None` at the end of the file's entries (zeros,
+/// a torn or damaged entry, or one of another generation than `generation`
+/// when that is given).
+pub(crate) fn decode_entry(bytes: &[u8], pos: usize, generation: Option<u64>) -> Option<(Entry<'_>, usize)> {
+    let h = bytes.get(pos..pos.checked_add(JOURNAL_ENTRY_HEADER_BYTES)?)?;
+    let payload_len = Endian::read_u32(&h[JE_PAYLOAD_LEN_OFFSET..]) as usize;
+    let path_len = Endian::read_u16(&h[JE_PATH_LEN_OFFSET..]) as usize;
+    if payload_len == 0
+        || payload_len > JOURNAL_WRITE_BYTES_MAX
+        || path_len == 0
+        || path_len > JOURNAL_PATH_BYTES_MAX
+        || h[JE_RESERVED_OFFSET..JE_GENERATION_OFFSET]
+            .iter()
+            .any(|b| *b != 0)
+    {
+        return None;
+    }
+    let end = pos + JOURNAL_ENTRY_HEADER_BYTES + path_len + payload_len;
+    let all = bytes.get(pos..end)?;
+    if crc32fast::hash(&all[JE_PAYLOAD_LEN_OFFSET..]) != Endian::read_u32(&all[JE_CRC_OFFSET..]) {
+        return None;
+    }
+    let gen = Endian::read_u64(&h[JE_GENERATION_OFFSET..]);
+    if generation.is_some_and(|g| g != gen) {
+        return None;
+    }
+    let path =
+        std::str::from_utf8(&all[JOURNAL_ENTRY_HEADER_BYTES..JOURNAL_ENTRY_HEADER_BYTES + path_len]).ok()?;
+    Some((
+        Entry {
+            generation: gen,
+            file_id: Endian::read_u64(&h[JE_FILE_ID_OFFSET..]),
+            offset: Endian::read_u64(&h[JE_SEGMENT_OFFSET..]),
+            path,
+            payload: &all[JOURNAL_ENTRY_HEADER_BYTES + path_len..],
+        },
+        end,
+    ))
+}
+
+/// The entries of one journal file's current use, in order.
+pub(crate) fn entries(bytes: &[u8]) -> Vec<Entry<'_>> {
+    let mut out = Vec::new();
+    let Some((first, mut pos)) = decode_entry(bytes, 0, None) else {
+        return out;
+    };
+    let generation = first.generation;
+    out.push(first);
+    while let Some((e, next)) = decode_entry(bytes, pos, Some(generation)) {
+        out.push(e);
+        pos = next;
+    }
+    out
+}
+
+/// A relative path of plain names only: an entry never names a file outside
+/// the data directory.
+fn is_plain_relative(path: &Path) -> bool {
+    path.components().all(|c| matches!(c, Component::Normal(_)))
+}
+
+impl Journal {
+    /// Redoes the journal found under `root` (the engine's data directory)
+    /// into the segments, syncs them and removes the journal; then, with
+    /// `file_bytes`, makes a new journal with files of that size and starts
+    /// its thread. Must run before any log under `root` opens. Fails when a
+    /// redo write or sync fails: the segments would lack acknowledged records.
+    pub fn open(
+        fs: Arc<dyn FileSystem>,
+        root: &Path,
+        file_bytes: Option<u64>,
+    ) -> Result<(Option<Arc<Journal>>, RedoReport)> {
+        let dir = root.join(JOURNAL_DIR_NAME);
+        let report = if fs.exists(&dir) {
+            let report = redo(&*fs, root, &dir)?;
+            for name in JOURNAL_FILE_NAMES {
+                let path = dir.join(name);
+                if fs.exists(&path) {
+                    fs.remove_file(&path)
+                        .map_err(|e| Error::io("remove journal file", &path, e))?;
+                }
+            }
+            fs.sync_dir(&dir)
+                .map_err(|e| Error::io("fsync directory", &dir, e))?;
+            report
+        } else {
+            RedoReport::default()
+        };
+        let Some(file_bytes) = file_bytes else {
+            return Ok((None, report));
+        };
+        if file_bytes < JOURNAL_FILE_BYTES_MIN {
+            return Err(Error::InvalidArgument(format!(
+                "journal files of {file_bytes} bytes are too small: at least {JOURNAL_FILE_BYTES_MIN}"
+            )));
+        }
+        fs.create_dir_all(&dir)
+            .map_err(|e| Error::io("create directory", &dir, e))?;
+        let mut files = Vec::with_capacity(2);
+        let zeros = vec![0u8; 1 << 20];
+        for name in JOURNAL_FILE_NAMES {
+            let path = dir.join(name);
+            let file = fs
+                .create_new(&path)
+                .map_err(|e| Error::io("create journal file", &path, e))?;
+            let mut at = 0;
+            while at < file_bytes {
+                let n = (file_bytes - at).min(zeros.len() as u64) as usize;
+                file.write_all_at(&zeros[..n], at)
+                    .map_err(|e| Error::io("zero-fill journal file", &path, e))?;
+                at += n as u64;
+            }
+            file.sync_data()
+                .map_err(|e| Error::io("fsync journal file", &path, e))?;
+            files.push((file, path));
+        }
+        fs.sync_dir(&dir)
+            .map_err(|e| Error::io("fsync directory", &dir, e))?;
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            cv: Condvar::new(),
+            position: Mutex::new(Position {
+                files,
+                file_bytes,
+                generation: 1,
+                current: 0,
+                offset: 0,
+                touched: HashMap::new(),
+                buf: Vec::new(),
+            }),
+            fs,
+            root: root.to_path_buf(),
+            syncs: AtomicU64::new(0),
+            writes: AtomicU64::new(0),
+            checkpoints: AtomicU64::new(0),
+        });
+        Ok((
+            Some(Arc::new(Journal {
+                root: root.to_path_buf(),
+                dir,
+                shared,
+                next_client_id: AtomicU64::new(1),
+            })),
+            report,
+        ))
+    }
+
+    /// The data directory the journal's paths are relative to.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A new id for a log that journals its appends.
+    pub(crate) fn client_id(&self) -> u64 {
+        self.next_client_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues a write. Must be called in the order the log wrote (under its
+    /// writer lock). Gives the write back when the journal has stopped, so
+    /// that the caller syncs its own segment instead.
+    pub(crate) fn push(&self, w: JournalWrite) -> std::result::Result<(), JournalWrite> {
+        let mut q = self.shared.lock();
+        if q.dead.is_some() || q.stop {
+            return Err(w);
+        }
+        q.bytes += w.entry_bytes();
+        q.writes.push(w);
+        if !q.running {
+            let shared = self.shared.clone();
+            let spawned = std::thread::Builder::new()
+                .name("shardlog-journal".into())
+                .spawn(move || run(&shared));
+            match spawned {
+                Ok(h) => {
+                    // Detached: a drop waits for `running` to fall instead of
+                    // a join, so an ended thread leaves nothing behind.
+                    q.running = true;
+                    q.thread = Some(h.thread().id());
+                }
+                Err(_) => {
+                    // No thread can start: the caller syncs its own segment.
+                    let w = q.writes.pop();
+                    q.bytes = q.writes.iter().map(JournalWrite::entry_bytes).sum();
+                    return w.map_or(Ok(()), Err);
+                }
+            }
+        } else if q.writes.len() == 1 {
+            self.shared.cv.notify_one();
+        }
+        Ok(())
+    }
+
+    /// Stops the journal for good, keeping its files for the redo at the
+    /// next open: what is queued fails with `cause`, later appends sync their
+    /// own segments, and no checkpoint writes over a file again. For a
+    /// failure that may have dropped the dirty pages of segments whose
+    /// journaled appends a checkpoint would otherwise take for synced.
+    pub fn stop(&self, cause: &str) {
+        let mut q = self.shared.lock();
+        if q.dead.is_none() {
+            q.dead = Some(format!("the journal stopped: {cause}"));
+        }
+    }
+
+    /// Whether the journal still takes writes.
+    pub fn is_alive(&self) -> bool {
+        let q = self.shared.lock();
+        q.dead.is_none() && !q.stop
+    }
+
+    /// Journal syncs completed so far.
+    pub fn sync_count(&self) -> u64 {
+        self.shared.syncs.load(Ordering::Relaxed)
+    }
+
+    /// Appends made durable by the journal so far.
+    pub fn write_count(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
+    }
+
+    /// Checkpoints (turns to the other file) so far.
+    pub fn checkpoint_count(&self) -> u64 {
+        self.shared.checkpoints.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        let mut q = self.shared.lock();
+        q.stop = true;
+        self.shared.cv.notify_all();
+        // Waits for the thread to finish what is queued and end. The last
+        // log may close on the journal's own thread (a completion held it):
+        // that thread ends by itself once the queue is empty.
+        let me = std::thread::current().id();
+        while q.running && q.thread != Some(me) {
+            q = self.shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// The journal's thread: takes what is queued (up to a batch), writes it
+/// after the entries before it and syncs the file, then completes each
+/// write. Turns to the other file, after a checkpoint, when the batch does
+/// not fit.
+fn run(shared: &Shared) {
+    // One thread at a time: a thread started while the last one ends waits
+    // here for it.
+    let mut guard = shared.position.lock().unwrap_or_else(|p| p.into_inner());
+    let pos = &mut *guard;
+    let (fs, root, file_bytes) = (&*shared.fs, &*shared.root, pos.file_bytes);
+    loop {
+        let (batch, dead) = {
+            let mut q = shared.lock();
+            while q.writes.is_empty() {
+                if q.stop {
+                    q.running = false;
+                    q.thread = None;
+                    shared.cv.notify_all();
+                    return;
+                }
+                let (next, waited) = shared
+                    .cv
+                    .wait_timeout(q, std::time::Duration::from_millis(JOURNAL_THREAD_IDLE_MS))
+                    .unwrap_or_else(|p| p.into_inner());
+                q = next;
+                if waited.timed_out() && q.writes.is_empty() {
+                    q.running = false;
+                    q.thread = None;
+                    return;
+                }
+            }
+            // Up to a batch's bytes, and always at least one write.
+            let mut bytes = 0;
+            let mut n = 0;
+            while n < q.writes.len()
+                && (n == 0 || bytes + q.writes[n].entry_bytes() <= JOURNAL_BATCH_BYTES_MAX)
+            {
+                bytes += q.writes[n].entry_bytes();
+                n += 1;
+            }
+            q.bytes -= bytes;
+            let batch: Vec<JournalWrite> = q.writes.drain(..n).collect();
+            (batch, q.dead.clone())
+        };
+        if let Some(cause) = dead {
+            fail(batch, &cause);
+            continue;
+        }
+        let batch_bytes: u64 = batch.iter().map(|w| w.entry_bytes() as u64).sum();
+        if pos.offset + batch_bytes > file_bytes {
+            if let Err(cause) = checkpoint(fs, root, &pos.touched) {
+                let cause = format!(
+                    "journal checkpoint failed ({cause}); the journal is kept for the redo at the next open and takes no more writes"
+                );
+                shared.lock().dead = Some(cause.clone());
+                fail(batch, &cause);
+                continue;
+            }
+            shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+            pos.touched.clear();
+            pos.generation += 1;
+            pos.current = 1 - pos.current;
+            pos.offset = 0;
+        }
+        pos.buf.clear();
+        for w in &batch {
+            encode_entry(
+                &mut pos.buf,
+                pos.generation,
+                &w.path,
+                w.file_id,
+                w.offset,
+                &w.payload,
+            );
+            pos.touched.insert(
+                w.client_id,
+                Touched {
+                    client: w.client.clone(),
+                    file: w.file.clone(),
+                    path: w.path.clone(),
+                },
+            );
+        }
+        let (file, path) = pos.files[pos.current].clone();
+        let started = std::time::Instant::now();
+        let result = file
+            .write_all_at(&pos.buf, pos.offset)
+            .and_then(|()| file.sync_data());
+        crate::stats::record_journal_sync(started.elapsed(), batch.len() as u64);
+        // A journal stopped while this sync ran (a failed syncfs, which may
+        // have dropped this file's pages before the sync could write them,
+        // and Linux reports that to one fsync only) proves nothing.
+        let stopped = shared.lock().dead.clone();
+        let result = match (result, stopped) {
+            (Ok(()), Some(cause)) => Err(std::io::Error::other(cause)),
+            (r, _) => r,
+        };
+        match result {
+            Ok(()) => {
+                pos.offset += pos.buf.len() as u64;
+                shared.syncs.fetch_add(1, Ordering::Relaxed);
+                shared.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                for w in batch {
+                    (w.done)(Ok(()));
+                }
+            }
+            Err(e) => {
+                let cause = format!(
+                    "journal write or fdatasync of {} failed: {e}; the journal is kept for the redo at the next open and takes no more writes",
+                    path.display()
+                );
+                shared.lock().dead = Some(cause.clone());
+                // The failed entries may still reach the disk, and a redo
+                // would bring back appends their logs now cut: zeros over
+                // them, if the device takes them. (Entries before are durable
+                // and stay.)
+                let zeros = vec![0u8; pos.buf.len()];
+                let _ = file
+                    .write_all_at(&zeros, pos.offset)
+                    .and_then(|()| file.sync_data());
+                fail(batch, &cause);
+            }
+        }
+    }
+}
+
+fn fail(batch: Vec<JournalWrite>, cause: &str) {
+    for w in batch {
+        (w.done)(Err(cause.to_string()));
+    }
+}
+
+/// A log that wrote into the current journal file, and the segment it last
+/// wrote to (relative to the root).
+struct Touched {
+    client: Arc<dyn JournalClient>,
+    file: Arc<dyn FileHandle>,
+    path: Arc<str>,
+}
+
+/// Syncs the segments of every log in `touched`: the log syncs itself, or,
+/// once closed, its last active file is synced here. A failure on a segment
+/// that is gone by now (its stream deleted) does not count: nothing is to be
+/// kept of it.
+fn checkpoint(
+    fs: &dyn FileSystem,
+    root: &Path,
+    touched: &HashMap<u64, Touched>,
+) -> std::result::Result<(), String> {
+    for t in touched.values() {
+        let result = match t.client.checkpoint() {
+            Some(r) => r,
+            None => t
+                .file
+                .sync_data()
+                .map_err(|e| format!("fdatasync of {} (its log closed) failed: {e}", t.path)),
+        };
+        if let Err(e) = result {
+            if fs.exists(&root.join(&*t.path)) {
+                return Err(e);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes every entry of the journal in `dir` into its segment under `root`,
+/// older file first, and syncs the segments written.
+fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
+    let mut contents = Vec::new();
+    for name in JOURNAL_FILE_NAMES {
+        let path = dir.join(name);
+        if fs.exists(&path) {
+            let bytes =
+                crate::fs::read_all(fs, &path).map_err(|e| Error::io("read journal file", &path, e))?;
+            contents.push(bytes);
+        }
+    }
+    let mut files: Vec<Vec<Entry<'_>>> = contents
+        .iter()
+        .map(|b| entries(b))
+        .filter(|e| !e.is_empty())
+        .collect();
+    files.sort_by_key(|e| e[0].generation);
+    let mut report = RedoReport::default();
+    // Each segment once: `None` when it is gone or another file now.
+    let mut open: HashMap<(String, u64), Option<Arc<dyn FileHandle>>> = HashMap::new();
+    for e in files.iter().flatten() {
+        let key = (e.path.to_string(), e.file_id);
+        if !open.contains_key(&key) {
+            open.insert(key.clone(), open_segment(fs, root, e.path, e.file_id)?);
+        }
+        match open.get(&key).and_then(|f| f.as_ref()) {
+            Some(file) => {
+                file.write_all_at(e.payload, e.offset)
+                    .map_err(|err| Error::io("redo journal entry into", root.join(e.path), err))?;
+                report.entries_applied += 1;
+                report.bytes_applied += e.payload.len() as u64;
+            }
+            None => report.entries_skipped += 1,
+        }
+    }
+    for ((path, _), file) in &open {
+        if let Some(file) = file {
+            file.sync_data()
+                .map_err(|e| Error::io("fsync segment after the journal's redo", root.join(path), e))?;
+            report.files_synced += 1;
+        }
+    }
+    Ok(report)
+}
+
+/// Opens the segment an entry names if it is still the file the entry was
+/// written for (same file id in its header).
+fn open_segment(
+    fs: &dyn FileSystem,
+    root: &Path,
+    rel: &str,
+    file_id: u64,
+) -> Result<Option<Arc<dyn FileHandle>>> {
+    let rel = Path::new(rel);
+    if !is_plain_relative(rel) {
+        return Ok(None);
+    }
+    let path = root.join(rel);
+    if !fs.exists(&path) {
+        return Ok(None);
+    }
+    let file = fs
+        .open_rw(&path)
+        .map_err(|e| Error::io("open segment for the journal's redo", &path, e))?;
+    let mut head = [0u8; SEGMENT_HEADER_BYTES];
+    if file.read_exact_at(&mut head, 0).is_err() {
+        return Ok(None);
+    }
+    match SegmentHeader::decode(&head) {
+        Ok(h) if h.file_id == file_id => Ok(Some(file)),
+        _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn entries_decode_to_what_was_encoded_and_end_at_zeros_damage_or_another_generation(
+            payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 1..8),
+            generation in 1u64..1000,
+            flip in any::<proptest::sample::Index>(),
+        ) {
+            let mut buf = Vec::new();
+            for (i, p) in payloads.iter().enumerate() {
+                encode_entry(&mut buf, generation, "streams/1/shard-0/00000000000000000000.seg", 7 + i as u64, 64 + i as u64 * 1000, p);
+            }
+            let clean = buf.len();
+            // A stale entry of an older use of the file after them.
+            encode_entry(&mut buf, generation - 1, "a/b.seg", 1, 64, b"stale");
+            buf.extend_from_slice(&[0u8; 64]);
+            let got = entries(&buf);
+            prop_assert_eq!(got.len(), payloads.len());
+            for (i, (e, p)) in got.iter().zip(&payloads).enumerate() {
+                prop_assert_eq!(e.payload, &p[..]);
+                prop_assert_eq!(e.file_id, 7 + i as u64);
+                prop_assert_eq!(e.offset, 64 + i as u64 * 1000);
+                prop_assert_eq!(e.generation, generation);
+            }
+            // One flipped byte ends the entries at the damaged one.
+            let at = flip.index(clean);
+            buf[at] ^= 0x40;
+            let damaged = entries(&buf);
+            prop_assert!(damaged.len() < payloads.len());
+            for (e, p) in damaged.iter().zip(&payloads) {
+                prop_assert_eq!(e.payload, &p[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn an_entry_naming_a_path_outside_the_data_directory_is_never_applied() {
+        assert!(!is_plain_relative(Path::new("../x.seg")));
+        assert!(!is_plain_relative(Path::new("/etc/x.seg")));
+        assert!(is_plain_relative(Path::new(
+            "streams/1/shard-0/00000000000000000000.seg"
+        )));
+    }
+}
