@@ -90,6 +90,8 @@ struct Queue {
     running: bool,
     /// That thread, so that a drop on it does not wait for itself.
     thread: Option<std::thread::ThreadId>,
+    /// The thread holds a batch it has not completed yet.
+    in_flight: bool,
 }
 
 /// How long the journal's thread waits for work before it ends.
@@ -107,9 +109,14 @@ struct Position {
     buf: Vec<u8>,
 }
 
+/// Run by a checkpoint after the segments' syncs (see
+/// [`Journal::set_checkpoint_barrier`]).
+type Barrier = Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
+
 struct Shared {
     queue: Mutex<Queue>,
     cv: Condvar,
+    barrier: Mutex<Option<Barrier>>,
     position: Mutex<Position>,
     fs: Arc<dyn FileSystem>,
     root: PathBuf,
@@ -308,6 +315,7 @@ impl Journal {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             cv: Condvar::new(),
+            barrier: Mutex::new(None),
             position: Mutex::new(Position {
                 files,
                 file_bytes,
@@ -391,6 +399,30 @@ impl Journal {
         }
     }
 
+    /// Sets what a checkpoint runs after syncing the segments and before
+    /// the journal turns to the other file: the engine gives a wait for a
+    /// `syncfs` that begins after it (`SyncCoordinator`), so that a failing
+    /// `syncfs` still in flight, which may have dropped pages the segment
+    /// syncs took for written, is known (it stops the journal) before
+    /// anything is written over.
+    pub fn set_checkpoint_barrier(
+        &self,
+        barrier: impl Fn() -> std::result::Result<(), String> + Send + Sync + 'static,
+    ) {
+        *self.shared.barrier.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(barrier));
+    }
+
+    /// Waits until every write queued so far is decided (made durable or
+    /// failed): for a clean stop, before the logs leave their clean-stop
+    /// markers. Returns at once on the journal's own thread.
+    pub fn drain(&self) {
+        let mut q = self.shared.lock();
+        let me = std::thread::current().id();
+        while (!q.writes.is_empty() || q.in_flight) && q.running && q.thread != Some(me) {
+            q = self.shared.cv.wait(q).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     /// Whether the journal still takes writes.
     pub fn is_alive(&self) -> bool {
         let q = self.shared.lock();
@@ -437,7 +469,6 @@ fn run(shared: &Shared) {
     // here for it.
     let mut guard = shared.position.lock().unwrap_or_else(|p| p.into_inner());
     let pos = &mut *guard;
-    let (fs, root, file_bytes) = (&*shared.fs, &*shared.root, pos.file_bytes);
     loop {
         let (batch, dead) = {
             let mut q = shared.lock();
@@ -456,6 +487,8 @@ fn run(shared: &Shared) {
                 if waited.timed_out() && q.writes.is_empty() {
                     q.running = false;
                     q.thread = None;
+                    // A drop may be waiting for this.
+                    shared.cv.notify_all();
                     return;
                 }
             }
@@ -469,22 +502,44 @@ fn run(shared: &Shared) {
                 n += 1;
             }
             q.bytes -= bytes;
+            q.in_flight = true;
             let batch: Vec<JournalWrite> = q.writes.drain(..n).collect();
             (batch, q.dead.clone())
         };
+        write_batch(shared, pos, batch, dead);
+        let mut q = shared.lock();
+        q.in_flight = false;
+        if q.writes.is_empty() {
+            // `drain` may be waiting for this.
+            shared.cv.notify_all();
+        }
+    }
+}
+
+/// Writes one batch and completes its writes (see [`run`]).
+fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, dead: Option<String>) {
+    let (fs, root, file_bytes) = (&*shared.fs, &*shared.root, pos.file_bytes);
+    {
         if let Some(cause) = dead {
             fail(batch, &cause);
-            continue;
+            return;
         }
         let batch_bytes: u64 = batch.iter().map(|w| w.entry_bytes() as u64).sum();
         if pos.offset + batch_bytes > file_bytes {
-            if let Err(cause) = checkpoint(fs, root, &pos.touched) {
+            let barrier = || match &*shared.barrier.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(b) => b(),
+                None => Ok(()),
+            };
+            let checked = checkpoint(fs, root, &pos.touched)
+                .and_then(|()| barrier())
+                .and_then(|()| shared.lock().dead.clone().map_or(Ok(()), Err));
+            if let Err(cause) = checked {
                 let cause = format!(
                     "journal checkpoint failed ({cause}); the journal is kept for the redo at the next open and takes no more writes"
                 );
                 shared.lock().dead = Some(cause.clone());
                 fail(batch, &cause);
-                continue;
+                return;
             }
             shared.checkpoints.fetch_add(1, Ordering::Relaxed);
             pos.touched.clear();
@@ -660,8 +715,13 @@ fn open_segment(
         .open_rw(&path)
         .map_err(|e| Error::io("open segment for the journal's redo", &path, e))?;
     let mut head = [0u8; SEGMENT_HEADER_BYTES];
-    if file.read_exact_at(&mut head, 0).is_err() {
-        return Ok(None);
+    match file.read_exact_at(&mut head, 0) {
+        Ok(()) => {}
+        // Shorter than a header: not the segment the entry was written for
+        // (whose header was synced when it was made).
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        // The journal must stay until its entries can be written.
+        Err(e) => return Err(Error::io("read segment header for the journal's redo", &path, e)),
     }
     match SegmentHeader::decode(&head) {
         Ok(h) if h.file_id == file_id => Ok(Some(file)),

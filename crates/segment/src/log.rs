@@ -706,6 +706,8 @@ struct JournalLink {
     journal: Arc<crate::journal::Journal>,
     client_id: u64,
     client: Arc<dyn crate::journal::JournalClient>,
+    /// Shared with `client`: set when the log closes poisoned.
+    closed_poisoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for JournalLink {
@@ -716,13 +718,34 @@ impl fmt::Debug for JournalLink {
     }
 }
 
-/// A log as the journal's checkpoints see it: gone once the log is closed.
-struct JournalClientOf(std::sync::Weak<Inner>);
+/// A log as the journal's checkpoints see it: gone once the log is closed,
+/// and then whether it was poisoned when it closed.
+struct JournalClientOf {
+    log: std::sync::Weak<Inner>,
+    closed_poisoned: Arc<std::sync::atomic::AtomicBool>,
+}
 
 impl crate::journal::JournalClient for JournalClientOf {
     fn checkpoint(&self) -> Option<std::result::Result<(), String>> {
-        let inner = self.0.upgrade()?;
+        let Some(inner) = self.log.upgrade() else {
+            // A sync of a poisoned log's file proves nothing (its failure
+            // was reported once, to the log).
+            if self.closed_poisoned.load(std::sync::atomic::Ordering::Acquire) {
+                return Some(Err("a log closed while poisoned".into()));
+            }
+            return None;
+        };
         Some(Log { inner, flusher: None }.checkpoint_for_journal())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Some(link) = self.journal.get() {
+            let poisoned = self.sync.get_mut().map_or(true, |st| st.poisoned.is_some());
+            link.closed_poisoned
+                .store(poisoned, std::sync::atomic::Ordering::Release);
+        }
     }
 }
 
@@ -1410,10 +1433,15 @@ impl Log {
                     .is_some_and(|r| r.len() + 32 <= JOURNAL_PATH_BYTES_MAX)
             });
             if under && inner.opts.sync == SyncPolicy::Always {
+                let closed_poisoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let _ = inner.journal.set(JournalLink {
                     journal: journal.clone(),
                     client_id: journal.client_id(),
-                    client: Arc::new(JournalClientOf(Arc::downgrade(&inner))),
+                    client: Arc::new(JournalClientOf {
+                        log: Arc::downgrade(&inner),
+                        closed_poisoned: closed_poisoned.clone(),
+                    }),
+                    closed_poisoned,
                 });
             }
         }
@@ -2242,10 +2270,11 @@ impl Log {
     fn queue_in_journal(&self, w: &Writer, start: u64, total: usize) -> Watermark {
         let mut st = lock(&self.inner.sync);
         let mark = st.written;
-        let link =
-            self.inner.journal.get().filter(|_| {
-                total <= JOURNAL_WRITE_BYTES_MAX && st.durable.next_seq >= st.unjournaled_through
-            });
+        let link = self.inner.journal.get().filter(|_| {
+            total <= JOURNAL_WRITE_BYTES_MAX
+                && st.durable.next_seq >= st.unjournaled_through
+                && st.poisoned.is_none()
+        });
         let path = link.and_then(|l| {
             let rel = w.active.path.strip_prefix(l.journal.root()).ok()?;
             Some(Arc::<str>::from(rel.to_str()?))
@@ -2305,10 +2334,13 @@ impl Log {
                 }
             }
         }
-        if st.poisoned.is_some() && mark.next_seq >= st.journal_through {
-            // The last undecided append of a poisoned log: cut what is not
-            // durable before any waiter learns the outcome (it may act on
-            // it at once: retry, or stop the process).
+        // A failed journal sync means the journal has stopped, so every
+        // later journaled append of this log fails too: cut at once. After
+        // a success, a log poisoned meanwhile cuts with its last undecided
+        // append. Either way before any waiter learns the outcome (it may
+        // act on it at once: retry, or stop the process).
+        let failed = !advanced && st.poisoned.is_some() && mark.next_seq > st.durable.next_seq;
+        if st.poisoned.is_some() && (failed || mark.next_seq >= st.journal_through) {
             drop(st);
             self.discard_undurable_keeping(false);
             st = lock(&self.inner.sync);

@@ -775,6 +775,11 @@ impl Drop for Inner {
     /// rather than a torn write. Any failure just leaves markers out, and
     /// the next open recovers as after a crash, which is always safe.
     fn drop(&mut self) {
+        // Journaled appends still in flight are decided first: a clean-stop
+        // marker must not cover bytes the journal then fails and cuts.
+        if let Some(journal) = &self.opts.log.journal {
+            journal.drain();
+        }
         let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
         if streams.is_empty() || self.fs.sync_filesystem(&self.dir).is_err() {
             return;
@@ -925,7 +930,8 @@ impl Engine {
         }
         // The journal is redone before any log opens (a scope's logs lie under
         // its root's directory and share the root's journal).
-        if opts.log.journal.is_none() {
+        let opened_journal = opts.log.journal.is_none();
+        if opened_journal {
             let size = (opts.journal_small_appends && opts.sync == SyncPolicy::Always)
                 .then_some(opts.journal_file_bytes);
             let (journal, redo) =
@@ -945,6 +951,12 @@ impl Engine {
         // A failed syncfs may have dropped any file's dirty pages, journaled
         // appends' among them: the journal must keep its files from then on.
         if let (Some(coord), Some(journal)) = (&coordinator, &opts.log.journal) {
+            if opened_journal {
+                // A checkpoint waits for a syncfs that begins after its
+                // segment syncs: a failing one in flight is known first.
+                let coord = coord.clone();
+                journal.set_checkpoint_barrier(move || coord.wait(coord.ticket()));
+            }
             let journal = Arc::downgrade(journal);
             coord.on_failure(move |cause| {
                 if let Some(j) = journal.upgrade() {

@@ -149,6 +149,21 @@ pub(crate) async fn read_stream(
 
 #[test]
 fn every_acknowledged_record_survives_kill_9_of_the_server() {
+    kill_9_cycles(&[]);
+}
+
+/// The same with the journal: each restart redoes the journal the killed
+/// server left into the segments before it serves (real files, the real
+/// binary).
+#[test]
+fn every_acknowledged_record_survives_kill_9_of_a_server_with_the_journal() {
+    kill_9_cycles(&["--journal", "true"]);
+}
+
+/// Puts from six writers, SIGKILL at a random moment, restart (with
+/// `extra` arguments each time), and checks of every record, for a number
+/// of cycles.
+fn kill_9_cycles(extra: &[&str]) {
     let cycles = env_u64("SHARDLOG_KILL_CYCLES").unwrap_or(4);
     let seed = env_u64("SHARDLOG_SEED").unwrap_or(0x5eed);
     eprintln!("kill -9 harness: {cycles} cycles, seed {seed} (replay with SHARDLOG_SEED={seed})");
@@ -164,7 +179,7 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
     let acked: Arc<Mutex<BTreeMap<String, (String, String)>>> = Arc::default();
     let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
     {
-        let mut s = start(dir.path());
+        let mut s = start_with(dir.path(), extra);
         rt.block_on(call(
             &client,
             &s.endpoint,
@@ -176,7 +191,7 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
         s.child.wait().unwrap();
     }
     for cycle in 0..cycles {
-        let mut server = start(dir.path());
+        let mut server = start_with(dir.path(), extra);
         let endpoint = server.endpoint.clone();
         let kill_after = Duration::from_millis(100 + rng.below(400));
         let writers: Vec<_> = (0..6)
@@ -212,7 +227,7 @@ fn every_acknowledged_record_survives_kill_9_of_the_server() {
                 let _ = w.await;
             }
         });
-        let server = start(dir.path());
+        let server = start_with(dir.path(), extra);
         let got = rt.block_on(read_everything(&client, &server.endpoint));
         let acked = acked.lock().unwrap();
         let sent = sent.lock().unwrap();
