@@ -706,7 +706,8 @@ struct JournalLink {
     journal: Arc<crate::journal::Journal>,
     client_id: u64,
     client: Arc<dyn crate::journal::JournalClient>,
-    /// Shared with `client`: set when the log closes poisoned.
+    /// Shared with `client`: set when the log is poisoned (it outlives the
+    /// log, for checkpoints after it closed).
     closed_poisoned: Arc<std::sync::atomic::AtomicBool>,
 }
 
@@ -736,16 +737,6 @@ impl crate::journal::JournalClient for JournalClientOf {
             return None;
         };
         Some(Log { inner, flusher: None }.checkpoint_for_journal())
-    }
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        if let Some(link) = self.journal.get() {
-            let poisoned = self.sync.get_mut().map_or(true, |st| st.poisoned.is_some());
-            link.closed_poisoned
-                .store(poisoned, std::sync::atomic::Ordering::Release);
-        }
     }
 }
 
@@ -2212,11 +2203,22 @@ impl Log {
         Ok(())
     }
 
+    /// Poisons the log (keeping the first cause), under its sync lock. The
+    /// journal's checkpoints learn of it through a flag that outlives the
+    /// log: a sync of a poisoned log's file proves nothing.
+    fn set_poisoned(&self, st: &mut SyncState, cause: String) {
+        if st.poisoned.is_none() {
+            st.poisoned = Some(cause);
+        }
+        if let Some(link) = self.inner.journal.get() {
+            link.closed_poisoned
+                .store(true, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     fn poison(&self, cause: String) -> Error {
         let mut st = lock(&self.inner.sync);
-        if st.poisoned.is_none() {
-            st.poisoned = Some(cause.clone());
-        }
+        self.set_poisoned(&mut st, cause.clone());
         self.inner.sync_cv.notify_all();
         let ready = take_ready(&mut st);
         drop(st);
@@ -2329,9 +2331,7 @@ impl Log {
             }
             Ok(()) => {}
             Err(cause) => {
-                if st.poisoned.is_none() {
-                    st.poisoned = Some(cause);
-                }
+                self.set_poisoned(&mut st, cause);
             }
         }
         // A failed journal sync means the journal has stopped, so every
@@ -2907,9 +2907,7 @@ impl Log {
                 }
             }
             Err(e) => {
-                if st.poisoned.is_none() {
-                    st.poisoned = Some(e);
-                }
+                self.set_poisoned(&mut st, e);
             }
         }
         self.inner.sync_cv.notify_all();
@@ -2992,9 +2990,7 @@ impl Log {
             let mut st = lock(&self.inner.sync);
             st.syncing = false;
             if let Some(cause) = &failed {
-                if st.poisoned.is_none() {
-                    st.poisoned = Some(cause.clone());
-                }
+                self.set_poisoned(&mut st, cause.clone());
             }
             self.inner.sync_cv.notify_all();
         }

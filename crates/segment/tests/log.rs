@@ -2979,3 +2979,45 @@ fn a_checkpoint_syncs_the_segments_before_the_journal_writes_over_their_entries(
     let log = open_at(&fs, "/e/s/a", small_opts());
     assert_eq!(read_all(&log).unwrap().len(), n);
 }
+
+#[test]
+fn a_log_closed_after_a_failed_segment_sync_keeps_the_journal_from_writing_over_its_entries() {
+    let fs = MemFs::new();
+    let journal = small_journal(&fs);
+    let a = open_at(&fs, "/e/s/a", journaled_opts(&journal, 0));
+    for i in 0..20 {
+        a.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+    }
+    // An append too large for the journal syncs the segment itself, and
+    // that sync fails: the journaled appends' pages may be gone with it,
+    // and only the journal still holds them.
+    fs.fail_at(FsOp::SyncData, "/e/s/a", 1);
+    let big = vec![7u8; 70_000];
+    assert!(a.append(&[RecordIn::new("big", &big, 1)]).is_err());
+    drop(a);
+    // Another log fills the journal past a turn: the checkpoint must refuse
+    // the closed, poisoned log rather than take its file for synced.
+    let b = open_at(
+        &fs,
+        "/e/s/b",
+        LogOptions {
+            segment_bytes_max: 64 * 1024 * 1024,
+            ..journaled_opts(&journal, 0)
+        },
+    );
+    let data = vec![1u8; 2000];
+    for _ in 0..400 {
+        let _ = b.append(&[RecordIn::new("k", &data, 1)]);
+    }
+    assert!(!journal.is_alive(), "the checkpoint must have failed");
+    std::mem::forget(b);
+    fs.crash(CrashPlan::LoseUnsynced);
+    shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
+    let a = open_at(&fs, "/e/s/a", small_opts());
+    let rows = read_all(&a).unwrap();
+    assert!(rows.len() >= 20, "{} records", rows.len());
+    for (i, r) in rows.iter().take(20).enumerate() {
+        assert_eq!(r.2, payload(i as u64));
+    }
+}
