@@ -1330,54 +1330,61 @@ mod tests {
         assert!(err.contains("above 16"), "{err}");
     }
 
+    /// A boolean setting that is off by default: `key = true` in the
+    /// configuration file turns it on, and the flag (`with_flag(Some(false))`)
+    /// wins over the file. `get` reads it from the engine's options.
+    fn off_by_default_on_from_file_flag_wins(
+        key: &str,
+        with_flag: fn(Option<bool>) -> ServeArgs,
+        get: fn(&EngineOptions) -> bool,
+    ) {
+        let s = load(&ServeArgs::default()).unwrap();
+        assert!(!get(&engine_options(&s).unwrap()));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shardlog.toml");
+        std::fs::write(&path, format!("{key} = true\n")).unwrap();
+        let from_file = load(&ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(get(&engine_options(&from_file).unwrap()));
+        let from_flag = load(&ServeArgs {
+            config: Some(path),
+            ..with_flag(Some(false))
+        })
+        .unwrap();
+        assert!(!get(&engine_options(&from_flag).unwrap()));
+    }
+
     #[test]
     fn flushes_are_shared_across_shards_only_when_turned_on() {
-        let s = load(&ServeArgs::default()).unwrap();
-        assert!(!engine_options(&s).unwrap().share_flushes_across_shards);
         let on = load(&ServeArgs {
             share_flushes: Some(true),
             ..Default::default()
         })
         .unwrap();
         assert!(engine_options(&on).unwrap().share_flushes_across_shards);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shardlog.toml");
-        std::fs::write(&path, "share_flushes = true\n").unwrap();
-        let from_file = load(&ServeArgs {
-            config: Some(path.clone()),
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(engine_options(&from_file).unwrap().share_flushes_across_shards);
-        let from_flag = load(&ServeArgs {
-            config: Some(path),
-            share_flushes: Some(false),
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(!engine_options(&from_flag).unwrap().share_flushes_across_shards);
+        off_by_default_on_from_file_flag_wins(
+            "share_flushes",
+            |v| ServeArgs {
+                share_flushes: v,
+                ..Default::default()
+            },
+            |o| o.share_flushes_across_shards,
+        );
     }
 
     #[test]
     fn the_journal_is_used_only_when_turned_on() {
-        let s = load(&ServeArgs::default()).unwrap();
-        assert!(!engine_options(&s).unwrap().journal_small_appends);
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("shardlog.toml");
-        std::fs::write(&path, "journal = true\n").unwrap();
-        let from_file = load(&ServeArgs {
-            config: Some(path.clone()),
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(engine_options(&from_file).unwrap().journal_small_appends);
-        let from_flag = load(&ServeArgs {
-            config: Some(path),
-            journal: Some(false),
-            ..Default::default()
-        })
-        .unwrap();
-        assert!(!engine_options(&from_flag).unwrap().journal_small_appends);
+        off_by_default_on_from_file_flag_wins(
+            "journal",
+            |v| ServeArgs {
+                journal: v,
+                ..Default::default()
+            },
+            |o| o.journal_small_appends,
+        );
     }
 
     #[test]

@@ -80,7 +80,6 @@ impl JournalWrite {
 #[derive(Default)]
 struct Queue {
     writes: Vec<JournalWrite>,
-    bytes: usize,
     stop: bool,
     /// Why the journal stopped taking writes, for good.
     dead: Option<String>,
@@ -133,7 +132,6 @@ impl Shared {
 
 /// The engine's journal (see the module documentation).
 pub struct Journal {
-    root: PathBuf,
     dir: PathBuf,
     shared: Arc<Shared>,
     next_client_id: AtomicU64,
@@ -333,7 +331,6 @@ impl Journal {
         });
         Ok((
             Some(Arc::new(Journal {
-                root: root.to_path_buf(),
                 dir,
                 shared,
                 next_client_id: AtomicU64::new(1),
@@ -344,7 +341,7 @@ impl Journal {
 
     /// The data directory the journal's paths are relative to.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.shared.root
     }
 
     /// A new id for a log that journals its appends.
@@ -360,7 +357,6 @@ impl Journal {
         if q.dead.is_some() || q.stop {
             return Err(w);
         }
-        q.bytes += w.entry_bytes();
         q.writes.push(w);
         if !q.running {
             let shared = self.shared.clone();
@@ -376,9 +372,7 @@ impl Journal {
                 }
                 Err(_) => {
                     // No thread can start: the caller syncs its own segment.
-                    let w = q.writes.pop();
-                    q.bytes = q.writes.iter().map(JournalWrite::entry_bytes).sum();
-                    return w.map_or(Ok(()), Err);
+                    return q.writes.pop().map_or(Ok(()), Err);
                 }
             }
         } else if q.writes.len() == 1 {
@@ -501,7 +495,6 @@ fn run(shared: &Shared) {
                 bytes += q.writes[n].entry_bytes();
                 n += 1;
             }
-            q.bytes -= bytes;
             q.in_flight = true;
             let batch: Vec<JournalWrite> = q.writes.drain(..n).collect();
             (batch, q.dead.clone())
@@ -519,92 +512,90 @@ fn run(shared: &Shared) {
 /// Writes one batch and completes its writes (see [`run`]).
 fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, dead: Option<String>) {
     let (fs, root, file_bytes) = (&*shared.fs, &*shared.root, pos.file_bytes);
-    {
-        if let Some(cause) = dead {
+    if let Some(cause) = dead {
+        fail(batch, &cause);
+        return;
+    }
+    let batch_bytes: u64 = batch.iter().map(|w| w.entry_bytes() as u64).sum();
+    if pos.offset + batch_bytes > file_bytes {
+        let barrier = || match &*shared.barrier.lock().unwrap_or_else(|p| p.into_inner()) {
+            Some(b) => b(),
+            None => Ok(()),
+        };
+        let checked = checkpoint(fs, root, &pos.touched)
+            .and_then(|()| barrier())
+            .and_then(|()| shared.lock().dead.clone().map_or(Ok(()), Err));
+        if let Err(cause) = checked {
+            let cause = format!(
+                    "journal checkpoint failed ({cause}); the journal is kept for the redo at the next open and takes no more writes"
+                );
+            shared.lock().dead = Some(cause.clone());
             fail(batch, &cause);
             return;
         }
-        let batch_bytes: u64 = batch.iter().map(|w| w.entry_bytes() as u64).sum();
-        if pos.offset + batch_bytes > file_bytes {
-            let barrier = || match &*shared.barrier.lock().unwrap_or_else(|p| p.into_inner()) {
-                Some(b) => b(),
-                None => Ok(()),
-            };
-            let checked = checkpoint(fs, root, &pos.touched)
-                .and_then(|()| barrier())
-                .and_then(|()| shared.lock().dead.clone().map_or(Ok(()), Err));
-            if let Err(cause) = checked {
-                let cause = format!(
-                    "journal checkpoint failed ({cause}); the journal is kept for the redo at the next open and takes no more writes"
-                );
-                shared.lock().dead = Some(cause.clone());
-                fail(batch, &cause);
-                return;
+        shared.checkpoints.fetch_add(1, Ordering::Relaxed);
+        pos.touched.clear();
+        pos.generation += 1;
+        pos.current = 1 - pos.current;
+        pos.offset = 0;
+    }
+    pos.buf.clear();
+    for w in &batch {
+        encode_entry(
+            &mut pos.buf,
+            pos.generation,
+            &w.path,
+            w.file_id,
+            w.offset,
+            &w.payload,
+        );
+        pos.touched.insert(
+            w.client_id,
+            Touched {
+                client: w.client.clone(),
+                file: w.file.clone(),
+                path: w.path.clone(),
+            },
+        );
+    }
+    let (file, path) = pos.files[pos.current].clone();
+    let started = std::time::Instant::now();
+    let result = file
+        .write_all_at(&pos.buf, pos.offset)
+        .and_then(|()| file.sync_data());
+    crate::stats::record_journal_sync(started.elapsed(), batch.len() as u64);
+    // A journal stopped while this sync ran (a failed syncfs, which may
+    // have dropped this file's pages before the sync could write them,
+    // and Linux reports that to one fsync only) proves nothing.
+    let stopped = shared.lock().dead.clone();
+    let result = match (result, stopped) {
+        (Ok(()), Some(cause)) => Err(std::io::Error::other(cause)),
+        (r, _) => r,
+    };
+    match result {
+        Ok(()) => {
+            pos.offset += pos.buf.len() as u64;
+            shared.syncs.fetch_add(1, Ordering::Relaxed);
+            shared.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            for w in batch {
+                (w.done)(Ok(()));
             }
-            shared.checkpoints.fetch_add(1, Ordering::Relaxed);
-            pos.touched.clear();
-            pos.generation += 1;
-            pos.current = 1 - pos.current;
-            pos.offset = 0;
         }
-        pos.buf.clear();
-        for w in &batch {
-            encode_entry(
-                &mut pos.buf,
-                pos.generation,
-                &w.path,
-                w.file_id,
-                w.offset,
-                &w.payload,
-            );
-            pos.touched.insert(
-                w.client_id,
-                Touched {
-                    client: w.client.clone(),
-                    file: w.file.clone(),
-                    path: w.path.clone(),
-                },
-            );
-        }
-        let (file, path) = pos.files[pos.current].clone();
-        let started = std::time::Instant::now();
-        let result = file
-            .write_all_at(&pos.buf, pos.offset)
-            .and_then(|()| file.sync_data());
-        crate::stats::record_journal_sync(started.elapsed(), batch.len() as u64);
-        // A journal stopped while this sync ran (a failed syncfs, which may
-        // have dropped this file's pages before the sync could write them,
-        // and Linux reports that to one fsync only) proves nothing.
-        let stopped = shared.lock().dead.clone();
-        let result = match (result, stopped) {
-            (Ok(()), Some(cause)) => Err(std::io::Error::other(cause)),
-            (r, _) => r,
-        };
-        match result {
-            Ok(()) => {
-                pos.offset += pos.buf.len() as u64;
-                shared.syncs.fetch_add(1, Ordering::Relaxed);
-                shared.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                for w in batch {
-                    (w.done)(Ok(()));
-                }
-            }
-            Err(e) => {
-                let cause = format!(
+        Err(e) => {
+            let cause = format!(
                     "journal write or fdatasync of {} failed: {e}; the journal is kept for the redo at the next open and takes no more writes",
                     path.display()
                 );
-                shared.lock().dead = Some(cause.clone());
-                // The failed entries may still reach the disk, and a redo
-                // would bring back appends their logs now cut: zeros over
-                // them, if the device takes them. (Entries before are durable
-                // and stay.)
-                let zeros = vec![0u8; pos.buf.len()];
-                let _ = file
-                    .write_all_at(&zeros, pos.offset)
-                    .and_then(|()| file.sync_data());
-                fail(batch, &cause);
-            }
+            shared.lock().dead = Some(cause.clone());
+            // The failed entries may still reach the disk, and a redo
+            // would bring back appends their logs now cut: zeros over
+            // them, if the device takes them. (Entries before are durable
+            // and stay.)
+            let zeros = vec![0u8; pos.buf.len()];
+            let _ = file
+                .write_all_at(&zeros, pos.offset)
+                .and_then(|()| file.sync_data());
+            fail(batch, &cause);
         }
     }
 }

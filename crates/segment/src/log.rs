@@ -457,6 +457,18 @@ struct SyncState {
 }
 
 impl SyncState {
+    /// Registers a task awaiting durability up to `target` (once per waker:
+    /// a future is polled again after each wake).
+    fn add_waiter(&mut self, target: u64, waker: &Waker) {
+        if !self
+            .waiters
+            .iter()
+            .any(|(t, w)| *t == target && w.will_wake(waker))
+        {
+            self.waiters.push((target, waker.clone()));
+        }
+    }
+
     /// Whether the journaled append that ends before `target` is still
     /// undecided by the journal.
     fn journal_pending(&self, target: u64) -> bool {
@@ -567,7 +579,7 @@ impl Future for Durable {
             if !st.journal_pending(this.target) {
                 return Poll::Ready(st.poisoned_outcome(this.target, cause));
             }
-            st.waiters.push((this.target, cx.waker().clone()));
+            st.add_waiter(this.target, cx.waker());
             return Poll::Pending;
         }
         if st.durable.next_seq >= this.target {
@@ -582,13 +594,7 @@ impl Future for Durable {
             return Poll::Ready(log.wait_durable(this.target));
         }
         let target = this.target;
-        if !st
-            .waiters
-            .iter()
-            .any(|(t, w)| *t == target && w.will_wake(cx.waker()))
-        {
-            st.waiters.push((target, cx.waker().clone()));
-        }
+        st.add_waiter(target, cx.waker());
         // A journaled append is completed by the journal's thread.
         if !st.queued && target > st.journal_through {
             st.queued = true;
@@ -708,7 +714,7 @@ struct JournalLink {
     client: Arc<dyn crate::journal::JournalClient>,
     /// Shared with `client`: set when the log is poisoned (it outlives the
     /// log, for checkpoints after it closed).
-    closed_poisoned: Arc<std::sync::atomic::AtomicBool>,
+    poisoned_flag: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl fmt::Debug for JournalLink {
@@ -723,7 +729,7 @@ impl fmt::Debug for JournalLink {
 /// and then whether it was poisoned when it closed.
 struct JournalClientOf {
     log: std::sync::Weak<Inner>,
-    closed_poisoned: Arc<std::sync::atomic::AtomicBool>,
+    poisoned_flag: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl crate::journal::JournalClient for JournalClientOf {
@@ -731,7 +737,7 @@ impl crate::journal::JournalClient for JournalClientOf {
         let Some(inner) = self.log.upgrade() else {
             // A sync of a poisoned log's file proves nothing (its failure
             // was reported once, to the log).
-            if self.closed_poisoned.load(std::sync::atomic::Ordering::Acquire) {
+            if self.poisoned_flag.load(std::sync::atomic::Ordering::Acquire) {
                 return Some(Err("a log closed while poisoned".into()));
             }
             return None;
@@ -1424,15 +1430,15 @@ impl Log {
                     .is_some_and(|r| r.len() + 32 <= JOURNAL_PATH_BYTES_MAX)
             });
             if under && inner.opts.sync == SyncPolicy::Always {
-                let closed_poisoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let poisoned_flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
                 let _ = inner.journal.set(JournalLink {
                     journal: journal.clone(),
                     client_id: journal.client_id(),
                     client: Arc::new(JournalClientOf {
                         log: Arc::downgrade(&inner),
-                        closed_poisoned: closed_poisoned.clone(),
+                        poisoned_flag: poisoned_flag.clone(),
                     }),
-                    closed_poisoned,
+                    poisoned_flag,
                 });
             }
         }
@@ -2211,7 +2217,7 @@ impl Log {
             st.poisoned = Some(cause);
         }
         if let Some(link) = self.inner.journal.get() {
-            link.closed_poisoned
+            link.poisoned_flag
                 .store(true, std::sync::atomic::Ordering::Release);
         }
     }
@@ -2366,10 +2372,7 @@ impl Log {
     /// fails, as does a failed sync (which poisons the log).
     fn checkpoint_for_journal(&self) -> std::result::Result<(), String> {
         let file = {
-            let mut st = lock(&self.inner.sync);
-            while st.syncing {
-                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-            }
+            let mut st = self.no_sync_in_flight();
             if let Some(cause) = &st.poisoned {
                 return Err(format!("log {} is poisoned ({cause})", self.inner.dir.display()));
             }
@@ -2810,12 +2813,9 @@ impl Log {
     fn wait_durable(&self, target: u64) -> Result<()> {
         let mut st = lock(&self.inner.sync);
         loop {
-            if let Some(cause) = &st.poisoned {
-                if !st.journal_pending(target) {
-                    return st.poisoned_outcome(target, cause);
-                }
-                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-                continue;
+            if st.poisoned.is_some() {
+                drop(st);
+                return self.settle_poisoned(target);
             }
             if st.durable.next_seq >= target {
                 return Ok(());
@@ -2971,13 +2971,19 @@ impl Log {
     /// several concurrent fsyncs only: a group leader's failure must not be
     /// missed by them (or the other way round).
     fn begin_sole_sync(&self) -> Result<()> {
+        let mut st = self.no_sync_in_flight();
+        self.check_writable(&st)?;
+        st.syncing = true;
+        Ok(())
+    }
+
+    /// The sync state once no group sync, roll or checkpoint is syncing.
+    fn no_sync_in_flight(&self) -> MutexGuard<'_, SyncState> {
         let mut st = lock(&self.inner.sync);
         while st.syncing {
             st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-        self.check_writable(&st)?;
-        st.syncing = true;
-        Ok(())
+        st
     }
 
     /// Ends [`Log::begin_sole_sync`]. A failed sync (`failed`, its cause)

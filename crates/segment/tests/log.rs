@@ -2610,27 +2610,33 @@ fn sharing_flushes_keeps_acknowledged_records(recycle: usize) {
         fs.crash(plan);
         for (l, d) in LOGS.iter().enumerate() {
             let log = open_at(&fs, d, opts(&coord));
-            let rows = read_all(&log).unwrap();
-            let first = log.first_seq();
             if recycle > 0 {
-                assert!(first > 0, "retention must have removed segments");
+                assert!(log.first_seq() > 0, "retention must have removed segments");
             }
-            let kept = acked.lock().unwrap();
-            for (_, seq, data) in kept.iter().filter(|(x, seq, _)| *x == l && *seq >= first) {
-                let row = rows.iter().find(|r| r.0 == *seq);
-                assert_eq!(
-                    row.map(|r| &r.2),
-                    Some(data),
-                    "{plan:?}: log {d} lost acknowledged record {seq}"
-                );
-            }
-            assert!(log.verify().is_ok(), "{plan:?}: {:?}", log.verify().problems);
+            assert_acknowledged_kept(&log, l, &acked.lock().unwrap(), &format!("{plan:?}: log {d}"));
         }
     }
     assert!(
         written_back > 100,
         "groups must have shared flushes ({written_back} write-backs)"
     );
+}
+
+/// After a crash and a reopen: every acknowledged record `(log, seq, data)`
+/// of log number `l` that retention has not removed is in `log`, and the
+/// log verifies. `what` names the case in failures.
+fn assert_acknowledged_kept(log: &Log, l: usize, acked: &[(usize, u64, Vec<u8>)], what: &str) {
+    let rows = read_all(log).unwrap();
+    let first = log.first_seq();
+    for (_, seq, data) in acked.iter().filter(|(x, seq, _)| *x == l && *seq >= first) {
+        let row = rows.iter().find(|r| r.0 == *seq);
+        assert_eq!(
+            row.map(|r| &r.2),
+            Some(data),
+            "{what} lost acknowledged record {seq}"
+        );
+    }
+    assert!(log.verify().is_ok(), "{what}: {:?}", log.verify().problems);
 }
 
 type Handle = Arc<dyn shardlog_segment::FileHandle>;
@@ -2855,18 +2861,7 @@ fn journaled_appends_keep_acknowledged_records(recycle: usize) {
                     ..LogOptions::default()
                 },
             );
-            let rows = read_all(&log).unwrap();
-            let first = log.first_seq();
-            let kept = acked.lock().unwrap();
-            for (_, seq, data) in kept.iter().filter(|(x, seq, _)| *x == l && *seq >= first) {
-                let row = rows.iter().find(|r| r.0 == *seq);
-                assert_eq!(
-                    row.map(|r| &r.2),
-                    Some(data),
-                    "{plan:?}: log {d} lost acknowledged record {seq}"
-                );
-            }
-            assert!(log.verify().is_ok(), "{plan:?}: {:?}", log.verify().problems);
+            assert_acknowledged_kept(&log, l, &acked.lock().unwrap(), &format!("{plan:?}: log {d}"));
         }
     }
 }

@@ -409,6 +409,18 @@ impl MemFs {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A handle of the file `ino`, opened by `path` in the current process
+    /// (see `Inner::crashes`).
+    fn handle(&self, inner: &Inner, path: &Path, ino: u64, writable: bool) -> Arc<dyn FileHandle> {
+        Arc::new(MemFile {
+            fs: self.clone(),
+            path: path.to_path_buf(),
+            ino,
+            epoch: inner.crashes,
+            writable,
+        })
+    }
+
     /// Fails the next `n` `sync_data` calls with EIO.
     pub fn fail_next_syncs(&self, n: u32) {
         self.lock_inner().faults.fail_syncs = n;
@@ -1062,37 +1074,19 @@ impl FileSystem for MemFs {
         d.current.insert(name, ino);
         inner.next_ino += 1;
         inner.files.insert(ino, FileState::default());
-        Ok(Arc::new(MemFile {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            ino,
-            epoch: inner.crashes,
-            writable: true,
-        }))
+        Ok(self.handle(&inner, path, ino, true))
     }
 
     fn open_rw(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
         let inner = self.lock_inner();
         let ino = inner.lookup(path)?;
-        Ok(Arc::new(MemFile {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            ino,
-            epoch: inner.crashes,
-            writable: true,
-        }))
+        Ok(self.handle(&inner, path, ino, true))
     }
 
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn FileHandle>> {
         let inner = self.lock_inner();
         let ino = inner.lookup(path)?;
-        Ok(Arc::new(MemFile {
-            fs: self.clone(),
-            path: path.to_path_buf(),
-            ino,
-            epoch: inner.crashes,
-            writable: false,
-        }))
+        Ok(self.handle(&inner, path, ino, false))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
