@@ -659,13 +659,32 @@ fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
         .collect();
     files.sort_by_key(|e| e[0].generation);
     let mut report = RedoReport::default();
-    // Each segment once: `None` when it is gone or another file now.
+    // Each segment once: `None` when it is gone or another file now; with
+    // the span its entries cover.
     let mut open: HashMap<(String, u64), Option<Arc<dyn FileHandle>>> = HashMap::new();
+    let mut spans: HashMap<(String, u64), (u64, u64)> = HashMap::new();
     for e in files.iter().flatten() {
         let key = (e.path.to_string(), e.file_id);
         if !open.contains_key(&key) {
             open.insert(key.clone(), open_segment(fs, root, e.path, e.file_id)?);
         }
+        let end = e.offset + e.payload.len() as u64;
+        let span = spans.entry(key).or_insert((e.offset, end));
+        *span = (span.0.min(e.offset), span.1.max(end));
+    }
+    // After a reboot the segments' pages are not cached, and writing an
+    // entry that starts or ends inside a page reads that page first: one
+    // small read at a time, thousands of them after a busy journal (886 ms
+    // of a cold open of 100 shards). Asking for every span at once lets the
+    // kernel read them together. Advice only: a failed hint changes nothing
+    // that the writes below do not check themselves.
+    for (key, (start, end)) in &spans {
+        if let Some(Some(file)) = open.get(key) {
+            let _ = file.prefetch(*start, end - start);
+        }
+    }
+    for e in files.iter().flatten() {
+        let key = (e.path.to_string(), e.file_id);
         match open.get(&key).and_then(|f| f.as_ref()) {
             Some(file) => {
                 file.write_all_at(e.payload, e.offset)
