@@ -294,8 +294,10 @@ struct ServeArgs {
     /// journal, shared by all shards, covers it, instead of a sync of its
     /// shard's segment; after a crash the next start writes the journal
     /// into the segments before serving. It pays with many connections of
-    /// small writes. A journal left by an earlier run is redone at start
-    /// whatever this says [default: false].
+    /// small writes and costs 32 MiB of disk, written with zeros at each
+    /// start. If it cannot be made (a full disk) the server runs without
+    /// it (metric shardlog_journal_active). A journal left by an earlier
+    /// run is redone at start whatever this says [default: true].
     #[arg(long, env = "SHARDLOG_JOURNAL")]
     journal: Option<bool>,
     /// How often retention runs, in milliseconds [default: 60000].
@@ -389,7 +391,10 @@ impl Default for Settings {
             page_cache_window_bytes: 0,
             recycle_segments_per_shard: 0,
             share_flushes: false,
-            journal: false,
+            // The server's writes are mostly small and concurrent: the
+            // journal makes them cheaper (docs/PERFORMANCE.md). The engine
+            // library keeps it off by default (`EngineOptions`).
+            journal: true,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -1227,7 +1232,8 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {listen} (is another server running there?)"))?;
         let scheme = if options.tls.is_some() { "https" } else { "http" };
-        tracing::info!(%addr, %scheme, data_dir = %s.data_dir.display(), sync = %s.sync, "shardlog serving the Kinesis API");
+        let journal = engine.journal_active();
+        tracing::info!(%addr, %scheme, data_dir = %s.data_dir.display(), sync = %s.sync, journal, "shardlog serving the Kinesis API");
         shardlog_server::serve_with(listener, engine, options, shutdown_signal())
             .await
             .context("server failed")?;
@@ -1333,28 +1339,31 @@ mod tests {
     /// A boolean setting that is off by default: `key = true` in the
     /// configuration file turns it on, and the flag (`with_flag(Some(false))`)
     /// wins over the file. `get` reads it from the engine's options.
-    fn off_by_default_on_from_file_flag_wins(
+    /// A boolean setting is `default` with nothing set, the other value
+    /// from the configuration file, and a flag wins over the file.
+    fn default_then_file_then_flag_wins(
         key: &str,
+        default: bool,
         with_flag: fn(Option<bool>) -> ServeArgs,
         get: fn(&EngineOptions) -> bool,
     ) {
         let s = load(&ServeArgs::default()).unwrap();
-        assert!(!get(&engine_options(&s).unwrap()));
+        assert_eq!(get(&engine_options(&s).unwrap()), default);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("shardlog.toml");
-        std::fs::write(&path, format!("{key} = true\n")).unwrap();
+        std::fs::write(&path, format!("{key} = {}\n", !default)).unwrap();
         let from_file = load(&ServeArgs {
             config: Some(path.clone()),
             ..Default::default()
         })
         .unwrap();
-        assert!(get(&engine_options(&from_file).unwrap()));
+        assert_eq!(get(&engine_options(&from_file).unwrap()), !default);
         let from_flag = load(&ServeArgs {
             config: Some(path),
-            ..with_flag(Some(false))
+            ..with_flag(Some(default))
         })
         .unwrap();
-        assert!(!get(&engine_options(&from_flag).unwrap()));
+        assert_eq!(get(&engine_options(&from_flag).unwrap()), default);
     }
 
     #[test]
@@ -1365,8 +1374,9 @@ mod tests {
         })
         .unwrap();
         assert!(engine_options(&on).unwrap().share_flushes_across_shards);
-        off_by_default_on_from_file_flag_wins(
+        default_then_file_then_flag_wins(
             "share_flushes",
+            false,
             |v| ServeArgs {
                 share_flushes: v,
                 ..Default::default()
@@ -1376,9 +1386,10 @@ mod tests {
     }
 
     #[test]
-    fn the_journal_is_used_only_when_turned_on() {
-        off_by_default_on_from_file_flag_wins(
+    fn the_server_journals_small_writes_unless_turned_off() {
+        default_then_file_then_flag_wins(
             "journal",
+            true,
             |v| ServeArgs {
                 journal: v,
                 ..Default::default()

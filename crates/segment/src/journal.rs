@@ -255,61 +255,62 @@ fn is_plain_relative(path: &Path) -> bool {
 
 impl Journal {
     /// Redoes the journal found under `root` (the engine's data directory)
-    /// into the segments, syncs them and removes the journal; then, with
-    /// `file_bytes`, makes a new journal with files of that size and starts
-    /// its thread. Must run before any log under `root` opens. Fails when a
-    /// redo write or sync fails: the segments would lack acknowledged records.
+    /// into the segments, syncs them and removes the journal
+    /// ([`Journal::redo_found`]); then, with `file_bytes`, makes a new
+    /// journal with files of that size ([`Journal::create`]). Must run before
+    /// any log under `root` opens. Fails when a redo write or sync fails (the
+    /// segments would lack acknowledged records) or the new journal cannot
+    /// be made.
     pub fn open(
         fs: Arc<dyn FileSystem>,
         root: &Path,
         file_bytes: Option<u64>,
     ) -> Result<(Option<Arc<Journal>>, RedoReport)> {
+        let report = Self::redo_found(&*fs, root)?;
+        let journal = match file_bytes {
+            Some(bytes) => Some(Self::create(fs, root, bytes)?),
+            None => None,
+        };
+        Ok((journal, report))
+    }
+
+    /// Redoes the journal found under `root` into the segments, syncs them
+    /// and removes the journal's files; nothing when there is none. Must run
+    /// before any log under `root` opens, whatever the options: the journal
+    /// may hold acknowledged records that no segment has yet.
+    pub fn redo_found(fs: &dyn FileSystem, root: &Path) -> Result<RedoReport> {
         let dir = root.join(JOURNAL_DIR_NAME);
-        let report = if fs.exists(&dir) {
-            let report = redo(&*fs, root, &dir)?;
-            for name in JOURNAL_FILE_NAMES {
-                let path = dir.join(name);
-                if fs.exists(&path) {
-                    fs.remove_file(&path)
-                        .map_err(|e| Error::io("remove journal file", &path, e))?;
-                }
-            }
-            fs.sync_dir(&dir)
-                .map_err(|e| Error::io("fsync directory", &dir, e))?;
-            report
-        } else {
-            RedoReport::default()
-        };
-        let Some(file_bytes) = file_bytes else {
-            return Ok((None, report));
-        };
+        if !fs.exists(&dir) {
+            return Ok(RedoReport::default());
+        }
+        let report = redo(fs, root, &dir)?;
+        remove_files(fs, &dir)?;
+        Ok(report)
+    }
+
+    /// Makes a new journal under `root` with two files of `file_bytes`
+    /// each, written with zeros and synced, and returns it (its thread
+    /// starts with the first write). The journal's directory must hold no
+    /// journal files: [`Journal::redo_found`] runs first. A journal that
+    /// cannot be made holds nothing yet, so a caller may go on without one;
+    /// the files made so far are removed (best effort: files of zeros hold
+    /// no entries, so a later redo finds nothing in them).
+    pub fn create(fs: Arc<dyn FileSystem>, root: &Path, file_bytes: u64) -> Result<Arc<Journal>> {
         if file_bytes < JOURNAL_FILE_BYTES_MIN {
             return Err(Error::InvalidArgument(format!(
                 "journal files of {file_bytes} bytes are too small: at least {JOURNAL_FILE_BYTES_MIN}"
             )));
         }
-        fs.create_dir_all(&dir)
-            .map_err(|e| Error::io("create directory", &dir, e))?;
-        let mut files = Vec::with_capacity(2);
-        let zeros = vec![0u8; 1 << 20];
-        for name in JOURNAL_FILE_NAMES {
-            let path = dir.join(name);
-            let file = fs
-                .create_new(&path)
-                .map_err(|e| Error::io("create journal file", &path, e))?;
-            let mut at = 0;
-            while at < file_bytes {
-                let n = (file_bytes - at).min(zeros.len() as u64) as usize;
-                file.write_all_at(&zeros[..n], at)
-                    .map_err(|e| Error::io("zero-fill journal file", &path, e))?;
-                at += n as u64;
+        let dir = root.join(JOURNAL_DIR_NAME);
+        let mut files = Vec::with_capacity(JOURNAL_FILE_NAMES.len());
+        if let Err(e) = make_files(&*fs, &dir, file_bytes, &mut files) {
+            // Only the files this call made: any other would be a journal
+            // not yet redone.
+            for (_, path) in &files {
+                let _ = fs.remove_file(path);
             }
-            file.sync_data()
-                .map_err(|e| Error::io("fsync journal file", &path, e))?;
-            files.push((file, path));
+            return Err(e);
         }
-        fs.sync_dir(&dir)
-            .map_err(|e| Error::io("fsync directory", &dir, e))?;
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             cv: Condvar::new(),
@@ -329,14 +330,11 @@ impl Journal {
             writes: AtomicU64::new(0),
             checkpoints: AtomicU64::new(0),
         });
-        Ok((
-            Some(Arc::new(Journal {
-                dir,
-                shared,
-                next_client_id: AtomicU64::new(1),
-            })),
-            report,
-        ))
+        Ok(Arc::new(Journal {
+            dir,
+            shared,
+            next_client_id: AtomicU64::new(1),
+        }))
     }
 
     /// The data directory the journal's paths are relative to.
@@ -638,6 +636,51 @@ fn checkpoint(
         }
     }
     Ok(())
+}
+
+/// Makes the journal's files in `dir`: each of `file_bytes`, written with
+/// zeros (so that its blocks are allocated and a sync of an entry writes no
+/// metadata) and synced, then the directory synced. Each file made is
+/// pushed to `files` as soon as it exists, so that a caller can remove it
+/// when a later step fails.
+fn make_files(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    file_bytes: u64,
+    files: &mut Vec<(Arc<dyn FileHandle>, PathBuf)>,
+) -> Result<()> {
+    fs.create_dir_all(dir)
+        .map_err(|e| Error::io("create directory", dir, e))?;
+    let zeros = vec![0u8; 1 << 20];
+    for name in JOURNAL_FILE_NAMES {
+        let path = dir.join(name);
+        let file = fs
+            .create_new(&path)
+            .map_err(|e| Error::io("create journal file", &path, e))?;
+        files.push((file.clone(), path.clone()));
+        let mut at = 0;
+        while at < file_bytes {
+            let n = (file_bytes - at).min(zeros.len() as u64) as usize;
+            file.write_all_at(&zeros[..n], at)
+                .map_err(|e| Error::io("zero-fill journal file", &path, e))?;
+            at += n as u64;
+        }
+        file.sync_data()
+            .map_err(|e| Error::io("fsync journal file", &path, e))?;
+    }
+    fs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Removes the journal's files in `dir` and syncs the directory.
+fn remove_files(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
+    for name in JOURNAL_FILE_NAMES {
+        let path = dir.join(name);
+        if fs.exists(&path) {
+            fs.remove_file(&path)
+                .map_err(|e| Error::io("remove journal file", &path, e))?;
+        }
+    }
+    fs.sync_dir(dir).map_err(|e| Error::io("fsync directory", dir, e))
 }
 
 /// Writes every entry of the journal in `dir` into its segment under `root`,

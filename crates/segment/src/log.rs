@@ -108,7 +108,7 @@ pub struct LogOptions {
     /// frame bytes is made durable by the journal's shared sync instead of an
     /// `fdatasync` of the segment, once every earlier append is durable or
     /// journaled. The log's directory must lie under the journal's root
-    /// (otherwise nothing is journaled), and [`crate::Journal::open`] must
+    /// (otherwise nothing is journaled), and [`crate::Journal::redo_found`] must
     /// have redone the journal before the log opens.
     pub journal: Option<Arc<crate::journal::Journal>>,
     /// How much of the log's most recently synced data stays in the page

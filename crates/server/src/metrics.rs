@@ -546,6 +546,12 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
         "Appends made durable by a journal sync instead of a sync of their shard's segment.",
     );
     o.sample("shardlog_journal_appends_total", &[], storage.journal_writes);
+    o.declare(
+        "shardlog_journal_active",
+        "gauge",
+        "1 while small appends go through the journal; 0 when it is off, could not be made at start or stopped after a failure (each shard then syncs its own segment: as durable, slower).",
+    );
+    o.sample("shardlog_journal_active", &[], u64::from(root.journal_active()));
     for (n, kind, help) in [
         ("shardlog_shard_segments", "gauge", "Segment files of a shard."),
         (

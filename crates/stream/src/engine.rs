@@ -932,10 +932,26 @@ impl Engine {
         // its root's directory and share the root's journal).
         let opened_journal = opts.log.journal.is_none();
         if opened_journal {
-            let size = (opts.journal_small_appends && opts.sync == SyncPolicy::Always)
-                .then_some(opts.journal_file_bytes);
-            let (journal, redo) =
-                shardlog_segment::Journal::open(fs.clone(), &dir, size).map_err(Error::Storage)?;
+            let redo = shardlog_segment::Journal::redo_found(&*fs, &dir).map_err(Error::Storage)?;
+            let journal = if opts.journal_small_appends && opts.sync == SyncPolicy::Always {
+                match shardlog_segment::Journal::create(fs.clone(), &dir, opts.journal_file_bytes) {
+                    Ok(journal) => Some(journal),
+                    Err(e @ shardlog_segment::Error::InvalidArgument(_)) => return Err(Error::Storage(e)),
+                    // A new journal holds nothing yet: without it every
+                    // append syncs its own segment, slower but as durable.
+                    // Refusing to open would keep a full disk's data from
+                    // being read or deleted.
+                    Err(e) => {
+                        tracing::warn!(
+                            target: "shardlog::storage",
+                            "running without the journal (each shard syncs its own segment): {e}"
+                        );
+                        None
+                    }
+                }
+            } else {
+                None
+            };
             if redo.entries_applied + redo.entries_skipped > 0 {
                 tracing::info!(
                     target: "shardlog::storage",
@@ -1278,6 +1294,14 @@ impl Engine {
     fn report_problem(&self, problem: String) {
         tracing_problem(&problem);
         lock(&self.inner.problems).push(problem);
+    }
+
+    /// Whether small appends go through the engine's journal now: the
+    /// option is on, the journal could be made at open and no failure has
+    /// stopped it since (then every shard syncs its own segment, as durable
+    /// but slower).
+    pub fn journal_active(&self) -> bool {
+        self.inner.opts.log.journal.as_ref().is_some_and(|j| j.is_alive())
     }
 
     /// What is wrong with this engine's data: streams quarantined at open,

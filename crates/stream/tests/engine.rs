@@ -1894,6 +1894,7 @@ async fn journaled_puts_of_every_kind_survive_a_crash_and_are_redone_even_by_an_
     let fs = MemFs::new();
     let clock = ManualClock::new(T0);
     let e = journal_engine(&fs, &clock, true);
+    assert!(e.journal_active());
     e.create_stream("s", 4, CreateStreamOptions::default()).unwrap();
     // Another account's streams live under this engine's directory and
     // share its journal.
@@ -1968,8 +1969,55 @@ async fn journaled_puts_of_every_kind_survive_a_crash_and_are_redone_even_by_an_
         );
     }
     assert!(e.problems().is_empty(), "{:?}", e.problems());
+    assert!(!e.journal_active());
     assert!(
         !shardlog_segment::FileSystem::exists(&fs, std::path::Path::new("/data/journal/0.journal")),
         "the journal was removed after its redo"
     );
+}
+
+#[test]
+fn an_engine_whose_journal_cannot_be_made_opens_without_it_and_keeps_every_put() {
+    use shardlog_segment::FileSystem as _;
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    // Room for one of the journal's two files, not both: the disk is full.
+    let journal_bytes = shardlog_segment::format::JOURNAL_FILE_BYTES_MIN;
+    fs.set_capacity(Some(fs.used_bytes() + journal_bytes + journal_bytes / 2));
+    let e = journal_engine(&fs, &clock, true);
+    assert!(!e.journal_active(), "no room for the journal");
+    for name in ["0.journal", "1.journal"] {
+        assert!(
+            !fs.exists(&PathBuf::from("/data/journal").join(name)),
+            "{name}: a journal that could not be made leaves no file behind"
+        );
+    }
+    fs.set_capacity(None);
+    e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..30u32 {
+        let data = format!("without-journal-{i}");
+        let out = e
+            .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
+            .unwrap();
+        acked.push((out.shard_id, out.sequence_number, data.into_bytes()));
+    }
+    std::mem::forget(e);
+    fs.crash(CrashPlan::LoseUnsynced);
+    // With room again, the next open makes its journal.
+    let e = journal_engine(&fs, &clock, true);
+    assert!(e.journal_active());
+    let mut found = HashMap::new();
+    for shard in ["shardId-000000000000", "shardId-000000000001"] {
+        for r in read_all(&e, "s", shard) {
+            found.insert((shard.to_string(), r.sequence_number.clone()), r.data.to_vec());
+        }
+    }
+    for (shard, seq, data) in &acked {
+        assert_eq!(
+            found.get(&(shard.clone(), seq.clone())),
+            Some(data),
+            "{shard}/{seq} lost"
+        );
+    }
 }

@@ -568,3 +568,40 @@ fn a_server_with_a_page_cache_window_advises_pages_behind_it_out_and_serves_ever
     let advised = metric(&server.endpoint, "shardlog_page_cache_drop_advised_bytes_total").unwrap();
     assert!(advised >= 8 * 1024 * 1024, "advised {advised} bytes");
 }
+
+#[test]
+fn a_server_journals_small_writes_by_default_and_not_when_told_not_to() {
+    for (args, journaled) in [(&[][..], true), (&["--journal", "false"][..], false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let server = start_with(dir.path(), args);
+        assert_eq!(
+            metric(&server.endpoint, "shardlog_journal_active"),
+            Some(u64::from(journaled)),
+            "{args:?}"
+        );
+        let out = ok(&run(
+            &server.endpoint,
+            &[
+                "--json",
+                "bench",
+                "--records",
+                "300",
+                "--batch",
+                "1",
+                "--connections",
+                "2",
+                "--seconds",
+                "60",
+            ],
+        ));
+        let v: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["verify"]["ok"], true, "{v}");
+        assert_eq!(v["verify"]["acknowledged"], 300, "{v}");
+        let appends = metric(&server.endpoint, "shardlog_journal_appends_total").unwrap();
+        if journaled {
+            assert!(appends >= 300, "{appends} appends journaled");
+        } else {
+            assert_eq!(appends, 0);
+        }
+    }
+}
