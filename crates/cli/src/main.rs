@@ -293,9 +293,11 @@ struct ServeArgs {
     /// a put of at most 64 KiB is acknowledged once one fdatasync of the
     /// journal, shared by all shards, covers it, instead of a sync of its
     /// shard's segment; after a crash the next start writes the journal
-    /// into the segments before serving. It pays with many connections of
-    /// small writes and costs 32 MiB of disk, written with zeros at each
-    /// start. If it cannot be made (a full disk) the server runs without
+    /// into the segments before serving. It pays with one connection and
+    /// more with many (fewer device requests and less CPU per write), and
+    /// costs 32 MiB of disk, written with zeros at each start. Used only
+    /// with `--sync always` (the other policies sync no put before its
+    /// answer). If it cannot be made (a full disk) the server runs without
     /// it (metric shardlog_journal_active). A journal left by an earlier
     /// run is redone at start whatever this says [default: true].
     #[arg(long, env = "SHARDLOG_JOURNAL")]
@@ -1336,11 +1338,9 @@ mod tests {
         assert!(err.contains("above 16"), "{err}");
     }
 
-    /// A boolean setting that is off by default: `key = true` in the
-    /// configuration file turns it on, and the flag (`with_flag(Some(false))`)
-    /// wins over the file. `get` reads it from the engine's options.
     /// A boolean setting is `default` with nothing set, the other value
-    /// from the configuration file, and a flag wins over the file.
+    /// from the configuration file, and the flag (`with_flag(Some(default))`)
+    /// wins over the file. `get` reads it from the engine's options.
     fn default_then_file_then_flag_wins(
         key: &str,
         default: bool,

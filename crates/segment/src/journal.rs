@@ -44,6 +44,10 @@ use crate::format::*;
 use crate::fs::{FileHandle, FileSystem};
 use crate::segment::SegmentHeader;
 
+/// Entries of one segment closer than this are read ahead as one span by
+/// the redo: reading a gap this small costs less than another request.
+const REDO_PREFETCH_GAP_BYTES: u64 = 64 * 1024;
+
 /// What the journal needs of a log to checkpoint it.
 pub(crate) trait JournalClient: Send + Sync {
     /// Syncs the log's active segment (each roll synced the segments before
@@ -703,17 +707,16 @@ fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
     files.sort_by_key(|e| e[0].generation);
     let mut report = RedoReport::default();
     // Each segment once: `None` when it is gone or another file now; with
-    // the span its entries cover.
+    // the byte ranges its entries cover.
     let mut open: HashMap<(String, u64), Option<Arc<dyn FileHandle>>> = HashMap::new();
-    let mut spans: HashMap<(String, u64), (u64, u64)> = HashMap::new();
+    let mut ranges: HashMap<(String, u64), Vec<(u64, u64)>> = HashMap::new();
     for e in files.iter().flatten() {
         let key = (e.path.to_string(), e.file_id);
         if !open.contains_key(&key) {
             open.insert(key.clone(), open_segment(fs, root, e.path, e.file_id)?);
         }
-        let end = e.offset + e.payload.len() as u64;
-        let span = spans.entry(key).or_insert((e.offset, end));
-        *span = (span.0.min(e.offset), span.1.max(end));
+        let end = e.offset.saturating_add(e.payload.len() as u64);
+        ranges.entry(key).or_default().push((e.offset, end));
     }
     // After a reboot the segments' pages are not cached, and writing an
     // entry that starts or ends inside a page reads that page first: one
@@ -721,9 +724,11 @@ fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
     // of a cold open of 100 shards). Asking for every span at once lets the
     // kernel read them together. Advice only: a failed hint changes nothing
     // that the writes below do not check themselves.
-    for (key, (start, end)) in &spans {
+    for (key, ranges) in &mut ranges {
         if let Some(Some(file)) = open.get(key) {
-            let _ = file.prefetch(*start, end - start);
+            for (start, end) in merge_close(ranges) {
+                let _ = file.prefetch(start, end - start);
+            }
         }
     }
     for e in files.iter().flatten() {
@@ -746,6 +751,24 @@ fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
         }
     }
     Ok(report)
+}
+
+/// Sorts `ranges` and merges those less than `REDO_PREFETCH_GAP_BYTES`
+/// apart: the spans to read ahead. Entries of one segment are mostly
+/// contiguous, but appends too large for the journal may lie between
+/// them, and a span over those would read what the redo never writes.
+fn merge_close(ranges: &mut [(u64, u64)]) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut spans: Vec<(u64, u64)> = Vec::new();
+    for &(start, end) in ranges.iter() {
+        match spans.last_mut() {
+            Some(last) if start <= last.1.saturating_add(REDO_PREFETCH_GAP_BYTES) => {
+                last.1 = last.1.max(end);
+            }
+            _ => spans.push((start, end)),
+        }
+    }
+    spans
 }
 
 /// Opens the segment an entry names if it is still the file the entry was
@@ -819,6 +842,24 @@ mod tests {
                 prop_assert_eq!(e.payload, &p[..]);
             }
         }
+    }
+
+    #[test]
+    fn read_ahead_spans_merge_close_entries_and_leave_out_wide_gaps() {
+        let gap = REDO_PREFETCH_GAP_BYTES;
+        let mut ranges = vec![
+            (5000, 6000),
+            (0, 1000),
+            (1000, 4000),
+            (6000 + gap + 1, 6000 + gap + 10),
+        ];
+        assert_eq!(
+            merge_close(&mut ranges),
+            vec![(0, 6000), (6000 + gap + 1, 6000 + gap + 10)]
+        );
+        let mut touching = vec![(0, 10), (10 + gap, 20 + gap)];
+        assert_eq!(merge_close(&mut touching), vec![(0, 20 + gap)]);
+        assert!(merge_close(&mut []).is_empty());
     }
 
     #[test]

@@ -549,7 +549,7 @@ pub fn render(root: &Engine, server: &ServerMetrics) -> String {
     o.declare(
         "shardlog_journal_active",
         "gauge",
-        "1 while small appends go through the journal; 0 when it is off, could not be made at start or stopped after a failure (each shard then syncs its own segment: as durable, slower).",
+        "1 while small appends go through the journal; 0 when it is off, the sync policy is not `always` (the only one it serves), it could not be made at start or it stopped after a failure (each shard then syncs its own segment: as durable, slower).",
     );
     o.sample("shardlog_journal_active", &[], u64::from(root.journal_active()));
     for (n, kind, help) in [

@@ -946,6 +946,9 @@ impl Engine {
                             target: "shardlog::storage",
                             "running without the journal (each shard syncs its own segment): {e}"
                         );
+                        // Scopes copy these options: none may make a journal
+                        // of its own, which only a root's open would redo.
+                        opts.journal_small_appends = false;
                         None
                     }
                 }

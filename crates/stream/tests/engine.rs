@@ -1993,31 +1993,50 @@ fn an_engine_whose_journal_cannot_be_made_opens_without_it_and_keeps_every_put()
         );
     }
     fs.set_capacity(None);
-    e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+    // A scope opened now, with room again, must not make a journal of its
+    // own: only a root's open redoes one.
+    let other = e.for_scope("123456789012", "eu-west-1").unwrap();
+    assert!(!other.journal_active());
     let mut acked = Vec::new();
-    for i in 0..30u32 {
-        let data = format!("without-journal-{i}");
-        let out = e
-            .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
+    for (engine, stream) in [(&e, "s"), (&other, "o")] {
+        engine
+            .create_stream(stream, 2, CreateStreamOptions::default())
             .unwrap();
-        acked.push((out.shard_id, out.sequence_number, data.into_bytes()));
+        for i in 0..30u32 {
+            let data = format!("without-journal-{stream}-{i}");
+            let out = engine
+                .put_record(stream, PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
+                .unwrap();
+            acked.push((stream, out.shard_id, out.sequence_number, data.into_bytes()));
+        }
     }
+    assert!(!fs.exists(std::path::Path::new(
+        "/data/scopes/123456789012/eu-west-1/journal/0.journal"
+    )));
+    std::mem::forget(other);
     std::mem::forget(e);
     fs.crash(CrashPlan::LoseUnsynced);
     // With room again, the next open makes its journal.
     let e = journal_engine(&fs, &clock, true);
     assert!(e.journal_active());
+    let other = e.for_scope("123456789012", "eu-west-1").unwrap();
+    assert!(other.journal_active(), "a scope shares its root's journal");
     let mut found = HashMap::new();
-    for shard in ["shardId-000000000000", "shardId-000000000001"] {
-        for r in read_all(&e, "s", shard) {
-            found.insert((shard.to_string(), r.sequence_number.clone()), r.data.to_vec());
+    for (engine, stream) in [(&e, "s"), (&other, "o")] {
+        for shard in ["shardId-000000000000", "shardId-000000000001"] {
+            for r in read_all(engine, stream, shard) {
+                found.insert(
+                    (stream, shard.to_string(), r.sequence_number.clone()),
+                    r.data.to_vec(),
+                );
+            }
         }
     }
-    for (shard, seq, data) in &acked {
+    for (stream, shard, seq, data) in &acked {
         assert_eq!(
-            found.get(&(shard.clone(), seq.clone())),
+            found.get(&(*stream, shard.clone(), seq.clone())),
             Some(data),
-            "{shard}/{seq} lost"
+            "{stream}/{shard}/{seq} lost"
         );
     }
 }

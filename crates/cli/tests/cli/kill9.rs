@@ -48,6 +48,8 @@ pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Server {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
         .env("SHARDLOG_LOG", "warn")
+        // Tests that start a server "by default" mean the binary's defaults.
+        .env_remove("SHARDLOG_JOURNAL")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
@@ -152,19 +154,19 @@ pub(crate) async fn read_stream(
 /// serves (real files, the real binary).
 #[test]
 fn every_acknowledged_record_survives_kill_9_of_the_server() {
-    kill_9_cycles(&[]);
+    kill_9_cycles(&[], true);
 }
 
 /// The same without the journal: each small write syncs its own segment.
 #[test]
 fn every_acknowledged_record_survives_kill_9_of_a_server_without_the_journal() {
-    kill_9_cycles(&["--journal", "false"]);
+    kill_9_cycles(&["--journal", "false"], false);
 }
 
 /// Puts from six writers, SIGKILL at a random moment, restart (with
 /// `extra` arguments each time), and checks of every record, for a number
-/// of cycles.
-fn kill_9_cycles(extra: &[&str]) {
+/// of cycles. `journal` is whether the server must say its journal is on.
+fn kill_9_cycles(extra: &[&str], journal: bool) {
     let cycles = env_u64("SHARDLOG_KILL_CYCLES").unwrap_or(4);
     let seed = env_u64("SHARDLOG_SEED").unwrap_or(0x5eed);
     eprintln!("kill -9 harness: {cycles} cycles, seed {seed} (replay with SHARDLOG_SEED={seed})");
@@ -181,6 +183,11 @@ fn kill_9_cycles(extra: &[&str]) {
     let sent: Arc<Mutex<HashSet<String>>> = Arc::default();
     {
         let mut s = start_with(dir.path(), extra);
+        assert_eq!(
+            crate::verbs::metric(&s.endpoint, "shardlog_journal_active"),
+            Some(u64::from(journal)),
+            "{extra:?}"
+        );
         rt.block_on(call(
             &client,
             &s.endpoint,

@@ -522,7 +522,7 @@ fn bench_groups_and_verbs_reach_an_https_server_that_ca_bundle_trusts() {
 }
 
 /// Reads one sample of the server's `/metrics` (a plain HTTP/1.0 GET).
-fn metric(endpoint: &str, name: &str) -> Option<u64> {
+pub(crate) fn metric(endpoint: &str, name: &str) -> Option<u64> {
     let addr = endpoint.trim_start_matches("http://");
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
