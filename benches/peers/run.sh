@@ -8,7 +8,7 @@
 #   3. runs the same workloads against it and samples its memory,
 #   4. stops it,
 # and at the end prints one Markdown table and writes it, with the raw
-# numbers, to benches/peers/results-<date>.{md,json}.
+# numbers, to benches/peers/results-<date>.{md,json} (results-<date>-2, -3, ... for later runs the same day).
 #
 # Workloads (all records 1 KiB, 4 shards, 8 connections, BENCH_SECONDS each):
 #   batch  : PutRecords of 100 records  (`shardlog bench --batch 100`)
@@ -429,8 +429,16 @@ DISK_FS=$(df --output=fstype "$CACHE" | tail -1)
 DISK_INFO=$(lsblk -dno NAME,SIZE,ROTA,MODEL "$DISK_DEV" 2>/dev/null | awk '{$3 = "rota=" $3; print}' || true)
 MACHINE="started $STAMP, nproc $(nproc), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo), Linux $(uname -r), disk: $DISK_FS on $DISK_DEV (${DISK_INFO:-unknown}), BENCH_SECONDS=$RUN_SECONDS"
 
-MD=$OUT_DIR/results-$DATE.md
-JSON=$OUT_DIR/results-$DATE.json
+# A later run the same day gets its own files (-2, -3, ...): the results
+# of earlier runs are cited by docs and must stay as they were.
+NAME=results-$DATE
+n=1
+while [[ -e $OUT_DIR/$NAME.md || -e $OUT_DIR/$NAME.json ]]; do
+    n=$((n + 1))
+    NAME=results-$DATE-$n
+done
+MD=$OUT_DIR/$NAME.md
+JSON=$OUT_DIR/$NAME.json
 # Rows in the order of PEERS.
 FILES=()
 for peer in "${LIST[@]}"; do [[ -f $RAW/$peer.json ]] && FILES+=("$RAW/$peer.json"); done
