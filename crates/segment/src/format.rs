@@ -247,6 +247,13 @@ pub const JOURNAL_FILE_BYTES_MIN: u64 = 256 * 1024;
 /// large groups are bound by bandwidth, which writing them twice would halve,
 /// small ones by the count of syncs, which the journal cuts.
 pub const JOURNAL_WRITE_BYTES_MAX: usize = 64 * 1024;
+/// Under `SyncPolicy::Always`, an append of more frame bytes than this starts
+/// its write-back at once (`FileHandle::start_write_back`), so that the
+/// device has its pages before the group's `fdatasync` asks for them.
+/// Smaller appends go through the journal, or are too small to pay for a
+/// device request each.
+pub const EARLY_WRITE_BACK_BYTES_MIN: usize = 64 * 1024;
+const _: () = assert!(EARLY_WRITE_BACK_BYTES_MIN >= JOURNAL_WRITE_BYTES_MAX);
 /// The longest segment path (relative to the data directory) an entry holds;
 /// logs with longer paths sync their own segments.
 pub const JOURNAL_PATH_BYTES_MAX: usize = 1024;

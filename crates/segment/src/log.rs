@@ -2260,12 +2260,26 @@ impl Log {
         let start = w.active.len;
         let appended = self.write_locked(&mut w, records, total)?;
         let mark = self.queue_in_journal(&w, start, total);
+        // A large append's group sync comes soon and will wait for these
+        // pages: starting their write-back now lets the device take them
+        // while the other appenders of the group still write, so the sync
+        // waits for less. Advice only: `fdatasync` still writes and waits
+        // for every dirty page and reports any write-back error. Smaller
+        // appends go through the journal or would each cost a device
+        // request. Outside the writer lock: submitting the pages takes a
+        // while, and other appenders of this log need the lock meanwhile.
+        let early = (total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always)
+            .then(|| w.active.file.clone());
         let ticket = self
             .inner
             .opts
             .sync_coordinator
             .as_ref()
             .map_or(0, |c| c.ticket());
+        drop(w);
+        if let Some(file) = early {
+            let _ = file.start_write_back(start, total as u64);
+        }
         Ok((appended, Pending { mark, ticket }))
     }
 

@@ -44,6 +44,24 @@ pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<Mmap> {
 /// pages already under writeback), and reports a writeback error of the
 /// file (errseq) as `fdatasync` would. No device cache flush and no
 /// metadata: see `FileHandle::write_back` for when that is enough.
+/// Starts write-back of `offset..offset + len` of `file` without waiting
+/// (`SYNC_FILE_RANGE_WRITE` alone): see `FileHandle::start_write_back`.
+pub(crate) fn start_write_back(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    let offset = libc::off64_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;
+    let len = libc::off64_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back length too large"))?;
+    // SAFETY: the call takes a descriptor and three integers and touches no
+    // memory of this process. The descriptor is borrowed from `file`, which
+    // is open for the whole call.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 pub(crate) fn write_back_from(file: &File, offset: u64) -> io::Result<()> {
     let offset = libc::off64_t::try_from(offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;
