@@ -127,9 +127,11 @@ pub trait FileHandle: Send + Sync + Debug {
     }
     /// Asks the kernel to start writing `offset..offset + len` back to the
     /// device now, without waiting (`sync_file_range(SYNC_FILE_RANGE_WRITE)`).
-    /// Advice only: it makes nothing durable (no metadata, no cache flush,
-    /// no wait) and a later `sync_data` still writes and waits for every
-    /// dirty page and reports any write-back error; the default ignores it.
+    /// It makes nothing durable (no metadata, no cache flush, no wait) and a
+    /// later `sync_data` still writes and waits for every dirty page and
+    /// reports a write-back error recorded on the file; the default ignores
+    /// it. An error it returns may mean pages were dropped unwritten (an
+    /// allocation failing in write-back), which no later sync would report.
     fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
         let _ = (offset, len);
         Ok(())

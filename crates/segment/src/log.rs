@@ -2269,7 +2269,7 @@ impl Log {
         // request. Outside the writer lock: submitting the pages takes a
         // while, and other appenders of this log need the lock meanwhile.
         let early = (total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always)
-            .then(|| w.active.file.clone());
+            .then(|| (w.active.file.clone(), w.active.path.clone()));
         let ticket = self
             .inner
             .opts
@@ -2277,8 +2277,24 @@ impl Log {
             .as_ref()
             .map_or(0, |c| c.ticket());
         drop(w);
-        if let Some(file) = early {
-            let _ = file.start_write_back(start, total as u64);
+        if let Some((file, path)) = early {
+            // Up to the last whole page: the next append writes into the
+            // partial one, and on a device that keeps pages stable while
+            // they are written it would wait for this write under the lock.
+            let end = (start + total as u64) / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
+            if let Err(e) = file.start_write_back(start, end.saturating_sub(start)) {
+                if write_back_lost_pages(&e) {
+                    // The kernel may have dropped pages it could not write
+                    // without recording an error for the next sync: this
+                    // append and every one not yet durable are lost.
+                    let err = self.poison(format!(
+                        "write-back of {} from byte {start} failed: {e}",
+                        path.display()
+                    ));
+                    self.discard_undurable();
+                    return Err(err);
+                }
+            }
         }
         Ok((appended, Pending { mark, ticket }))
     }
@@ -3880,6 +3896,17 @@ impl Drop for Log {
             let _ = self.sync();
         }
     }
+}
+
+/// Whether an error from [`FileHandle::start_write_back`] may mean pages
+/// were dropped unwritten (an I/O error, a failed allocation, anything not
+/// known to be harmless). The harmless ones only mean the advice was not
+/// taken: no memory for it, or a file system without the call.
+fn write_back_lost_pages(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        Some(libc::ENOMEM | libc::EAGAIN | libc::EINVAL | libc::ENOSYS | libc::EOPNOTSUPP | libc::ESPIPE)
+    )
 }
 
 #[cfg(test)]

@@ -36,17 +36,13 @@ pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<Mmap> {
     unsafe { MmapOptions::new().len(len).map(file) }
 }
 
-/// Writes the dirty pages of `file` from `offset` to its end to the device
-/// and waits until the device has them: `sync_file_range` with
-/// `WAIT_BEFORE | WRITE | WAIT_AFTER`, which waits for writeback already
-/// running, writes the rest and waits for it (since Linux 5.2 in the
-/// integrity mode `fdatasync` uses; before, `WAIT_BEFORE` still waited for
-/// pages already under writeback), and reports a writeback error of the
-/// file (errseq) as `fdatasync` would. No device cache flush and no
-/// metadata: see `FileHandle::write_back` for when that is enough.
 /// Starts write-back of `offset..offset + len` of `file` without waiting
 /// (`SYNC_FILE_RANGE_WRITE` alone): see `FileHandle::start_write_back`.
 pub(crate) fn start_write_back(file: &File, offset: u64, len: u64) -> io::Result<()> {
+    // Zero would mean "to the end of the file"; an empty range is nothing.
+    if len == 0 {
+        return Ok(());
+    }
     let offset = libc::off64_t::try_from(offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;
     let len = libc::off64_t::try_from(len)
@@ -62,6 +58,14 @@ pub(crate) fn start_write_back(file: &File, offset: u64, len: u64) -> io::Result
     }
 }
 
+/// Writes the dirty pages of `file` from `offset` to its end to the device
+/// and waits until the device has them: `sync_file_range` with
+/// `WAIT_BEFORE | WRITE | WAIT_AFTER`, which waits for writeback already
+/// running, writes the rest and waits for it (since Linux 5.2 in the
+/// integrity mode `fdatasync` uses; before, `WAIT_BEFORE` still waited for
+/// pages already under writeback), and reports a writeback error of the
+/// file (errseq) as `fdatasync` would. No device cache flush and no
+/// metadata: see `FileHandle::write_back` for when that is enough.
 pub(crate) fn write_back_from(file: &File, offset: u64) -> io::Result<()> {
     let offset = libc::off64_t::try_from(offset)
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;

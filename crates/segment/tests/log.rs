@@ -3016,3 +3016,40 @@ fn a_log_closed_after_a_failed_segment_sync_keeps_the_journal_from_writing_over_
         assert_eq!(r.2, payload(i as u64));
     }
 }
+
+/// A large append starts its write-back at once. If that fails, the kernel
+/// may have dropped its pages without an error for the next sync (an
+/// allocation failing in write-back): the append must be refused and the
+/// log poisoned, or a sync that then "succeeds" would acknowledge records
+/// that never reach the disk.
+#[test]
+fn a_large_append_whose_early_write_back_fails_is_refused_and_poisons_the_log() {
+    let fs = MemFs::new();
+    let opts = LogOptions {
+        segment_bytes_max: 4 << 20,
+        ..small_opts()
+    };
+    let log = open(&fs, opts.clone()).unwrap();
+    append_n(&log, 0, 5);
+    let data = vec![0x42u8; 1024];
+    let keys: Vec<String> = (0..100).map(|i| format!("big{i}")).collect();
+    let big: Vec<RecordIn<'_>> = keys.iter().map(|k| RecordIn::new(k, &data, 9_000)).collect();
+    // A large append whose early write-back works is acknowledged as ever.
+    log.append(&big).unwrap();
+    fs.fail_at(FsOp::StartWriteBack, ".seg", 1);
+    let err = log.append(&big).unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("write-back"), "{err}");
+    assert!(matches!(
+        log.append(&[RecordIn::new("k", b"after", 9_001)]),
+        Err(Error::Poisoned { .. })
+    ));
+    drop(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let log = open(&fs, opts).unwrap();
+    let rows = read_all(&log).unwrap();
+    assert_eq!(rows.len(), 5 + 100, "the acknowledged records, and only those");
+    assert!(rows[5..].iter().all(|r| r.2 == data));
+    // Writable again after the reopen.
+    log.append(&[RecordIn::new("k", b"reopened", 9_002)]).unwrap();
+}

@@ -67,6 +67,11 @@ pub enum FsOp {
     SyncFs,
     /// `write_back` (sync_file_range) of a file.
     WriteBack,
+    /// `start_write_back` (sync_file_range without waiting) of a file. A
+    /// failure drops the file's pending writes without an error for a
+    /// later sync, as Linux does with pages it could not allocate blocks for
+    /// in write-back: they stay readable but never become durable.
+    StartWriteBack,
 }
 
 /// A named failpoint: the next `times` operations of kind `op` on a path
@@ -918,6 +923,20 @@ impl FileHandle for MemFile {
             }
             file.pending = kept;
             if failed {
+                return Err(eio("write-back"));
+            }
+            Ok(())
+        })
+    }
+
+    fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _ = (offset, len);
+        self.with(|inner, ino| {
+            inner.consume_op()?;
+            if inner.failpoint(FsOp::StartWriteBack, &self.path).is_err() {
+                let made = inner.ops_made;
+                let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write-back"))?;
+                file.take_made_before(made);
                 return Err(eio("write-back"));
             }
             Ok(())
