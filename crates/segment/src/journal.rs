@@ -690,18 +690,34 @@ fn remove_files(fs: &dyn FileSystem, dir: &Path) -> Result<()> {
 /// Writes every entry of the journal in `dir` into its segment under `root`,
 /// older file first, and syncs the segments written.
 fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
+    // Mapped, not read: a heap copy of the two files (32 MiB by default)
+    // would stay in the process's memory after every start.
     let mut contents = Vec::new();
     for name in JOURNAL_FILE_NAMES {
         let path = dir.join(name);
         if fs.exists(&path) {
-            let bytes =
-                crate::fs::read_all(fs, &path).map_err(|e| Error::io("read journal file", &path, e))?;
-            contents.push(bytes);
+            let file = fs
+                .open_read(&path)
+                .map_err(|e| Error::io("open journal file", &path, e))?;
+            let len = file
+                .len()
+                .map_err(|e| Error::io("read the length of journal file", &path, e))?;
+            let len = usize::try_from(len).map_err(|_| {
+                Error::io(
+                    "map journal file",
+                    &path,
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "longer than memory"),
+                )
+            })?;
+            let map = file
+                .map(len)
+                .map_err(|e| Error::io("map journal file", &path, e))?;
+            contents.push(map);
         }
     }
     let mut files: Vec<Vec<Entry<'_>>> = contents
         .iter()
-        .map(|b| entries(b))
+        .map(|m| entries(m.as_slice()))
         .filter(|e| !e.is_empty())
         .collect();
     files.sort_by_key(|e| e[0].generation);

@@ -33,6 +33,10 @@ pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<Mmap> {
     // cache lock, a map of a segment retention already took off the list is
     // dropped before any byte of it is read, and a kept file is written again
     // only once every registered map of it is gone (log.rs, `Recyclable`).
+    // The journal's files are mapped only by the redo at open
+    // (journal.rs, `redo`), which runs before this process has a journal
+    // thread that could write them, and drops its maps before it removes
+    // the files.
     unsafe { MmapOptions::new().len(len).map(file) }
 }
 
