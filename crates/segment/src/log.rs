@@ -2278,11 +2278,14 @@ impl Log {
             .map_or(0, |c| c.ticket());
         drop(w);
         if let Some((file, path)) = early {
-            // Up to the last whole page: the next append writes into the
-            // partial one, and on a device that keeps pages stable while
-            // they are written it would wait for this write under the lock.
+            // Whole pages of this append only: the first partial page also
+            // holds the previous append's tail (perhaps acknowledged through
+            // the journal and not yet synced in the segment), and the next
+            // append writes into the last one (on a device that keeps pages
+            // stable while they are written it would wait for this write).
+            let first = start.div_ceil(CACHE_PAGE_BYTES) * CACHE_PAGE_BYTES;
             let end = (start + total as u64) / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
-            if let Err(e) = file.start_write_back(start, end.saturating_sub(start)) {
+            if let Err(e) = file.start_write_back(first, end.saturating_sub(first)) {
                 if write_back_lost_pages(&e) {
                     // The kernel may have dropped pages it could not write
                     // without recording an error for the next sync: this

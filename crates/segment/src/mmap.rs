@@ -34,9 +34,11 @@ pub(crate) fn map_read_only(file: &File, len: usize) -> io::Result<Mmap> {
     // dropped before any byte of it is read, and a kept file is written again
     // only once every registered map of it is gone (log.rs, `Recyclable`).
     // The journal's files are mapped only by the redo at open
-    // (journal.rs, `redo`), which runs before this process has a journal
-    // thread that could write them, and drops its maps before it removes
-    // the files.
+    // (journal.rs, `redo`): it runs before any log under its directory
+    // opens, when no journal of this process writes that directory (a
+    // root's journal is made after its redo; a scope redoes its own
+    // directory only when its root has no journal), and it drops its maps
+    // before it removes the files.
     unsafe { MmapOptions::new().len(len).map(file) }
 }
 
