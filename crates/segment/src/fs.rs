@@ -230,6 +230,15 @@ pub fn read_all(fs: &dyn FileSystem, path: &Path) -> io::Result<Vec<u8>> {
     Ok(buf)
 }
 
+/// Maps a whole file read-only. Nothing may truncate or write the file
+/// while the map lives (reads would see changed bytes or fault).
+pub fn map_all(fs: &dyn FileSystem, path: &Path) -> io::Result<Mapping> {
+    let file = fs.open_read(path)?;
+    let len = usize::try_from(file.len()?)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "file too large"))?;
+    file.map(len)
+}
+
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct StdFs;

@@ -696,22 +696,7 @@ fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
     for name in JOURNAL_FILE_NAMES {
         let path = dir.join(name);
         if fs.exists(&path) {
-            let file = fs
-                .open_read(&path)
-                .map_err(|e| Error::io("open journal file", &path, e))?;
-            let len = file
-                .len()
-                .map_err(|e| Error::io("read the length of journal file", &path, e))?;
-            let len = usize::try_from(len).map_err(|_| {
-                Error::io(
-                    "map journal file",
-                    &path,
-                    std::io::Error::new(std::io::ErrorKind::InvalidData, "longer than memory"),
-                )
-            })?;
-            let map = file
-                .map(len)
-                .map_err(|e| Error::io("map journal file", &path, e))?;
+            let map = crate::fs::map_all(fs, &path).map_err(|e| Error::io("map journal file", &path, e))?;
             contents.push(map);
         }
     }
@@ -721,52 +706,61 @@ fn redo(fs: &dyn FileSystem, root: &Path, dir: &Path) -> Result<RedoReport> {
         .filter(|e| !e.is_empty())
         .collect();
     files.sort_by_key(|e| e[0].generation);
-    let mut report = RedoReport::default();
-    // Each segment once: `None` when it is gone or another file now; with
-    // the byte ranges its entries cover.
-    let mut open: HashMap<(String, u64), Option<Arc<dyn FileHandle>>> = HashMap::new();
-    let mut ranges: HashMap<(String, u64), Vec<(u64, u64)>> = HashMap::new();
+    // Each segment once, with its entries in the journal's order.
+    let mut segments: HashMap<(&str, u64), RedoTarget<'_>> = HashMap::new();
     for e in files.iter().flatten() {
-        let key = (e.path.to_string(), e.file_id);
-        if !open.contains_key(&key) {
-            open.insert(key.clone(), open_segment(fs, root, e.path, e.file_id)?);
-        }
-        let end = e.offset.saturating_add(e.payload.len() as u64);
-        ranges.entry(key).or_default().push((e.offset, end));
+        let target = match segments.entry((e.path, e.file_id)) {
+            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => v.insert(RedoTarget {
+                file: open_segment(fs, root, e.path, e.file_id)?,
+                entries: Vec::new(),
+            }),
+        };
+        target.entries.push(e);
     }
     // After a reboot the segments' pages are not cached, and writing an
     // entry that starts or ends inside a page reads that page first: one
     // small read at a time, thousands of them after a busy journal (886 ms
-    // of a cold open of 100 shards). Asking for every span at once lets the
-    // kernel read them together. Advice only: a failed hint changes nothing
-    // that the writes below do not check themselves.
-    for (key, ranges) in &mut ranges {
-        if let Some(Some(file)) = open.get(key) {
-            for (start, end) in merge_close(ranges) {
+    // of a cold open of 100 shards). Asking for every span of every segment
+    // before any write lets the kernel read them together. Advice only: a
+    // failed hint changes nothing that the writes below do not check
+    // themselves.
+    for target in segments.values() {
+        if let Some(file) = &target.file {
+            let mut ranges: Vec<(u64, u64)> = target
+                .entries
+                .iter()
+                .map(|e| (e.offset, e.offset.saturating_add(e.payload.len() as u64)))
+                .collect();
+            for (start, end) in merge_close(&mut ranges) {
                 let _ = file.prefetch(start, end - start);
             }
         }
     }
-    for e in files.iter().flatten() {
-        let key = (e.path.to_string(), e.file_id);
-        match open.get(&key).and_then(|f| f.as_ref()) {
-            Some(file) => {
-                file.write_all_at(e.payload, e.offset)
-                    .map_err(|err| Error::io("redo journal entry into", root.join(e.path), err))?;
-                report.entries_applied += 1;
-                report.bytes_applied += e.payload.len() as u64;
-            }
-            None => report.entries_skipped += 1,
+    let mut report = RedoReport::default();
+    for ((path, _), target) in &segments {
+        let Some(file) = &target.file else {
+            report.entries_skipped += target.entries.len() as u64;
+            continue;
+        };
+        for e in &target.entries {
+            file.write_all_at(e.payload, e.offset)
+                .map_err(|err| Error::io("redo journal entry into", root.join(path), err))?;
+            report.entries_applied += 1;
+            report.bytes_applied += e.payload.len() as u64;
         }
-    }
-    for ((path, _), file) in &open {
-        if let Some(file) = file {
-            file.sync_data()
-                .map_err(|e| Error::io("fsync segment after the journal's redo", root.join(path), e))?;
-            report.files_synced += 1;
-        }
+        file.sync_data()
+            .map_err(|e| Error::io("fsync segment after the journal's redo", root.join(path), e))?;
+        report.files_synced += 1;
     }
     Ok(report)
+}
+
+/// A segment the redo writes into, with its entries in the journal's
+/// order; its file is `None` when it is gone or another file now.
+struct RedoTarget<'a> {
+    file: Option<Arc<dyn FileHandle>>,
+    entries: Vec<&'a Entry<'a>>,
 }
 
 /// Sorts `ranges` and merges those less than `REDO_PREFETCH_GAP_BYTES`

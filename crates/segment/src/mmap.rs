@@ -49,19 +49,7 @@ pub(crate) fn start_write_back(file: &File, offset: u64, len: u64) -> io::Result
     if len == 0 {
         return Ok(());
     }
-    let offset = libc::off64_t::try_from(offset)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;
-    let len = libc::off64_t::try_from(len)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back length too large"))?;
-    // SAFETY: the call takes a descriptor and three integers and touches no
-    // memory of this process. The descriptor is borrowed from `file`, which
-    // is open for the whole call.
-    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    sync_file_range(file, offset, len, libc::SYNC_FILE_RANGE_WRITE)
 }
 
 /// Writes the dirty pages of `file` from `offset` to its end to the device
@@ -73,15 +61,23 @@ pub(crate) fn start_write_back(file: &File, offset: u64, len: u64) -> io::Result
 /// file (errseq) as `fdatasync` would. No device cache flush and no
 /// metadata: see `FileHandle::write_back` for when that is enough.
 pub(crate) fn write_back_from(file: &File, offset: u64) -> io::Result<()> {
-    let offset = libc::off64_t::try_from(offset)
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;
+    // A length of zero means "to the end of the file".
     let flags =
         libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    sync_file_range(file, offset, 0, flags)
+}
+
+/// `sync_file_range(2)` on `offset..offset + len` of `file` (zero `len`:
+/// to the end of the file).
+fn sync_file_range(file: &File, offset: u64, len: u64, flags: libc::c_uint) -> io::Result<()> {
+    let offset = libc::off64_t::try_from(offset)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back offset too large"))?;
+    let len = libc::off64_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write-back length too large"))?;
     // SAFETY: the call takes a descriptor and three integers and touches no
     // memory of this process. The descriptor is borrowed from `file`, which
-    // is open for the whole call; a length of zero means "to the end of the
-    // file".
-    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, 0, flags) };
+    // is open for the whole call.
+    let rc = unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) };
     if rc == 0 {
         Ok(())
     } else {

@@ -1876,6 +1876,29 @@ fn a_byte_cap_keeps_as_many_records_with_recycling_as_without() {
 
 /// An engine on `/data` of `fs` whose small appends go through the journal
 /// (or not), with the smallest journal files so that checkpoints come often.
+/// Every record in `acked` (stream, shard, sequence number, data) is read
+/// back from the stream of that name in its engine.
+fn assert_acknowledged_found(streams: &[(&Engine, &str)], acked: &[(&str, String, String, Vec<u8>)]) {
+    let mut found = HashMap::new();
+    for &(engine, stream) in streams {
+        for shard in engine.list_shards(stream).unwrap() {
+            for r in read_all(engine, stream, &shard.shard_id) {
+                found.insert(
+                    (stream, shard.shard_id.clone(), r.sequence_number.clone()),
+                    r.data.to_vec(),
+                );
+            }
+        }
+    }
+    for (stream, shard, seq, data) in acked {
+        assert_eq!(
+            found.get(&(*stream, shard.clone(), seq.clone())),
+            Some(data),
+            "acknowledged {stream}/{shard}/{seq} lost"
+        );
+    }
+}
+
 fn journal_engine(fs: &MemFs, clock: &ManualClock, journal: bool) -> Engine {
     let mut o = small_opts();
     o.journal_small_appends = journal;
@@ -1950,24 +1973,7 @@ async fn journaled_puts_of_every_kind_survive_a_crash_and_are_redone_even_by_an_
     // The journal is redone at open even with the option off.
     let e = journal_engine(&fs, &clock, false);
     let other = e.for_scope("123456789012", "eu-west-1").unwrap();
-    let mut found = HashMap::new();
-    for (engine, stream) in [(&e, "s"), (&other, "o")] {
-        for shard in engine.list_shards(stream).unwrap() {
-            for r in read_all(engine, stream, &shard.shard_id) {
-                found.insert(
-                    (stream, shard.shard_id.clone(), r.sequence_number.clone()),
-                    r.data.to_vec(),
-                );
-            }
-        }
-    }
-    for (stream, shard, seq, data) in &acked {
-        assert_eq!(
-            found.get(&(*stream, shard.clone(), seq.clone())),
-            Some(data),
-            "acknowledged {stream}/{shard}/{seq} lost"
-        );
-    }
+    assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &acked);
     assert!(e.problems().is_empty(), "{:?}", e.problems());
     assert!(!e.journal_active());
     assert!(
@@ -2021,22 +2027,5 @@ fn an_engine_whose_journal_cannot_be_made_opens_without_it_and_keeps_every_put()
     assert!(e.journal_active());
     let other = e.for_scope("123456789012", "eu-west-1").unwrap();
     assert!(other.journal_active(), "a scope shares its root's journal");
-    let mut found = HashMap::new();
-    for (engine, stream) in [(&e, "s"), (&other, "o")] {
-        for shard in ["shardId-000000000000", "shardId-000000000001"] {
-            for r in read_all(engine, stream, shard) {
-                found.insert(
-                    (stream, shard.to_string(), r.sequence_number.clone()),
-                    r.data.to_vec(),
-                );
-            }
-        }
-    }
-    for (stream, shard, seq, data) in &acked {
-        assert_eq!(
-            found.get(&(*stream, shard.clone(), seq.clone())),
-            Some(data),
-            "{stream}/{shard}/{seq} lost"
-        );
-    }
+    assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &acked);
 }
