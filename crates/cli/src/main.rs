@@ -299,7 +299,9 @@ struct ServeArgs {
     /// with `--sync always` (the other policies sync no put before its
     /// answer). If it cannot be made (a full disk) the server runs without
     /// it (metric shardlog_journal_active). A journal left by an earlier
-    /// run is redone at start whatever this says [default: true].
+    /// run is redone at start whatever this says. Off by default: under
+    /// injected I/O failures and crashes the engine model still finds
+    /// defects with it (docs/DURABILITY.md) [default: false].
     #[arg(long, env = "SHARDLOG_JOURNAL")]
     journal: Option<bool>,
     /// How often retention runs, in milliseconds [default: 60000].
@@ -393,10 +395,10 @@ impl Default for Settings {
             page_cache_window_bytes: 0,
             recycle_segments_per_shard: 0,
             share_flushes: false,
-            // The server's writes are mostly small and concurrent: the
-            // journal makes them cheaper (docs/PERFORMANCE.md). The engine
-            // library keeps it off by default (`EngineOptions`).
-            journal: true,
+            // Off until an open defect is fixed: the engine model found, under
+            // injected I/O failures and crashes, acknowledged records lost
+            // and failed ones coming back with the journal (docs/DURABILITY.md).
+            journal: false,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -1386,10 +1388,10 @@ mod tests {
     }
 
     #[test]
-    fn the_server_journals_small_writes_unless_turned_off() {
+    fn the_journal_is_used_only_when_turned_on() {
         default_then_file_then_flag_wins(
             "journal",
-            true,
+            false,
             |v| ServeArgs {
                 journal: v,
                 ..Default::default()

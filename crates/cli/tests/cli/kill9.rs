@@ -149,18 +149,19 @@ pub(crate) async fn read_stream(
     out
 }
 
-/// The server as it starts by default, with the journal: each restart
-/// redoes the journal the killed server left into the segments before it
-/// serves (real files, the real binary).
+/// The server as it starts by default, without the journal: each small
+/// write syncs its own segment.
 #[test]
 fn every_acknowledged_record_survives_kill_9_of_the_server() {
-    kill_9_cycles(&[], true);
+    kill_9_cycles(&[], false);
 }
 
-/// The same without the journal: each small write syncs its own segment.
+/// The same with the journal: each restart redoes the journal the killed
+/// server left into the segments before it serves (real files, the real
+/// binary).
 #[test]
-fn every_acknowledged_record_survives_kill_9_of_a_server_without_the_journal() {
-    kill_9_cycles(&["--journal", "false"], false);
+fn every_acknowledged_record_survives_kill_9_of_a_server_with_the_journal() {
+    kill_9_cycles(&["--journal", "true"], true);
 }
 
 /// Puts from six writers, SIGKILL at a random moment, restart (with

@@ -570,8 +570,8 @@ fn a_server_with_a_page_cache_window_advises_pages_behind_it_out_and_serves_ever
 }
 
 #[test]
-fn a_server_journals_small_writes_by_default_and_not_when_told_not_to() {
-    for (args, journaled) in [(&[][..], true), (&["--journal", "false"][..], false)] {
+fn a_server_journals_small_writes_only_when_told_to() {
+    for (args, journaled) in [(&[][..], false), (&["--journal", "true"][..], true)] {
         let dir = tempfile::tempdir().unwrap();
         let server = start_with(dir.path(), args);
         assert_eq!(
