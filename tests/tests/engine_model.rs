@@ -105,7 +105,7 @@ fn opts(seed: u64) -> EngineOptions {
     // later crash, an acknowledged one lost after a failed syncfs): an open
     // defect of the journal, which is therefore off by default
     // (docs/DURABILITY.md, known limits).
-    if seed % 5 == 1 {
+    if seed % 5 == 1 || std::env::var_os("SHARDLOG_MODEL_JOURNAL_ALL").is_some() {
         o.journal_small_appends = true;
         o.journal_file_bytes = shardlog_segment::format::JOURNAL_FILE_BYTES_MIN;
     }
@@ -115,6 +115,9 @@ fn opts(seed: u64) -> EngineOptions {
 impl Sim {
     fn new(seed: u64) -> Sim {
         let fs = MemFs::new();
+        if let Some(us) = shardlog_testkit::env_u64("SHARDLOG_MODEL_JITTER_US") {
+            fs.set_jitter(Some(std::time::Duration::from_micros(us)));
+        }
         let clock = ManualClock::new(T0);
         let mut sim = Sim {
             seed,

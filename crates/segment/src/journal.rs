@@ -112,14 +112,14 @@ struct Position {
     buf: Vec<u8>,
 }
 
-/// Run by a checkpoint after the segments' syncs (see
-/// [`Journal::set_checkpoint_barrier`]).
-type Barrier = Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
+/// Run after every sync the journal counts on (see
+/// [`Journal::set_settle_check`]).
+type SettleCheck = Box<dyn Fn() -> std::result::Result<(), String> + Send + Sync>;
 
 struct Shared {
     queue: Mutex<Queue>,
     cv: Condvar,
-    barrier: Mutex<Option<Barrier>>,
+    settle: Mutex<Option<SettleCheck>>,
     position: Mutex<Position>,
     fs: Arc<dyn FileSystem>,
     root: PathBuf,
@@ -131,6 +131,15 @@ struct Shared {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs the settle check (see [`Journal::set_settle_check`]), then
+    /// fails if the journal was stopped meanwhile.
+    fn settled(&self) -> std::result::Result<(), String> {
+        if let Some(check) = &*self.settle.lock().unwrap_or_else(|p| p.into_inner()) {
+            check()?;
+        }
+        self.lock().dead.clone().map_or(Ok(()), Err)
     }
 }
 
@@ -318,7 +327,7 @@ impl Journal {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             cv: Condvar::new(),
-            barrier: Mutex::new(None),
+            settle: Mutex::new(None),
             position: Mutex::new(Position {
                 files,
                 file_bytes,
@@ -395,17 +404,19 @@ impl Journal {
         }
     }
 
-    /// Sets what a checkpoint runs after syncing the segments and before
-    /// the journal turns to the other file: the engine gives a wait for a
-    /// `syncfs` that begins after it (`SyncCoordinator`), so that a failing
-    /// `syncfs` still in flight, which may have dropped pages the segment
-    /// syncs took for written, is known (it stops the journal) before
-    /// anything is written over.
-    pub fn set_checkpoint_barrier(
+    /// Sets what the journal runs after each sync it counts on (of its own
+    /// file before completing a batch, of the segments before a checkpoint
+    /// turns to the other file): the engine gives
+    /// [`crate::SyncCoordinator::settled`], a wait for the `syncfs` calls in
+    /// flight. A `syncfs` that fails while such a sync runs may have dropped
+    /// pages the sync then takes for written (the error is reported to one
+    /// caller, not to every file's sync): the batch fails, or the checkpoint
+    /// does, before any append is acknowledged or any entry written over.
+    pub fn set_settle_check(
         &self,
-        barrier: impl Fn() -> std::result::Result<(), String> + Send + Sync + 'static,
+        check: impl Fn() -> std::result::Result<(), String> + Send + Sync + 'static,
     ) {
-        *self.shared.barrier.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(barrier));
+        *self.shared.settle.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(check));
     }
 
     /// Waits until every write queued so far is decided (made durable or
@@ -520,13 +531,7 @@ fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, de
     }
     let batch_bytes: u64 = batch.iter().map(|w| w.entry_bytes() as u64).sum();
     if pos.offset + batch_bytes > file_bytes {
-        let barrier = || match &*shared.barrier.lock().unwrap_or_else(|p| p.into_inner()) {
-            Some(b) => b(),
-            None => Ok(()),
-        };
-        let checked = checkpoint(fs, root, &pos.touched)
-            .and_then(|()| barrier())
-            .and_then(|()| shared.lock().dead.clone().map_or(Ok(()), Err));
+        let checked = checkpoint(fs, root, &pos.touched).and_then(|()| shared.settled());
         if let Err(cause) = checked {
             let cause = format!(
                     "journal checkpoint failed ({cause}); the journal is kept for the redo at the next open and takes no more writes"
@@ -566,14 +571,11 @@ fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, de
         .write_all_at(&pos.buf, pos.offset)
         .and_then(|()| file.sync_data());
     crate::stats::record_journal_sync(started.elapsed(), batch.len() as u64);
-    // A journal stopped while this sync ran (a failed syncfs, which may
-    // have dropped this file's pages before the sync could write them,
-    // and Linux reports that to one fsync only) proves nothing.
-    let stopped = shared.lock().dead.clone();
-    let result = match (result, stopped) {
-        (Ok(()), Some(cause)) => Err(std::io::Error::other(cause)),
-        (r, _) => r,
-    };
+    // A sync that overlapped a failing syncfs (which may have dropped this
+    // file's pages before the sync could write them, and is reported to
+    // one caller only) or ended in a stopped journal proves nothing. The
+    // syncfs may still be running: its failure is known only once it ends.
+    let result = result.and_then(|()| shared.settled().map_err(std::io::Error::other));
     match result {
         Ok(()) => {
             pos.offset += pos.buf.len() as u64;

@@ -163,6 +163,31 @@ impl SyncCoordinator {
         }
     }
 
+    /// Returns once no sync begun before this call is still running, failing
+    /// if any sync so far has failed. Runs no sync itself.
+    ///
+    /// For a caller that has just synced a file of its own (the journal):
+    /// a `syncfs` that failed while that sync ran may have dropped the
+    /// file's dirty pages before the sync could write them, and the sync
+    /// then succeeds with nothing written. Linux reports such a write-back
+    /// error once per open file and older kernels to one caller only, so the
+    /// file's own sync cannot be counted on to report it.
+    pub fn settled(&self) -> Result<(), String> {
+        let mut st = self.tickets.lock();
+        let begun = st.started;
+        loop {
+            // A failure is stored under the same lock that ends its sync's
+            // run, after the failure hook has run.
+            if let Some((_, e)) = &st.failed {
+                return Err(e.clone());
+            }
+            if !st.running || st.started != begun {
+                return Ok(());
+            }
+            st = self.tickets.wait(st);
+        }
+    }
+
     /// Syncs completed so far.
     pub fn sync_count(&self) -> u64 {
         self.tickets.lock().syncs

@@ -855,10 +855,24 @@ impl Engine {
     pub fn open_with(
         fs: Arc<dyn FileSystem>,
         dir: impl AsRef<Path>,
-        mut opts: EngineOptions,
+        opts: EngineOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Engine> {
-        let dir = dir.as_ref().to_path_buf();
+        Engine::open_in(fs, dir.as_ref().to_path_buf(), opts, clock, None)
+    }
+
+    /// Opens an engine; a scope gets its root's `syncfs` coordinator
+    /// (`shared_coordinator`), since one `syncfs` covers the whole file
+    /// system: the scopes' batches share it, and the root's journal, which
+    /// waits for the `syncfs` calls in flight after each of its syncs,
+    /// sees every one of them.
+    fn open_in(
+        fs: Arc<dyn FileSystem>,
+        dir: PathBuf,
+        mut opts: EngineOptions,
+        clock: Arc<dyn Clock>,
+        shared_coordinator: Option<Arc<shardlog_segment::SyncCoordinator>>,
+    ) -> Result<Engine> {
         let io = |op: &'static str, p: &Path, e| Error::Storage(shardlog_segment::Error::io(op, p, e));
         fs.create_dir_all(&meta::streams_dir(&dir))
             .map_err(|e| io("create directory", &dir, e))?;
@@ -908,7 +922,9 @@ impl Engine {
         };
         let managed_key = crypto::Key::new(crypto::MANAGED_KEY_ALIAS, managed);
         let iterator_key = unhex(&engine_meta.iterator_key);
-        let coordinator = if opts.share_syncs_across_shards {
+        let coordinator = if let Some(shared) = shared_coordinator {
+            Some(shared)
+        } else if opts.share_syncs_across_shards {
             Some(
                 shardlog_segment::SyncCoordinator::new(fs.clone(), dir.clone())
                     .map_err(|e| Error::Storage(shardlog_segment::Error::io("open for syncfs", &dir, e)))?,
@@ -971,10 +987,11 @@ impl Engine {
         // appends' among them: the journal must keep its files from then on.
         if let (Some(coord), Some(journal)) = (&coordinator, &opts.log.journal) {
             if opened_journal {
-                // A checkpoint waits for a syncfs that begins after its
-                // segment syncs: a failing one in flight is known first.
+                // Each journal sync, and a checkpoint's segment syncs, wait
+                // for the syncfs calls in flight: a failing one may have
+                // dropped the pages those syncs took for written.
                 let coord = coord.clone();
-                journal.set_checkpoint_barrier(move || coord.wait(coord.ticket()));
+                journal.set_settle_check(move || coord.settled());
             }
             let journal = Arc::downgrade(journal);
             coord.on_failure(move |cause| {
@@ -3529,7 +3546,13 @@ impl Engine {
             ..self.inner.opts.clone()
         };
         let dir = self.inner.dir.join(SCOPES_DIR).join(account_id).join(region);
-        let e = Engine::open_with(self.inner.fs.clone(), dir, opts, self.inner.clock.clone())?;
+        let e = Engine::open_in(
+            self.inner.fs.clone(),
+            dir,
+            opts,
+            self.inner.clock.clone(),
+            self.inner.coordinator.clone(),
+        )?;
         lock(&self.inner.scopes).insert(key, e.clone());
         Ok(e)
     }

@@ -2029,3 +2029,78 @@ fn an_engine_whose_journal_cannot_be_made_opens_without_it_and_keeps_every_put()
     assert!(other.journal_active(), "a scope shares its root's journal");
     assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &acked);
 }
+
+/// A `syncfs` that fails drops every file's dirty pages at once, the
+/// journal's among them, and Linux may tell only its own caller. A journal
+/// sync that runs meanwhile then succeeds with nothing written: the append
+/// it holds must be refused, not acknowledged, and what was acknowledged
+/// before must survive a crash. The failing `syncfs` comes from a batch of
+/// the root or of a scope (which shares the root's coordinator).
+#[test]
+fn a_journaled_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_puts_survive() {
+    for batch_in_scope in [false, true] {
+        let fs = MemFs::new();
+        let clock = ManualClock::new(T0);
+        let e = journal_engine(&fs, &clock, true);
+        let other = e.for_scope("123456789012", "eu-west-1").unwrap();
+        e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+        other
+            .create_stream("o", 2, CreateStreamOptions::default())
+            .unwrap();
+        let mut acked = Vec::new();
+        for i in 0..10u32 {
+            let data = format!("before-{i}");
+            let out = e
+                .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
+                .unwrap();
+            acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
+        }
+        // The journal's sync takes 100 ms; the batch's syncfs fails 30 ms
+        // into it, at once, and returns 300 ms later.
+        fs.set_sync_latency(Some(Duration::from_millis(100)));
+        fs.set_syncfs_latency(Some(Duration::from_millis(300)));
+        fs.fail_at(FsOp::SyncFs, "", 1);
+        let (batch_engine, batch_stream) = if batch_in_scope { (&other, "o") } else { (&e, "s") };
+        let put = std::thread::scope(|s| {
+            let single = s.spawn(|| e.put_record("s", PutRecordInput::new("k0", b"during the syncfs")));
+            std::thread::sleep(Duration::from_millis(30));
+            let keys: Vec<String> = (0..20).map(|i| format!("spread-{i}")).collect();
+            let batch: Vec<PutRecordInput<'_>> = keys
+                .iter()
+                .map(|k| PutRecordInput::new(k, k.as_bytes()))
+                .collect();
+            let results = batch_engine.put_records(batch_stream, &batch).unwrap();
+            let batch_acked: Vec<_> = results
+                .into_iter()
+                .zip(&keys)
+                .filter_map(|(r, k)| {
+                    r.ok()
+                        .map(|out| (out.shard_id, out.sequence_number, k.clone().into_bytes()))
+                })
+                .collect();
+            (single.join().unwrap(), batch_acked)
+        });
+        let (put, batch_acked) = put;
+        assert_eq!(fs.failpoint_hits(FsOp::SyncFs, ""), 1, "the batch ran its syncfs");
+        assert!(
+            put.is_err(),
+            "a put whose journal sync overlapped a failing syncfs was acknowledged: {put:?} (batch in a scope: {batch_in_scope})"
+        );
+        assert!(!e.journal_active(), "the failed syncfs stopped the journal");
+        fs.set_sync_latency(None);
+        fs.set_syncfs_latency(None);
+        std::mem::forget(other);
+        std::mem::forget(e);
+        fs.crash(CrashPlan::KeepUnsynced);
+        let e = journal_engine(&fs, &clock, true);
+        let other = e.for_scope("123456789012", "eu-west-1").unwrap();
+        // The batch's records may have been acknowledged by the journal,
+        // whose sync of them began after the syncfs had failed.
+        let batch_acked: Vec<_> = batch_acked
+            .into_iter()
+            .map(|(shard, seq, data)| (batch_stream, shard, seq, data))
+            .collect();
+        assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &acked);
+        assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &batch_acked);
+    }
+}

@@ -222,6 +222,9 @@ struct Faults {
     /// How long each `sync_data` takes (outside the file system's lock,
     /// so that other calls overlap it), as a device's flush does.
     sync_latency: Option<std::time::Duration>,
+    /// How long each `syncfs` takes to return after it has taken effect
+    /// (dropped the pages, when it fails), outside the lock.
+    syncfs_latency: Option<std::time::Duration>,
     /// Mutating operations allowed before every further one fails with EIO
     /// (the process "dies" at that point); `None` is unlimited.
     ops_budget: Option<u64>,
@@ -230,6 +233,11 @@ struct Faults {
     /// bugs that only checksums catch).
     misdirect: Option<i64>,
     failpoints: Vec<FailPoint>,
+    /// At most this long a pause after each operation, once it has taken
+    /// effect and before it returns (see [`MemFs::set_jitter`]).
+    jitter: Option<std::time::Duration>,
+    /// The generator of those pauses.
+    jitter_rng: u64,
 }
 
 #[derive(Debug, Default)]
@@ -436,6 +444,71 @@ impl MemFs {
     /// a device.
     pub fn set_sync_latency(&self, latency: Option<std::time::Duration>) {
         self.lock_inner().faults.sync_latency = latency;
+    }
+
+    /// `syncfs` under the file system's lock (see `sync_filesystem`).
+    fn sync_filesystem_locked(&self, inner: &mut Inner, path: &Path) -> io::Result<()> {
+        inner.consume_op()?;
+        if inner.faults.fail_syncs > 0 || inner.failpoint(FsOp::SyncFs, path).is_err() {
+            inner.faults.fail_syncs = inner.faults.fail_syncs.saturating_sub(1);
+            // As after a failed fsync, the dirty pages count as clean.
+            for file in inner.files.values_mut() {
+                file.pending.clear();
+            }
+            return Err(eio("syncfs"));
+        }
+        for file in inner.files.values_mut() {
+            let ops: Vec<Op> = std::mem::take(&mut file.pending)
+                .into_iter()
+                .map(|p| p.op)
+                .collect();
+            for op in &ops {
+                apply(&mut file.durable, op);
+            }
+            file.settle_ops(&ops);
+        }
+        for dir in inner.dirs.values_mut() {
+            dir.durable = dir.current.clone();
+        }
+        Ok(())
+    }
+
+    /// Makes every `syncfs` return `latency` after it has taken effect:
+    /// one that fails has dropped every file's dirty pages at once, and its
+    /// caller learns of it only later, as when the kernel drops a file's
+    /// pages early in a long `syncfs` and goes on writing others.
+    pub fn set_syncfs_latency(&self, latency: Option<std::time::Duration>) {
+        self.lock_inner().faults.syncfs_latency = latency;
+    }
+
+    /// Makes each operation pause for a random time of at most `max` (or
+    /// give up the processor, one time in four) after it has taken effect
+    /// and before it returns to its caller, outside the file system's lock.
+    /// A real system call's effect and its return are not one instant
+    /// either: another thread may run between them. The engine's threads
+    /// (the journal's, a `syncfs` leader, sync workers) then meet in orders
+    /// that an idle machine almost never shows, which a busy one does now
+    /// and then.
+    pub fn set_jitter(&self, max: Option<std::time::Duration>) {
+        let mut inner = self.lock_inner();
+        inner.faults.jitter = max;
+        inner.faults.jitter_rng = 0x9e37_79b9_7f4a_7c15;
+    }
+
+    /// The pause [`MemFs::set_jitter`] asks for after one operation.
+    fn next_jitter(inner: &mut Inner) -> Option<std::time::Duration> {
+        let max = inner.faults.jitter?;
+        // xorshift64: the pauses need not replay, only vary.
+        let mut x = inner.faults.jitter_rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        inner.faults.jitter_rng = x;
+        if x.is_multiple_of(4) {
+            return Some(std::time::Duration::ZERO);
+        }
+        let nanos = max.as_nanos().max(1) as u64;
+        Some(std::time::Duration::from_nanos((x >> 8) % nanos))
     }
 
     /// Fails the next `n` writes with EIO.
@@ -747,7 +820,20 @@ impl MemFile {
         if !inner.files.contains_key(&self.ino) {
             return Err(io::Error::new(io::ErrorKind::NotFound, "file vanished (crashed)"));
         }
-        f(&mut inner, self.ino)
+        let result = f(&mut inner, self.ino);
+        let pause = MemFs::next_jitter(&mut inner);
+        drop(inner);
+        pause_for(pause);
+        result
+    }
+}
+
+/// Sleeps for `pause`, or gives up the processor for a zero one.
+fn pause_for(pause: Option<std::time::Duration>) {
+    match pause {
+        None => {}
+        Some(d) if d.is_zero() => std::thread::yield_now(),
+        Some(d) => std::thread::sleep(d),
     }
 }
 
@@ -1026,29 +1112,15 @@ impl FileSystem for MemFs {
 
     fn sync_filesystem(&self, path: &Path) -> io::Result<()> {
         let mut inner = self.lock_inner();
-        inner.consume_op()?;
-        if inner.faults.fail_syncs > 0 || inner.failpoint(FsOp::SyncFs, path).is_err() {
-            inner.faults.fail_syncs = inner.faults.fail_syncs.saturating_sub(1);
-            // As after a failed fsync, the dirty pages count as clean.
-            for file in inner.files.values_mut() {
-                file.pending.clear();
-            }
-            return Err(eio("syncfs"));
+        let result = self.sync_filesystem_locked(&mut inner, path);
+        let pause = MemFs::next_jitter(&mut inner);
+        let latency = inner.faults.syncfs_latency;
+        drop(inner);
+        pause_for(pause);
+        if let Some(d) = latency {
+            std::thread::sleep(d);
         }
-        for file in inner.files.values_mut() {
-            let ops: Vec<Op> = std::mem::take(&mut file.pending)
-                .into_iter()
-                .map(|p| p.op)
-                .collect();
-            for op in &ops {
-                apply(&mut file.durable, op);
-            }
-            file.settle_ops(&ops);
-        }
-        for dir in inner.dirs.values_mut() {
-            dir.durable = dir.current.clone();
-        }
-        Ok(())
+        result
     }
 
     fn filesystem_syncer(&self, path: &Path) -> io::Result<Box<dyn FsSyncer>> {
