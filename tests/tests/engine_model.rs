@@ -92,6 +92,13 @@ struct Sim {
     log: Vec<String>,
 }
 
+/// The start of a record's data (its name), for failure messages.
+fn short(data: &[u8]) -> String {
+    String::from_utf8_lossy(&data[..data.len().min(24)])
+        .trim_end_matches('x')
+        .to_string()
+}
+
 fn opts(seed: u64) -> EngineOptions {
     let mut o = shardlog_tests::small_engine_options();
     if seed % 2 == 1 {
@@ -220,7 +227,8 @@ impl Sim {
         let shard = self.route(stream, &pk);
         let r = self.e().put_record(stream, PutRecordInput::new(&pk, &data));
         self.log.push(format!(
-            "put {stream} {shard} -> {:?}",
+            "put {stream} {shard} {} -> {:?}",
+            short(&data),
             r.as_ref().map(|o| o.shard_id.clone())
         ));
         let acked = match r {
@@ -248,8 +256,20 @@ impl Sim {
         let shards: Vec<String> = recs.iter().map(|(pk, _)| self.route(stream, pk)).collect();
         let inputs: Vec<PutRecordInput<'_>> = recs.iter().map(|(pk, d)| PutRecordInput::new(pk, d)).collect();
         let r = self.e().put_records(stream, &inputs);
+        let outcomes: Vec<String> = match &r {
+            Ok(results) => results
+                .iter()
+                .zip(&recs)
+                .zip(&shards)
+                .map(|((o, (_, d)), sh)| {
+                    let sh = sh.trim_start_matches("shardId-").trim_start_matches('0');
+                    format!("{} s{sh}:{}", short(d), if o.is_ok() { "ok" } else { "err" })
+                })
+                .collect(),
+            Err(e) => vec![e.to_string()],
+        };
         self.log
-            .push(format!("put_records {stream} x{n} -> ok={}", r.is_ok()));
+            .push(format!("put_records {stream} x{n} -> {outcomes:?}"));
         for (i, (pk, data)) in recs.into_iter().enumerate() {
             let acked = match &r {
                 Ok(results) => match &results[i] {
@@ -461,7 +481,7 @@ impl Sim {
     fn check_everything(&mut self, after_crash: bool) {
         self.refresh_shards();
         let seed = self.seed;
-        let mut resolved: Vec<(String, String, usize, usize)> = Vec::new();
+        let mut resolved: Vec<(String, String, usize, usize, Vec<usize>)> = Vec::new();
         for (stream, shards) in &self.model {
             for (shard, m) in shards {
                 let got = self.read_shard(stream, shard);
@@ -493,28 +513,43 @@ impl Sim {
                     "seed {seed}: {stream}/{shard} records before the trim horizon came back without a crash\n{:#?}",
                     self.log
                 );
-                for (i, r) in got.iter().enumerate() {
-                    let want = m.recs.get(k + i).unwrap_or_else(|| {
-                        panic!(
-                            "seed {seed}: {stream}/{shard} has more records than written: {:?} at {}\n{:#?}",
-                            String::from_utf8_lossy(&r.data[..r.data.len().min(40)]),
-                            k + i,
+                // `j` walks the model along what was read. A put that failed
+                // may be missing while later ones are there: one that failed
+                // before writing anything leaves the log writable (a failed
+                // zero-fill ahead of its frames, say), and its sequence
+                // number goes to the next put. Only records never
+                // acknowledged nor seen may be missing; they are resolved
+                // as never written.
+                let mut j = k;
+                let mut missing = Vec::new();
+                for r in &got {
+                    loop {
+                        let want = m.recs.get(j).unwrap_or_else(|| {
+                            panic!(
+                                "seed {seed}: {stream}/{shard} has more records than written: {:?} at {j}\n{:#?}",
+                                String::from_utf8_lossy(&r.data[..r.data.len().min(40)]),
+                                self.log
+                            )
+                        });
+                        if want.data == r.data && want.pk == r.partition_key {
+                            break;
+                        }
+                        assert!(
+                            !want.acked,
+                            "seed {seed}: {stream}/{shard} record {j} is not what was written there (a gap or a reordering)\nread: {:?}\nmodel from {k}: {:?}\n{:#?}",
+                            got.iter().map(|r| short(&r.data)).collect::<Vec<_>>(),
+                            m.recs[k..].iter().map(|r| (short(&r.data), r.acked)).collect::<Vec<_>>(),
                             self.log
-                        )
-                    });
-                    assert!(
-                        want.data == r.data && want.pk == r.partition_key,
-                        "seed {seed}: {stream}/{shard} record {} is not what was written there (a gap or a reordering)\n{:#?}",
-                        k + i,
-                        self.log
-                    );
+                        );
+                        missing.push(j);
+                        j += 1;
+                    }
+                    j += 1;
                 }
                 if let Some(last_acked) = m.recs.iter().rposition(|r| r.acked) {
                     assert!(
-                        last_acked < k + got.len() || (self.retention_ran && k > last_acked),
-                        "seed {seed}: {stream}/{shard} lost acknowledged record {last_acked} (has {}..{})\n{:#?}",
-                        k,
-                        k + got.len(),
+                        last_acked < j || (self.retention_ran && k > last_acked),
+                        "seed {seed}: {stream}/{shard} lost acknowledged record {last_acked} (has {k}..{j})\n{:#?}",
                         self.log
                     );
                 }
@@ -536,14 +571,18 @@ impl Sim {
                         "seed {seed}: index disagrees with log"
                     );
                 }
-                resolved.push((stream.clone(), shard.clone(), k, got.len()));
+                resolved.push((stream.clone(), shard.clone(), k, j, missing));
             }
         }
-        for (stream, shard, k, n) in resolved {
+        for (stream, shard, k, end, missing) in resolved {
             let m = self.model.get_mut(&stream).unwrap().get_mut(&shard).unwrap();
             // What a reader saw is durable; records in doubt past it were
-            // never written (or were cut back) and cannot appear later.
-            m.recs.truncate(k + n);
+            // never written (or were cut back) and cannot appear later, nor
+            // can the ones missing between the records read.
+            m.recs.truncate(end);
+            for i in missing.into_iter().rev() {
+                m.recs.remove(i);
+            }
             m.recs[k..].iter_mut().for_each(|r| r.acked = true);
             m.start = k;
         }

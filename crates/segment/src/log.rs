@@ -91,6 +91,14 @@ pub struct LogOptions {
     /// Under `Always`, share syncs with other logs on the same file system
     /// through one `syncfs` per group instead of this log's own `fdatasync`.
     pub sync_coordinator: Option<Arc<crate::sync::SyncCoordinator>>,
+    /// The coordinator of every `syncfs` run on this log's file system by
+    /// its owner (the engine): after each `fdatasync` of a segment that
+    /// makes appends durable, the log waits for the `syncfs` calls in flight
+    /// ([`crate::SyncCoordinator::settled`]) and counts the sync as failed
+    /// if one failed. A failing `syncfs` drops the dirty pages of every
+    /// file and may report it to its own caller only: a segment sync that
+    /// ran meanwhile may have written nothing.
+    pub syncfs_watch: Option<Arc<crate::sync::SyncCoordinator>>,
     /// Threads that run group syncs for [`Log::durable`] waiters, so that
     /// async appenders block no thread on `fdatasync`.
     pub sync_pool: Option<Arc<crate::sync::SyncPool>>,
@@ -156,6 +164,7 @@ impl Default for LogOptions {
             first_seq: 0,
             sync_on_open: true,
             sync_coordinator: None,
+            syncfs_watch: None,
             sync_pool: None,
             flush_coordinator: None,
             journal: None,
@@ -2427,6 +2436,17 @@ impl Log {
         }
     }
 
+    /// After a segment sync: waits for the `syncfs` calls in flight and
+    /// fails if one failed (see [`LogOptions::syncfs_watch`]).
+    fn syncfs_settled(&self) -> std::result::Result<(), String> {
+        match &self.inner.opts.syncfs_watch {
+            Some(c) => c
+                .settled()
+                .map_err(|e| format!("a sync overlapped a failed syncfs ({e})")),
+            None => Ok(()),
+        }
+    }
+
     /// Waits until a deferred append is durable (a no-op unless `Always`).
     pub fn complete(&self, pending: Pending) -> Result<()> {
         if self.inner.opts.sync != SyncPolicy::Always {
@@ -2743,8 +2763,9 @@ impl Log {
         }
         let failed = cut
             .and_then(|()| w.active.file.sync_data())
-            .err()
-            .map(|e| format!("fsync of {} failed: {e}", old_path.display()));
+            .map_err(|e| format!("fsync of {} failed: {e}", old_path.display()))
+            .and_then(|()| self.syncfs_settled())
+            .err();
         if let Some(err) = self.end_sole_sync(failed) {
             self.discard_undurable_locked(w);
             return Err(err);
@@ -2909,7 +2930,8 @@ impl Log {
                 crate::stats::record_fsync(started.elapsed());
                 r.map(|()| false)
             }
-        };
+        }
+        .and_then(|shared| self.syncfs_settled().map(|()| shared));
         st = lock(&self.inner.sync);
         st.syncing = false;
         let mut advanced = None;

@@ -150,14 +150,23 @@ impl SyncCoordinator {
             }
             st = self.tickets.lead(
                 st,
-                || self.syncer.sync(),
+                || {
+                    let result = self.syncer.sync();
+                    // The hook runs while this sync still counts as running
+                    // (waiters and `settled` wait on), and outside the
+                    // tickets' lock: it may take other locks, and its
+                    // upgraded reference may be the last one.
+                    if let Err(e) = &result {
+                        let cause = format!("syncfs of {} failed: {e}", self.dir.display());
+                        if let Some(hook) = &*self.on_failure.lock().unwrap_or_else(|p| p.into_inner()) {
+                            hook(&cause);
+                        }
+                    }
+                    result
+                },
                 crate::stats::record_fsync,
                 |st, _, e| {
-                    let cause = format!("syncfs of {} failed: {e}", self.dir.display());
-                    if let Some(hook) = &*self.on_failure.lock().unwrap_or_else(|p| p.into_inner()) {
-                        hook(&cause);
-                    }
-                    st.failed = Some((u64::MAX, cause))
+                    st.failed = Some((u64::MAX, format!("syncfs of {} failed: {e}", self.dir.display())))
                 },
             );
         }

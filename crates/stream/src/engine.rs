@@ -763,8 +763,13 @@ struct Inner {
     /// stream's lock, so a reshard holding one stream's write lock never
     /// waits for another stream's lock.
     shard_total: std::sync::atomic::AtomicU64,
-    /// Shares syncs among all shard logs (when enabled).
-    coordinator: Option<Arc<shardlog_segment::SyncCoordinator>>,
+    /// Every `syncfs` of the engine goes through this coordinator: batches
+    /// over several shards share one (with `share_syncs_across_shards`),
+    /// and so do the open's and the clean stop's. A failed one may have
+    /// dropped any file's dirty pages, the journal's among them: the
+    /// coordinator stops the journal and fails every later wait, and the
+    /// journal, after each of its syncs, waits for the ones in flight.
+    coordinator: Arc<shardlog_segment::SyncCoordinator>,
     _lock: Box<dyn LockGuard>,
 }
 
@@ -781,7 +786,10 @@ impl Drop for Inner {
             journal.drain();
         }
         let streams = self.streams.get_mut().unwrap_or_else(|p| p.into_inner());
-        if streams.is_empty() || self.fs.sync_filesystem(&self.dir).is_err() {
+        // Through the coordinator, as every syncfs: a failure must stop the
+        // journal (whose thread may still checkpoint for a scope's clone).
+        let syncfs = || self.coordinator.wait(self.coordinator.ticket());
+        if streams.is_empty() || syncfs().is_err() {
             return;
         }
         for stream in streams.values() {
@@ -790,7 +798,7 @@ impl Drop for Inner {
                 let _ = rt.log.log().mark_clean(false);
             }
         }
-        let _ = self.fs.sync_filesystem(&self.dir);
+        let _ = syncfs();
     }
 }
 
@@ -922,16 +930,14 @@ impl Engine {
         };
         let managed_key = crypto::Key::new(crypto::MANAGED_KEY_ALIAS, managed);
         let iterator_key = unhex(&engine_meta.iterator_key);
-        let coordinator = if let Some(shared) = shared_coordinator {
-            Some(shared)
-        } else if opts.share_syncs_across_shards {
-            Some(
-                shardlog_segment::SyncCoordinator::new(fs.clone(), dir.clone())
-                    .map_err(|e| Error::Storage(shardlog_segment::Error::io("open for syncfs", &dir, e)))?,
-            )
-        } else {
-            None
+        let coordinator = match shared_coordinator {
+            Some(shared) => shared,
+            None => shardlog_segment::SyncCoordinator::new(fs.clone(), dir.clone())
+                .map_err(|e| Error::Storage(shardlog_segment::Error::io("open for syncfs", &dir, e)))?,
         };
+        // Every segment sync that makes appends durable waits for the
+        // syncfs calls in flight: a failing one may have dropped its pages.
+        opts.log.syncfs_watch = Some(coordinator.clone());
         // Async appenders (the server's PutRecord) await durability from
         // these threads. Scopes opened later inherit the same pool through
         // the options.
@@ -985,7 +991,8 @@ impl Engine {
         }
         // A failed syncfs may have dropped any file's dirty pages, journaled
         // appends' among them: the journal must keep its files from then on.
-        if let (Some(coord), Some(journal)) = (&coordinator, &opts.log.journal) {
+        if let Some(journal) = &opts.log.journal {
+            let coord = &coordinator;
             if opened_journal {
                 // Each journal sync, and a checkpoint's segment syncs, wait
                 // for the syncfs calls in flight: a failing one may have
@@ -1296,10 +1303,17 @@ impl Engine {
         }
         // Recovered data may sit only in the page cache after a process crash:
         // make all of it durable, with one call, before anything is served.
-        self.inner
-            .fs
-            .sync_filesystem(&self.inner.dir)
-            .map_err(|e| Error::Storage(shardlog_segment::Error::io("syncfs", &self.inner.dir, e)))?;
+        // Through the coordinator: a scope opens while the root's journal
+        // runs, and a failed syncfs must stop that journal (it may have
+        // dropped pages the journal's next checkpoint would take for synced).
+        let coord = &self.inner.coordinator;
+        coord.wait(coord.ticket()).map_err(|cause| {
+            Error::Storage(shardlog_segment::Error::io(
+                "syncfs",
+                &self.inner.dir,
+                std::io::Error::other(cause),
+            ))
+        })?;
         let total: u64 = streams
             .values()
             .map(|s| read(&s.state).meta.shards.len() as u64)
@@ -1880,10 +1894,8 @@ impl Engine {
         // per shard from the pool cost twice the server CPU per record and
         // ~14% of the rate). That wait blocks, so it runs on tokio's
         // blocking pool: one hand-off per batch, not per record.
-        let shared = match &self.inner.coordinator {
-            Some(c) if put.written.len() > 1 => Some((c.clone(), c.ticket())),
-            _ => None,
-        };
+        let shared = (self.inner.opts.share_syncs_across_shards && put.written.len() > 1)
+            .then(|| (self.inner.coordinator.clone(), self.inner.coordinator.ticket()));
         let groups: Vec<_> = put.written.iter().map(|g| (g.log.clone(), g.pending)).collect();
         let engine = self.clone();
         Ok(async move {
@@ -1930,10 +1942,8 @@ impl Engine {
         // coordinator; a single shard's group is cheaper with that log's own
         // group-committed fdatasync (measured: syncfs costs ~1.6x an
         // fdatasync here).
-        let shared = match &self.inner.coordinator {
-            Some(c) if put.written.len() > 1 => Some((c.clone(), c.ticket())),
-            _ => None,
-        };
+        let shared = (self.inner.opts.share_syncs_across_shards && put.written.len() > 1)
+            .then(|| (self.inner.coordinator.clone(), self.inner.coordinator.ticket()));
         let mut outcomes = Vec::with_capacity(put.written.len());
         for group in &put.written {
             let pending = group.pending;
@@ -3551,7 +3561,7 @@ impl Engine {
             dir,
             opts,
             self.inner.clock.clone(),
-            self.inner.coordinator.clone(),
+            Some(self.inner.coordinator.clone()),
         )?;
         lock(&self.inner.scopes).insert(key, e.clone());
         Ok(e)

@@ -2031,17 +2031,18 @@ fn an_engine_whose_journal_cannot_be_made_opens_without_it_and_keeps_every_put()
 }
 
 /// A `syncfs` that fails drops every file's dirty pages at once, the
-/// journal's among them, and Linux may tell only its own caller. A journal
-/// sync that runs meanwhile then succeeds with nothing written: the append
-/// it holds must be refused, not acknowledged, and what was acknowledged
-/// before must survive a crash. The failing `syncfs` comes from a batch of
-/// the root or of a scope (which shares the root's coordinator).
+/// journal's and the segments' among them, and Linux may tell only its own
+/// caller. A journal sync, or a shard's own `fdatasync`, that runs meanwhile
+/// then succeeds with nothing written: the append it holds must be refused,
+/// not acknowledged, and what was acknowledged before must survive a crash.
+/// The failing `syncfs` comes from a batch of the root or of a scope (which
+/// shares the root's coordinator).
 #[test]
-fn a_journaled_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_puts_survive() {
-    for batch_in_scope in [false, true] {
+fn a_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_puts_survive() {
+    for (journal, batch_in_scope) in [(true, false), (true, true), (false, false)] {
         let fs = MemFs::new();
         let clock = ManualClock::new(T0);
-        let e = journal_engine(&fs, &clock, true);
+        let e = journal_engine(&fs, &clock, journal);
         let other = e.for_scope("123456789012", "eu-west-1").unwrap();
         e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
         other
@@ -2055,7 +2056,7 @@ fn a_journaled_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_p
                 .unwrap();
             acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
         }
-        // The journal's sync takes 100 ms; the batch's syncfs fails 30 ms
+        // The put's sync takes 100 ms; the batch's syncfs fails 30 ms
         // into it, at once, and returns 300 ms later.
         fs.set_sync_latency(Some(Duration::from_millis(100)));
         fs.set_syncfs_latency(Some(Duration::from_millis(300)));
@@ -2084,7 +2085,7 @@ fn a_journaled_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_p
         assert_eq!(fs.failpoint_hits(FsOp::SyncFs, ""), 1, "the batch ran its syncfs");
         assert!(
             put.is_err(),
-            "a put whose journal sync overlapped a failing syncfs was acknowledged: {put:?} (batch in a scope: {batch_in_scope})"
+            "a put whose sync overlapped a failing syncfs was acknowledged: {put:?} (journal: {journal}, batch in a scope: {batch_in_scope})"
         );
         assert!(!e.journal_active(), "the failed syncfs stopped the journal");
         fs.set_sync_latency(None);
@@ -2092,7 +2093,7 @@ fn a_journaled_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_p
         std::mem::forget(other);
         std::mem::forget(e);
         fs.crash(CrashPlan::KeepUnsynced);
-        let e = journal_engine(&fs, &clock, true);
+        let e = journal_engine(&fs, &clock, journal);
         let other = e.for_scope("123456789012", "eu-west-1").unwrap();
         // The batch's records may have been acknowledged by the journal,
         // whose sync of them began after the syncfs had failed.
@@ -2103,4 +2104,52 @@ fn a_journaled_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_p
         assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &acked);
         assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &batch_acked);
     }
+}
+
+/// Every `syncfs` of the engine goes through its coordinator, the one a
+/// scope's open runs at run time included: when it fails, it may have
+/// dropped every file's dirty pages, so the journal stops (keeping its
+/// files for the redo) and no segment sync is trusted again until a reopen.
+/// Before, a scope's failed open left the journal running, and its next
+/// checkpoint wrote over entries whose segment pages were gone.
+#[test]
+fn a_scope_whose_open_syncfs_fails_stops_the_journal_and_loses_nothing_acknowledged() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = journal_engine(&fs, &clock, true);
+    e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+    let mut acked = Vec::new();
+    for i in 0..10u32 {
+        let data = format!("before-{i}");
+        let out = e
+            .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
+            .unwrap();
+        acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
+    }
+    fs.fail_at(FsOp::SyncFs, "", 1);
+    assert!(e.for_scope("123456789012", "eu-west-1").is_err());
+    assert_eq!(fs.failpoint_hits(FsOp::SyncFs, ""), 1);
+    assert!(!e.journal_active(), "the failed syncfs stopped the journal");
+    // Enough for several journal files: none may be written over, and no
+    // segment sync may acknowledge pages the syncfs dropped.
+    let big = "x".repeat(4000);
+    for i in 0..400u32 {
+        let data = format!("after-{i}-{big}");
+        if let Ok(out) = e.put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes())) {
+            acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
+        }
+    }
+    assert_eq!(
+        acked.len(),
+        10,
+        "no put is acknowledged after a failed syncfs until a reopen"
+    );
+    std::mem::forget(e);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let e = journal_engine(&fs, &clock, true);
+    assert_acknowledged_found(&[(&e, "s")], &acked);
+    assert!(e.journal_active());
+    // After the reopen, puts are acknowledged again.
+    e.put_record("s", PutRecordInput::new("k", b"after the reopen"))
+        .unwrap();
 }
