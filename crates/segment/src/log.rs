@@ -1657,32 +1657,35 @@ impl Log {
     /// Keeps the file of a segment retention just removed for reuse, if
     /// the pool has room and the file is most of a segment (files of
     /// segments rolled early by age are small and not worth it). Returns
-    /// whether it was kept (renamed to `<base:020>.free`; the caller syncs
-    /// the directory). `maps` are the maps made of it while it was listed.
-    fn keep_for_reuse(&self, base: u64, path: &Path, maps: &mut Vec<Weak<MappedSegment>>) -> bool {
+    /// the kept file, renamed to `<base:020>.free`, for the caller to put
+    /// in the pool once it has synced the directory: a roll rewrites a
+    /// pooled file's header, and should the rename not be durable, a crash
+    /// would bring the file back under its segment's name with another
+    /// segment's header. `maps` are the maps made of it while it was listed.
+    fn keep_for_reuse(
+        &self,
+        base: u64,
+        path: &Path,
+        maps: &mut Vec<Weak<MappedSegment>>,
+    ) -> Option<Recyclable> {
         let max = self.inner.opts.recycle_segments_max;
         // The pool's lock is not held across the file's I/O: a roll (under
         // the writer lock) takes from the pool. Retention runs one pass at a
         // time per log, so the room seen here is still there below (a
         // concurrent pass could overfill by one; the next open trims).
         if max == 0 || lock(&self.inner.pool).len() >= max {
-            return false;
+            return None;
         }
         let fs = &*self.inner.fs;
-        let Some(old_id) = older_frames_id(fs, path, self.inner.opts.segment_bytes_max / 2) else {
-            return false;
-        };
+        let old_id = older_frames_id(fs, path, self.inner.opts.segment_bytes_max / 2)?;
         let to = self.inner.dir.join(recycled_file_name(base));
-        if fs.rename(path, &to).is_err() {
-            return false;
-        }
+        fs.rename(path, &to).ok()?;
         lock(&self.inner.cache).sealed.retain(|c| c.base != base);
-        lock(&self.inner.pool).push_back(Recyclable {
+        Some(Recyclable {
             path: to,
             file_id: old_id,
             maps: std::mem::take(maps),
-        });
-        true
+        })
     }
 
     /// The files kept for reuse that an open finds: up to
@@ -3619,7 +3622,8 @@ impl Log {
                 cache.maps.remove(&base);
                 cache.live.remove(&base).unwrap_or_default()
             };
-            let unlinked = if self.keep_for_reuse(base, &path, &mut maps) {
+            let kept = self.keep_for_reuse(base, &path, &mut maps);
+            let unlinked = if kept.is_some() {
                 Ok(())
             } else {
                 match self.inner.fs.remove_file(&path) {
@@ -3649,10 +3653,16 @@ impl Log {
                 return Err(Error::io("remove segment", &path, e));
             }
             self.inner.observer.removed(base);
+            // A kept file whose rename is not durable stays out of the pool
+            // (the next open finds it under either name); see
+            // `keep_for_reuse`.
             self.inner
                 .fs
                 .sync_dir(&self.inner.dir)
                 .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+            if let Some(r) = kept {
+                lock(&self.inner.pool).push_back(r);
+            }
             removed += 1;
         }
         Ok(removed)

@@ -2025,6 +2025,42 @@ fn retention_keeps_segment_files_for_reuse_and_rolls_write_into_them() {
     assert_verifies(&log, "recycling log");
 }
 
+/// Retention renames a kept file to `.free` and syncs the directory, and
+/// only then may a roll rewrite the file's header. When that sync fails, a
+/// crash may bring the file back under its segment's name; had a roll
+/// rewritten its header meanwhile (and then failed to rename it into
+/// place), that segment would read as damaged: another segment's header
+/// under its name.
+#[test]
+fn a_kept_file_whose_rename_is_not_durable_is_never_rewritten() {
+    let fs = MemFs::new();
+    let log = open(&fs, recycling_opts()).unwrap();
+    append_n(&log, 0, 6000);
+    let segs = log.segments();
+    fs.fail_at(FsOp::SyncDir, "", 1);
+    assert!(log.remove_segments_before(segs[3].base_seq).is_err());
+    assert_eq!(
+        log.recyclable_files(),
+        0,
+        "a kept file whose rename may not be durable is not offered for reuse"
+    );
+    // A roll that took the file would rewrite its header, then fail to
+    // rename it, to drop it and to make a new file instead (nothing syncs
+    // the directory again before the crash).
+    fs.fail_at(FsOp::Rename, ".free", 1);
+    fs.fail_at(FsOp::Remove, ".free", 1);
+    fs.fail_at(FsOp::Create, ".seg", 1);
+    assert!(log.roll().is_err());
+    std::mem::forget(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let log = open(&fs, recycling_opts()).unwrap();
+    assert_verifies(&log, "after the crash");
+    assert_eq!(
+        assert_intact_from_first(&log, "after the crash") + log.first_seq(),
+        6000
+    );
+}
+
 #[test]
 fn a_recycled_segment_reopened_after_a_stop_cuts_the_older_frames_and_keeps_its_own() {
     for clean in [true, false] {
