@@ -554,8 +554,10 @@ impl Sim {
                     loop {
                         let want = m.recs.get(j).unwrap_or_else(|| {
                             panic!(
-                                "seed {seed}: {stream}/{shard} has more records than written: {:?} at {j}\n{:#?}",
+                                "seed {seed}: {stream}/{shard} has more records than written: {:?} at {j}\nread: {:?}\nmodel from {k}: {:?}\n{:#?}",
                                 String::from_utf8_lossy(&r.data[..r.data.len().min(40)]),
+                                got.iter().map(|r| (short(&r.data), r.sequence_number.clone())).collect::<Vec<_>>(),
+                                m.recs[k..].iter().map(|r| (short(&r.data), r.acked)).collect::<Vec<_>>(),
                                 self.log
                             )
                         });

@@ -2530,7 +2530,17 @@ impl Log {
         loop {
             let cause = st.poisoned.clone().unwrap_or_default();
             if !st.journal_pending(target) {
-                return st.poisoned_outcome(target, &cause);
+                let outcome = st.poisoned_outcome(target, &cause);
+                drop(st);
+                if outcome.is_err() {
+                    // This append failed: its bytes must not outlive the
+                    // answer (a reader that then finds it absent must never
+                    // see it come back after a crash). The poisoning cut
+                    // what was written before it; an append that wrote
+                    // after that cut, or was not journaled, is cut here.
+                    self.discard_undurable();
+                }
+                return outcome;
             }
             st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
         }
