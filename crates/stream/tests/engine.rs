@@ -2030,6 +2030,20 @@ fn an_engine_whose_journal_cannot_be_made_opens_without_it_and_keeps_every_put()
     assert_acknowledged_found(&[(&e, "s"), (&other, "o")], &acked);
 }
 
+/// Ten blocking puts to stream "s" of `e`, each acknowledged, as
+/// `assert_acknowledged_found` takes them.
+fn ten_acknowledged_puts(e: &Engine) -> Vec<(&'static str, String, String, Vec<u8>)> {
+    (0..10u32)
+        .map(|i| {
+            let data = format!("before-{i}");
+            let out = e
+                .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
+                .unwrap();
+            ("s", out.shard_id, out.sequence_number, data.into_bytes())
+        })
+        .collect()
+}
+
 /// A `syncfs` that fails drops every file's dirty pages at once, the
 /// journal's and the segments' among them, and Linux may tell only its own
 /// caller. A journal sync, or a shard's own `fdatasync`, that runs meanwhile
@@ -2048,14 +2062,7 @@ fn a_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_puts_surviv
         other
             .create_stream("o", 2, CreateStreamOptions::default())
             .unwrap();
-        let mut acked = Vec::new();
-        for i in 0..10u32 {
-            let data = format!("before-{i}");
-            let out = e
-                .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
-                .unwrap();
-            acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
-        }
+        let acked = ten_acknowledged_puts(&e);
         // The put's sync takes 100 ms; the batch's syncfs fails 30 ms
         // into it, at once, and returns 300 ms later.
         fs.set_sync_latency(Some(Duration::from_millis(100)));
@@ -2118,14 +2125,7 @@ fn a_scope_whose_open_syncfs_fails_stops_the_journal_and_loses_nothing_acknowled
     let clock = ManualClock::new(T0);
     let e = journal_engine(&fs, &clock, true);
     e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
-    let mut acked = Vec::new();
-    for i in 0..10u32 {
-        let data = format!("before-{i}");
-        let out = e
-            .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
-            .unwrap();
-        acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
-    }
+    let mut acked = ten_acknowledged_puts(&e);
     fs.fail_at(FsOp::SyncFs, "", 1);
     assert!(e.for_scope("123456789012", "eu-west-1").is_err());
     assert_eq!(fs.failpoint_hits(FsOp::SyncFs, ""), 1);
