@@ -586,7 +586,19 @@ impl Future for Durable {
             // A journaled append is decided by the journal, whose sync may
             // still make it durable; the decision wakes every waiter.
             if !st.journal_pending(this.target) {
-                return Poll::Ready(st.poisoned_outcome(this.target, cause));
+                let outcome = st.poisoned_outcome(this.target, cause);
+                drop(st);
+                if outcome.is_err() {
+                    // As in `Log::settle_poisoned`: a failed append's bytes
+                    // must not outlive the answer. This takes the writer
+                    // lock on the runtime's thread, on a failure path only.
+                    Log {
+                        inner: inner.clone(),
+                        flusher: None,
+                    }
+                    .discard_undurable();
+                }
+                return Poll::Ready(outcome);
             }
             st.add_waiter(this.target, cx.waker());
             return Poll::Pending;
