@@ -1,7 +1,8 @@
 //! Model-based simulation of the stream engine on the deterministic,
 //! fault-injecting storage simulator (`shardlog_testkit::MemFs`).
 //!
-//! Each seed runs a random sequence of puts, batch puts, reads, splits,
+//! Each seed runs a random sequence of puts (blocking, and several at once
+//! through the server's async path), batch puts, reads, splits,
 //! merges, retention, checkpoints, injected faults (EIO on write and fsync,
 //! ENOSPC, the process dying after N operations) and crashes with every
 //! crash plan, against a simple in-memory model. After every crash and
@@ -64,6 +65,11 @@ const STREAMS: [&str; 2] = ["alpha", "beta"];
 const KEYS: [&str; 6] = ["k0", "k1", "k2", "k3", "k4", "k5"];
 const STEPS_PER_SEED: usize = 60;
 const SEEDS_IN_CI: u64 = 3000;
+/// Puts in flight at once in an async step (the server's PutRecord path).
+const ASYNC_PUTS_MAX: u64 = 6;
+/// How long an async put may take to resolve before the model calls it a
+/// hang (a failed sync must wake its waiters too).
+const ASYNC_PUT_RESOLVE_SECS_MAX: u64 = 60;
 
 #[derive(Debug, Clone)]
 struct Rec {
@@ -275,6 +281,67 @@ impl Sim {
             .unwrap()
             .recs
             .push(Rec { pk, data, acked });
+    }
+
+    /// Several single-record puts in flight at once through
+    /// `Engine::put_record_durable`, the server's PutRecord path: each is
+    /// written on this thread in turn, and the engine's sync pool (or the
+    /// journal's thread) makes them durable and wakes their futures, which
+    /// this thread then awaits together. A failed sync must wake every
+    /// waiter; a future that never resolves is a defect.
+    fn put_async(&mut self) {
+        let stream = STREAMS[self.rng.below(2) as usize];
+        let n = 1 + self.rng.below(ASYNC_PUTS_MAX) as usize;
+        type PutFuture = std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = shardlog_stream::Result<shardlog_stream::PutRecordOutput>>
+                    + Send,
+            >,
+        >;
+        let mut puts: Vec<(String, String, Vec<u8>, Option<PutFuture>)> = Vec::new();
+        for _ in 0..n {
+            let (pk, data) = self.new_record();
+            let shard = self.route(stream, &pk);
+            match self
+                .e()
+                .put_record_durable(stream, PutRecordInput::new(&pk, &data))
+            {
+                Ok(f) => puts.push((shard, pk, data, Some(Box::pin(f)))),
+                // Disk full: nothing was written (a retriable error).
+                Err(e) if e.kinesis_name() == "ProvisionedThroughputExceededException" => {
+                    self.log
+                        .push(format!("put_async {stream} {shard} {} -> {e}", short(&data)));
+                }
+                Err(e) => {
+                    self.log
+                        .push(format!("put_async {stream} {shard} {} -> {e}", short(&data)));
+                    puts.push((shard, pk, data, None));
+                }
+            }
+        }
+        let mut futures: Vec<Option<PutFuture>> = puts.iter_mut().map(|p| p.3.take()).collect();
+        let outcomes = block_on_all(&mut futures, self.seed, &self.log);
+        for ((shard, pk, data, _), outcome) in puts.into_iter().zip(outcomes) {
+            self.log.push(format!(
+                "put_async {stream} {shard} {} -> {:?}",
+                short(&data),
+                outcome.as_ref().map(|r| r.as_ref().map(|o| o.shard_id.clone()))
+            ));
+            let acked = match outcome {
+                Some(Ok(out)) => {
+                    assert_eq!(out.shard_id, shard, "seed {}: routing", self.seed);
+                    true
+                }
+                _ => false,
+            };
+            self.model
+                .get_mut(stream)
+                .unwrap()
+                .get_mut(&shard)
+                .unwrap()
+                .recs
+                .push(Rec { pk, data, acked });
+        }
     }
 
     fn put_batch(&mut self) {
@@ -640,7 +707,8 @@ impl Sim {
 
     fn step(&mut self) {
         match self.rng.below(100) {
-            0..=34 => self.put(),
+            0..=24 => self.put(),
+            25..=34 => self.put_async(),
             35..=54 => self.put_batch(),
             55..=62 => self.reshard(),
             63..=65 => self.retention(),
@@ -656,6 +724,51 @@ impl Sim {
             }
         }
     }
+}
+
+/// Polls every future to completion on this thread (a waker that unparks
+/// it), `None` entries being done already. Panics, naming the seed, when
+/// one has not resolved after `ASYNC_PUT_RESOLVE_SECS_MAX`.
+fn block_on_all<T>(
+    futures: &mut [Option<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>>],
+    seed: u64,
+    log: &[String],
+) -> Vec<Option<T>> {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut out: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    let mut left: Vec<usize> = (0..futures.len()).filter(|i| futures[*i].is_some()).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(ASYNC_PUT_RESOLVE_SECS_MAX);
+    while !left.is_empty() {
+        left.retain(|&i| {
+            let f = futures[i].as_mut().expect("a future left to poll");
+            match f.as_mut().poll(&mut cx) {
+                std::task::Poll::Ready(v) => {
+                    out[i] = Some(v);
+                    futures[i] = None;
+                    false
+                }
+                std::task::Poll::Pending => true,
+            }
+        });
+        if left.is_empty() {
+            break;
+        }
+        let now = std::time::Instant::now();
+        assert!(
+            now < deadline,
+            "seed {seed}: {} async puts never resolved\n{log:#?}",
+            left.len()
+        );
+        std::thread::park_timeout(deadline - now);
+    }
+    out
 }
 
 #[test]
