@@ -292,12 +292,7 @@ impl Sim {
     fn put_async(&mut self) {
         let stream = STREAMS[self.rng.below(2) as usize];
         let n = 1 + self.rng.below(ASYNC_PUTS_MAX) as usize;
-        type PutFuture = std::pin::Pin<
-            Box<
-                dyn std::future::Future<Output = shardlog_stream::Result<shardlog_stream::PutRecordOutput>>
-                    + Send,
-            >,
-        >;
+        type PutFuture = BoxedFuture<shardlog_stream::Result<shardlog_stream::PutRecordOutput>>;
         let mut puts: Vec<(String, String, Vec<u8>, Option<PutFuture>)> = Vec::new();
         for _ in 0..n {
             let (pk, data) = self.new_record();
@@ -726,14 +721,12 @@ impl Sim {
     }
 }
 
+type BoxedFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
 /// Polls every future to completion on this thread (a waker that unparks
 /// it), `None` entries being done already. Panics, naming the seed, when
 /// one has not resolved after `ASYNC_PUT_RESOLVE_SECS_MAX`.
-fn block_on_all<T>(
-    futures: &mut [Option<std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>>],
-    seed: u64,
-    log: &[String],
-) -> Vec<Option<T>> {
+fn block_on_all<T>(futures: &mut [Option<BoxedFuture<T>>], seed: u64, log: &[String]) -> Vec<Option<T>> {
     struct Unpark(std::thread::Thread);
     impl std::task::Wake for Unpark {
         fn wake(self: Arc<Self>) {
