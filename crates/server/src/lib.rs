@@ -109,16 +109,38 @@ async fn health(axum::extract::State(state): axum::extract::State<Arc<AppState>>
     }
 }
 
+/// A request id in the UUID shape AWS uses (8-4-4-4-12 hex digits), unique
+/// within the process and unpredictable across processes. Ids need no
+/// secrecy, so one random seed per process and a counter replace a
+/// `getrandom` system call per request: the first half is a bijection of
+/// the counter (SplitMix64's finalizer), so no two requests of a process
+/// share it; the second half mixes it with a second seed.
 fn request_id() -> String {
-    let mut b = [0u8; 16];
-    if getrandom::fill(&mut b).is_err() {
-        b = shardlog_segment::now_ms()
-            .to_le_bytes()
-            .repeat(2)
-            .try_into()
-            .unwrap_or([0; 16]);
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEEDS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let (a, b) = *SEEDS.get_or_init(|| {
+        let mut s = [0u8; 16];
+        if getrandom::fill(&mut s).is_err() {
+            // No entropy source: the clock still keeps ids apart from the
+            // last run's in practice.
+            s[..8].copy_from_slice(&shardlog_segment::now_ms().to_le_bytes());
+        }
+        let (x, y) = s.split_at(8);
+        (
+            u64::from_le_bytes(x.try_into().unwrap_or_default()),
+            u64::from_le_bytes(y.try_into().unwrap_or_default()),
+        )
+    });
+    fn mix(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
     }
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let hi = mix(a.wrapping_add(n.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
+    let lo = mix(hi ^ b);
+    let h = format!("{hi:016x}{lo:016x}");
     format!(
         "{}-{}-{}-{}-{}",
         &h[0..8],
@@ -683,4 +705,20 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     let l = TcpListener::bind(addr).await?;
     let a = l.local_addr()?;
     Ok((l, a))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn request_ids_have_the_uuid_shape_and_never_repeat_within_a_process() {
+        let ids: std::collections::HashSet<String> = (0..100_000).map(|_| request_id()).collect();
+        assert_eq!(ids.len(), 100_000);
+        for id in ids.iter().take(100) {
+            let parts: Vec<usize> = id.split('-').map(str::len).collect();
+            assert_eq!(parts, [8, 4, 4, 4, 12], "{id}");
+            assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()), "{id}");
+        }
+    }
 }
