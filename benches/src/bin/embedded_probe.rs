@@ -15,7 +15,11 @@
 //! retention has removed a segment of every shard. `SHARDLOG_SHARE_FLUSHES=true`
 //! turns on `EngineOptions::share_flushes_across_shards` (off by default);
 //! `SHARDLOG_RECORDS_PER_PUT=N` puts N records per call instead of 100;
-//! `SHARDLOG_JOURNAL=true` turns on `EngineOptions::journal_small_appends`.
+//! `SHARDLOG_JOURNAL=true` turns on `EngineOptions::journal_small_appends`;
+//! `SHARDLOG_IN_FLIGHT=N` (N > 1) has each writer keep N puts in flight
+//! through `Engine::put_records_durable` (each written at once, awaited in
+//! order), as a producer that pipelines would, instead of one blocking
+//! `put_records` at a time.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -52,6 +56,11 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    let in_flight: usize = std::env::var("SHARDLOG_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let tmp = tempfile::tempdir_in(&base).expect("temporary directory");
     let engine = Engine::open(
         tmp.path(),
@@ -106,8 +115,27 @@ fn main() {
                 let key = format!("writer-{w}");
                 let batch: Vec<PutRecordInput<'_>> =
                     (0..per_put).map(|_| PutRecordInput::new(&key, data)).collect();
-                while !stop.load(Ordering::Relaxed) {
-                    let out = engine.put_records("bw", &batch).expect("put");
+                if in_flight == 1 {
+                    while !stop.load(Ordering::Relaxed) {
+                        let out = engine.put_records("bw", &batch).expect("put");
+                        assert!(out.iter().all(|r| r.is_ok()), "a record failed");
+                        records.fetch_add(per_put as u64, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                // Pipelined: the oldest put is awaited once `in_flight` are
+                // written. One partition key, so each batch is one shard's
+                // group and its future needs no runtime (the sync pool
+                // wakes this thread).
+                let mut queue = std::collections::VecDeque::new();
+                loop {
+                    let stopping = stop.load(Ordering::Relaxed);
+                    if !stopping && queue.len() < in_flight {
+                        queue.push_back(Box::pin(engine.put_records_durable("bw", &batch).expect("put")));
+                        continue;
+                    }
+                    let Some(oldest) = queue.pop_front() else { break };
+                    let out = block_on(oldest).expect("put");
                     assert!(out.iter().all(|r| r.is_ok()), "a record failed");
                     records.fetch_add(per_put as u64, Ordering::Relaxed);
                 }
@@ -149,7 +177,7 @@ fn main() {
     }
     let syncs = stats.fsync_seconds.count.max(1);
     println!(
-        "{writers} writers, {shards} shards, cache window {}, {per_put} x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
+        "{writers} writers ({in_flight} puts in flight each), {shards} shards, cache window {}, {per_put} x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
         cache_window_bytes.map_or("keep".to_string(), |b| format!("{} MiB", b >> 20)),
         n as f64 / 1024.0 / secs,
         n as f64 / secs
@@ -161,4 +189,23 @@ fn main() {
         stats.group_commit_records.sum / stats.group_commit_records.count.max(1) as f64,
         stats.group_commit_records.sum / stats.group_commit_records.count.max(1) as f64 * 1077.0 / 1024.0
     );
+}
+
+/// Runs a future to completion on this thread (its waker unparks it).
+fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    struct Unpark(std::thread::Thread);
+    impl std::task::Wake for Unpark {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = std::task::Waker::from(std::sync::Arc::new(Unpark(std::thread::current())));
+    let mut cx = std::task::Context::from_waker(&waker);
+    let mut fut = std::pin::pin!(fut);
+    loop {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        std::thread::park();
+    }
 }
