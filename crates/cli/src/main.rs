@@ -304,6 +304,12 @@ struct ServeArgs {
     /// defects with it (docs/DURABILITY.md) [default: false].
     #[arg(long, env = "SHARDLOG_JOURNAL")]
     journal: Option<bool>,
+    /// Threads that run the shards' group syncs for single-record puts (up
+    /// to this many shards sync at once). 0 picks one per core, 2 to 8: on
+    /// a small machine each extra thread costs more in hand-offs than its
+    /// parallel sync gives [default: 0].
+    #[arg(long, env = "SHARDLOG_SYNC_THREADS")]
+    sync_threads: Option<usize>,
     /// How often retention runs, in milliseconds [default: 60000].
     #[arg(long, env = "SHARDLOG_RETENTION_CHECK_INTERVAL_MS")]
     retention_check_interval_ms: Option<u64>,
@@ -366,6 +372,7 @@ struct Settings {
     recycle_segments_per_shard: usize,
     share_flushes: bool,
     journal: bool,
+    sync_threads: usize,
     retention_check_interval_ms: u64,
     enforce_shard_limits: bool,
     create_stream_ms: u64,
@@ -399,6 +406,7 @@ impl Default for Settings {
             // injected I/O failures and crashes, acknowledged records lost
             // and failed ones coming back with the journal (docs/DURABILITY.md).
             journal: false,
+            sync_threads: 0,
             retention_check_interval_ms: 60_000,
             enforce_shard_limits: false,
             create_stream_ms: 0,
@@ -461,6 +469,9 @@ fn load(args: &ServeArgs) -> anyhow::Result<Settings> {
     }
     if let Some(v) = args.journal {
         s.journal = v;
+    }
+    if let Some(v) = args.sync_threads {
+        s.sync_threads = v;
     }
     if let Some(v) = args.retention_check_interval_ms {
         s.retention_check_interval_ms = v;
@@ -1138,6 +1149,7 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
         enforce_shard_limits: s.enforce_shard_limits,
         share_flushes_across_shards: s.share_flushes,
         journal_small_appends: s.journal,
+        sync_threads: s.sync_threads,
         status_delays: shardlog_stream::StatusDelays {
             creating_ms: s.create_stream_ms,
             updating_ms: s.update_stream_ms,
@@ -1398,6 +1410,32 @@ mod tests {
             },
             |o| o.journal_small_appends,
         );
+    }
+
+    #[test]
+    fn sync_threads_come_from_the_machine_unless_a_file_or_flag_says() {
+        assert_eq!(
+            engine_options(&load(&ServeArgs::default()).unwrap())
+                .unwrap()
+                .sync_threads,
+            0
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "sync_threads = 3\n").unwrap();
+        let from_file = load(&ServeArgs {
+            config: Some(path.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(engine_options(&from_file).unwrap().sync_threads, 3);
+        let from_flag = load(&ServeArgs {
+            config: Some(path),
+            sync_threads: Some(5),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(engine_options(&from_flag).unwrap().sync_threads, 5);
     }
 
     #[test]

@@ -410,6 +410,11 @@ impl SyncPool {
         Ok(())
     }
 
+    /// The most sync threads this pool starts.
+    pub fn threads_max(&self) -> usize {
+        self.threads_max
+    }
+
     /// Sync threads started so far.
     pub fn threads(&self) -> usize {
         lock_any(&self.threads).len()

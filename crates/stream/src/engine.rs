@@ -109,9 +109,20 @@ pub const SCOPES_DIR: &str = "scopes";
 /// its own files; the bound stops random credentials from making
 /// directories without end).
 pub const SCOPES_MAX: usize = 256;
-/// Threads of the engine's sync pool: group syncs of different shards that
-/// run at once for async appenders (see [`Engine::put_record_durable`]).
-pub const SYNC_THREADS_DEFAULT: usize = 4;
+/// Fewest threads of the engine's sync pool when the machine's cores choose
+/// (see [`EngineOptions::sync_threads`]): two shards' group syncs can
+/// always run at once.
+pub const SYNC_THREADS_AUTO_MIN: usize = 2;
+/// Most threads of the engine's sync pool when the machine's cores choose.
+pub const SYNC_THREADS_AUTO_MAX: usize = 8;
+
+/// The sync pool's threads for `EngineOptions::sync_threads` = 0: one per
+/// core, within [`SYNC_THREADS_AUTO_MIN`]..=[`SYNC_THREADS_AUTO_MAX`].
+pub fn sync_threads_for_this_machine() -> usize {
+    std::thread::available_parallelism()
+        .map_or(SYNC_THREADS_AUTO_MIN, std::num::NonZeroUsize::get)
+        .clamp(SYNC_THREADS_AUTO_MIN, SYNC_THREADS_AUTO_MAX)
+}
 /// Bytes of sealed-segment indexes an engine keeps in memory across all its
 /// shards (and the scopes opened through it), unless
 /// [`EngineOptions::index_cache`] gives another cache. At one 24-byte entry
@@ -167,6 +178,15 @@ pub struct EngineOptions {
     /// segments first. Only under `SyncPolicy::Always`. Whatever this says,
     /// a journal left by an earlier run is redone at open.
     pub journal_small_appends: bool,
+    /// Threads of the sync pool that async appenders (the server's
+    /// PutRecord, [`Engine::put_record_durable`]) await durability from: up
+    /// to this many shards' group syncs run at once. 0 (the default) is one
+    /// per core, 2 to 8 ([`sync_threads_for_this_machine`]): each sync
+    /// mostly waits for the device, but each group costs two thread
+    /// hand-offs, and on 2 cores 2 threads gave single-record puts 7% more
+    /// than 4 (docs/PERFORMANCE.md, thirteenth pass). At most
+    /// [`shardlog_segment::sync::SYNC_POOL_THREADS_MAX`] (more count as that).
+    pub sync_threads: usize,
     /// Size of each of the journal's two files (a checkpoint syncs the
     /// shards that wrote into a full one); at least `JOURNAL_FILE_BYTES_MIN`.
     pub journal_file_bytes: u64,
@@ -201,6 +221,7 @@ impl Default for EngineOptions {
             share_syncs_across_shards: true,
             share_flushes_across_shards: false,
             journal_small_appends: false,
+            sync_threads: 0,
             journal_file_bytes: shardlog_segment::format::JOURNAL_FILE_BYTES_DEFAULT,
             enforce_shard_limits: false,
             status_delays: StatusDelays::default(),
@@ -942,7 +963,11 @@ impl Engine {
         // these threads. Scopes opened later inherit the same pool through
         // the options.
         if opts.log.sync_pool.is_none() {
-            let pool = shardlog_segment::SyncPool::new(SYNC_THREADS_DEFAULT)
+            let threads = match opts.sync_threads {
+                0 => sync_threads_for_this_machine(),
+                n => n,
+            };
+            let pool = shardlog_segment::SyncPool::new(threads)
                 .map_err(|e| Error::Storage(shardlog_segment::Error::io("start sync threads", &dir, e)))?;
             opts.log.sync_pool = Some(pool);
         }
@@ -1328,6 +1353,17 @@ impl Engine {
     fn report_problem(&self, problem: String) {
         tracing_problem(&problem);
         lock(&self.inner.problems).push(problem);
+    }
+
+    /// The most threads of the sync pool async appenders await durability
+    /// from ([`EngineOptions::sync_threads`], resolved).
+    pub fn sync_threads(&self) -> usize {
+        self.inner
+            .opts
+            .log
+            .sync_pool
+            .as_ref()
+            .map_or(0, |p| p.threads_max())
     }
 
     /// Whether small appends go through the engine's journal now: the

@@ -2153,3 +2153,36 @@ fn a_scope_whose_open_syncfs_fails_stops_the_journal_and_loses_nothing_acknowled
     e.put_record("s", PutRecordInput::new("k", b"after the reopen"))
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sync_pool_has_one_thread_per_core_within_bounds_unless_told() {
+    let auto = shardlog_stream::sync_threads_for_this_machine();
+    assert!(
+        (shardlog_stream::SYNC_THREADS_AUTO_MIN..=shardlog_stream::SYNC_THREADS_AUTO_MAX).contains(&auto),
+        "{auto}"
+    );
+    let clock = ManualClock::new(T0);
+    let fs = MemFs::new();
+    assert_eq!(mem_engine(&fs, &clock).sync_threads(), auto);
+    for (asked, got) in [
+        (3, 3),
+        (1, 1),
+        (1_000, shardlog_segment::sync::SYNC_POOL_THREADS_MAX),
+    ] {
+        let e = Engine::open_with(
+            Arc::new(MemFs::new()),
+            PathBuf::from("/data"),
+            EngineOptions {
+                sync_threads: asked,
+                ..small_opts()
+            },
+            Arc::new(clock.clone()),
+        )
+        .unwrap();
+        assert_eq!(e.sync_threads(), got, "asked for {asked}");
+        // The pool serves the async path with any count.
+        e.create_stream("s", 2, CreateStreamOptions::default()).unwrap();
+        let put = e.put_record_durable("s", PutRecordInput::new("k", b"v")).unwrap();
+        put.await.unwrap();
+    }
+}
