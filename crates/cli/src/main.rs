@@ -304,8 +304,9 @@ struct ServeArgs {
     /// defects with it (docs/DURABILITY.md) [default: false].
     #[arg(long, env = "SHARDLOG_JOURNAL")]
     journal: Option<bool>,
-    /// Threads that run the shards' group syncs for single-record puts (up
-    /// to this many shards sync at once). 0 picks one per core, 2 to 8: on
+    /// Threads that run the shards' group syncs for PutRecord and for
+    /// PutRecords whose records all go to one shard (up to this many
+    /// shards sync at once). 0 picks one per core, 2 to 8: on
     /// a small machine each extra thread costs more in hand-offs than its
     /// parallel sync gives [default: 0].
     #[arg(long, env = "SHARDLOG_SYNC_THREADS")]
@@ -1249,7 +1250,8 @@ fn serve(s: Settings) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {listen} (is another server running there?)"))?;
         let scheme = if options.tls.is_some() { "https" } else { "http" };
         let journal = engine.journal_active();
-        tracing::info!(%addr, %scheme, data_dir = %s.data_dir.display(), sync = %s.sync, journal, "shardlog serving the Kinesis API");
+        let sync_threads = engine.sync_threads();
+        tracing::info!(%addr, %scheme, data_dir = %s.data_dir.display(), sync = %s.sync, journal, sync_threads, "shardlog serving the Kinesis API");
         shardlog_server::serve_with(listener, engine, options, shutdown_signal())
             .await
             .context("server failed")?;

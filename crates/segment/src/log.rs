@@ -2990,14 +2990,25 @@ impl Log {
                 self.set_poisoned(&mut st, e);
             }
         }
+        // Blocking waiters first, before any cut: a roll may hold the
+        // writer lock while it waits for this sync to end.
         self.inner.sync_cv.notify_all();
-        let ready = take_ready(&mut st);
         if st.poisoned.is_some() {
+            // Cut before async waiters learn of the failure: an appender
+            // whose bytes were written while this sync ran (still pending,
+            // not dropped with the failed sync's pages) would otherwise
+            // answer "failed" while a crash could still bring its record
+            // back. Blocking waiters cut on their own before they answer
+            // (`settle_poisoned`), as async ones do too (`Durable::poll`).
+            drop(st);
+            self.discard_undurable();
+            st = lock(&self.inner.sync);
+            let ready = take_ready(&mut st);
             drop(st);
             wake(ready);
-            self.discard_undurable();
             return lock(&self.inner.sync);
         }
+        let ready = take_ready(&mut st);
         drop(st);
         wake(ready);
         if let Some(goal) = advanced {
@@ -3033,7 +3044,12 @@ impl Log {
     /// A future that resolves once a deferred append is durable (at once
     /// unless the policy is `Always`). Awaiting it blocks no thread when the
     /// log has a [`crate::sync::SyncPool`]: a pool thread runs the group sync
-    /// and wakes the task. Without a pool the first poll syncs inline.
+    /// and wakes the task. Without a pool the first poll syncs inline. On a
+    /// poisoned log, the poll that reports a failed append first cuts the
+    /// log's undurable bytes (the writer lock, a `set_len` and an
+    /// `fdatasync` on the polling thread): a failure path only, but on a
+    /// failing device that sync may be slow, and it blocks the runtime's
+    /// worker meanwhile.
     ///
     /// Dropping the future does not undo the append, which may still become
     /// durable; the caller just does not learn of it.

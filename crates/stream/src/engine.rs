@@ -179,7 +179,9 @@ pub struct EngineOptions {
     /// a journal left by an earlier run is redone at open.
     pub journal_small_appends: bool,
     /// Threads of the sync pool that async appenders (the server's
-    /// PutRecord, [`Engine::put_record_durable`]) await durability from: up
+    /// PutRecord, and PutRecords whose records all go to one shard:
+    /// [`Engine::put_record_durable`], [`Engine::put_records_durable`])
+    /// await durability from (no effect when `log.sync_pool` is given): up
     /// to this many shards' group syncs run at once. 0 (the default) is one
     /// per core, 2 to 8 ([`sync_threads_for_this_machine`]): each sync
     /// mostly waits for the device, but each group costs two thread
