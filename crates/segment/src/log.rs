@@ -485,10 +485,13 @@ impl SyncState {
     }
 
     /// The outcome for a waiter on a poisoned log once nothing it waits for
-    /// is undecided: a journaled append the journal made durable succeeded
-    /// (it will be redone after a crash), anything else failed.
+    /// is undecided: an append that became durable before the failure (by
+    /// a sync of its segment, a roll, or the journal, which redoes it after
+    /// a crash) succeeded, anything else failed. The durable mark never
+    /// moves back, and no cut goes below it, so such an append stays; an
+    /// answer of "failed" for it would only make its writer put it twice.
     fn poisoned_outcome(&self, target: u64, cause: &str) -> Result<()> {
-        if target <= self.journal_through && self.durable.next_seq >= target {
+        if self.durable.next_seq >= target {
             Ok(())
         } else {
             Err(Error::Poisoned {
