@@ -3089,3 +3089,32 @@ fn a_large_append_whose_early_write_back_fails_is_refused_and_poisons_the_log() 
     // Writable again after the reopen.
     log.append(&[RecordIn::new("k", b"reopened", 9_002)]).unwrap();
 }
+
+/// An append made durable before a later failure poisoned its log is
+/// reported as written: the durable mark never moves back and no cut goes
+/// below it, so the record survives any crash, and an answer of "failed"
+/// would only make its writer put it twice.
+#[test]
+fn a_waiter_whose_append_was_durable_before_the_log_was_poisoned_is_told_it_succeeded() {
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 10);
+    let data = payload(10);
+    let (_, pending) = log
+        .append_deferred(&[RecordIn::new("pk10", &data, 2_000)])
+        .unwrap();
+    // Another caller's sync makes it durable before its waiter looks.
+    log.sync().unwrap();
+    fs.fail_next_writes(1);
+    let later = payload(11);
+    assert!(log.append(&[RecordIn::new("pk11", &later, 2_001)]).is_err());
+    assert!(matches!(log.health(), Err(Error::Poisoned { .. })));
+    block_on(log.durable(pending)).expect("durable before the poisoning: written");
+    std::mem::forget(log);
+    for plan in [CrashPlan::LoseUnsynced, CrashPlan::Random { seed: 5 }] {
+        let crashed = fs.clone();
+        crashed.crash(plan);
+        let log = open(&crashed, small_opts()).unwrap();
+        assert_records(&log, 11);
+    }
+}
