@@ -1172,6 +1172,13 @@ fn engine_options(s: &Settings) -> anyhow::Result<EngineOptions> {
         );
     }
     opts.log.recycle_segments_max = s.recycle_segments_per_shard;
+    let threads_max = shardlog_segment::sync::SYNC_POOL_THREADS_MAX;
+    if s.sync_threads > threads_max {
+        anyhow::bail!(
+            "sync_threads {} is above {threads_max} (0 picks one per core)",
+            s.sync_threads
+        );
+    }
     let cache_bytes = usize::try_from(s.index_cache_bytes).map_err(|_| {
         anyhow::anyhow!(
             "index_cache_bytes {} is too large for this machine",
@@ -1415,7 +1422,7 @@ mod tests {
     }
 
     #[test]
-    fn sync_threads_come_from_the_machine_unless_a_file_or_flag_says() {
+    fn sync_threads_come_from_the_machine_unless_a_file_or_flag_says_and_above_64_are_refused() {
         assert_eq!(
             engine_options(&load(&ServeArgs::default()).unwrap())
                 .unwrap()
@@ -1438,6 +1445,13 @@ mod tests {
         })
         .unwrap();
         assert_eq!(engine_options(&from_flag).unwrap().sync_threads, 5);
+        let too_many = load(&ServeArgs {
+            sync_threads: Some(65),
+            ..Default::default()
+        })
+        .unwrap();
+        let err = engine_options(&too_many).unwrap_err().to_string();
+        assert!(err.contains("sync_threads 65 is above 64"), "{err}");
     }
 
     #[test]
