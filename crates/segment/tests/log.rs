@@ -3118,3 +3118,68 @@ fn a_waiter_whose_append_was_durable_before_the_log_was_poisoned_is_told_it_succ
         assert_records(&log, 11);
     }
 }
+
+/// A journal checkpoint's sync of a segment fails while an append too
+/// large for the journal is written into it. That sync drops the journaled
+/// appends' pages (the redo brings them back) but not the large append's,
+/// written after it began; the checkpoint wakes the waiters before it cuts.
+/// The large append's writer must hear "failed" only once the cut of its
+/// bytes is durable: a crash the moment it has its answer must never bring
+/// it back behind the redone records.
+#[test]
+fn an_append_written_during_a_failing_checkpoint_never_comes_back_after_its_writer_heard_it_failed() {
+    let latency = std::time::Duration::from_millis(60);
+    for seed in 0..24u64 {
+        let fs = MemFs::new();
+        let journal = small_journal(&fs);
+        let opts = LogOptions {
+            segment_bytes_max: 64 * 1024 * 1024,
+            ..journaled_opts(&journal, 0)
+        };
+        let log = Arc::new(open_at(&fs, "/e/s/a", opts));
+        // Four journaled appends nearly fill the smallest journal file.
+        let fill = vec![0x11u8; 60_000];
+        for _ in 0..4 {
+            log.append(&[RecordIn::new("k", &fill, 1)]).unwrap();
+        }
+        fs.set_sync_latency(Some(latency));
+        fs.fail_at(FsOp::SyncData, "/e/s/a/", 1);
+        // Another log's append does not fit: the journal checkpoints first,
+        // and its sync of the first log's segment fails after `latency`.
+        // (In the first log a journaled append pending there would leave a
+        // hole before the large one, and no record could come back.)
+        let other = open_at(&fs, "/e/s/b", journaled_opts(&journal, 0));
+        let fifth = std::thread::spawn(move || {
+            let data = vec![0x22u8; 60_000];
+            let r = other.append(&[RecordIn::new("k", &data, 2)]).map(|_| ());
+            std::mem::forget(other);
+            r
+        });
+        std::thread::sleep(latency / 3);
+        let big = vec![0x33u8; 70_000];
+        let answered = log
+            .append_deferred(&[RecordIn::new("big", &big, 3)])
+            .and_then(|(_, pending)| log.complete(pending));
+        assert!(answered.is_err(), "seed {seed}: the big append cannot be durable");
+        fs.set_sync_latency(None);
+        fs.crash(CrashPlan::Random { seed });
+        assert!(
+            fifth.join().unwrap().is_err(),
+            "seed {seed}: the fifth append failed"
+        );
+        std::mem::forget(Arc::try_unwrap(log).unwrap());
+        shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
+        let log = open_at(&fs, "/e/s/a", small_opts());
+        let rows = read_all(&log).unwrap();
+        assert!(
+            rows.iter().all(|r| r.2 != big),
+            "seed {seed}: the big append came back after its writer heard it failed ({} records)",
+            rows.len()
+        );
+        assert_eq!(
+            rows.len(),
+            4,
+            "seed {seed}: the four acknowledged appends are there"
+        );
+    }
+}
