@@ -3128,6 +3128,18 @@ fn a_waiter_whose_append_was_durable_before_the_log_was_poisoned_is_told_it_succ
 /// it back behind the redone records.
 #[test]
 fn an_append_written_during_a_failing_checkpoint_never_comes_back_after_its_writer_heard_it_failed() {
+    append_written_during_a_failing_checkpoint_never_comes_back(false);
+}
+
+/// The same through the async wait (`Log::durable`, the server's
+/// PutRecord): a sync-pool thread waits out the checkpoint and wakes the
+/// task, whose poll answers.
+#[test]
+fn an_async_append_written_during_a_failing_checkpoint_never_comes_back_after_its_writer_heard_it_failed() {
+    append_written_during_a_failing_checkpoint_never_comes_back(true);
+}
+
+fn append_written_during_a_failing_checkpoint_never_comes_back(async_wait: bool) {
     let latency = std::time::Duration::from_millis(60);
     for seed in 0..24u64 {
         let fs = MemFs::new();
@@ -3159,7 +3171,13 @@ fn an_append_written_during_a_failing_checkpoint_never_comes_back_after_its_writ
         let big = vec![0x33u8; 70_000];
         let answered = log
             .append_deferred(&[RecordIn::new("big", &big, 3)])
-            .and_then(|(_, pending)| log.complete(pending));
+            .and_then(|(_, pending)| {
+                if async_wait {
+                    block_on(log.durable(pending))
+                } else {
+                    log.complete(pending)
+                }
+            });
         assert!(answered.is_err(), "seed {seed}: the big append cannot be durable");
         fs.set_sync_latency(None);
         fs.crash(CrashPlan::Random { seed });
