@@ -39,31 +39,62 @@ pub(crate) fn start(dir: &Path) -> Server {
     start_with(dir, &[])
 }
 
-/// Starts `shardlog serve` on `dir` with `extra` arguments.
+/// Whether process `pid` itself holds a listening TCP socket on `port`
+/// (from /proc/net/tcp and the process's descriptors). A port picked free
+/// may be taken by another test's server before ours binds it; a plain
+/// connect would then reach that server, which another test may kill.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let want = format!(":{port:04X}");
+    let inode = table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A").then(|| f[9].to_string())
+    });
+    let Some(inode) = inode else { return false };
+    let target = format!("socket:[{inode}]");
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|fds| {
+            fds.flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == target))
+        })
+        .unwrap_or(false)
+}
+
+/// Starts `shardlog serve` on `dir` with `extra` arguments, on a free port
+/// that this server itself listens on (it starts again on another port
+/// when the one picked was taken meanwhile).
 pub(crate) fn start_with(dir: &Path, extra: &[&str]) -> Server {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(extra)
-        .env("SHARDLOG_LOG", "warn")
-        // Tests that start a server "by default" mean the binary's defaults.
-        .env_remove("SHARDLOG_JOURNAL")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start shardlog serve");
-    let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardlog"))
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("SHARDLOG_LOG", "warn")
+            // Tests that start a server "by default" mean the binary's defaults.
+            .env_remove("SHARDLOG_JOURNAL")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shardlog serve");
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if listens_on(child.id(), port) {
+                return Server { child, endpoint };
+            }
+            if child.try_wait().ok().flatten().is_some() {
+                // It could not bind (the port was taken): another port.
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(Instant::now() < deadline, "server did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
     }
-    Server { child, endpoint }
+    panic!("shardlog serve did not start on any of 5 free ports")
 }
 
 pub(crate) async fn call(
