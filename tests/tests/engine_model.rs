@@ -274,13 +274,7 @@ impl Sim {
             Err(e) if e.kinesis_name() == "ProvisionedThroughputExceededException" => return,
             Err(_) => false,
         };
-        self.model
-            .get_mut(stream)
-            .unwrap()
-            .get_mut(&shard)
-            .unwrap()
-            .recs
-            .push(Rec { pk, data, acked });
+        self.record(stream, &shard, Rec { pk, data, acked });
     }
 
     /// Several single-record puts in flight at once through
@@ -329,14 +323,19 @@ impl Sim {
                 }
                 _ => false,
             };
-            self.model
-                .get_mut(stream)
-                .unwrap()
-                .get_mut(&shard)
-                .unwrap()
-                .recs
-                .push(Rec { pk, data, acked });
+            self.record(stream, &shard, Rec { pk, data, acked });
         }
+    }
+
+    /// Adds a put's record to its shard in the model, in write order.
+    fn record(&mut self, stream: &str, shard: &str, rec: Rec) {
+        self.model
+            .get_mut(stream)
+            .expect("model streams always exist")
+            .get_mut(shard)
+            .expect("puts route to shards the model has")
+            .recs
+            .push(rec);
     }
 
     fn put_batch(&mut self) {
@@ -373,13 +372,7 @@ impl Sim {
                 Err(e) if e.kinesis_name() == "ProvisionedThroughputExceededException" => continue,
                 Err(_) => false,
             };
-            self.model
-                .get_mut(stream)
-                .unwrap()
-                .get_mut(&shards[i])
-                .unwrap()
-                .recs
-                .push(Rec { pk, data, acked });
+            self.record(stream, &shards[i], Rec { pk, data, acked });
         }
     }
 
