@@ -161,7 +161,7 @@ fn workers_share_a_resharding_stream_process_everything_in_key_order_and_never_a
         .shards
         .iter()
         .filter(|s| s.ending_sequence_number.is_some())
-        .map(|s| s.shard_id.clone())
+        .map(|s| s.shard_id.to_string())
         .collect();
     assert_eq!(closed.len(), 4, "two splits and a merge close four shards");
     for c in &closed {

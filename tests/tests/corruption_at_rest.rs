@@ -38,7 +38,7 @@ fn build(dir: &Path) -> Expected {
             let data = format!("{name}-{i:05}-{}", "d".repeat(i % 300)).into_bytes();
             let out = e.put_record(name, PutRecordInput::new(&pk, &data)).unwrap();
             expected
-                .entry((name.to_string(), out.shard_id))
+                .entry((name.to_string(), out.shard_id.to_string()))
                 .or_default()
                 .push((pk, data));
         }

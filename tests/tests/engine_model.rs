@@ -208,7 +208,7 @@ impl Sim {
     fn refresh_shards(&mut self) {
         for s in STREAMS {
             let d = self.e().describe_stream(s).expect("model streams always exist");
-            let ids: Vec<String> = d.shards.iter().map(|x| x.shard_id.clone()).collect();
+            let ids: Vec<String> = d.shards.iter().map(|x| x.shard_id.to_string()).collect();
             let m = self.model.entry(s.to_string()).or_default();
             for id in &ids {
                 m.entry(id.clone()).or_default();
@@ -235,7 +235,7 @@ impl Sim {
             .shards
             .iter()
             .find(|s| s.ending_sequence_number.is_none() && s.hash_range.contains(key))
-            .map(|s| s.shard_id.clone())
+            .map(|s| s.shard_id.to_string())
             .expect("every key routes to an open shard")
     }
 
@@ -263,7 +263,7 @@ impl Sim {
         self.log.push(format!(
             "put {stream} {shard} {} -> {:?}",
             short(&data),
-            r.as_ref().map(|o| o.shard_id.clone())
+            r.as_ref().map(|o| o.shard_id.to_string())
         ));
         let acked = match r {
             Ok(out) => {
@@ -314,7 +314,9 @@ impl Sim {
             self.log.push(format!(
                 "put_async {stream} {shard} {} -> {:?}",
                 short(&data),
-                outcome.as_ref().map(|r| r.as_ref().map(|o| o.shard_id.clone()))
+                outcome
+                    .as_ref()
+                    .map(|r| r.as_ref().map(|o| o.shard_id.to_string()))
             ));
             let acked = match outcome {
                 Some(Ok(out)) => {
@@ -452,7 +454,7 @@ impl Sim {
             .unwrap()
             .shards
             .iter()
-            .map(|s| (s.shard_id.clone(), s.ending_sequence_number.clone()))
+            .map(|s| (s.shard_id.to_string(), s.ending_sequence_number.clone()))
             .collect();
         let (shard, _) = &shards[self.rng.below(shards.len() as u64) as usize];
         let key = (stream.to_string(), shard.clone());
@@ -611,7 +613,7 @@ impl Sim {
                             panic!(
                                 "seed {seed}: {stream}/{shard} has more records than written: {:?} at {j}\nread: {:?}\nmodel from {k}: {:?}\n{:#?}",
                                 String::from_utf8_lossy(&r.data[..r.data.len().min(40)]),
-                                got.iter().map(|r| (short(&r.data), r.sequence_number.clone())).collect::<Vec<_>>(),
+                                got.iter().map(|r| (short(&r.data), r.sequence_number.to_string())).collect::<Vec<_>>(),
                                 m.recs[k..].iter().map(|r| (short(&r.data), r.acked)).collect::<Vec<_>>(),
                                 self.log
                             )
@@ -646,7 +648,7 @@ impl Sim {
                         .get_shard_iterator(
                             stream,
                             shard,
-                            StartingPosition::AtSequenceNumber(got[i].sequence_number.clone()),
+                            StartingPosition::AtSequenceNumber(got[i].sequence_number.to_string()),
                         )
                         .unwrap();
                     let r = self.e().get_records(&it, Some(1)).unwrap();

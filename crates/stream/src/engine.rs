@@ -21,6 +21,7 @@ use crate::meta::{
     self, Checkpoints, ClosedMeta, ConsumerMeta, EngineMeta, ShardMeta, StreamMeta, StreamMode,
 };
 use crate::seqnum::{is_valid_sequence_number_syntax, SeqNum, GENERATION_MAX, SHARD_INDEX_MAX};
+use crate::text::{shard_id_text, SequenceNumber, ShardId};
 
 /// Kinesis's limits, with units in their names.
 mod groups;
@@ -341,8 +342,8 @@ impl<'a> PutRecordInput<'a> {
 /// Where a record went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutRecordOutput {
-    pub shard_id: String,
-    pub sequence_number: String,
+    pub shard_id: ShardId,
+    pub sequence_number: SequenceNumber,
     /// Whether the record was encrypted at rest.
     pub encrypted: bool,
 }
@@ -464,7 +465,7 @@ impl From<RecordData> for Vec<u8> {
 /// A record read back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
-    pub sequence_number: String,
+    pub sequence_number: SequenceNumber,
     pub approximate_arrival_ms: i64,
     pub partition_key: String,
     /// The data, shared with the mapped segment unless it was decrypted.
@@ -1880,14 +1881,14 @@ impl Engine {
         }
     }
 
-    fn seq_of(st: &StreamState, index: u64, position: u64) -> String {
+    fn seq_of(st: &StreamState, index: u64, position: u64) -> SequenceNumber {
         let generation = st.meta.shard(index).map(|s| s.generation).unwrap_or(1);
         SeqNum {
             generation,
             shard_index: index,
             position,
         }
-        .encode()
+        .text()
     }
 
     /// Puts one record (PutRecord).
@@ -2153,10 +2154,10 @@ impl Engine {
                         Counters::add(&rt.counters.incoming_records, group.idxs.len() as u64);
                         Counters::add(&rt.counters.incoming_bytes, group.bytes);
                     }
-                    let shard = shard_id(group.index);
+                    let shard = shard_id_text(group.index);
                     for (&i, sequence_number) in group.idxs.iter().zip(group.sequence_numbers) {
                         put.results[i] = Some(Ok(PutRecordOutput {
-                            shard_id: shard.clone(),
+                            shard_id: shard,
                             sequence_number,
                             encrypted: put.encrypted,
                         }));
@@ -2470,7 +2471,7 @@ impl Engine {
                             shard_index: s.index,
                             position: r.seq,
                         }
-                        .encode(),
+                        .text(),
                         approximate_arrival_ms: r.arrival_ms,
                         partition_key,
                         data,
@@ -3975,7 +3976,7 @@ struct WrittenGroup {
     pending: shardlog_segment::Pending,
     /// Partition key and data bytes, for the traffic counters.
     bytes: u64,
-    sequence_numbers: Vec<String>,
+    sequence_numbers: Vec<SequenceNumber>,
     log: Arc<IndexedLog>,
     notify: Arc<tokio::sync::Notify>,
 }

@@ -41,6 +41,7 @@ pub mod hashkey;
 pub mod iterator;
 pub mod meta;
 pub mod seqnum;
+pub mod text;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{KeySpec, KeyState, Keyring};
@@ -58,3 +59,4 @@ pub use meta::StreamMode;
 pub use seqnum::SeqNum;
 pub use shardlog_index::{CacheStats, IndexCache};
 pub use shardlog_segment::{OpenCheck, SyncPolicy};
+pub use text::{shard_id_text, InlineText, SequenceNumber, ShardId};

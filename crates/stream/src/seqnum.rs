@@ -15,7 +15,9 @@
 //! Children's numbers are larger than their parents' because their
 //! generation is; within a shard, numbers grow with the position.
 
-use std::fmt;
+use std::fmt::{self, Write};
+
+use crate::text::SequenceNumber;
 
 pub const SEQ_DIGITS: usize = 56;
 pub const SEQ_TAG: &str = "49";
@@ -24,6 +26,12 @@ const SHARD_DIGITS: usize = 12;
 const POS_DIGITS: usize = 20;
 const SUB_DIGITS: usize = 12;
 const _: () = assert!(2 + GEN_DIGITS + SHARD_DIGITS + POS_DIGITS + SUB_DIGITS == SEQ_DIGITS);
+
+/// Longest text [`SeqNum::text`] can make: the tag, three fields of at most
+/// a `u64`'s 20 digits each (wider than their widths only for numbers the
+/// engine never issues) and the sub-sequence.
+pub const SEQ_TEXT_BYTES_MAX: usize = SEQ_TAG.len() + 3 * crate::text::U64_DIGITS_MAX + SUB_DIGITS;
+const _: () = assert!(SEQ_TEXT_BYTES_MAX >= SEQ_DIGITS);
 
 /// Largest shard generation that fits its field.
 pub const GENERATION_MAX: u64 = 9_999_999_999;
@@ -40,6 +48,12 @@ pub struct SeqNum {
 
 impl SeqNum {
     pub fn encode(&self) -> String {
+        self.text().into()
+    }
+
+    /// The number's text, held inline (no heap allocation): what a put
+    /// answers for every record.
+    pub fn text(&self) -> SequenceNumber {
         // The hot path (every acknowledged record gets one): digits written
         // straight into a fixed buffer. Fields too large for their width
         // (which the engine never issues) take the general formatter below.
@@ -56,21 +70,26 @@ impl SeqNum {
             at += width;
         }
         if fits {
-            if let Ok(s) = std::str::from_utf8(&buf) {
-                return s.to_string();
+            if let Some(text) = SequenceNumber::from_ascii(&buf) {
+                return text;
             }
         }
-        format!(
-            "{SEQ_TAG}{:0gw$}{:0sw$}{:0pw$}{:0subw$}",
-            self.generation,
-            self.shard_index,
-            self.position,
-            0,
-            gw = GEN_DIGITS,
-            sw = SHARD_DIGITS,
-            pw = POS_DIGITS,
-            subw = SUB_DIGITS
-        )
+        // At most SEQ_TEXT_BYTES_MAX digits, so the write cannot fail.
+        SequenceNumber::write_with(|s| {
+            write!(
+                s,
+                "{SEQ_TAG}{:0gw$}{:0sw$}{:0pw$}{:0subw$}",
+                self.generation,
+                self.shard_index,
+                self.position,
+                0,
+                gw = GEN_DIGITS,
+                sw = SHARD_DIGITS,
+                pw = POS_DIGITS,
+                subw = SUB_DIGITS
+            )
+        })
+        .unwrap_or_default()
     }
 
     /// Parses a sequence number this engine issued; `None` if it is not one.
@@ -180,7 +199,8 @@ mod tests {
         ) {
             let n = SeqNum { generation: g, shard_index: i, position: p };
             let general = format!("{SEQ_TAG}{g:0GEN_DIGITS$}{i:0SHARD_DIGITS$}{p:0POS_DIGITS$}{:0SUB_DIGITS$}", 0);
-            prop_assert_eq!(n.encode(), general);
+            prop_assert_eq!(n.encode(), general.clone());
+            prop_assert_eq!(n.text(), general);
         }
     }
 

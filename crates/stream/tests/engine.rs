@@ -120,9 +120,9 @@ fn records_route_by_md5_or_explicit_hash_key_and_read_back_in_order() {
         let owner = d.shards.iter().find(|s| s.hash_range.contains(h)).unwrap();
         assert_eq!(out.shard_id, owner.shard_id, "record routed by MD5 of its key");
         by_shard
-            .entry(out.shard_id)
+            .entry(out.shard_id.to_string())
             .or_default()
-            .push(out.sequence_number);
+            .push(out.sequence_number.to_string());
     }
     // An explicit hash key overrides the partition key.
     let last = &d.shards[3];
@@ -136,7 +136,10 @@ fn records_route_by_md5_or_explicit_hash_key_and_read_back_in_order() {
         )
         .unwrap();
     assert_eq!(out.shard_id, last.shard_id);
-    by_shard.get_mut(&out.shard_id).unwrap().push(out.sequence_number);
+    by_shard
+        .get_mut(out.shard_id.as_str())
+        .unwrap()
+        .push(out.sequence_number.to_string());
     for (shard, seqs) in &by_shard {
         assert!(
             seqs.windows(2).all(|w| w[0] < w[1] && w[0].len() == 56),
@@ -144,7 +147,7 @@ fn records_route_by_md5_or_explicit_hash_key_and_read_back_in_order() {
         );
         let got: Vec<String> = read_all(&e, "s", shard)
             .into_iter()
-            .map(|r| r.sequence_number)
+            .map(|r| r.sequence_number.to_string())
             .collect();
         assert_eq!(&got, seqs);
     }
@@ -236,7 +239,7 @@ fn iterator_types_resolve_as_kinesis_does() {
             .unwrap(),
         );
     }
-    let shard = seqs[0].shard_id.clone();
+    let shard = seqs[0].shard_id.to_string();
     let first_of = |p: StartingPosition| {
         let it = e.get_shard_iterator("s", &shard, p).unwrap();
         e.get_records(&it, Some(1))
@@ -249,13 +252,13 @@ fn iterator_types_resolve_as_kinesis_does() {
     assert_eq!(first_of(StartingPosition::Latest), None);
     assert_eq!(
         first_of(StartingPosition::AtSequenceNumber(
-            seqs[4].sequence_number.clone()
+            seqs[4].sequence_number.to_string()
         )),
         Some(b"4".to_vec())
     );
     assert_eq!(
         first_of(StartingPosition::AfterSequenceNumber(
-            seqs[4].sequence_number.clone()
+            seqs[4].sequence_number.to_string()
         )),
         Some(b"5".to_vec())
     );
@@ -287,7 +290,7 @@ fn iterator_types_resolve_as_kinesis_does() {
         .get_shard_iterator(
             "s",
             other,
-            StartingPosition::AtSequenceNumber(seqs[0].sequence_number.clone()),
+            StartingPosition::AtSequenceNumber(seqs[0].sequence_number.to_string()),
         )
         .unwrap_err();
     assert!(
@@ -360,7 +363,7 @@ fn read_by_lineage(e: &Engine) -> BTreeMap<String, Vec<String>> {
     let mut queue: Vec<String> = shards
         .iter()
         .filter(|s| s.parent_shard_id.is_none())
-        .map(|s| s.shard_id.clone())
+        .map(|s| s.shard_id.to_string())
         .collect();
     while let Some(shard) = queue.pop() {
         let desc = shards.iter().find(|s| s.shard_id == shard).unwrap();
@@ -655,7 +658,8 @@ fn consumers_and_checkpoints_survive_restart() {
         seq = e
             .put_record("s", PutRecordInput::new("k", b"v"))
             .unwrap()
-            .sequence_number;
+            .sequence_number
+            .to_string();
         e.set_checkpoint("s", "worker", "shardId-000000000000", &seq, None)
             .unwrap();
         let err = e
@@ -1021,18 +1025,18 @@ fn sequence_numbers_the_shard_never_issued_are_rejected_and_checkpoint_ids_are_n
     e.get_shard_iterator(
         "s",
         "shardId-000000000000",
-        StartingPosition::AfterSequenceNumber(put.sequence_number.clone()),
+        StartingPosition::AfterSequenceNumber(put.sequence_number.to_string()),
     )
     .unwrap();
     e.set_checkpoint("s", "app", "shardId-0", &put.sequence_number, None)
         .unwrap();
     assert_eq!(
         e.get_checkpoint("s", "app", "shardId-0").unwrap(),
-        Some(put.sequence_number.clone())
+        Some(put.sequence_number.to_string())
     );
     assert_eq!(
         e.get_checkpoint("s", "app", "shardId-000000000000").unwrap(),
-        Some(put.sequence_number)
+        Some(put.sequence_number.to_string())
     );
 }
 
@@ -1569,7 +1573,7 @@ async fn async_puts_on_runtime_workers_are_durable_ordered_and_survive_a_crash()
                     .put_record_durable("s", PutRecordInput::new(&key, i.to_string().as_bytes()))
                     .unwrap();
                 let out = wait.await.unwrap();
-                seqs.push((out.shard_id, out.sequence_number));
+                seqs.push((out.shard_id.to_string(), out.sequence_number.to_string()));
             }
             seqs
         }));
@@ -1591,7 +1595,7 @@ async fn async_puts_on_runtime_workers_are_durable_ordered_and_survive_a_crash()
     let mut found = std::collections::HashSet::new();
     for shard in e.list_shards("s").unwrap() {
         for r in read_all(&e, "s", &shard.shard_id) {
-            found.insert((shard.shard_id.clone(), r.sequence_number.clone()));
+            found.insert((shard.shard_id.to_string(), r.sequence_number.to_string()));
             per_key
                 .entry(r.partition_key)
                 .or_default()
@@ -1634,7 +1638,11 @@ async fn async_batches_over_one_and_many_shards_are_durable_and_survive_a_crash(
         let wait = e.put_records_durable("s", &batch).unwrap();
         for (r, d) in wait.await.unwrap().into_iter().zip(&data) {
             let out = r.unwrap();
-            acked.push((out.shard_id, out.sequence_number, d.clone()));
+            acked.push((
+                out.shard_id.to_string(),
+                out.sequence_number.to_string(),
+                d.clone(),
+            ));
         }
     }
     assert_eq!(acked.len(), 1000);
@@ -1645,7 +1653,7 @@ async fn async_batches_over_one_and_many_shards_are_durable_and_survive_a_crash(
     for shard in e.list_shards("s").unwrap() {
         for r in read_all(&e, "s", &shard.shard_id) {
             found.insert(
-                (shard.shard_id.clone(), r.sequence_number.clone()),
+                (shard.shard_id.to_string(), r.sequence_number.to_string()),
                 r.data.to_vec(),
             );
         }
@@ -1685,7 +1693,7 @@ fn all_shards_share_one_index_memory_budget_and_iterators_still_find_every_recor
         let out = e
             .put_record("s", PutRecordInput::new(&format!("k{i}"), &data))
             .unwrap();
-        written.push((out.shard_id, out.sequence_number, i));
+        written.push((out.shard_id.to_string(), out.sequence_number.to_string(), i));
     }
     for (shard, seq, i) in written.iter().step_by(37) {
         let it = e
@@ -1884,7 +1892,7 @@ fn assert_acknowledged_found(streams: &[(&Engine, &str)], acked: &[(&str, String
         for shard in engine.list_shards(stream).unwrap() {
             for r in read_all(engine, stream, &shard.shard_id) {
                 found.insert(
-                    (stream, shard.shard_id.clone(), r.sequence_number.clone()),
+                    (stream, shard.shard_id.to_string(), r.sequence_number.to_string()),
                     r.data.to_vec(),
                 );
             }
@@ -1940,7 +1948,12 @@ async fn journaled_puts_of_every_kind_survive_a_crash_and_are_redone_even_by_an_
                     .unwrap()
                     .await
                     .unwrap();
-                acked.push((stream, out.shard_id, out.sequence_number, data.into_bytes()));
+                acked.push((
+                    stream,
+                    out.shard_id.to_string(),
+                    out.sequence_number.to_string(),
+                    data.into_bytes(),
+                ));
             }
             acked
         }));
@@ -1955,7 +1968,12 @@ async fn journaled_puts_of_every_kind_survive_a_crash_and_are_redone_even_by_an_
         let out = e
             .put_record("s", PutRecordInput::new("b", data.as_bytes()))
             .unwrap();
-        acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
+        acked.push((
+            "s",
+            out.shard_id.to_string(),
+            out.sequence_number.to_string(),
+            data.into_bytes(),
+        ));
     }
     let keys: Vec<String> = (0..50).map(|i| format!("spread-{i}")).collect();
     let batch: Vec<PutRecordInput<'_>> = keys
@@ -1964,7 +1982,12 @@ async fn journaled_puts_of_every_kind_survive_a_crash_and_are_redone_even_by_an_
         .collect();
     for (r, k) in e.put_records("s", &batch).unwrap().into_iter().zip(&keys) {
         let out = r.unwrap();
-        acked.push(("s", out.shard_id, out.sequence_number, k.clone().into_bytes()));
+        acked.push((
+            "s",
+            out.shard_id.to_string(),
+            out.sequence_number.to_string(),
+            k.clone().into_bytes(),
+        ));
     }
     assert_eq!(acked.len(), 8 * 60 + 40 + 50);
     std::mem::forget(other);
@@ -2013,7 +2036,12 @@ fn an_engine_whose_journal_cannot_be_made_opens_without_it_and_keeps_every_put()
             let out = engine
                 .put_record(stream, PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
                 .unwrap();
-            acked.push((stream, out.shard_id, out.sequence_number, data.into_bytes()));
+            acked.push((
+                stream,
+                out.shard_id.to_string(),
+                out.sequence_number.to_string(),
+                data.into_bytes(),
+            ));
         }
     }
     assert!(!fs.exists(std::path::Path::new(
@@ -2039,7 +2067,12 @@ fn ten_acknowledged_puts(e: &Engine) -> Vec<(&'static str, String, String, Vec<u
             let out = e
                 .put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes()))
                 .unwrap();
-            ("s", out.shard_id, out.sequence_number, data.into_bytes())
+            (
+                "s",
+                out.shard_id.to_string(),
+                out.sequence_number.to_string(),
+                data.into_bytes(),
+            )
         })
         .collect()
 }
@@ -2082,8 +2115,13 @@ fn a_put_whose_sync_overlaps_a_failing_syncfs_is_refused_and_earlier_puts_surviv
                 .into_iter()
                 .zip(&keys)
                 .filter_map(|(r, k)| {
-                    r.ok()
-                        .map(|out| (out.shard_id, out.sequence_number, k.clone().into_bytes()))
+                    r.ok().map(|out| {
+                        (
+                            out.shard_id.to_string(),
+                            out.sequence_number.to_string(),
+                            k.clone().into_bytes(),
+                        )
+                    })
                 })
                 .collect();
             (single.join().unwrap(), batch_acked)
@@ -2136,7 +2174,12 @@ fn a_scope_whose_open_syncfs_fails_stops_the_journal_and_loses_nothing_acknowled
     for i in 0..400u32 {
         let data = format!("after-{i}-{big}");
         if let Ok(out) = e.put_record("s", PutRecordInput::new(&format!("k{i}"), data.as_bytes())) {
-            acked.push(("s", out.shard_id, out.sequence_number, data.into_bytes()));
+            acked.push((
+                "s",
+                out.shard_id.to_string(),
+                out.sequence_number.to_string(),
+                data.into_bytes(),
+            ));
         }
     }
     assert_eq!(

@@ -374,7 +374,7 @@ fn every_acknowledged_record_survives_kill_9_of_an_embedding_process() {
                     if let Some((s, q)) = acked.get(&data) {
                         assert_eq!(
                             (s, q),
-                            (&shard.shard_id, &rec.sequence_number),
+                            (&shard.shard_id, &rec.sequence_number.to_string()),
                             "cycle {cycle}: {data:?} moved"
                         );
                     }

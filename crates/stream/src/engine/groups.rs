@@ -535,7 +535,7 @@ impl GroupWorker {
             SHARD_END.to_string()
         } else {
             match batch.records.last() {
-                Some(r) => r.sequence_number.clone(),
+                Some(r) => r.sequence_number.to_string(),
                 None => return Ok(()),
             }
         };
