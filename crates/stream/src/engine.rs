@@ -523,12 +523,12 @@ pub struct StreamSummary {
 }
 
 pub fn shard_id(index: u64) -> String {
-    format!("shardId-{index:012}")
+    shard_id_text(index).into()
 }
 
 /// Parses `shardId-000000000042` (and, as AWS does, a bare number) to 42.
 pub fn parse_shard_id(s: &str) -> Option<u64> {
-    let digits = s.strip_prefix("shardId-").unwrap_or(s);
+    let digits = s.strip_prefix(crate::text::SHARD_ID_PREFIX).unwrap_or(s);
     if digits.is_empty() || digits.len() > 12 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -1881,14 +1881,10 @@ impl Engine {
         }
     }
 
-    fn seq_of(st: &StreamState, index: u64, position: u64) -> SequenceNumber {
-        let generation = st.meta.shard(index).map(|s| s.generation).unwrap_or(1);
-        SeqNum {
-            generation,
-            shard_index: index,
-            position,
-        }
-        .text()
+    /// The generation of shard `index` (1, a first shard's, if the stream
+    /// no longer lists it).
+    fn generation_of(st: &StreamState, index: u64) -> u64 {
+        st.meta.shard(index).map(|s| s.generation).unwrap_or(1)
     }
 
     /// Puts one record (PutRecord).
@@ -2104,17 +2100,16 @@ impl Engine {
             };
             match rt.log.append_deferred(&ins) {
                 Ok((a, pending)) => {
-                    // Sequence numbers are named now, while the stream's
-                    // state is at hand; they are handed out only once durable.
-                    let sequence_numbers = (0..idxs.len())
-                        .map(|k| Self::seq_of(&st, index, a.first_seq + k as u64))
-                        .collect();
+                    // The shard's generation is read now, while the
+                    // stream's state is at hand; the sequence numbers are
+                    // spelled only once the group is durable.
                     written.push(WrittenGroup {
                         index,
                         idxs,
                         pending,
                         bytes: bytes as u64,
-                        sequence_numbers,
+                        generation: Self::generation_of(&st, index),
+                        first_seq: a.first_seq,
                         log: rt.log.clone(),
                         notify: rt.notify.clone(),
                     })
@@ -2155,7 +2150,13 @@ impl Engine {
                         Counters::add(&rt.counters.incoming_bytes, group.bytes);
                     }
                     let shard = shard_id_text(group.index);
-                    for (&i, sequence_number) in group.idxs.iter().zip(group.sequence_numbers) {
+                    for (k, &i) in group.idxs.iter().enumerate() {
+                        let sequence_number = SeqNum {
+                            generation: group.generation,
+                            shard_index: group.index,
+                            position: group.first_seq + k as u64,
+                        }
+                        .text();
                         put.results[i] = Some(Ok(PutRecordOutput {
                             shard_id: shard,
                             sequence_number,
@@ -3976,7 +3977,10 @@ struct WrittenGroup {
     pending: shardlog_segment::Pending,
     /// Partition key and data bytes, for the traffic counters.
     bytes: u64,
-    sequence_numbers: Vec<SequenceNumber>,
+    /// Its shard's generation and its first record's position: record k of
+    /// the group is at `first_seq + k`.
+    generation: u64,
+    first_seq: u64,
     log: Arc<IndexedLog>,
     notify: Arc<tokio::sync::Notify>,
 }

@@ -31,7 +31,13 @@ const _: () = assert!(2 + GEN_DIGITS + SHARD_DIGITS + POS_DIGITS + SUB_DIGITS ==
 /// a `u64`'s 20 digits each (wider than their widths only for numbers the
 /// engine never issues) and the sub-sequence.
 pub const SEQ_TEXT_BYTES_MAX: usize = SEQ_TAG.len() + 3 * crate::text::U64_DIGITS_MAX + SUB_DIGITS;
-const _: () = assert!(SEQ_TEXT_BYTES_MAX >= SEQ_DIGITS);
+// The bound above counts each field at 20 digits: a width above that would
+// make the general form longer.
+const _: () = assert!(
+    GEN_DIGITS <= crate::text::U64_DIGITS_MAX
+        && SHARD_DIGITS <= crate::text::U64_DIGITS_MAX
+        && POS_DIGITS <= crate::text::U64_DIGITS_MAX
+);
 
 /// Largest shard generation that fits its field.
 pub const GENERATION_MAX: u64 = 9_999_999_999;
@@ -70,12 +76,12 @@ impl SeqNum {
             at += width;
         }
         if fits {
-            if let Some(text) = SequenceNumber::from_ascii(&buf) {
+            if let Some(text) = SequenceNumber::from_utf8(&buf) {
                 return text;
             }
         }
         // At most SEQ_TEXT_BYTES_MAX digits, so the write cannot fail.
-        SequenceNumber::write_with(|s| {
+        let text = SequenceNumber::write_with(|s| {
             write!(
                 s,
                 "{SEQ_TAG}{:0gw$}{:0sw$}{:0pw$}{:0subw$}",
@@ -88,8 +94,9 @@ impl SeqNum {
                 pw = POS_DIGITS,
                 subw = SUB_DIGITS
             )
-        })
-        .unwrap_or_default()
+        });
+        debug_assert!(text.is_some(), "a sequence number outgrew SEQ_TEXT_BYTES_MAX");
+        text.unwrap_or_default()
     }
 
     /// Parses a sequence number this engine issued; `None` if it is not one.
@@ -159,7 +166,7 @@ impl SeqNum {
 
 impl fmt::Display for SeqNum {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.encode())
+        f.write_str(&self.text())
     }
 }
 
@@ -202,6 +209,16 @@ mod tests {
             prop_assert_eq!(n.encode(), general.clone());
             prop_assert_eq!(n.text(), general);
         }
+    }
+
+    #[test]
+    fn the_longest_sequence_number_text_fits_its_capacity() {
+        let n = SeqNum {
+            generation: u64::MAX,
+            shard_index: u64::MAX,
+            position: u64::MAX,
+        };
+        assert_eq!(n.text().len(), SEQ_TEXT_BYTES_MAX);
     }
 
     #[test]

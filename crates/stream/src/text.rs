@@ -30,9 +30,9 @@ pub const SHARD_ID_BYTES_MAX: usize = SHARD_ID_PREFIX.len() + U64_DIGITS_MAX;
 /// The text before a shard's index in its id.
 pub const SHARD_ID_PREFIX: &str = "shardId-";
 
-/// Digits of `u64::MAX` in decimal.
+/// Digits of `u64::MAX` in decimal: no `u64` has more.
 pub(crate) const U64_DIGITS_MAX: usize = 20;
-const _: () = assert!(u64::MAX / 10u64.pow(U64_DIGITS_MAX as u32 - 1) > 0);
+const _: () = assert!(u64::MAX.ilog10() + 1 == U64_DIGITS_MAX as u32);
 
 impl<const N: usize> InlineText<N> {
     /// Text written by `f`, which must fit `N` bytes: every caller in this
@@ -43,9 +43,15 @@ impl<const N: usize> InlineText<N> {
         f(&mut s).ok().map(|()| InlineText(s))
     }
 
-    /// Text from ASCII bytes that fit `N`; `None` otherwise.
-    pub(crate) fn from_ascii(bytes: &[u8]) -> Option<Self> {
+    /// Text from UTF-8 bytes that fit `N`; `None` otherwise.
+    pub(crate) fn from_utf8(bytes: &[u8]) -> Option<Self> {
         let s = std::str::from_utf8(bytes).ok()?;
+        Self::new(s)
+    }
+
+    /// `s` held inline; `None` if it is longer than `N` bytes (as an
+    /// embedder's mock of a put's answer might need).
+    pub fn new(s: &str) -> Option<Self> {
         ArrayString::from(s).ok().map(InlineText)
     }
 
@@ -109,9 +115,23 @@ impl<const N: usize> PartialEq<InlineText<N>> for String {
     }
 }
 
+impl<const N: usize> PartialEq<InlineText<N>> for str {
+    fn eq(&self, other: &InlineText<N>) -> bool {
+        self == other.0.as_str()
+    }
+}
+
 impl<const N: usize> PartialEq<InlineText<N>> for &str {
     fn eq(&self, other: &InlineText<N>) -> bool {
         *self == other.0.as_str()
+    }
+}
+
+impl<'a, const N: usize> TryFrom<&'a str> for InlineText<N> {
+    type Error = &'a str;
+    /// `s` held inline, or `s` back if it is longer than `N` bytes.
+    fn try_from(s: &'a str) -> Result<Self, &'a str> {
+        Self::new(s).ok_or(s)
     }
 }
 
@@ -131,7 +151,9 @@ impl<const N: usize> serde::Serialize for InlineText<N> {
 pub fn shard_id_text(index: u64) -> ShardId {
     use std::fmt::Write;
     // `shardId-` and at most 20 digits always fit SHARD_ID_BYTES_MAX.
-    ShardId::write_with(|s| write!(s, "{SHARD_ID_PREFIX}{index:012}")).unwrap_or_default()
+    let text = ShardId::write_with(|s| write!(s, "{SHARD_ID_PREFIX}{index:012}"));
+    debug_assert!(text.is_some(), "a shard id outgrew SHARD_ID_BYTES_MAX");
+    text.unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -144,6 +166,7 @@ mod tests {
         fn a_shard_id_text_spells_what_the_formatter_spells(index in any::<u64>()) {
             let text = shard_id_text(index);
             prop_assert_eq!(text.as_str(), format!("shardId-{index:012}"));
+            prop_assert_eq!(crate::engine::parse_shard_id(&text), (index <= 999_999_999_999).then_some(index));
         }
     }
 
@@ -164,8 +187,13 @@ mod tests {
 
     #[test]
     fn text_longer_than_its_capacity_is_refused_not_cut() {
-        assert_eq!(InlineText::<4>::from_ascii(b"12345"), None);
-        assert_eq!(InlineText::<4>::from_ascii(b"1234").map(|t| t.len()), Some(4));
+        assert_eq!(InlineText::<4>::from_utf8(b"12345"), None);
+        assert_eq!(InlineText::<4>::from_utf8(b"1234").map(|t| t.len()), Some(4));
+        assert_eq!(InlineText::<4>::try_from("12345"), Err("12345"));
+        assert_eq!(
+            InlineText::<4>::try_from("abc").map(String::from),
+            Ok("abc".to_string())
+        );
         use std::fmt::Write;
         assert_eq!(InlineText::<4>::write_with(|s| write!(s, "{}", 12345)), None);
     }
