@@ -37,7 +37,7 @@ use axum::body::{to_bytes, Body};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Router;
 use serde_json::{json, Value};
 use shardlog_stream::Engine;
 use tokio::net::TcpListener;
@@ -102,11 +102,15 @@ fn app(engine: Engine, options: &ServeOptions) -> (Router, Arc<metrics::ServerMe
 /// and operators see them without reading logs.
 async fn health(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> impl IntoResponse {
     let problems = state.engine.problems();
-    if problems.is_empty() {
-        Json(json!({"status": "ok"}))
+    let body = if problems.is_empty() {
+        json!({"status": "ok"})
     } else {
-        Json(json!({"status": "degraded", "problems": problems}))
-    }
+        json!({"status": "degraded", "problems": problems})
+    };
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
 }
 
 /// A request id in the UUID shape AWS uses (8-4-4-4-12 hex digits), unique

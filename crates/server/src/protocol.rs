@@ -258,4 +258,22 @@ mod tests {
         assert!(decode(Format::Cbor, &[0xff, 0x00]).is_err());
         assert!(decode(Format::Json, b"").unwrap().is_object());
     }
+
+    /// serde_json's `raw_value` feature (axum's default "json" feature turns
+    /// it on) gives one member name a meaning: an object whose first member
+    /// is `$serde_json::private::RawValue` decodes as that member's string
+    /// parsed as JSON, and one where it sorts first no longer decodes after
+    /// encoding. Request bodies are plain JSON; the name is just a name.
+    #[test]
+    fn a_member_named_like_serde_jsons_raw_value_token_is_an_ordinary_member() {
+        let token = "$serde_json::private::RawValue";
+        let first = format!(r#"{{"{token}":"{{\"StreamName\":\"s\"}}"}}"#);
+        let v = decode(Format::Json, first.as_bytes()).unwrap();
+        assert_eq!(v[token], "{\"StreamName\":\"s\"}");
+        assert!(v.get("StreamName").is_none());
+        let later = format!(r#"{{"a":1,"{token}":"[[1"}}"#);
+        let v = decode(Format::Json, later.as_bytes()).unwrap();
+        let back = decode(Format::Json, &encode(Format::Json, &v)).unwrap();
+        assert_eq!(back, v);
+    }
 }
