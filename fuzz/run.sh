@@ -19,7 +19,9 @@ seconds="${1:-10}"
 here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 
-if ! cargo +nightly --version >/dev/null 2>&1; then
+# Asked of rustup's list: a recent rustup would download a missing
+# toolchain the first time `cargo +nightly` names it.
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
     echo "fuzz/run.sh: SKIPPED: no nightly toolchain (rustup toolchain install nightly)"
     exit 0
 fi

@@ -583,6 +583,11 @@ fn http2_prior_knowledge_and_health_endpoints_work() {
             .await
             .unwrap();
         assert_eq!(h.status(), 200);
+        assert_eq!(
+            h.headers().get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/json")
+        );
+        assert_eq!(h.text().await.unwrap(), r#"{"status":"ok"}"#);
     });
 }
 
