@@ -75,6 +75,12 @@ fn main() {
             share_flushes_across_shards: std::env::var("SHARDLOG_SHARE_FLUSHES").is_ok_and(|v| v == "true"),
             // SHARDLOG_JOURNAL=true measures with the engine's journal.
             journal_small_appends: std::env::var("SHARDLOG_JOURNAL").is_ok_and(|v| v == "true"),
+            // SHARDLOG_SYNC_THREADS=N sizes the sync pool (0, the default,
+            // lets the machine's cores choose).
+            sync_threads: std::env::var("SHARDLOG_SYNC_THREADS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
             ..EngineOptions::default()
         },
     )

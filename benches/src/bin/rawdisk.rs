@@ -34,7 +34,12 @@
 //!     space (MiB/s): the embedded probe's 16 writers of 100 KiB over 4
 //!     shards, grouped perfectly, four writers' batches per sync per file.
 //!
-//! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR]`
+//! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR] [bandwidth SECONDS]`
+//!
+//! With `bandwidth SECONDS` only rows 7 (allocated) and 11 run, each for
+//! that long rather than 3 s: the figures beside an embedded-probe run of
+//! the same length, alternated with it (a virtual disk's rate drifts from
+//! one minute to the next).
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -48,6 +53,17 @@ fn main() -> std::io::Result<()> {
         .map(std::path::PathBuf::from)
         .unwrap_or_else(std::env::temp_dir);
     let tmp = tempfile::tempdir_in(&dir)?;
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(2).map(String::as_str) == Some("bandwidth") {
+        let seconds: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(8);
+        let run = Duration::from_secs(seconds);
+        let ops = parallel_for(tmp.path(), 4, 1 << 20, Some(Space::Written), run)?;
+        println!("1 MiB write + fdatasync, 4 files in parallel, allocated, {seconds} s: {ops:6.0} MiB/s");
+        let ops = parallel_for(tmp.path(), 4, 400 << 10, Some(Space::Written), run)?;
+        let mib = ops * 400.0 / 1024.0;
+        println!("400 KiB write + fdatasync, 4 files in parallel, allocated, {seconds} s: {mib:6.0} MiB/s");
+        return Ok(());
+    }
     // New page-cache pages cost more while the memory is untouched (see row
     // 9), so the figures below depend on it.
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -291,6 +307,17 @@ impl Space {
 /// first gets [`Space::blocks`] blocks of space of that kind, and the
 /// timed writes go round and round inside it; without, the files grow.
 fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std::io::Result<f64> {
+    parallel_for(dir, files, block, space, Duration::from_secs(3))
+}
+
+/// [`parallel`] for `run` rather than three seconds.
+fn parallel_for(
+    dir: &Path,
+    files: usize,
+    block: usize,
+    space: Option<Space>,
+    run: Duration,
+) -> std::io::Result<f64> {
     let rewrite_blocks = space.map(|s| s.blocks(block));
     let stop = AtomicBool::new(false);
     let ops = AtomicU64::new(0);
@@ -355,7 +382,7 @@ fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_secs(3));
+        std::thread::sleep(run);
         stop.store(true, Ordering::Relaxed);
         join_all(workers)
     });

@@ -380,6 +380,15 @@ struct Active {
     /// not zeros, so every write ends with `RECYCLED_END_MARKER_BYTES` zeros
     /// and no zeros are written ahead.
     recycled: bool,
+    /// A page boundary: the next early write-back (under
+    /// `SyncPolicy::Always`) starts here. Each one ends at the last whole
+    /// page of its append, so the page two large appends share goes to the
+    /// device with the next one's pages rather than as a 4 KiB request of
+    /// its own at the group's sync (a virtual disk counts requests). A
+    /// small append moves it past its own bytes: they may be acknowledged
+    /// through the journal and not yet synced in the segment, and a failed
+    /// write-back must never take them with it.
+    written_back: u64,
 }
 
 impl Active {
@@ -391,7 +400,13 @@ impl Active {
         self.allocated = self.allocated.min(len);
         self.zeroed = self.zeroed.min(len);
         self.decide_at = self.decide_at.min(len);
+        self.written_back = self.written_back.min(page_ceil(len));
     }
+}
+
+/// `offset` rounded up to a whole page of the page cache.
+fn page_ceil(offset: u64) -> u64 {
+    offset.div_ceil(CACHE_PAGE_BYTES) * CACHE_PAGE_BYTES
 }
 
 impl Writer {
@@ -1523,6 +1538,7 @@ impl Log {
                 zeroed: SEGMENT_HEADER_BYTES as u64,
                 decide_at: SEGMENT_HEADER_BYTES as u64,
                 recycled: false,
+                written_back: page_ceil(SEGMENT_HEADER_BYTES as u64),
             },
             last_arrival_ms,
         ))
@@ -1664,6 +1680,7 @@ impl Log {
                 zeroed: len.max(end),
                 decide_at: u64::MAX,
                 recycled: true,
+                written_back: page_ceil(SEGMENT_HEADER_BYTES as u64),
             },
             last_arrival_ms,
         )))
@@ -2016,6 +2033,7 @@ impl Log {
                 // Cut above unless quarantined, and a quarantined log never
                 // writes.
                 recycled: recycled && !truncated && !cut_older,
+                written_back: page_ceil(scan_end),
             },
             next_seq,
             // Arrival times never go down across segments: a new segment's
@@ -2295,8 +2313,22 @@ impl Log {
         // appends go through the journal or would each cost a device
         // request. Outside the writer lock: submitting the pages takes a
         // while, and other appenders of this log need the lock meanwhile.
-        let early = (total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always)
-            .then(|| (w.active.file.clone(), w.active.path.clone()));
+        let end = start + total as u64;
+        let early = if total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always {
+            // From where the last one ended to the last whole page of this
+            // append: the next append writes into the partial one, and on a
+            // device that keeps pages stable while they are written it would
+            // wait for this write.
+            let first = w.active.written_back;
+            let last = end / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
+            w.active.written_back = last.max(first);
+            (last > first).then(|| (w.active.file.clone(), w.active.path.clone(), first, last))
+        } else {
+            None
+        };
+        if total <= JOURNAL_WRITE_BYTES_MAX {
+            w.active.written_back = w.active.written_back.max(page_ceil(end));
+        }
         let ticket = self
             .inner
             .opts
@@ -2304,15 +2336,8 @@ impl Log {
             .as_ref()
             .map_or(0, |c| c.ticket());
         drop(w);
-        if let Some((file, path)) = early {
-            // Whole pages of this append only: the first partial page also
-            // holds the previous append's tail (perhaps acknowledged through
-            // the journal and not yet synced in the segment), and the next
-            // append writes into the last one (on a device that keeps pages
-            // stable while they are written it would wait for this write).
-            let first = start.div_ceil(CACHE_PAGE_BYTES) * CACHE_PAGE_BYTES;
-            let end = (start + total as u64) / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
-            if let Err(e) = file.start_write_back(first, end.saturating_sub(first)) {
+        if let Some((file, path, first, last)) = early {
+            if let Err(e) = file.start_write_back(first, last - first) {
                 if write_back_lost_pages(&e) {
                     // The kernel may have dropped pages it could not write
                     // without recording an error for the next sync: this

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shardlog_segment::format::SEGMENT_HEADER_BYTES;
+use shardlog_segment::format::{CACHE_PAGE_BYTES, SEGMENT_HEADER_BYTES};
 use shardlog_segment::{
     Error, FileSystem, Log, LogOptions, NoObserverForTests, OpenCheck, Position, ReadLimits, RecordIn,
     RecoveryPolicy, SyncPolicy,
@@ -3198,6 +3198,57 @@ fn append_written_during_a_failing_checkpoint_never_comes_back(async_wait: bool)
             rows.len(),
             4,
             "seed {seed}: the four acknowledged appends are there"
+        );
+    }
+}
+
+#[test]
+fn early_write_back_hands_each_whole_page_over_once_and_skips_small_appends() {
+    // Large appends start their write-back at once, each from where the
+    // last one ended to its own last whole page, so the page two appends
+    // share goes out with the second one's pages. A small append's bytes
+    // (perhaps acknowledged through the journal, not yet synced in the
+    // segment) are never in a range.
+    let fs = MemFs::new();
+    let log = open(
+        &fs,
+        LogOptions {
+            segment_bytes_max: 8 << 20,
+            ..LogOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(log.options().sync, SyncPolicy::Always);
+    let large = vec![0x5Au8; 100_000];
+    let small = vec![0x33u8; 1_000];
+    let page_floor = |o: u64| o / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
+    let page_ceil = |o: u64| o.div_ceil(CACHE_PAGE_BYTES) * CACHE_PAGE_BYTES;
+    let mut appends = Vec::new();
+    for (i, data) in [&large, &large, &small, &large, &large].into_iter().enumerate() {
+        let start = log.active_space().written;
+        log.append(&[RecordIn::new("pk", data, 1_000 + i as i64)])
+            .unwrap();
+        appends.push((start, log.active_space().written));
+    }
+    let path = log.segments().last().unwrap().path.clone();
+    let ranges: Vec<(u64, u64)> = fs
+        .write_backs_started()
+        .into_iter()
+        .filter(|w| w.path == path)
+        .map(|w| (w.start, w.end))
+        .collect();
+    let (small_start, small_end) = appends[2];
+    let expected = vec![
+        (page_ceil(SEGMENT_HEADER_BYTES as u64), page_floor(appends[0].1)),
+        (page_floor(appends[0].1), page_floor(appends[1].1)),
+        (page_ceil(small_end), page_floor(appends[3].1)),
+        (page_floor(appends[3].1), page_floor(appends[4].1)),
+    ];
+    assert_eq!(ranges, expected, "appends at {appends:?}");
+    for (start, end) in &ranges {
+        assert!(
+            end <= &small_start || start >= &small_end,
+            "{start}..{end} holds the small append"
         );
     }
 }

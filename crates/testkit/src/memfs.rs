@@ -257,6 +257,18 @@ struct Inner {
     /// `shares_flushes` answers this (see [`MemFs::set_shares_flushes`]).
     no_shared_flushes: bool,
     cache_drops: Vec<CacheDrop>,
+    write_backs_started: Vec<WriteBackStart>,
+}
+
+/// One `start_write_back` call a file received (see
+/// [`MemFs::write_backs_started`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteBackStart {
+    /// The path the file was opened by.
+    pub path: PathBuf,
+    /// The range the call named.
+    pub start: u64,
+    pub end: u64,
 }
 
 /// One `drop_cache` call a file received (see [`MemFs::cache_drops`]).
@@ -592,6 +604,14 @@ impl MemFs {
     /// went.
     pub fn cache_drops(&self) -> Vec<CacheDrop> {
         self.lock_inner().cache_drops.clone()
+    }
+
+    /// Every `start_write_back` call so far, in order (failed ones too).
+    /// The memory file system has nothing to write back early, so the calls
+    /// change nothing unless a failpoint fails them; tests check where they
+    /// went.
+    pub fn write_backs_started(&self) -> Vec<WriteBackStart> {
+        self.lock_inner().write_backs_started.clone()
     }
 
     /// Flips one bit of a file, in both its durable and current image (bit
@@ -1016,9 +1036,13 @@ impl FileHandle for MemFile {
     }
 
     fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
-        let _ = (offset, len);
         self.with(|inner, ino| {
             inner.consume_op()?;
+            inner.write_backs_started.push(WriteBackStart {
+                path: self.path.clone(),
+                start: offset,
+                end: offset.saturating_add(len),
+            });
             if inner.failpoint(FsOp::StartWriteBack, &self.path).is_err() {
                 let made = inner.ops_made;
                 let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write-back"))?;
