@@ -57,9 +57,9 @@ fn main() -> std::io::Result<()> {
     if args.get(2).map(String::as_str) == Some("bandwidth") {
         let seconds: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(8);
         let run = Duration::from_secs(seconds);
-        let ops = parallel_for(tmp.path(), 4, 1 << 20, Some(Space::Written), run)?;
+        let (ops, _) = parallel_for(tmp.path(), 4, 1 << 20, Some(Space::Written), run)?;
         println!("1 MiB write + fdatasync, 4 files in parallel, allocated, {seconds} s: {ops:6.0} MiB/s");
-        let ops = parallel_for(tmp.path(), 4, 400 << 10, Some(Space::Written), run)?;
+        let (ops, _) = parallel_for(tmp.path(), 4, 400 << 10, Some(Space::Written), run)?;
         let mib = ops * 400.0 / 1024.0;
         println!("400 KiB write + fdatasync, 4 files in parallel, allocated, {seconds} s: {mib:6.0} MiB/s");
         return Ok(());
@@ -155,8 +155,8 @@ fn main() -> std::io::Result<()> {
     );
 
     for files in [4, 8] {
-        let ops = parallel(tmp.path(), files, 1024, None)?;
-        println!("1 KiB append + fdatasync, {files} files in parallel: {ops:8.0} ops/s");
+        let (ops, latency) = parallel_for(tmp.path(), files, 1024, None, Duration::from_secs(3))?;
+        println!("1 KiB append + fdatasync, {files} files in parallel: {ops:8.0} ops/s  {latency}");
     }
     let ops = parallel(tmp.path(), 4, 1024, Some(Space::Fallocated))?;
     println!("1 KiB append + fdatasync, 4 files in parallel, fallocated: {ops:8.0} ops/s");
@@ -307,17 +307,37 @@ impl Space {
 /// first gets [`Space::blocks`] blocks of space of that kind, and the
 /// timed writes go round and round inside it; without, the files grow.
 fn parallel(dir: &Path, files: usize, block: usize, space: Option<Space>) -> std::io::Result<f64> {
-    parallel_for(dir, files, block, space, Duration::from_secs(3))
+    parallel_for(dir, files, block, space, Duration::from_secs(3)).map(|(rate, _)| rate)
 }
 
-/// [`parallel`] for `run` rather than three seconds.
+/// Percentiles of the time each write and its `fdatasync` took together.
+struct Latency {
+    p50_us: u64,
+    p99_us: u64,
+    p999_us: u64,
+    max_us: u64,
+}
+
+impl std::fmt::Display for Latency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {} us  p99 {} us  p99.9 {} us  max {} us",
+            self.p50_us, self.p99_us, self.p999_us, self.max_us
+        )
+    }
+}
+
+/// [`parallel`] for `run` rather than three seconds, with the percentiles
+/// of each write and sync's time.
 fn parallel_for(
     dir: &Path,
     files: usize,
     block: usize,
     space: Option<Space>,
     run: Duration,
-) -> std::io::Result<f64> {
+) -> std::io::Result<(f64, Latency)> {
+    let times = std::sync::Mutex::new(Vec::<u64>::new());
     let rewrite_blocks = space.map(|s| s.blocks(block));
     let stop = AtomicBool::new(false);
     let ops = AtomicU64::new(0);
@@ -350,8 +370,9 @@ fn parallel_for(
         let workers: Vec<_> = handles
             .iter()
             .map(|file| {
-                let (stop, ops, buf) = (&stop, &ops, &buf);
+                let (stop, ops, buf, times) = (&stop, &ops, &buf, &times);
                 s.spawn(move || -> std::io::Result<()> {
+                    let mut mine = Vec::new();
                     let mut n = 0u64;
                     let mut zeroed = 0u64;
                     let zeros = vec![0u8; 2 * ZERO_STEP_BYTES as usize];
@@ -364,8 +385,10 @@ fn parallel_for(
                             file.write_all_at(&zeros[..(to - end) as usize], end)?;
                             zeroed = to;
                         }
+                        let t = Instant::now();
                         file.write_all_at(buf, at)?;
                         file.sync_data()?;
+                        mine.push(t.elapsed().as_micros() as u64);
                         if matches!(space, Some(Space::FallocatedDropBehind)) && at >= DROP_BEHIND_BYTES {
                             let len = std::num::NonZeroU64::new(buf.len() as u64);
                             rustix::fs::fadvise(
@@ -378,6 +401,7 @@ fn parallel_for(
                         n += 1;
                         ops.fetch_add(1, Ordering::Relaxed);
                     }
+                    times.lock().unwrap_or_else(|p| p.into_inner()).extend(mine);
                     Ok(())
                 })
             })
@@ -391,7 +415,21 @@ fn parallel_for(
         std::fs::remove_file(dir.join(format!("parallel-{i}.bin")))?;
     }
     result?;
-    Ok(ops.load(Ordering::Relaxed) as f64 / secs)
+    let mut times = times.into_inner().unwrap_or_else(|p| p.into_inner());
+    times.sort_unstable();
+    let at = |q: f64| {
+        times
+            .get(((times.len() as f64 * q) as usize).min(times.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    let latency = Latency {
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+        p999_us: at(0.999),
+        max_us: times.last().copied().unwrap_or(0),
+    };
+    Ok((ops.load(Ordering::Relaxed) as f64 / secs, latency))
 }
 
 /// Joins writer threads; the first error (or panic) of any is the result.
