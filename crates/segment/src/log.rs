@@ -384,11 +384,14 @@ struct Active {
     /// `SyncPolicy::Always`) starts here. Each one ends at the last whole
     /// page of its append, so the page two large appends share goes to the
     /// device with the next one's pages rather than as a 4 KiB request of
-    /// its own at the group's sync (a virtual disk counts requests). A
-    /// small append moves it past its own bytes: they may be acknowledged
-    /// through the journal and not yet synced in the segment, and a failed
-    /// write-back must never take them with it.
-    written_back: u64,
+    /// its own at the group's sync (a virtual disk counts requests). Any
+    /// other append moves it past its own bytes: a small one may be
+    /// acknowledged through the journal and not yet synced in the segment,
+    /// and a failed write-back must never take such bytes with it. Syncs
+    /// wait for the early write-backs in flight before they acknowledge
+    /// anything (`SyncState::early_write_backs`), since a range may hold
+    /// the tail of an earlier append that such a sync covers.
+    early_write_back_from: u64,
 }
 
 impl Active {
@@ -400,13 +403,18 @@ impl Active {
         self.allocated = self.allocated.min(len);
         self.zeroed = self.zeroed.min(len);
         self.decide_at = self.decide_at.min(len);
-        self.written_back = self.written_back.min(page_ceil(len));
+        self.early_write_back_from = self.early_write_back_from.min(page_ceil(len));
     }
 }
 
 /// `offset` rounded up to a whole page of the page cache.
 fn page_ceil(offset: u64) -> u64 {
     offset.div_ceil(CACHE_PAGE_BYTES) * CACHE_PAGE_BYTES
+}
+
+/// `offset` rounded down to a whole page of the page cache.
+fn page_floor(offset: u64) -> u64 {
+    offset / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES
 }
 
 impl Writer {
@@ -478,6 +486,17 @@ struct SyncState {
     /// Where the last journaled append ended: a poisoned log keeps its bytes
     /// until the journal has decided on them.
     journal_last: Option<Watermark>,
+    /// Early write-backs (`FileHandle::start_write_back`) started and not
+    /// yet returned. A failed one may drop pages without an error for a
+    /// later sync, and its range may hold the tail of an earlier append
+    /// (the page two appends share): a sync that ran meanwhile waits for
+    /// them before it acknowledges anything, and finds the log poisoned if
+    /// one failed (`Log::early_write_backs_settled`). Each call has a
+    /// ticket (`early_write_back_tickets` counts them); a sync waits only
+    /// for the tickets issued before it ended, so a stream of new calls
+    /// cannot hold it up.
+    early_write_backs: Vec<u64>,
+    early_write_back_tickets: u64,
 }
 
 impl SyncState {
@@ -1436,6 +1455,8 @@ impl Log {
             unjournaled_through: 0,
             journal_done: 0,
             journal_last: None,
+            early_write_backs: Vec::new(),
+            early_write_back_tickets: 0,
         };
         let mark_file = w.active.file.clone();
         let pool = Self::load_pool(&*fs, &dir, &names, &opts);
@@ -1538,7 +1559,7 @@ impl Log {
                 zeroed: SEGMENT_HEADER_BYTES as u64,
                 decide_at: SEGMENT_HEADER_BYTES as u64,
                 recycled: false,
-                written_back: page_ceil(SEGMENT_HEADER_BYTES as u64),
+                early_write_back_from: page_ceil(SEGMENT_HEADER_BYTES as u64),
             },
             last_arrival_ms,
         ))
@@ -1680,7 +1701,7 @@ impl Log {
                 zeroed: len.max(end),
                 decide_at: u64::MAX,
                 recycled: true,
-                written_back: page_ceil(SEGMENT_HEADER_BYTES as u64),
+                early_write_back_from: page_ceil(SEGMENT_HEADER_BYTES as u64),
             },
             last_arrival_ms,
         )))
@@ -2033,7 +2054,7 @@ impl Log {
                 // Cut above unless quarantined, and a quarantined log never
                 // writes.
                 recycled: recycled && !truncated && !cut_older,
-                written_back: page_ceil(scan_end),
+                early_write_back_from: page_ceil(scan_end),
             },
             next_seq,
             // Arrival times never go down across segments: a new segment's
@@ -2314,21 +2335,34 @@ impl Log {
         // request. Outside the writer lock: submitting the pages takes a
         // while, and other appenders of this log need the lock meanwhile.
         let end = start + total as u64;
-        let early = if total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always {
-            // From where the last one ended to the last whole page of this
-            // append: the next append writes into the partial one, and on a
-            // device that keeps pages stable while they are written it would
-            // wait for this write.
-            let first = w.active.written_back;
-            let last = end / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
-            w.active.written_back = last.max(first);
-            (last > first).then(|| (w.active.file.clone(), w.active.path.clone(), first, last))
+        let wants_early = total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always;
+        // An early write-back runs from where the last one ended to the
+        // last whole page of this append: the next append writes into the
+        // partial one, and on a device that keeps pages stable while they
+        // are written it would wait for this write. Any other append's
+        // bytes are never in a range (see `Active::early_write_back_from`).
+        let first = w.active.early_write_back_from;
+        let last = if wants_early {
+            page_floor(end)
         } else {
-            None
+            page_ceil(end)
         };
-        if total <= JOURNAL_WRITE_BYTES_MAX {
-            w.active.written_back = w.active.written_back.max(page_ceil(end));
-        }
+        w.active.early_write_back_from = last.max(first);
+        let early = (wants_early && last > first).then(|| {
+            // Registered before the writer lock goes, so that no sync can
+            // end unaware of the call once it may begin.
+            let mut st = lock(&self.inner.sync);
+            st.early_write_back_tickets += 1;
+            let early_ticket = st.early_write_back_tickets;
+            st.early_write_backs.push(early_ticket);
+            (
+                w.active.file.clone(),
+                w.active.path.clone(),
+                first,
+                last,
+                early_ticket,
+            )
+        });
         let ticket = self
             .inner
             .opts
@@ -2336,19 +2370,37 @@ impl Log {
             .as_ref()
             .map_or(0, |c| c.ticket());
         drop(w);
-        if let Some((file, path, first, last)) = early {
-            if let Err(e) = file.start_write_back(first, last - first) {
-                if write_back_lost_pages(&e) {
-                    // The kernel may have dropped pages it could not write
-                    // without recording an error for the next sync: this
-                    // append and every one not yet durable are lost.
-                    let err = self.poison(format!(
-                        "write-back of {} from byte {start} failed: {e}",
+        if let Some((file, path, first, last, early_ticket)) = early {
+            // The kernel may have dropped pages it could not write without
+            // recording an error for the next sync: this append and every
+            // one not yet durable are lost (an earlier append's tail in the
+            // range too, which is why syncs wait for this call).
+            let lost = file
+                .start_write_back(first, last - first)
+                .err()
+                .filter(write_back_lost_pages)
+                .map(|e| {
+                    format!(
+                        "write-back of {} bytes {first}..{last} failed: {e}",
                         path.display()
-                    ));
-                    self.discard_undurable();
-                    return Err(err);
+                    )
+                });
+            {
+                let mut st = lock(&self.inner.sync);
+                if let Some(cause) = &lost {
+                    self.set_poisoned(&mut st, cause.clone());
                 }
+                let oldest = st.early_write_backs.iter().min() == Some(&early_ticket);
+                st.early_write_backs.retain(|&t| t != early_ticket);
+                // Only the oldest call's end can release a waiting sync.
+                if oldest {
+                    self.inner.sync_cv.notify_all();
+                }
+            }
+            if let Some(cause) = lost {
+                let err = self.poison(cause);
+                self.discard_undurable();
+                return Err(err);
             }
         }
         Ok((appended, Pending { mark, ticket }))
@@ -2535,7 +2587,7 @@ impl Log {
         }
         match coord.wait(ticket) {
             Ok(()) => {
-                let mut st = lock(&self.inner.sync);
+                let mut st = self.early_write_backs_settled(lock(&self.inner.sync));
                 // Another appender's failed sync may have poisoned the log and
                 // cut its unsynced tail (ours included) after our sync ran.
                 if st.poisoned.is_some() {
@@ -2819,7 +2871,7 @@ impl Log {
             .map_err(|e| format!("fsync of {} failed: {e}", old_path.display()))
             .and_then(|()| self.syncfs_settled())
             .err();
-        if let Some(err) = self.end_sole_sync(failed) {
+        if let Some(err) = self.end_sole_sync_of_all(failed) {
             self.discard_undurable_locked(w);
             return Err(err);
         }
@@ -2985,7 +3037,7 @@ impl Log {
             }
         }
         .and_then(|shared| self.syncfs_settled().map(|()| shared));
-        st = lock(&self.inner.sync);
+        st = self.early_write_backs_settled(lock(&self.inner.sync));
         st.syncing = false;
         let mut advanced = None;
         match result {
@@ -3117,7 +3169,7 @@ impl Log {
     /// poisoned error then.
     fn end_sole_sync(&self, failed: Option<String>) -> Option<Error> {
         {
-            let mut st = lock(&self.inner.sync);
+            let mut st = self.early_write_backs_settled(lock(&self.inner.sync));
             st.syncing = false;
             if let Some(cause) = &failed {
                 self.set_poisoned(&mut st, cause.clone());
@@ -3125,6 +3177,31 @@ impl Log {
             self.inner.sync_cv.notify_all();
         }
         failed.map(|cause| self.poison(cause))
+    }
+
+    /// [`Log::end_sole_sync`] for a sync that vouches for every byte of the
+    /// active segment (a roll sealing it, a clean-stop marker): it fails
+    /// too if the log was poisoned while it ran, since a failed early
+    /// write-back meanwhile may have dropped pages the sync then did not
+    /// write. (A journal checkpoint vouches only for journaled bytes, which
+    /// no early write-back covers, and uses `end_sole_sync`.)
+    fn end_sole_sync_of_all(&self, failed: Option<String>) -> Option<Error> {
+        let failed = self.end_sole_sync(failed);
+        failed.or_else(|| {
+            let cause = lock(&self.inner.sync).poisoned.clone()?;
+            Some(Error::Poisoned { cause })
+        })
+    }
+
+    /// `st` once every early write-back begun so far has returned (see
+    /// [`SyncState::early_write_backs`]): a sync checks for poison only
+    /// after this. The calls only submit pages, so the wait is short.
+    fn early_write_backs_settled<'a>(&self, mut st: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        let issued = st.early_write_back_tickets;
+        while st.early_write_backs.iter().any(|&t| t <= issued) {
+            st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+        st
     }
 
     /// A roll sealed `old`, `old_len` bytes long (its pages are dropped
@@ -3956,7 +4033,7 @@ impl Log {
                 .sync_data()
                 .err()
                 .map(|e| format!("fdatasync failed: {e}"));
-            if let Some(err) = self.end_sole_sync(failed) {
+            if let Some(err) = self.end_sole_sync_of_all(failed) {
                 self.discard_undurable_locked(&mut w);
                 return Err(err);
             }

@@ -266,8 +266,9 @@ struct Inner {
 pub struct WriteBackStart {
     /// The path the file was opened by.
     pub path: PathBuf,
-    /// The range the call named.
+    /// Where the range the call named begins.
     pub start: u64,
+    /// Where it ends (exclusive).
     pub end: u64,
 }
 
@@ -606,7 +607,8 @@ impl MemFs {
         self.lock_inner().cache_drops.clone()
     }
 
-    /// Every `start_write_back` call so far, in order (failed ones too).
+    /// Every `start_write_back` call so far, in order (failed ones too,
+    /// and ones a crash point refused).
     /// The memory file system has nothing to write back early, so the calls
     /// change nothing unless a failpoint fails them; tests check where they
     /// went.
@@ -1037,12 +1039,12 @@ impl FileHandle for MemFile {
 
     fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
         self.with(|inner, ino| {
-            inner.consume_op()?;
             inner.write_backs_started.push(WriteBackStart {
                 path: self.path.clone(),
                 start: offset,
                 end: offset.saturating_add(len),
             });
+            inner.consume_op()?;
             if inner.failpoint(FsOp::StartWriteBack, &self.path).is_err() {
                 let made = inner.ops_made;
                 let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write-back"))?;
