@@ -3254,3 +3254,53 @@ fn early_write_back_hands_each_whole_page_over_once_and_skips_small_appends() {
     assert_eq!(ranges, expected, "appends at {appends:?}");
     assert!(ranges[1].1 <= small_start && ranges[2].0 >= small_end);
 }
+
+#[test]
+fn a_sync_acknowledges_nothing_while_an_early_write_back_over_its_tail_is_in_flight() {
+    // A is written; B's early write-back (its range starts on the page A's
+    // tail shares) is held in flight and then fails, as if the kernel had
+    // dropped the pages. A's sync, run meanwhile, must wait for it and
+    // then refuse: the failed call may have taken A's last page with it.
+    let fs = MemFs::new();
+    let log = Arc::new(
+        open(
+            &fs,
+            LogOptions {
+                segment_bytes_max: 8 << 20,
+                ..LogOptions::default()
+            },
+        )
+        .unwrap(),
+    );
+    let large = vec![0x5Au8; 100_000];
+    let (_, a) = log
+        .append_deferred(&[RecordIn::new("pk", &large, 1_000)])
+        .unwrap();
+    fs.hold_next_write_back(".seg");
+    fs.fail_at(FsOp::StartWriteBack, ".seg", 1);
+    let b = std::thread::spawn({
+        let (log, large) = (log.clone(), large.clone());
+        move || {
+            log.append_deferred(&[RecordIn::new("pk", &large, 1_001)])
+                .map(|_| ())
+        }
+    });
+    while !fs.write_back_held() {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let sync = std::thread::spawn({
+        let log = log.clone();
+        move || log.complete(a)
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert!(
+        !sync.is_finished(),
+        "A's sync ended while an early write-back over its last page was in flight"
+    );
+    fs.release_write_back();
+    assert!(b.join().unwrap().is_err(), "B's failed write-back refuses B");
+    assert!(
+        sync.join().unwrap().is_err(),
+        "A was acknowledged although the failed write-back may have dropped its last page"
+    );
+}

@@ -369,6 +369,19 @@ impl Inner {
 #[derive(Debug, Clone, Default)]
 pub struct MemFs {
     inner: Arc<Mutex<Inner>>,
+    /// The hold of [`MemFs::hold_next_write_back`], apart from `inner`:
+    /// a call waits there without blocking every other operation.
+    hold: Arc<(Mutex<WriteBackHold>, std::sync::Condvar)>,
+}
+
+/// See [`MemFs::hold_next_write_back`].
+#[derive(Debug, Default)]
+struct WriteBackHold {
+    /// The path part the next held call's path contains.
+    armed: Option<String>,
+    /// A call is waiting at the hold.
+    waiting: bool,
+    released: bool,
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -605,6 +618,50 @@ impl MemFs {
     /// went.
     pub fn cache_drops(&self) -> Vec<CacheDrop> {
         self.lock_inner().cache_drops.clone()
+    }
+
+    /// Makes the next `start_write_back` of a file whose path contains
+    /// `path_contains` wait, before it does anything, until
+    /// [`MemFs::release_write_back`]: a test can then run other threads'
+    /// operations while the call is in flight (a failpoint set with
+    /// [`MemFs::fail_at`] still applies once it goes on).
+    pub fn hold_next_write_back(&self, path_contains: &str) {
+        let (hold, _) = &*self.hold;
+        let mut h = hold.lock().unwrap_or_else(|p| p.into_inner());
+        h.armed = Some(path_contains.to_string());
+        h.released = false;
+    }
+
+    /// Whether a `start_write_back` is waiting at the hold.
+    pub fn write_back_held(&self) -> bool {
+        let (hold, _) = &*self.hold;
+        hold.lock().unwrap_or_else(|p| p.into_inner()).waiting
+    }
+
+    /// Lets the held `start_write_back` go on.
+    pub fn release_write_back(&self) {
+        let (hold, cv) = &*self.hold;
+        hold.lock().unwrap_or_else(|p| p.into_inner()).released = true;
+        cv.notify_all();
+    }
+
+    /// Waits at the hold if it is armed for `path`.
+    fn wait_at_write_back_hold(&self, path: &Path) {
+        let (hold, cv) = &*self.hold;
+        let mut h = hold.lock().unwrap_or_else(|p| p.into_inner());
+        let armed = h
+            .armed
+            .as_deref()
+            .is_some_and(|part| path.to_string_lossy().contains(part));
+        if !armed {
+            return;
+        }
+        h.armed = None;
+        h.waiting = true;
+        while !h.released {
+            h = cv.wait(h).unwrap_or_else(|p| p.into_inner());
+        }
+        h.waiting = false;
     }
 
     /// Every `start_write_back` call so far, in order (failed ones too,
@@ -1038,6 +1095,7 @@ impl FileHandle for MemFile {
     }
 
     fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fs.wait_at_write_back_hold(&self.path);
         self.with(|inner, ino| {
             inner.write_backs_started.push(WriteBackStart {
                 path: self.path.clone(),
