@@ -3202,6 +3202,15 @@ fn append_written_during_a_failing_checkpoint_never_comes_back(async_wait: bool)
     }
 }
 
+/// The default options with segments large enough that a few 100 KB
+/// appends never roll, so every early write-back lands in one file.
+fn unrolled_opts() -> LogOptions {
+    LogOptions {
+        segment_bytes_max: 8 << 20,
+        ..LogOptions::default()
+    }
+}
+
 #[test]
 fn early_write_back_hands_each_whole_page_over_once_and_skips_small_appends() {
     // Large appends start their write-back at once, each from where the
@@ -3210,14 +3219,7 @@ fn early_write_back_hands_each_whole_page_over_once_and_skips_small_appends() {
     // (perhaps acknowledged through the journal, not yet synced in the
     // segment) are never in a range.
     let fs = MemFs::new();
-    let log = open(
-        &fs,
-        LogOptions {
-            segment_bytes_max: 8 << 20,
-            ..LogOptions::default()
-        },
-    )
-    .unwrap();
+    let log = open(&fs, unrolled_opts()).unwrap();
     assert_eq!(log.options().sync, SyncPolicy::Always);
     let large = vec![0x5Au8; 100_000];
     let small = vec![0x33u8; 1_000];
@@ -3262,16 +3264,7 @@ fn a_sync_acknowledges_nothing_while_an_early_write_back_over_its_tail_is_in_fli
     // dropped the pages. A's sync, run meanwhile, must wait for it and
     // then refuse: the failed call may have taken A's last page with it.
     let fs = MemFs::new();
-    let log = Arc::new(
-        open(
-            &fs,
-            LogOptions {
-                segment_bytes_max: 8 << 20,
-                ..LogOptions::default()
-            },
-        )
-        .unwrap(),
-    );
+    let log = Arc::new(open(&fs, unrolled_opts()).unwrap());
     let large = vec![0x5Au8; 100_000];
     let (_, a) = log
         .append_deferred(&[RecordIn::new("pk", &large, 1_000)])
