@@ -86,55 +86,10 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# ---------------------------------------------------------------------------
-# Memory: VmRSS and RssAnon of a process and all its descendants (node and
-# redis may fork or spawn), each summed, in KiB: "RSS ANON". VmRSS counts the
-# pages of mapped files too (Shardlog reads its segments through maps, so a
-# replay raises its VmRSS with page cache that the kernel can drop);
-# RssAnon is the process's own memory.
-rss_tree_kib() {
-    local pid=$1 rss=0 anon=0 kids child r a
-    read -r r a < <(awk '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} END {print r+0, a+0}' "/proc/$pid/status" 2>/dev/null || echo 0 0)
-    rss=$((rss + ${r:-0})) anon=$((anon + ${a:-0}))
-    kids=$(cat /proc/"$pid"/task/*/children 2>/dev/null || true)
-    for child in $kids; do
-        read -r r a < <(rss_tree_kib "$child")
-        rss=$((rss + r)) anon=$((anon + a))
-    done
-    echo "$rss $anon"
-}
-
-# Samples rss_tree_kib every 200 ms until stopped; FILE holds the maxima so
-# far, as JSON.
-start_sampler() {
-    local pid=$1 file=$2
-    echo '{"max_rss_kib": 0, "max_anon_kib": 0}' >"$file"
-    (
-        max=0 max_anon=0
-        while kill -0 "$pid" 2>/dev/null; do
-            read -r now anon < <(rss_tree_kib "$pid")
-            if ((now > max || anon > max_anon)); then
-                ((now > max)) && max=$now
-                ((anon > max_anon)) && max_anon=$anon
-                echo "{\"max_rss_kib\": $max, \"max_anon_kib\": $max_anon}" >"$file"
-            fi
-            sleep 0.2
-        done
-    ) &
-    SAMPLER_PID=$!
-}
-
-stop_server() {
-    if [[ -n $SAMPLER_PID ]]; then kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; fi
-    SAMPLER_PID=""
-    if [[ -n $SERVER_PID ]]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$SERVER_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    SERVER_PID=""
-}
+# Memory sampling (rss_tree_kib, start_sampler), stop_server and
+# wait_kinesis are shared with benches/targets.sh.
+# shellcheck source=../lib.sh
+source "$HERE/../lib.sh"
 
 # Writes a row that did not run: peer, durable, reason.
 not_run() {
@@ -202,23 +157,6 @@ install_redis() {
 
 # ---------------------------------------------------------------------------
 # Kinesis peers: all driven by `shardlog bench`.
-
-# Waits up to 60 s until the Kinesis API at URL answers ListStreams (with any
-# JSON); fails if the server died first.
-wait_kinesis() {
-    local url=$1 pid=$2
-    for _ in $(seq 600); do
-        kill -0 "$pid" 2>/dev/null || return 1
-        if curl -s -m 2 -X POST "$url" -H 'x-amz-target: Kinesis_20131202.ListStreams' \
-            -H 'content-type: application/x-amz-json-1.1' -H 'x-amz-date: 20250101T000000Z' \
-            -H 'authorization: AWS4-HMAC-SHA256 Credential=shardlog/20250101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=unsigned' \
-            -d '{}' 2>/dev/null | grep -q '{'; then
-            return 0
-        fi
-        sleep 0.1
-    done
-    return 1
-}
 
 # bench NAME URL OUT ARGS...: one `shardlog bench --json` run; its JSON to
 # OUT (or {"error": ...} when it printed none).
@@ -424,19 +362,8 @@ done
 # ---------------------------------------------------------------------------
 # The table and the raw JSON.
 
-DISK_DEV=$(df --output=source "$CACHE" | tail -1)
-DISK_FS=$(df --output=fstype "$CACHE" | tail -1)
-DISK_INFO=$(lsblk -dno NAME,SIZE,ROTA,MODEL "$DISK_DEV" 2>/dev/null | awk '{$3 = "rota=" $3; print}' || true)
-MACHINE="started $STAMP, nproc $(nproc), $(awk '/MemTotal/ {printf "%.0f GiB RAM", $2/1048576}' /proc/meminfo), Linux $(uname -r), disk: $DISK_FS on $DISK_DEV (${DISK_INFO:-unknown}), BENCH_SECONDS=$RUN_SECONDS"
-
-# A later run the same day gets its own files (-2, -3, ...): the results
-# of earlier runs are cited by docs and must stay as they were.
-NAME=results-$DATE
-n=1
-while [[ -e $OUT_DIR/$NAME.md || -e $OUT_DIR/$NAME.json ]]; do
-    n=$((n + 1))
-    NAME=results-$DATE-$n
-done
+MACHINE="$(machine_line "$CACHE" "$STAMP"), BENCH_SECONDS=$RUN_SECONDS"
+NAME=$(results_name "$OUT_DIR" "$DATE")
 MD=$OUT_DIR/$NAME.md
 JSON=$OUT_DIR/$NAME.json
 # Rows in the order of PEERS.

@@ -19,7 +19,8 @@
 //! `SHARDLOG_IN_FLIGHT=N` (N > 1) has each writer keep N puts in flight
 //! through `Engine::put_records_durable` (each written at once, awaited in
 //! order), as a producer that pipelines would, instead of one blocking
-//! `put_records` at a time.
+//! `put_records` at a time. `SHARDLOG_PROBE_JSON=1` adds a last line with
+//! the figures as one JSON object (for `benches/targets.sh`).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -182,6 +183,7 @@ fn main() {
         );
     }
     let syncs = stats.fsync_seconds.count.max(1);
+    let per_group = stats.group_commit_records.sum / stats.group_commit_records.count.max(1) as f64;
     println!(
         "{writers} writers ({in_flight} puts in flight each), {shards} shards, cache window {}, {per_put} x 1 KiB per put, sync always: {:.0} MiB/s ({:.0} records/s, {n} records in {secs:.1} s)",
         cache_window_bytes.map_or("keep".to_string(), |b| format!("{} MiB", b >> 20)),
@@ -192,9 +194,25 @@ fn main() {
         "group commit: {:.0} syncs/s, mean fdatasync {:.0} us, {:.1} records ({:.0} KiB) per group",
         syncs as f64 / secs,
         stats.fsync_seconds.sum / syncs as f64 * 1e6,
-        stats.group_commit_records.sum / stats.group_commit_records.count.max(1) as f64,
-        stats.group_commit_records.sum / stats.group_commit_records.count.max(1) as f64 * 1077.0 / 1024.0
+        per_group,
+        per_group * 1077.0 / 1024.0
     );
+    if std::env::var("SHARDLOG_PROBE_JSON").is_ok_and(|v| v == "1") {
+        let figures = serde_json::json!({
+            "writers": writers,
+            "shards": shards,
+            "puts_in_flight_per_writer": in_flight,
+            "records_per_put": per_put,
+            "seconds": secs,
+            "records": n,
+            "mib_per_second": n as f64 / 1024.0 / secs,
+            "records_per_second": n as f64 / secs,
+            "syncs_per_second": syncs as f64 / secs,
+            "mean_fdatasync_us": stats.fsync_seconds.sum / syncs as f64 * 1e6,
+            "records_per_group": per_group,
+        });
+        println!("{figures}");
+    }
 }
 
 /// Runs a future to completion on this thread (its waker unparks it).

@@ -34,12 +34,16 @@
 //!     space (MiB/s): the embedded probe's 16 writers of 100 KiB over 4
 //!     shards, grouped perfectly, four writers' batches per sync per file.
 //!
-//! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR] [bandwidth SECONDS]`
+//! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR] [bandwidth SECONDS | limits SECONDS]`
 //!
 //! With `bandwidth SECONDS` only rows 7 (allocated) and 11 run, each for
 //! that long rather than 3 s: the figures beside an embedded-probe run of
 //! the same length, alternated with it (a virtual disk's rate drifts from
 //! one minute to the next).
+//!
+//! With `limits SECONDS` rows 7 (allocated), 11 and 6 (4 files) run, each
+//! for that long, and one JSON object is printed with their figures: the
+//! raw limits `benches/targets.sh` sets beside each issue-8 target.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -62,6 +66,27 @@ fn main() -> std::io::Result<()> {
         let (ops, _) = parallel_for(tmp.path(), 4, 400 << 10, Some(Space::Written), run)?;
         let mib = ops * 400.0 / 1024.0;
         println!("400 KiB write + fdatasync, 4 files in parallel, allocated, {seconds} s: {mib:6.0} MiB/s");
+        return Ok(());
+    }
+    if args.get(2).map(String::as_str) == Some("limits") {
+        let seconds: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
+        let run = Duration::from_secs(seconds);
+        let (mib_1m, _) = parallel_for(tmp.path(), 4, 1 << 20, Some(Space::Written), run)?;
+        let (ops_400k, _) = parallel_for(tmp.path(), 4, 400 << 10, Some(Space::Written), run)?;
+        let (ops_1k, latency) = parallel_for(tmp.path(), 4, 1024, None, run)?;
+        let limits = serde_json::json!({
+            "seconds": seconds,
+            "write_1mib_fdatasync_4_files_allocated_mib_per_second": mib_1m,
+            "write_400kib_fdatasync_4_files_allocated_mib_per_second": ops_400k * 400.0 / 1024.0,
+            "append_1kib_fdatasync_4_files_ops_per_second": ops_1k,
+            "append_1kib_fdatasync_4_files_latency_us": {
+                "p50": latency.p50_us,
+                "p99": latency.p99_us,
+                "p99.9": latency.p999_us,
+                "max": latency.max_us,
+            },
+        });
+        println!("{limits}");
         return Ok(());
     }
     // New page-cache pages cost more while the memory is untouched (see row
