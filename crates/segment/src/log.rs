@@ -2782,10 +2782,20 @@ impl Log {
         buf.resize(frames_len + marker, 0);
         if let Err(e) = w.active.file.write_all_at(&buf, start) {
             let err = Error::io("write", &w.active.path, e);
-            // A failed write may have left part of the frames on disk. Cutting
-            // the file back to the end of valid data removes them; if that
-            // works, a full disk is an ordinary, retriable condition.
-            if err.is_retriable() && w.active.file.set_len(start).is_ok() {
+            // A failed write may have left part of the frames in the file:
+            // whole frames, with valid checksums and the next sequence
+            // numbers. Cutting the file back to the end of valid data removes
+            // them, and the cut is made durable before anyone learns that the
+            // write failed: a crash that kept the landed frames and lost the
+            // cut would bring back, behind the acknowledged records, records
+            // whose put was answered "failed" after a reader had found them
+            // absent (`frames_a_failed_write_left_never_come_back_after_a_crash`).
+            // If the cut is durable, a full disk is an ordinary, retriable
+            // condition. A failed `fdatasync` here poisons the log like any
+            // other (the error may have been reported to this call only).
+            let truncated = w.active.file.set_len(start).is_ok();
+            let cut_durable = truncated && w.active.file.sync_data().is_ok();
+            if err.is_retriable() && cut_durable {
                 self.cut_active(w, start);
                 w.buf = buf;
                 w.placed = placed;
@@ -2800,7 +2810,7 @@ impl Log {
             // it from the page cache. Readers never see past `start` (the
             // written watermark before this write) or, under Always, past
             // the durable one.
-            if w.active.file.set_len(start).is_ok() {
+            if truncated {
                 self.cut_active(w, start);
             }
             self.discard_undurable_locked(w);

@@ -379,6 +379,50 @@ fn failed_write_poisons_the_writer() {
     assert_records(&log, 3);
 }
 
+/// A write that fails after part of it landed can leave whole frames, with
+/// valid checksums and the next sequence numbers, in the page cache. The
+/// writer cuts them off before its appender learns of the failure; that cut
+/// must be durable too, or a crash could keep the frames and lose the cut,
+/// and the next open would serve records whose put was answered "failed"
+/// after a reader had found them absent.
+#[test]
+fn frames_a_failed_write_left_never_come_back_after_a_crash() {
+    let mut came_back = Vec::new();
+    for seed in 0..64 {
+        let fs = MemFs::new();
+        let log = open(&fs, small_opts()).unwrap();
+        append_n(&log, 0, 3);
+        let data: Vec<Vec<u8>> = (3..8).map(|i| vec![i as u8; 1_000]).collect();
+        let keys: Vec<String> = (3..8).map(|i| format!("pk{i}")).collect();
+        let batch: Vec<RecordIn<'_>> = keys
+            .iter()
+            .zip(&data)
+            .map(|(k, d)| RecordIn::new(k, d, 2_000))
+            .collect();
+        // Two whole frames (about 1,050 bytes each) and part of a third land.
+        fs.short_next_write(2_500);
+        assert!(matches!(log.append(&batch), Err(Error::Poisoned { .. })));
+        assert_eq!(
+            read_all(&log).unwrap().len(),
+            3,
+            "a reader finds the failed put absent"
+        );
+        drop(log);
+        fs.crash(CrashPlan::Random { seed });
+        let log = open(&fs, small_opts()).unwrap();
+        let n = read_all(&log).unwrap().len();
+        if n == 3 {
+            assert_records(&log, 3);
+        } else {
+            came_back.push((seed, n));
+        }
+    }
+    assert!(
+        came_back.is_empty(),
+        "(seed, records after the crash) where the failed put came back: {came_back:?}"
+    );
+}
+
 #[test]
 fn no_space_is_retriable_and_damages_nothing() {
     let fs = MemFs::new();
