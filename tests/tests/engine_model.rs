@@ -489,7 +489,12 @@ impl Sim {
     fn inject_fault(&mut self) {
         match self.rng.below(4) {
             0 => self.fs.fail_next_syncs(1),
-            1 => self.fs.fail_next_writes(1),
+            // Half the failed writes land a prefix first (up to 8 KiB, then
+            // EIO), as a short write on a real disk may: whole frames with
+            // valid checksums can be among it, which the writer must cut off
+            // durably before its appender learns of the failure.
+            1 if self.rng.below(2) == 0 => self.fs.fail_next_writes(1),
+            1 => self.fs.short_next_write(self.rng.below(8 * 1024) as usize),
             2 => {
                 let used = self.fs.used_bytes();
                 self.fs.set_capacity(Some(used + self.rng.below(64 * 1024)));
