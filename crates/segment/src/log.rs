@@ -760,6 +760,11 @@ struct Inner {
     /// Files kept for reuse, oldest first (see
     /// `LogOptions::recycle_segments_max`).
     pool: Mutex<VecDeque<Recyclable>>,
+    /// Set when a directory sync after a segment's removal failed: that
+    /// removal is not known to be durable, so no later segment may be
+    /// removed until a directory sync succeeds (see
+    /// [`Log::remove_segments_before`]).
+    removal_unsynced: std::sync::atomic::AtomicBool,
     /// This log's place in the engine's journal, when it journals.
     journal: std::sync::OnceLock<JournalLink>,
     _lock: Box<dyn LockGuard>,
@@ -1480,6 +1485,7 @@ impl Log {
                 advised: 0,
             }),
             pool: Mutex::new(pool),
+            removal_unsynced: std::sync::atomic::AtomicBool::new(false),
             journal: std::sync::OnceLock::new(),
             _lock: lock_guard,
         });
@@ -3754,7 +3760,21 @@ impl Log {
     /// Deletes sealed segments that hold only records below `seq`, oldest
     /// first, syncing the directory after each so a crash never leaves a gap.
     /// Returns how many were deleted. The active segment is never deleted.
+    ///
+    /// A crash may undo each unsynced unlink or rename on its own, so the
+    /// files it leaves form a suffix only if no segment is removed while
+    /// the removal before it is not known durable. After a failed directory
+    /// sync, every later pass therefore syncs the directory first and
+    /// removes nothing until that succeeds.
     pub fn remove_segments_before(&self, seq: u64) -> Result<usize> {
+        use std::sync::atomic::Ordering;
+        if self.inner.removal_unsynced.load(Ordering::Acquire) {
+            self.inner
+                .fs
+                .sync_dir(&self.inner.dir)
+                .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+            self.inner.removal_unsynced.store(false, Ordering::Release);
+        }
         let victims: Vec<(u64, PathBuf)> = {
             let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
             segs.iter()
@@ -3809,10 +3829,10 @@ impl Log {
             // A kept file whose rename is not durable stays out of the pool
             // (the next open finds it under either name); see
             // `keep_for_reuse`.
-            self.inner
-                .fs
-                .sync_dir(&self.inner.dir)
-                .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+            if let Err(e) = self.inner.fs.sync_dir(&self.inner.dir) {
+                self.inner.removal_unsynced.store(true, Ordering::Release);
+                return Err(Error::io("fsync directory", &self.inner.dir, e));
+            }
             if let Some(r) = kept {
                 lock(&self.inner.pool).push_back(r);
             }
