@@ -299,9 +299,10 @@ struct ServeArgs {
     /// with `--sync always` (the other policies sync no put before its
     /// answer). If it cannot be made (a full disk) the server runs without
     /// it (metric shardlog_journal_active). A journal left by an earlier
-    /// run is redone at start whatever this says. Off by default: under
-    /// injected I/O failures and crashes the engine model still finds
-    /// defects with it (docs/DURABILITY.md) [default: false].
+    /// run is redone at start whatever this says. Off by default: one
+    /// failure of the engine model with it (injected I/O failures and
+    /// crashes), seen once, is not yet explained (docs/DURABILITY.md)
+    /// [default: false].
     #[arg(long, env = "SHARDLOG_JOURNAL")]
     journal: Option<bool>,
     /// Threads that run the shards' group syncs for PutRecord and for
