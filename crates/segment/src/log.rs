@@ -760,11 +760,12 @@ struct Inner {
     /// Files kept for reuse, oldest first (see
     /// `LogOptions::recycle_segments_max`).
     pool: Mutex<VecDeque<Recyclable>>,
-    /// Set when a directory sync after a segment's removal failed: that
-    /// removal is not known to be durable, so no later segment may be
-    /// removed until a directory sync succeeds (see
-    /// [`Log::remove_segments_before`]).
-    removal_unsynced: std::sync::atomic::AtomicBool,
+    /// Whether a segment's removal may not be durable yet: a directory
+    /// sync after one failed, or (at open) an earlier process may have
+    /// left one so. No later segment may be removed until a directory sync
+    /// succeeds (see [`Log::remove_segments_before`]). Held for a whole
+    /// retention pass, so that two passes never interleave.
+    removal_unsynced: Mutex<bool>,
     /// This log's place in the engine's journal, when it journals.
     journal: std::sync::OnceLock<JournalLink>,
     _lock: Box<dyn LockGuard>,
@@ -1485,7 +1486,7 @@ impl Log {
                 advised: 0,
             }),
             pool: Mutex::new(pool),
-            removal_unsynced: std::sync::atomic::AtomicBool::new(false),
+            removal_unsynced: Mutex::new(true),
             journal: std::sync::OnceLock::new(),
             _lock: lock_guard,
         });
@@ -2797,10 +2798,30 @@ impl Log {
             // whose put was answered "failed" after a reader had found them
             // absent (`frames_a_failed_write_left_never_come_back_after_a_crash`).
             // If the cut is durable, a full disk is an ordinary, retriable
-            // condition. A failed `fdatasync` here poisons the log like any
-            // other (the error may have been reported to this call only).
+            // condition.
+            //
+            // The sync of the cut is the log's only sync while it runs, as a
+            // roll's is: Linux reports a writeback error to one of several
+            // concurrent fsyncs of a file only, so a group leader syncing
+            // at the same moment could return success for pages this call
+            // was told were lost. A failure poisons the log in the same
+            // critical section that ends the sync (`end_sole_sync`). The
+            // log's state is not checked first: the cut must be made
+            // durable even if the log was poisoned meanwhile.
             let truncated = w.active.file.set_len(start).is_ok();
-            let cut_durable = truncated && w.active.file.sync_data().is_ok();
+            let sync_failed = if truncated {
+                self.no_sync_in_flight().syncing = true;
+                let failed = w.active.file.sync_data().err().map(|e| {
+                    format!(
+                        "fsync of {} after cutting a failed write ({err}) failed: {e}",
+                        w.active.path.display()
+                    )
+                });
+                self.end_sole_sync(failed)
+            } else {
+                None
+            };
+            let cut_durable = truncated && sync_failed.is_none();
             if err.is_retriable() && cut_durable {
                 self.cut_active(w, start);
                 w.buf = buf;
@@ -3765,16 +3786,11 @@ impl Log {
     /// files it leaves form a suffix only if no segment is removed while
     /// the removal before it is not known durable. After a failed directory
     /// sync, every later pass therefore syncs the directory first and
-    /// removes nothing until that succeeds.
+    /// removes nothing until that succeeds; so does a log's first pass
+    /// after open, since the process before may have stopped between an
+    /// unlink and its sync.
     pub fn remove_segments_before(&self, seq: u64) -> Result<usize> {
-        use std::sync::atomic::Ordering;
-        if self.inner.removal_unsynced.load(Ordering::Acquire) {
-            self.inner
-                .fs
-                .sync_dir(&self.inner.dir)
-                .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
-            self.inner.removal_unsynced.store(false, Ordering::Release);
-        }
+        let mut unsynced = lock(&self.inner.removal_unsynced);
         let victims: Vec<(u64, PathBuf)> = {
             let segs = self.inner.segments.read().unwrap_or_else(|p| p.into_inner());
             segs.iter()
@@ -3782,6 +3798,16 @@ impl Log {
                 .map(|(b, e)| (*b, e.path.clone()))
                 .collect()
         };
+        if victims.is_empty() {
+            return Ok(0);
+        }
+        if *unsynced {
+            self.inner
+                .fs
+                .sync_dir(&self.inner.dir)
+                .map_err(|e| Error::io("fsync directory", &self.inner.dir, e))?;
+            *unsynced = false;
+        }
         let mut removed = 0;
         for (base, path) in victims {
             // Readers stop finding the segment first, so none maps a file
@@ -3830,7 +3856,7 @@ impl Log {
             // (the next open finds it under either name); see
             // `keep_for_reuse`.
             if let Err(e) = self.inner.fs.sync_dir(&self.inner.dir) {
-                self.inner.removal_unsynced.store(true, Ordering::Release);
+                *unsynced = true;
                 return Err(Error::io("fsync directory", &self.inner.dir, e));
             }
             if let Some(r) = kept {

@@ -1201,11 +1201,12 @@ fn a_failed_directory_sync_stops_later_removals_until_one_succeeds_so_a_crash_le
         let log = open(&fs, small_opts()).unwrap();
         append_n(&log, 0, 3000);
         let segs = log.segments();
-        let cut = segs[3].base_seq;
-        // Two passes, each of whose directory syncs fails.
+        assert_eq!(log.remove_segments_before(segs[1].base_seq).unwrap(), 1);
+        // Two passes, each of whose directory syncs fails: the first after
+        // removing segment 1, the second before removing anything.
         fs.fail_at(FsOp::SyncDir, "", 2);
-        assert!(log.remove_segments_before(segs[1].base_seq).is_err());
-        assert!(log.remove_segments_before(cut).is_err());
+        assert!(log.remove_segments_before(segs[2].base_seq).is_err());
+        assert!(log.remove_segments_before(segs[3].base_seq).is_err());
         drop(log);
         fs.crash(CrashPlan::Random { seed });
         let log = open(&fs, small_opts()).unwrap();
@@ -1222,6 +1223,16 @@ fn a_failed_directory_sync_stops_later_removals_until_one_succeeds_so_a_crash_le
         }
     }
     assert!(gaps.is_empty(), "crashes that left a gap: {gaps:?}");
+    // Removals resume once a directory sync succeeds.
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 3000);
+    let segs = log.segments();
+    assert_eq!(log.remove_segments_before(segs[1].base_seq).unwrap(), 1);
+    fs.fail_at(FsOp::SyncDir, "", 1);
+    assert!(log.remove_segments_before(segs[2].base_seq).is_err());
+    assert_eq!(log.remove_segments_before(segs[3].base_seq).unwrap(), 1);
+    assert_eq!(log.first_seq(), segs[3].base_seq);
 }
 
 /// Remembers which segments the log reported removed.
