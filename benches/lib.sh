@@ -52,16 +52,25 @@ stop_server() {
     SERVER_PID=""
 }
 
+# kinesis_post URL OPERATION BODY [CURL ARGS...]: one Kinesis JSON call,
+# unsigned (the local servers measured here do not check signatures), with
+# a 5 s limit; prints the answer (or what CURL ARGS ask for).
+kinesis_post() {
+    local url=$1 op=$2 body=$3
+    shift 3
+    curl -s -m 5 -X POST "$url" -H "x-amz-target: Kinesis_20131202.$op" \
+        -H 'content-type: application/x-amz-json-1.1' -H 'x-amz-date: 20250101T000000Z' \
+        -H 'authorization: AWS4-HMAC-SHA256 Credential=shardlog/20250101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=unsigned' \
+        -d "$body" "$@" 2>/dev/null
+}
+
 # Waits up to 60 s until the Kinesis API at URL answers ListStreams (with any
 # JSON); fails if the server died first.
 wait_kinesis() {
     local url=$1 pid=$2
     for _ in $(seq 600); do
         kill -0 "$pid" 2>/dev/null || return 1
-        if curl -s -m 2 -X POST "$url" -H 'x-amz-target: Kinesis_20131202.ListStreams' \
-            -H 'content-type: application/x-amz-json-1.1' -H 'x-amz-date: 20250101T000000Z' \
-            -H 'authorization: AWS4-HMAC-SHA256 Credential=shardlog/20250101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=unsigned' \
-            -d '{}' 2>/dev/null | grep -q '{'; then
+        if kinesis_post "$url" ListStreams '{}' | grep -q '{'; then
             return 0
         fi
         sleep 0.1

@@ -81,9 +81,13 @@ skipped() { [[ $SKIP == *",$1,"* ]]; }
 
 SERVER_PID=""
 SAMPLER_PID=""
+# On any exit: stop what this script started and remove the scratch data
+# (the 10 GiB of the open test among it); the logs stay in WORK/logs.
 cleanup() {
     [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null || true
     [[ -n $SERVER_PID ]] && kill -9 "$SERVER_PID" 2>/dev/null || true
+    [[ -n $SERVER_PID ]] && wait "$SERVER_PID" 2>/dev/null || true
+    rm -rf "$WORK/server" "$WORK/idle" "$WORK/open" "$RAW"
     return 0
 }
 trap cleanup EXIT
@@ -96,7 +100,7 @@ say "building the release binaries"
 
 # raw_limits OUT: the raw rows for RUN_SECONDS each, as one JSON object.
 raw_limits() {
-    "$BIN/rawdisk" "$WORK" limits "$RUN_SECONDS" 2>>"$LOG/rawdisk.err" | grep '^{' | tail -1 >"$1"
+    "$BIN/rawdisk" "$WORK" limits "$RUN_SECONDS" 2>>"$LOG/rawdisk.err" | grep '^{' | tail -1 >"$1" || true
 }
 
 # start_server DIR ARGS...: a server on PORT with a fresh log; waits until
@@ -156,9 +160,13 @@ if ! skipped idle; then
     say "server idle with $IDLE_SHARDS shards"
     rm -rf "$WORK/idle"
     start_server "$WORK/idle"
+    # Streams of 100 shards, and one of the rest.
     for s in $(seq $((IDLE_SHARDS / 100))); do
         "$BIN/shardlog" --endpoint "$URL" stream create "idle-$s" --shards 100 >>"$LOG/idle.log" 2>&1
     done
+    if ((IDLE_SHARDS % 100 > 0)); then
+        "$BIN/shardlog" --endpoint "$URL" stream create idle-rest --shards $((IDLE_SHARDS % 100)) >>"$LOG/idle.log" 2>&1
+    fi
     sleep 5
     read -r idle_rss idle_anon < <(rss_tree_kib "$SERVER_PID")
     stop_server
@@ -177,27 +185,26 @@ fi
 
 # first_put_ms: starts a server on WORK/open, times it until a PutRecord
 # to the filled stream is acknowledged (200), then kills it with SIGKILL.
+# Sets FIRST_PUT_MS (null when no put was acknowledged within 60 s). Not
+# run in a subshell, so that the EXIT trap knows the server's PID.
 first_put_ms() {
-    local t0 code=""
+    local t0 code="" now
     t0=$(date +%s%N)
     env -u SHARDLOG_CONFIG "$BIN/shardlog" serve --data-dir "$WORK/open" --listen "127.0.0.1:$PORT" \
         >>"$LOG/open-server.log" 2>&1 &
     SERVER_PID=$!
-    for _ in $(seq 6000); do
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        code=$(curl -s -o /dev/null -w '%{http_code}' -m 5 -X POST "$URL" \
-            -H 'x-amz-target: Kinesis_20131202.PutRecord' -H 'content-type: application/x-amz-json-1.1' \
-            -H 'x-amz-date: 20250101T000000Z' \
-            -H 'authorization: AWS4-HMAC-SHA256 Credential=shardlog/20250101/us-east-1/kinesis/aws4_request, SignedHeaders=host, Signature=unsigned' \
-            -d '{"StreamName":"big","PartitionKey":"after-crash","Data":"eA=="}' 2>/dev/null || true)
+    while kill -0 "$SERVER_PID" 2>/dev/null; do
+        code=$(kinesis_post "$URL" PutRecord '{"StreamName":"big","PartitionKey":"after-crash","Data":"eA=="}' -o /dev/null -w '%{http_code}' || true)
         [[ $code == 200 ]] && break
+        now=$(date +%s%N)
+        (((now - t0) / 1000000 > 60000)) && break
         sleep 0.005
     done
     local ms=$((($(date +%s%N) - t0) / 1000000))
     kill -9 "$SERVER_PID" 2>/dev/null || true
     wait "$SERVER_PID" 2>/dev/null || true
     SERVER_PID=""
-    if [[ $code == 200 ]]; then echo "$ms"; else echo null; fi
+    if [[ $code == 200 ]]; then FIRST_PUT_MS=$ms; else FIRST_PUT_MS=null; fi
 }
 
 if ! skipped open; then
@@ -207,18 +214,20 @@ if ! skipped open; then
     warm=()
     for i in $(seq "$OPEN_RUNS"); do
         say "open after a crash, run $i of $OPEN_RUNS (warm page cache)"
-        warm+=("$(first_put_ms)")
+        first_put_ms
+        warm+=("$FIRST_PUT_MS")
     done
-    cold=null
+    cold=null cold_attempted=false
     if sync && echo 3 2>/dev/null >/proc/sys/vm/drop_caches; then
         say "open after a crash, page cache dropped"
-        cold=$(first_put_ms)
+        first_put_ms
+        cold=$FIRST_PUT_MS cold_attempted=true
     fi
     du_kib=$(du -sk "$WORK/open" | cut -f1)
     rm -rf "$WORK/open"
     jq -n --arg fill "$fill" --argjson gib "$OPEN_GIB" --argjson shards "$OPEN_SHARDS" --argjson kib "$du_kib" \
-        --argjson cold "$cold" --argjson warm "[$(IFS=,; echo "${warm[*]}")]" \
-        '{fill: $fill, gib: $gib, shards: $shards, directory_kib: $kib,
+        --argjson cold "$cold" --argjson warm "[$(IFS=,; echo "${warm[*]}")]" --argjson tried "$cold_attempted" \
+        '{fill: $fill, gib: $gib, shards: $shards, directory_kib: $kib, cold_attempted: $tried,
           first_put_acknowledged_ms: {warm: $warm, cold: $cold}}' >"$RAW/open.json"
 fi
 
@@ -243,4 +252,3 @@ slurp() { if [[ -s $1 ]]; then cat "$1"; else echo null; fi; }
 jq -r -f "$HERE/targets.jq" "$JSON" | tee "$MD"
 echo
 say "results: $MD and $JSON"
-rm -rf "$RAW"
