@@ -256,6 +256,8 @@ struct Inner {
     ops_made: u64,
     /// `shares_flushes` answers this (see [`MemFs::set_shares_flushes`]).
     no_shared_flushes: bool,
+    /// `allocate` does nothing (see [`MemFs::set_allocate_unsupported`]).
+    no_allocate: bool,
     cache_drops: Vec<CacheDrop>,
     write_backs_started: Vec<WriteBackStart>,
 }
@@ -355,6 +357,17 @@ impl Inner {
             .ok_or_else(|| not_found(path))
     }
 
+    /// How many bytes of a write at `offset` into a file of `old_len` bytes
+    /// fit under the capacity: those inside the file, and as many past its
+    /// end as the capacity has room for.
+    fn room_for_write(&self, old_len: usize, offset: usize) -> usize {
+        let free = match self.faults.capacity_bytes {
+            Some(cap) => cap.saturating_sub(self.used_bytes()) as usize,
+            None => usize::MAX,
+        };
+        old_len.saturating_add(free).saturating_sub(offset)
+    }
+
     fn check_space(&self, old_len: usize, new_len: usize) -> io::Result<()> {
         if let Some(cap) = self.faults.capacity_bytes {
             if new_len > old_len && self.used_bytes() + (new_len - old_len) as u64 > cap {
@@ -363,6 +376,17 @@ impl Inner {
         }
         Ok(())
     }
+}
+
+/// Writes of this process, over every [`MemFs`], that a full disk stopped
+/// after some bytes had landed: tests that mean to exercise the cut after
+/// such a write check that it happened.
+static PARTIAL_NO_SPACE_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many writes a full disk stopped part-way so far, in this process
+/// (see `MemFs::set_capacity`).
+pub fn partial_no_space_writes() -> u64 {
+    PARTIAL_NO_SPACE_WRITES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The in-memory file system. Cloning gives another handle to the same one.
@@ -611,6 +635,13 @@ impl MemFs {
     /// XFS).
     pub fn set_shares_flushes(&self, yes: bool) {
         self.lock_inner().no_shared_flushes = !yes;
+    }
+
+    /// Makes `allocate` a no-op that succeeds, as the real file system's
+    /// does where `fallocate` is not supported: writes then extend files
+    /// themselves, and a full disk surfaces from a write, part-way.
+    pub fn set_allocate_unsupported(&self, yes: bool) {
+        self.lock_inner().no_allocate = yes;
     }
 
     /// Every `drop_cache` call so far, in order. The memory file system has
@@ -955,15 +986,32 @@ impl FileHandle for MemFile {
             let old_len = inner.files[&ino].current.len();
             let new_len = old_len.max(offset as usize + buf.len());
             let short = inner.faults.short_write.take();
-            inner.check_space(old_len, new_len)?;
-            let data = match short {
-                Some(n) => buf[..n.min(buf.len())].to_vec(),
-                None => buf.to_vec(),
+            // A write that does not fit lands what fits, then fails with
+            // ENOSPC, as `write_all` on Linux does: `write` returns a short
+            // count at the full disk, and only the next call fails.
+            let fits = match inner.check_space(old_len, new_len) {
+                Ok(()) => None,
+                Err(e) => Some((inner.room_for_write(old_len, offset as usize), e)),
             };
-            let op = Op::Write { offset, data };
-            let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write"))?;
-            apply(&mut file.current, &op);
-            inner.push_pending(ino, op);
+            let landed = match (short, &fits) {
+                (Some(n), Some((room, _))) => n.min(*room),
+                (Some(n), None) => n,
+                (None, Some((room, _))) => *room,
+                (None, None) => buf.len(),
+            };
+            let data = buf[..landed.min(buf.len())].to_vec();
+            if !data.is_empty() {
+                let op = Op::Write { offset, data };
+                let file = inner.files.get_mut(&ino).ok_or_else(|| eio("write"))?;
+                apply(&mut file.current, &op);
+                inner.push_pending(ino, op);
+            }
+            if let Some((_, e)) = fits {
+                if landed > 0 {
+                    PARTIAL_NO_SPACE_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                return Err(e);
+            }
             if short.is_some() {
                 return Err(eio("write (short)"));
             }
@@ -1037,7 +1085,7 @@ impl FileHandle for MemFile {
 
     fn allocate(&self, len: u64) -> io::Result<()> {
         let current = self.len()?;
-        if current >= len {
+        if current >= len || self.fs.lock_inner().no_allocate {
             return Ok(());
         }
         self.set_len(len)
