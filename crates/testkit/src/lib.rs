@@ -31,7 +31,7 @@
 
 pub mod memfs;
 
-pub use memfs::{partial_no_space_writes, CacheDrop, CrashPlan, FsOp, MemFs, SimRng, WriteBackStart};
+pub use memfs::{CacheDrop, CrashPlan, FsOp, MemFs, PartialWrite, SimRng, WriteBackStart};
 
 /// The seeds a simulation test runs: `SHARDLOG_SEED=<n>` replays one seed;
 /// otherwise `SHARDLOG_SEEDS=<count>` seeds (default `default_count`)

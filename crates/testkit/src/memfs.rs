@@ -260,6 +260,24 @@ struct Inner {
     no_allocate: bool,
     cache_drops: Vec<CacheDrop>,
     write_backs_started: Vec<WriteBackStart>,
+    partial_writes: Vec<PartialWrite>,
+}
+
+/// One write a full disk stopped after some of its bytes had landed (see
+/// [`MemFs::partial_no_space_writes`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartialWrite {
+    /// The path the file was opened by.
+    pub path: PathBuf,
+    /// Where the write began.
+    pub offset: u64,
+    /// How many bytes it asked to write.
+    pub asked: usize,
+    /// How many of them landed before the disk was full.
+    pub landed: usize,
+    /// Whether every byte it asked to write was zero (a segment's
+    /// zero-fill ahead of its frames, rather than frames).
+    pub zeros: bool,
 }
 
 /// One `start_write_back` call a file received (see
@@ -376,17 +394,6 @@ impl Inner {
         }
         Ok(())
     }
-}
-
-/// Writes of this process, over every [`MemFs`], that a full disk stopped
-/// after some bytes had landed: tests that mean to exercise the cut after
-/// such a write check that it happened.
-static PARTIAL_NO_SPACE_WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-
-/// How many writes a full disk stopped part-way so far, in this process
-/// (see `MemFs::set_capacity`).
-pub fn partial_no_space_writes() -> u64 {
-    PARTIAL_NO_SPACE_WRITES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// The in-memory file system. Cloning gives another handle to the same one.
@@ -704,6 +711,14 @@ impl MemFs {
         self.lock_inner().write_backs_started.clone()
     }
 
+    /// Every write a full disk stopped part-way on this file system so far
+    /// (see [`MemFs::set_capacity`]), in order: tests that mean to exercise
+    /// what a log does after such a write check that it happened, and to
+    /// which file.
+    pub fn partial_no_space_writes(&self) -> Vec<PartialWrite> {
+        self.lock_inner().partial_writes.clone()
+    }
+
     /// Flips one bit of a file, in both its durable and current image (bit
     /// rot at rest).
     pub fn flip_bit(&self, path: &Path, offset: u64, bit: u8) -> io::Result<()> {
@@ -1008,7 +1023,13 @@ impl FileHandle for MemFile {
             }
             if let Some((_, e)) = fits {
                 if landed > 0 {
-                    PARTIAL_NO_SPACE_WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    inner.partial_writes.push(PartialWrite {
+                        path: self.path.clone(),
+                        offset,
+                        asked: buf.len(),
+                        landed,
+                        zeros: buf.iter().all(|b| *b == 0),
+                    });
                 }
                 return Err(e);
             }
@@ -1529,5 +1550,43 @@ mod tests {
         b.sync_data().unwrap();
         fs.crash(CrashPlan::KeepUnsynced);
         assert_eq!(contents(&fs, "a"), vec![1; 100]);
+    }
+
+    #[test]
+    fn a_write_past_the_capacity_lands_what_fits_and_is_recorded_with_its_file() {
+        let fs = MemFs::new();
+        let (a, b) = two_files(&fs);
+        ones_synced(&a);
+        fs.set_capacity(Some(fs.used_bytes() + 30));
+        let err = a.write_all_at(&[2; 100], 80).unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(28));
+        // 20 bytes over old ones, 30 past the end: 50 landed.
+        let got = contents(&fs, "a");
+        assert_eq!(got.len(), 130);
+        assert_eq!(&got[80..], &[2; 50]);
+        // A write that lands nothing is not recorded; one of zeros that
+        // lands in part is, as zeros.
+        assert!(a.write_all_at(&[3; 10], 130).is_err());
+        fs.set_capacity(Some(fs.used_bytes() + 10));
+        assert!(b.write_all_at(&[0; 40], 0).is_err());
+        assert_eq!(
+            fs.partial_no_space_writes(),
+            vec![
+                PartialWrite {
+                    path: PathBuf::from("/d/a"),
+                    offset: 80,
+                    asked: 100,
+                    landed: 50,
+                    zeros: false,
+                },
+                PartialWrite {
+                    path: PathBuf::from("/d/b"),
+                    offset: 0,
+                    asked: 40,
+                    landed: 10,
+                    zeros: true,
+                },
+            ]
+        );
     }
 }
