@@ -374,6 +374,73 @@ fn each_api_call_logs_one_json_line_at_debug() {
 }
 
 #[test]
+fn bench_get_of_an_earlier_put_verifies_against_its_acked_file_or_checks_integrity_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path());
+    let acked = dir.path().join("acked.txt");
+    let acked_arg = acked.to_str().unwrap();
+    let common = ["--stream", "later", "--record-bytes", "100", "--shards", "2"];
+    let put = |extra: &[&str]| {
+        let mut a = vec![
+            "--json",
+            "bench",
+            "--mode",
+            "put",
+            "--keep",
+            "--records",
+            "300",
+            "--batch",
+            "30",
+        ];
+        a.extend(common);
+        a.extend(extra);
+        run(&server.endpoint, &a)
+    };
+    let get = |extra: &[&str]| {
+        let mut a = vec!["--json", "bench", "--mode", "get", "--keep"];
+        a.extend(common);
+        a.extend(extra);
+        run(&server.endpoint, &a)
+    };
+    let put_out: Value = serde_json::from_str(&ok(&put(&["--acked-file", acked_arg]))).unwrap();
+    assert_eq!(put_out["phases"][0]["records"], 300, "{put_out}");
+    assert_eq!(std::fs::read_to_string(&acked).unwrap().lines().count(), 300);
+
+    // With the file: every acknowledged record, once, with its sequence number.
+    let v: Value = serde_json::from_str(&ok(&get(&["--acked-file", acked_arg]))).unwrap();
+    assert_eq!(v["verify"]["ok"], true, "{v}");
+    assert_eq!(v["verify"]["acknowledged"], 300, "{v}");
+    assert_eq!(v["verify"]["missing"], 0, "{v}");
+
+    // Without it: only what the records say of themselves, and said so.
+    let v: Value = serde_json::from_str(&ok(&get(&[]))).unwrap();
+    assert_eq!(v["verify"]["ok"], true, "{v}");
+    assert_eq!(v["verify"]["read"], 300, "{v}");
+    assert!(v["verify"]["acknowledged"].is_null(), "{v}");
+
+    // A file naming a record that is not in the stream, or a wrong
+    // sequence number, fails the run.
+    let text = std::fs::read_to_string(&acked).unwrap();
+    let (first, rest) = text.split_once('\n').unwrap();
+    let (id, seq) = first.split_once(' ').unwrap();
+    let wrong_seq = format!("{id} {}0\n{rest}", seq);
+    std::fs::write(&acked, &wrong_seq).unwrap();
+    let bad = get(&["--acked-file", acked_arg]);
+    assert!(!bad.status.success(), "{bad:?}");
+    let v: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(v["verify"]["wrong_sequence_number"], 1, "{v}");
+    std::fs::write(&acked, format!("{text}999999 1\n")).unwrap();
+    let bad = get(&["--acked-file", acked_arg]);
+    let v: Value = serde_json::from_slice(&bad.stdout).unwrap();
+    assert_eq!(v["verify"]["missing"], 1, "{v}");
+    assert!(!bad.status.success());
+    // A file that is not one gets a message naming the line.
+    std::fs::write(&acked, "7 x\n").unwrap();
+    let bad = get(&["--acked-file", acked_arg]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("line 1"), "{bad:?}");
+}
+
+#[test]
 fn bench_puts_replays_and_verifies_every_acknowledged_record() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path());
