@@ -165,7 +165,10 @@ struct PartialWrites {
 impl PartialWrites {
     fn add(&mut self, fs: &MemFs) {
         for w in fs.partial_no_space_writes() {
-            let segment = w.path.extension().is_some_and(|x| x == "seg");
+            let segment = w
+                .path
+                .to_string_lossy()
+                .ends_with(shardlog_segment::format::SEGMENT_FILE_SUFFIX);
             match (segment, w.zeros) {
                 (true, false) => self.segment_frames += 1,
                 (true, true) => self.segment_zeros += 1,

@@ -372,7 +372,11 @@ pub async fn run(
                 None => None,
             }
         } else {
-            Some(acked.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            // Nothing reads the put phase's table after this: take it
+            // rather than copy it.
+            Some(std::mem::take(
+                &mut *acked.lock().unwrap_or_else(|p| p.into_inner()),
+            ))
         };
         let (phase, report) = replay_phase(&api, &stream, snapshot, args.record_bytes).await?;
         phases.push(phase);
@@ -748,23 +752,17 @@ impl Acked {
         self.count == 0
     }
 
-    /// Every acknowledged record, in order of id.
+    /// Every acknowledged record: those of the dense table in order of
+    /// id, then the others in order of id.
     fn iter(&self) -> impl Iterator<Item = (u64, &[u8])> + '_ {
         let mut sparse: Vec<(u64, &[u8])> = self.sparse.iter().map(|(id, s)| (*id, s.as_slice())).collect();
         sparse.sort_unstable_by_key(|(id, _)| *id);
-        let dense = self
-            .spans
+        self.spans
             .iter()
             .enumerate()
             .filter(|(_, span)| **span != 0)
-            .map(|(id, _)| (id as u64, self.get(id as u64).unwrap_or_default()));
-        let mut dense = dense.peekable();
-        let mut sparse = sparse.into_iter().peekable();
-        std::iter::from_fn(move || match (dense.peek(), sparse.peek()) {
-            (Some(d), Some(s)) if s.0 < d.0 => sparse.next(),
-            (Some(_), _) => dense.next(),
-            (None, _) => sparse.next(),
-        })
+            .map(|(id, _)| (id as u64, self.get(id as u64).unwrap_or_default()))
+            .chain(sparse)
     }
 }
 
@@ -776,7 +774,7 @@ fn write_acked(path: &std::path::Path, acked: &Acked) -> Result<()> {
         .map_err(|e| anyhow!("cannot create --acked-file {}: {e}", path.display()))?;
     let mut out = std::io::BufWriter::new(file);
     for (id, seq) in acked.iter() {
-        out.write_all(format!("{id} ").as_bytes())?;
+        write!(out, "{id} ")?;
         out.write_all(seq)?;
         out.write_all(b"\n")?;
     }
