@@ -431,6 +431,63 @@ fn kib_batch_data() -> (Vec<String>, Vec<Vec<u8>>) {
 }
 
 #[test]
+fn a_group_sync_after_a_failed_cut_sync_acknowledges_nothing_that_failure_dropped() {
+    // A write fails part-way, and the sync of its cut fails too: it drops
+    // the pages of an append written before it and not yet synced, and
+    // Linux reports the error to that one fsync only. A group leader
+    // syncing in the window before the failure is known would find nothing
+    // left to write, succeed, and acknowledge a record the device never
+    // got. The cut's sync is the log's only sync while it runs and poisons
+    // the log as it ends, so the waiter is told its put failed instead.
+    let fs = MemFs::new();
+    let log = open(&fs, small_opts()).unwrap();
+    append_n(&log, 0, 3);
+    let first = payload(3);
+    let (_, pending) = log
+        .append_deferred(&[RecordIn::new("pk3", &first, 2_000)])
+        .unwrap();
+    let (keys, data) = kib_batch_data();
+    let batch: Vec<RecordIn<'_>> = keys
+        .iter()
+        .zip(&data)
+        .map(|(k, d)| RecordIn::new(k, d, 2_001))
+        .collect();
+    fs.short_next_write(2_500);
+    fs.fail_next_syncs(1);
+    fs.hold_next_sync_return(shardlog_segment::format::SEGMENT_FILE_SUFFIX);
+    std::thread::scope(|s| {
+        let failing = s.spawn(|| log.append(&batch));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !fs.sync_held() {
+            assert!(std::time::Instant::now() < deadline, "the cut's sync never ran");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        // The cut's sync has failed and dropped the earlier append's pages;
+        // its caller has not heard of it yet. The waiter gets time to lead
+        // a sync of its own, if the log let it.
+        let waiter = s.spawn(|| block_on(log.durable(pending)));
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let early = waiter.is_finished();
+        fs.release_sync();
+        let failed = failing.join().unwrap();
+        assert!(matches!(failed, Err(Error::Poisoned { .. })), "{failed:?}");
+        let outcome = waiter.join().unwrap();
+        assert!(
+            outcome.is_err(),
+            "the waiter was told its put was written (before the cut's sync returned: {early}), \
+             but the failed sync dropped it"
+        );
+    });
+    drop(log);
+    for plan in [CrashPlan::LoseUnsynced, CrashPlan::Random { seed: 7 }] {
+        let crashed = fs.clone();
+        crashed.crash(plan);
+        let log = open(&crashed, small_opts()).unwrap();
+        assert_records(&log, 3);
+    }
+}
+
+#[test]
 fn a_write_a_full_disk_stops_part_way_is_cut_and_synced_so_none_of_it_comes_back() {
     // Where `fallocate` is not supported, writes extend the segment file
     // themselves and a full disk stops one part-way, after whole frames

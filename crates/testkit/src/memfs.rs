@@ -402,17 +402,53 @@ pub struct MemFs {
     inner: Arc<Mutex<Inner>>,
     /// The hold of [`MemFs::hold_next_write_back`], apart from `inner`:
     /// a call waits there without blocking every other operation.
-    hold: Arc<(Mutex<WriteBackHold>, std::sync::Condvar)>,
+    hold: Arc<(Mutex<Hold>, std::sync::Condvar)>,
+    /// The hold of [`MemFs::hold_next_sync_return`], likewise.
+    sync_hold: Arc<(Mutex<Hold>, std::sync::Condvar)>,
 }
 
-/// See [`MemFs::hold_next_write_back`].
+/// See [`MemFs::hold_next_write_back`] and [`MemFs::hold_next_sync_return`].
 #[derive(Debug, Default)]
-struct WriteBackHold {
+struct Hold {
     /// The path part the next held call's path contains.
     armed: Option<String>,
     /// A call is waiting at the hold.
     waiting: bool,
     released: bool,
+}
+
+fn arm(hold: &(Mutex<Hold>, std::sync::Condvar), path_contains: &str) {
+    let mut h = hold.0.lock().unwrap_or_else(|p| p.into_inner());
+    h.armed = Some(path_contains.to_string());
+    h.released = false;
+}
+
+fn is_waiting(hold: &(Mutex<Hold>, std::sync::Condvar)) -> bool {
+    hold.0.lock().unwrap_or_else(|p| p.into_inner()).waiting
+}
+
+fn release(hold: &(Mutex<Hold>, std::sync::Condvar)) {
+    hold.0.lock().unwrap_or_else(|p| p.into_inner()).released = true;
+    hold.1.notify_all();
+}
+
+/// Waits at `hold` if it is armed for `path`, and disarms it.
+fn wait_at_hold(hold: &(Mutex<Hold>, std::sync::Condvar), path: &Path) {
+    let (lock, cv) = hold;
+    let mut h = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let armed = h
+        .armed
+        .as_deref()
+        .is_some_and(|part| path.to_string_lossy().contains(part));
+    if !armed {
+        return;
+    }
+    h.armed = None;
+    h.waiting = true;
+    while !h.released {
+        h = cv.wait(h).unwrap_or_else(|p| p.into_inner());
+    }
+    h.waiting = false;
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -664,42 +700,39 @@ impl MemFs {
     /// operations while the call is in flight (a failpoint set with
     /// [`MemFs::fail_at`] still applies once it goes on).
     pub fn hold_next_write_back(&self, path_contains: &str) {
-        let (hold, _) = &*self.hold;
-        let mut h = hold.lock().unwrap_or_else(|p| p.into_inner());
-        h.armed = Some(path_contains.to_string());
-        h.released = false;
+        arm(&self.hold, path_contains);
     }
 
     /// Whether a `start_write_back` is waiting at the hold.
     pub fn write_back_held(&self) -> bool {
-        let (hold, _) = &*self.hold;
-        hold.lock().unwrap_or_else(|p| p.into_inner()).waiting
+        is_waiting(&self.hold)
     }
 
     /// Lets the held `start_write_back` go on.
     pub fn release_write_back(&self) {
-        let (hold, cv) = &*self.hold;
-        hold.lock().unwrap_or_else(|p| p.into_inner()).released = true;
-        cv.notify_all();
+        release(&self.hold);
     }
 
-    /// Waits at the hold if it is armed for `path`.
-    fn wait_at_write_back_hold(&self, path: &Path) {
-        let (hold, cv) = &*self.hold;
-        let mut h = hold.lock().unwrap_or_else(|p| p.into_inner());
-        let armed = h
-            .armed
-            .as_deref()
-            .is_some_and(|part| path.to_string_lossy().contains(part));
-        if !armed {
-            return;
-        }
-        h.armed = None;
-        h.waiting = true;
-        while !h.released {
-            h = cv.wait(h).unwrap_or_else(|p| p.into_inner());
-        }
-        h.waiting = false;
+    /// Makes the next `sync_data` of a file whose path contains
+    /// `path_contains` wait after it has taken effect (its writes made
+    /// durable, or, when it fails, dropped) and before it returns, until
+    /// [`MemFs::release_sync`]. A test can then run another thread's sync
+    /// between the effect of a failed sync and the moment its caller learns
+    /// of the failure: the window in which Linux, which reports a writeback
+    /// error to one of several concurrent fsyncs of a file only, lets the
+    /// other sync return success for pages the failed one dropped.
+    pub fn hold_next_sync_return(&self, path_contains: &str) {
+        arm(&self.sync_hold, path_contains);
+    }
+
+    /// Whether a `sync_data` is waiting at the hold.
+    pub fn sync_held(&self) -> bool {
+        is_waiting(&self.sync_hold)
+    }
+
+    /// Lets the held `sync_data` return.
+    pub fn release_sync(&self) {
+        release(&self.sync_hold);
     }
 
     /// Every `start_write_back` call so far, in order (failed ones too,
@@ -1051,7 +1084,7 @@ impl FileHandle for MemFile {
         if let Some(d) = latency {
             std::thread::sleep(d);
         }
-        self.with(|inner, ino| {
+        let result = self.with(|inner, ino| {
             let failed = inner.faults.fail_syncs > 0 || inner.failpoint(FsOp::SyncData, &self.path).is_err();
             if failed {
                 inner.faults.fail_syncs = inner.faults.fail_syncs.saturating_sub(1);
@@ -1082,7 +1115,9 @@ impl FileHandle for MemFile {
                 other.flush_written_back(flush_upto);
             }
             Ok(())
-        })
+        });
+        wait_at_hold(&self.fs.sync_hold, &self.path);
+        result
     }
 
     fn len(&self) -> io::Result<u64> {
@@ -1164,7 +1199,7 @@ impl FileHandle for MemFile {
     }
 
     fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
-        self.fs.wait_at_write_back_hold(&self.path);
+        wait_at_hold(&self.fs.hold, &self.path);
         self.with(|inner, ino| {
             inner.write_backs_started.push(WriteBackStart {
                 path: self.path.clone(),
