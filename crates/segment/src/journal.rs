@@ -95,6 +95,11 @@ struct Queue {
     thread: Option<std::thread::ThreadId>,
     /// The thread holds a batch it has not completed yet.
     in_flight: bool,
+    /// The thread is waiting on the condition variable for work: only then
+    /// does a push wake it (the standard condition variable makes a system
+    /// call on every notify, waiter or not, and appenders push while the
+    /// thread is busy syncing most of the time).
+    waiting: bool,
 }
 
 /// How long the journal's thread waits for work before it ends.
@@ -386,8 +391,10 @@ impl Journal {
                     return q.writes.pop().map_or(Ok(()), Err);
                 }
             }
-        } else if q.writes.len() == 1 {
-            self.shared.cv.notify_one();
+        } else if q.waiting && q.writes.len() == 1 {
+            // All, not one: a drop or a drain may wait on the same variable,
+            // and a single wake-up could go to it instead of the thread.
+            self.shared.cv.notify_all();
         }
         Ok(())
     }
@@ -486,11 +493,13 @@ fn run(shared: &Shared) {
                     shared.cv.notify_all();
                     return;
                 }
+                q.waiting = true;
                 let (next, waited) = shared
                     .cv
                     .wait_timeout(q, std::time::Duration::from_millis(JOURNAL_THREAD_IDLE_MS))
                     .unwrap_or_else(|p| p.into_inner());
                 q = next;
+                q.waiting = false;
                 if waited.timed_out() && q.writes.is_empty() {
                     q.running = false;
                     q.thread = None;

@@ -443,6 +443,8 @@ struct Writer {
 
 #[derive(Debug)]
 struct SyncState {
+    /// Threads blocked on `Inner::sync_cv` (see [`Inner::wait_sync`]).
+    blocked: usize,
     written: Watermark,
     durable: Watermark,
     syncing: bool,
@@ -587,7 +589,7 @@ fn run_pool_sync(inner: Arc<Inner>) {
         }
         if st.syncing {
             // A blocking appender or a roll is syncing; its end wakes us.
-            st = log.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = log.inner.wait_sync(st);
             let ready = take_ready(&mut st);
             if !ready.is_empty() {
                 drop(st);
@@ -733,6 +735,29 @@ struct Recyclable {
     maps: Vec<Weak<MappedSegment>>,
 }
 
+impl Inner {
+    /// Waits on `sync_cv` until notified, counted in `SyncState::blocked`.
+    fn wait_sync<'a>(&self, mut st: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        st.blocked += 1;
+        let mut st = self.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.blocked -= 1;
+        st
+    }
+
+    /// Wakes the threads blocked on `sync_cv`, if any. `st` is the locked
+    /// state the releasing change was made in: a thread that blocks later
+    /// sees that change before it waits, so skipping the call when nobody
+    /// is blocked loses no wake-up. The skip matters on the journal's
+    /// thread, which calls this once per completed append while async
+    /// waiters (wakers, not blocked threads) are the rule; the standard
+    /// condition variable makes a system call on every notify.
+    fn notify_sync(&self, st: &SyncState) {
+        if st.blocked > 0 {
+            self.sync_cv.notify_all();
+        }
+    }
+}
+
 impl Recyclable {
     fn unmapped(&self) -> bool {
         self.maps.iter().all(|m| m.strong_count() == 0)
@@ -746,6 +771,8 @@ struct Inner {
     observer: Arc<dyn AppendObserver>,
     writer: Mutex<Writer>,
     sync: Mutex<SyncState>,
+    /// Blocking waiters of `sync` wait here, through [`Inner::wait_sync`]
+    /// only; changes that may release them call [`Inner::notify_sync`].
     sync_cv: Condvar,
     segments: RwLock<BTreeMap<u64, SegmentEntry>>,
     maps: Mutex<MapCache>,
@@ -1443,6 +1470,7 @@ impl Log {
             last_arrival_ms: w.last_arrival_ms,
         };
         let sync = SyncState {
+            blocked: 0,
             written: mark,
             durable: mark,
             syncing: false,
@@ -2298,7 +2326,7 @@ impl Log {
     fn poison(&self, cause: String) -> Error {
         let mut st = lock(&self.inner.sync);
         self.set_poisoned(&mut st, cause.clone());
-        self.inner.sync_cv.notify_all();
+        self.inner.notify_sync(&st);
         let ready = take_ready(&mut st);
         drop(st);
         wake(ready);
@@ -2401,7 +2429,7 @@ impl Log {
                 st.early_write_backs.retain(|&t| t != early_ticket);
                 // Only the oldest call's end can release a waiting sync.
                 if oldest {
-                    self.inner.sync_cv.notify_all();
+                    self.inner.notify_sync(&st);
                 }
             }
             if let Some(cause) = lost {
@@ -2503,7 +2531,7 @@ impl Log {
             st = lock(&self.inner.sync);
         }
         st.journal_done = st.journal_done.max(mark.next_seq);
-        self.inner.sync_cv.notify_all();
+        self.inner.notify_sync(&st);
         let ready = take_ready(&mut st);
         drop(st);
         wake(ready);
@@ -2641,7 +2669,7 @@ impl Log {
                 }
                 return outcome;
             }
-            st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.inner.wait_sync(st);
         }
     }
 
@@ -2961,7 +2989,7 @@ impl Log {
             st.end_marker = 0;
             st.settled = 0;
             st.cuts += 1;
-            self.inner.sync_cv.notify_all();
+            self.inner.notify_sync(&st);
             let ready = take_ready(&mut st);
             drop(st);
             wake(ready);
@@ -3018,7 +3046,7 @@ impl Log {
             }
             // A journaled append: the journal's completion wakes us.
             if st.syncing || target <= st.journal_through {
-                st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+                st = self.inner.wait_sync(st);
                 continue;
             }
             st = self.lead_sync(st, true);
@@ -3109,7 +3137,7 @@ impl Log {
         }
         // Blocking waiters first, before any cut: a roll may hold the
         // writer lock while it waits for this sync to end.
-        self.inner.sync_cv.notify_all();
+        self.inner.notify_sync(&st);
         if st.poisoned.is_some() {
             // Cut before async waiters learn of the failure: an appender
             // whose bytes were written while this sync ran (still pending,
@@ -3194,7 +3222,7 @@ impl Log {
     fn no_sync_in_flight(&self) -> MutexGuard<'_, SyncState> {
         let mut st = lock(&self.inner.sync);
         while st.syncing {
-            st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.inner.wait_sync(st);
         }
         st
     }
@@ -3211,7 +3239,7 @@ impl Log {
             if let Some(cause) = &failed {
                 self.set_poisoned(&mut st, cause.clone());
             }
-            self.inner.sync_cv.notify_all();
+            self.inner.notify_sync(&st);
         }
         failed.map(|cause| self.poison(cause))
     }
@@ -3236,7 +3264,7 @@ impl Log {
     fn early_write_backs_settled<'a>(&self, mut st: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
         let issued = st.early_write_back_tickets;
         while st.early_write_backs.iter().any(|&t| t <= issued) {
-            st = self.inner.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+            st = self.inner.wait_sync(st);
         }
         st
     }
