@@ -31,7 +31,7 @@
 //! failed checkpoint does the same (a log whose segment sync failed may have
 //! lost journaled pages; only the journal still has them).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -518,10 +518,30 @@ fn run(shared: &Shared) {
                 n += 1;
             }
             q.in_flight = true;
-            let batch: Vec<JournalWrite> = q.writes.drain(..n).collect();
+            let batch: VecDeque<JournalWrite> = q.writes.drain(..n).collect();
             (batch, q.dead.clone())
         };
-        write_batch(shared, pos, batch, dead);
+        let mut batch = batch;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write_batch(shared, pos, &mut batch, dead)
+        }));
+        if outcome.is_err() {
+            // A bug (the crates deny panicking code, so this needs one):
+            // the journal cannot tell what its file or its writers' logs
+            // hold now. Without this, the thread would be gone with
+            // `running` still set, and every journaled append from then on
+            // would wait forever. It stops for good instead, as after a
+            // failed sync (its files stay for the next open's redo), and
+            // fails what it had not completed; later appends sync their
+            // own segments. Each write leaves the batch before its
+            // completion runs, so a completion that panics too is not run
+            // twice, and the loop ends.
+            let cause = "the journal's thread panicked (a bug: the panic is on the process's standard error); the journal is kept for the redo at the next open and takes no more writes".to_string();
+            shared.lock().dead = Some(cause.clone());
+            while !batch.is_empty() {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| fail(&mut batch, &cause)));
+            }
+        }
         let mut q = shared.lock();
         q.in_flight = false;
         if q.writes.is_empty() {
@@ -532,7 +552,12 @@ fn run(shared: &Shared) {
 }
 
 /// Writes one batch and completes its writes (see [`run`]).
-fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, dead: Option<String>) {
+fn write_batch(
+    shared: &Shared,
+    pos: &mut Position,
+    batch: &mut VecDeque<JournalWrite>,
+    dead: Option<String>,
+) {
     let (fs, root, file_bytes) = (&*shared.fs, &*shared.root, pos.file_bytes);
     if let Some(cause) = dead {
         fail(batch, &cause);
@@ -556,7 +581,7 @@ fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, de
         pos.offset = 0;
     }
     pos.buf.clear();
-    for w in &batch {
+    for w in batch.iter() {
         encode_entry(
             &mut pos.buf,
             pos.generation,
@@ -590,7 +615,9 @@ fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, de
             pos.offset += pos.buf.len() as u64;
             shared.syncs.fetch_add(1, Ordering::Relaxed);
             shared.writes.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            for w in batch {
+            // Each write leaves the batch before its completion runs (see
+            // `run`).
+            while let Some(w) = batch.pop_front() {
                 (w.done)(Ok(()));
             }
         }
@@ -613,8 +640,10 @@ fn write_batch(shared: &Shared, pos: &mut Position, batch: Vec<JournalWrite>, de
     }
 }
 
-fn fail(batch: Vec<JournalWrite>, cause: &str) {
-    for w in batch {
+/// Fails the writes of `batch`, in order; each leaves the batch before its
+/// completion runs (see [`run`]).
+fn fail(batch: &mut VecDeque<JournalWrite>, cause: &str) {
+    while let Some(w) = batch.pop_front() {
         (w.done)(Err(cause.to_string()));
     }
 }

@@ -3208,6 +3208,63 @@ fn a_failed_journal_sync_fails_its_appends_and_later_appends_sync_their_own_segm
 }
 
 #[test]
+fn a_panic_on_the_journals_thread_fails_its_appends_instead_of_leaving_them_waiting() {
+    // A bug that panics the journal's thread must not leave appenders
+    // waiting forever (the thread gone, the journal still taking writes):
+    // the journal stops as after a failed sync, the appends it held fail,
+    // and later appends sync their own segments.
+    let fs = MemFs::new();
+    let journal = small_journal(&fs);
+    let a = Arc::new(open_at(&fs, "/e/s/a", journaled_opts(&journal, 0)));
+    let b = open_at(&fs, "/e/s/b", journaled_opts(&journal, 0));
+    for i in 0..10 {
+        a.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+    }
+    fs.panic_next_sync("journal");
+    let appender = {
+        let a = a.clone();
+        std::thread::spawn(move || a.append(&[RecordIn::new("k", &payload(10), 1)]).map(|_| ()))
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !appender.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the append is still waiting 20 s after the journal's thread panicked"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let err = appender.join().unwrap().unwrap_err();
+    assert!(matches!(err, Error::Poisoned { .. }), "{err}");
+    assert!(err.to_string().contains("panicked"), "{err}");
+    assert!(!journal.is_alive());
+    let writes = journal.write_count();
+    for i in 10..20 {
+        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+    }
+    assert_eq!(
+        journal.write_count(),
+        writes,
+        "later appends sync their own segments"
+    );
+    std::mem::forget(b);
+    std::mem::forget(a);
+    fs.crash(CrashPlan::LoseUnsynced);
+    shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
+    let a = open_at(&fs, "/e/s/a", small_opts());
+    let b = open_at(&fs, "/e/s/b", small_opts());
+    let rows = read_all(&a).unwrap();
+    assert!(rows.len() >= 10, "the acknowledged ten are kept");
+    for (i, r) in rows.iter().take(10).enumerate() {
+        assert_eq!(r.2, payload(i as u64));
+    }
+    assert_records(&b, 20);
+}
+
+#[test]
 fn a_log_outside_the_journals_root_syncs_its_own_segment() {
     let fs = MemFs::new();
     let journal = small_journal(&fs);

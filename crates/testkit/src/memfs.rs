@@ -212,6 +212,8 @@ struct DirState {
 struct Faults {
     /// Fail this many upcoming `sync_data` calls with EIO.
     fail_syncs: u32,
+    /// Panic in the next `sync_data` of a file whose path contains this.
+    panic_sync: Option<String>,
     /// Fail this many upcoming writes with EIO (nothing written).
     fail_writes: u32,
     /// Bytes all files together may occupy (current lengths); `None` is
@@ -530,6 +532,14 @@ impl MemFs {
     /// Fails the next `n` `sync_data` calls with EIO.
     pub fn fail_next_syncs(&self, n: u32) {
         self.lock_inner().faults.fail_syncs = n;
+    }
+
+    /// Makes the next `sync_data` of a file whose path contains
+    /// `path_contains` panic (before it does anything), as a bug on the
+    /// calling thread would: tests check that such a thread leaves no
+    /// caller waiting forever.
+    pub fn panic_next_sync(&self, path_contains: &str) {
+        self.lock_inner().faults.panic_sync = Some(path_contains.to_string());
     }
 
     /// Makes every `sync_data` take `latency` (`None`: instant), so that
@@ -1077,6 +1087,25 @@ impl FileHandle for MemFile {
         // Only what was made and written back before the call is covered:
         // writes made while it runs (see `set_sync_latency`) stay pending,
         // and its flush covers the write-backs that completed before it.
+        let panics = {
+            let mut inner = self.fs.lock_inner();
+            let hit = inner
+                .faults
+                .panic_sync
+                .as_deref()
+                .is_some_and(|part| self.path.to_string_lossy().contains(part));
+            if hit {
+                inner.faults.panic_sync = None;
+            }
+            hit
+        };
+        if panics {
+            // The fault this injects; raised outside the file system's lock.
+            #[allow(clippy::panic)]
+            {
+                panic!("MemFs: injected panic in sync_data of {}", self.path.display());
+            }
+        }
         let (latency, made_upto, flush_upto) = self.with(|inner, _| {
             inner.consume_op()?;
             Ok((inner.faults.sync_latency, inner.ops_made, inner.write_backs))
