@@ -484,7 +484,7 @@ fn run(shared: &Shared) {
     let mut guard = shared.position.lock().unwrap_or_else(|p| p.into_inner());
     let pos = &mut *guard;
     loop {
-        let (batch, dead) = {
+        let (mut batch, dead) = {
             let mut q = shared.lock();
             while q.writes.is_empty() {
                 if q.stop {
@@ -521,7 +521,6 @@ fn run(shared: &Shared) {
             let batch: VecDeque<JournalWrite> = q.writes.drain(..n).collect();
             (batch, q.dead.clone())
         };
-        let mut batch = batch;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             write_batch(shared, pos, &mut batch, dead)
         }));

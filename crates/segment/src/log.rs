@@ -735,29 +735,6 @@ struct Recyclable {
     maps: Vec<Weak<MappedSegment>>,
 }
 
-impl Inner {
-    /// Waits on `sync_cv` until notified, counted in `SyncState::blocked`.
-    fn wait_sync<'a>(&self, mut st: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
-        st.blocked += 1;
-        let mut st = self.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-        st.blocked -= 1;
-        st
-    }
-
-    /// Wakes the threads blocked on `sync_cv`, if any. `st` is the locked
-    /// state the releasing change was made in: a thread that blocks later
-    /// sees that change before it waits, so skipping the call when nobody
-    /// is blocked loses no wake-up. The skip matters on the journal's
-    /// thread, which calls this once per completed append while async
-    /// waiters (wakers, not blocked threads) are the rule; the standard
-    /// condition variable makes a system call on every notify.
-    fn notify_sync(&self, st: &SyncState) {
-        if st.blocked > 0 {
-            self.sync_cv.notify_all();
-        }
-    }
-}
-
 impl Recyclable {
     fn unmapped(&self) -> bool {
         self.maps.iter().all(|m| m.strong_count() == 0)
@@ -796,6 +773,29 @@ struct Inner {
     /// This log's place in the engine's journal, when it journals.
     journal: std::sync::OnceLock<JournalLink>,
     _lock: Box<dyn LockGuard>,
+}
+
+impl Inner {
+    /// Waits on `sync_cv` until notified, counted in `SyncState::blocked`.
+    fn wait_sync<'a>(&self, mut st: MutexGuard<'a, SyncState>) -> MutexGuard<'a, SyncState> {
+        st.blocked += 1;
+        let mut st = self.sync_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+        st.blocked -= 1;
+        st
+    }
+
+    /// Wakes the threads blocked on `sync_cv`, if any. `st` is the locked
+    /// state the releasing change was made in: a thread that blocks later
+    /// sees that change before it waits, so skipping the call when nobody
+    /// is blocked loses no wake-up. The skip matters on the journal's
+    /// thread, which calls this once per completed append while async
+    /// waiters (wakers, not blocked threads) are the rule; the standard
+    /// condition variable makes a system call on every notify.
+    fn notify_sync(&self, st: &SyncState) {
+        if st.blocked > 0 {
+            self.sync_cv.notify_all();
+        }
+    }
 }
 
 /// How a log writes to the engine's journal.

@@ -393,11 +393,7 @@ fn frames_a_failed_write_left_never_come_back_after_a_crash() {
         let log = open(&fs, small_opts()).unwrap();
         append_n(&log, 0, 3);
         let (keys, data) = kib_batch_data();
-        let batch: Vec<RecordIn<'_>> = keys
-            .iter()
-            .zip(&data)
-            .map(|(k, d)| RecordIn::new(k, d, 2_000))
-            .collect();
+        let batch = kib_batch(&keys, &data, 2_000);
         // Two whole frames (about 1,050 bytes each) and part of a third land.
         fs.short_next_write(2_500);
         assert!(matches!(log.append(&batch), Err(Error::Poisoned { .. })));
@@ -430,6 +426,14 @@ fn kib_batch_data() -> (Vec<String>, Vec<Vec<u8>>) {
     (keys, data)
 }
 
+/// The records of [`kib_batch_data`], arriving at `arrival_ms`.
+fn kib_batch<'a>(keys: &'a [String], data: &'a [Vec<u8>], arrival_ms: i64) -> Vec<RecordIn<'a>> {
+    keys.iter()
+        .zip(data)
+        .map(|(k, d)| RecordIn::new(k, d, arrival_ms))
+        .collect()
+}
+
 #[test]
 fn a_group_sync_after_a_failed_cut_sync_acknowledges_nothing_that_failure_dropped() {
     // A write fails part-way, and the sync of its cut fails too: it drops
@@ -447,11 +451,7 @@ fn a_group_sync_after_a_failed_cut_sync_acknowledges_nothing_that_failure_droppe
         .append_deferred(&[RecordIn::new("pk3", &first, 2_000)])
         .unwrap();
     let (keys, data) = kib_batch_data();
-    let batch: Vec<RecordIn<'_>> = keys
-        .iter()
-        .zip(&data)
-        .map(|(k, d)| RecordIn::new(k, d, 2_001))
-        .collect();
+    let batch = kib_batch(&keys, &data, 2_001);
     fs.short_next_write(2_500);
     fs.fail_next_syncs(1);
     fs.hold_next_sync_return(shardlog_segment::format::SEGMENT_FILE_SUFFIX);
@@ -496,11 +496,7 @@ fn a_write_a_full_disk_stops_part_way_is_cut_and_synced_so_none_of_it_comes_back
     // answer: no crash brings the refused records back (without the sync
     // of the cut, 5 of these 63 crash seeds did).
     let (keys, data) = kib_batch_data();
-    let batch: Vec<RecordIn<'_>> = keys
-        .iter()
-        .zip(&data)
-        .map(|(k, d)| RecordIn::new(k, d, 2_000))
-        .collect();
+    let batch = kib_batch(&keys, &data, 2_000);
     let mut came_back = Vec::new();
     for seed in 0..64 {
         let fs = MemFs::new();
@@ -3169,36 +3165,58 @@ fn without_its_redo_a_crash_loses_journaled_records_so_the_redo_is_what_keeps_th
 fn a_failed_journal_sync_fails_its_appends_and_later_appends_sync_their_own_segments() {
     let fs = MemFs::new();
     let journal = small_journal(&fs);
-    let a = open_at(&fs, "/e/s/a", journaled_opts(&journal, 0));
-    let b = open_at(&fs, "/e/s/b", journaled_opts(&journal, 0));
-    for i in 0..10 {
-        a.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
-            .unwrap();
-        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
-            .unwrap();
-    }
+    let (a, b) = two_journaled_logs_with_ten_records(&fs, &journal);
     fs.fail_at(FsOp::SyncData, "journal", 1);
     let err = a.append(&[RecordIn::new("k", &payload(10), 1)]).unwrap_err();
     assert!(matches!(err, Error::Poisoned { .. }), "{err}");
     assert!(err.to_string().contains("journal"), "{err}");
     assert!(!journal.is_alive());
-    // The other log goes on, each append synced in its own segment.
-    let writes = journal.write_count();
-    for i in 10..20 {
-        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
-            .unwrap();
-    }
-    assert_eq!(journal.write_count(), writes);
+    ten_more_records_without_the_journal(&b, &journal);
     assert!(matches!(
         a.append(&[RecordIn::new("k", b"x", 1)]),
         Err(Error::Poisoned { .. })
     ));
     std::mem::forget(a);
     std::mem::forget(b);
+    after_a_crash_a_keeps_its_ten_records_and_b_twenty(&fs);
+}
+
+/// Two logs, `/e/s/a` and `/e/s/b`, journaling into `journal`, with ten
+/// acknowledged records each.
+fn two_journaled_logs_with_ten_records(fs: &MemFs, journal: &Arc<shardlog_segment::Journal>) -> (Log, Log) {
+    let a = open_at(fs, "/e/s/a", journaled_opts(journal, 0));
+    let b = open_at(fs, "/e/s/b", journaled_opts(journal, 0));
+    for i in 0..10 {
+        a.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+    }
+    (a, b)
+}
+
+/// After the journal stopped: `b` goes on with records 10..20, each synced
+/// in its own segment (the journal takes none of them).
+fn ten_more_records_without_the_journal(b: &Log, journal: &shardlog_segment::Journal) {
+    let writes = journal.write_count();
+    for i in 10..20 {
+        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
+            .unwrap();
+    }
+    assert_eq!(
+        journal.write_count(),
+        writes,
+        "later appends sync their own segments"
+    );
+}
+
+/// Crashes `fs` (unsynced data lost), redoes the journal, and checks that
+/// `/e/s/a` kept its ten acknowledged records and `/e/s/b` has all 20.
+fn after_a_crash_a_keeps_its_ten_records_and_b_twenty(fs: &MemFs) {
     fs.crash(CrashPlan::LoseUnsynced);
     shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
-    let a = open_at(&fs, "/e/s/a", small_opts());
-    let b = open_at(&fs, "/e/s/b", small_opts());
+    let a = open_at(fs, "/e/s/a", small_opts());
+    let b = open_at(fs, "/e/s/b", small_opts());
     let rows = read_all(&a).unwrap();
     assert!(rows.len() >= 10, "the acknowledged ten are kept");
     for (i, r) in rows.iter().take(10).enumerate() {
@@ -3215,14 +3233,8 @@ fn a_panic_on_the_journals_thread_fails_its_appends_instead_of_leaving_them_wait
     // and later appends sync their own segments.
     let fs = MemFs::new();
     let journal = small_journal(&fs);
-    let a = Arc::new(open_at(&fs, "/e/s/a", journaled_opts(&journal, 0)));
-    let b = open_at(&fs, "/e/s/b", journaled_opts(&journal, 0));
-    for i in 0..10 {
-        a.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
-            .unwrap();
-        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
-            .unwrap();
-    }
+    let (a, b) = two_journaled_logs_with_ten_records(&fs, &journal);
+    let a = Arc::new(a);
     fs.panic_next_sync("journal");
     let appender = {
         let a = a.clone();
@@ -3240,28 +3252,10 @@ fn a_panic_on_the_journals_thread_fails_its_appends_instead_of_leaving_them_wait
     assert!(matches!(err, Error::Poisoned { .. }), "{err}");
     assert!(err.to_string().contains("panicked"), "{err}");
     assert!(!journal.is_alive());
-    let writes = journal.write_count();
-    for i in 10..20 {
-        b.append(&[RecordIn::new(&format!("pk{i}"), &payload(i), 1)])
-            .unwrap();
-    }
-    assert_eq!(
-        journal.write_count(),
-        writes,
-        "later appends sync their own segments"
-    );
+    ten_more_records_without_the_journal(&b, &journal);
     std::mem::forget(b);
     std::mem::forget(a);
-    fs.crash(CrashPlan::LoseUnsynced);
-    shardlog_segment::Journal::open(Arc::new(fs.clone()), Path::new("/e"), None).unwrap();
-    let a = open_at(&fs, "/e/s/a", small_opts());
-    let b = open_at(&fs, "/e/s/b", small_opts());
-    let rows = read_all(&a).unwrap();
-    assert!(rows.len() >= 10, "the acknowledged ten are kept");
-    for (i, r) in rows.iter().take(10).enumerate() {
-        assert_eq!(r.2, payload(i as u64));
-    }
-    assert_records(&b, 20);
+    after_a_crash_a_keeps_its_ten_records_and_b_twenty(&fs);
 }
 
 #[test]

@@ -404,9 +404,9 @@ pub struct MemFs {
     inner: Arc<Mutex<Inner>>,
     /// The hold of [`MemFs::hold_next_write_back`], apart from `inner`:
     /// a call waits there without blocking every other operation.
-    hold: Arc<(Mutex<Hold>, std::sync::Condvar)>,
+    hold: Arc<Gate>,
     /// The hold of [`MemFs::hold_next_sync_return`], likewise.
-    sync_hold: Arc<(Mutex<Hold>, std::sync::Condvar)>,
+    sync_hold: Arc<Gate>,
 }
 
 /// See [`MemFs::hold_next_write_back`] and [`MemFs::hold_next_sync_return`].
@@ -419,38 +419,50 @@ struct Hold {
     released: bool,
 }
 
-fn arm(hold: &(Mutex<Hold>, std::sync::Condvar), path_contains: &str) {
-    let mut h = hold.0.lock().unwrap_or_else(|p| p.into_inner());
-    h.armed = Some(path_contains.to_string());
-    h.released = false;
+/// A place where the next call on a matching path waits until released.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<Hold>,
+    cv: std::sync::Condvar,
 }
 
-fn is_waiting(hold: &(Mutex<Hold>, std::sync::Condvar)) -> bool {
-    hold.0.lock().unwrap_or_else(|p| p.into_inner()).waiting
-}
-
-fn release(hold: &(Mutex<Hold>, std::sync::Condvar)) {
-    hold.0.lock().unwrap_or_else(|p| p.into_inner()).released = true;
-    hold.1.notify_all();
-}
-
-/// Waits at `hold` if it is armed for `path`, and disarms it.
-fn wait_at_hold(hold: &(Mutex<Hold>, std::sync::Condvar), path: &Path) {
-    let (lock, cv) = hold;
-    let mut h = lock.lock().unwrap_or_else(|p| p.into_inner());
-    let armed = h
-        .armed
-        .as_deref()
-        .is_some_and(|part| path.to_string_lossy().contains(part));
-    if !armed {
-        return;
+impl Gate {
+    fn lock(&self) -> MutexGuard<'_, Hold> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
-    h.armed = None;
-    h.waiting = true;
-    while !h.released {
-        h = cv.wait(h).unwrap_or_else(|p| p.into_inner());
+
+    fn arm(&self, path_contains: &str) {
+        let mut h = self.lock();
+        h.armed = Some(path_contains.to_string());
+        h.released = false;
     }
-    h.waiting = false;
+
+    fn is_waiting(&self) -> bool {
+        self.lock().waiting
+    }
+
+    fn release(&self) {
+        self.lock().released = true;
+        self.cv.notify_all();
+    }
+
+    /// Waits here if armed for `path`, and disarms.
+    fn wait_if_armed(&self, path: &Path) {
+        let mut h = self.lock();
+        let armed = h
+            .armed
+            .as_deref()
+            .is_some_and(|part| path.to_string_lossy().contains(part));
+        if !armed {
+            return;
+        }
+        h.armed = None;
+        h.waiting = true;
+        while !h.released {
+            h = self.cv.wait(h).unwrap_or_else(|p| p.into_inner());
+        }
+        h.waiting = false;
+    }
 }
 
 fn not_found(path: &Path) -> io::Error {
@@ -710,17 +722,17 @@ impl MemFs {
     /// operations while the call is in flight (a failpoint set with
     /// [`MemFs::fail_at`] still applies once it goes on).
     pub fn hold_next_write_back(&self, path_contains: &str) {
-        arm(&self.hold, path_contains);
+        self.hold.arm(path_contains);
     }
 
     /// Whether a `start_write_back` is waiting at the hold.
     pub fn write_back_held(&self) -> bool {
-        is_waiting(&self.hold)
+        self.hold.is_waiting()
     }
 
     /// Lets the held `start_write_back` go on.
     pub fn release_write_back(&self) {
-        release(&self.hold);
+        self.hold.release();
     }
 
     /// Makes the next `sync_data` of a file whose path contains
@@ -732,17 +744,17 @@ impl MemFs {
     /// error to one of several concurrent fsyncs of a file only, lets the
     /// other sync return success for pages the failed one dropped.
     pub fn hold_next_sync_return(&self, path_contains: &str) {
-        arm(&self.sync_hold, path_contains);
+        self.sync_hold.arm(path_contains);
     }
 
     /// Whether a `sync_data` is waiting at the hold.
     pub fn sync_held(&self) -> bool {
-        is_waiting(&self.sync_hold)
+        self.sync_hold.is_waiting()
     }
 
     /// Lets the held `sync_data` return.
     pub fn release_sync(&self) {
-        release(&self.sync_hold);
+        self.sync_hold.release();
     }
 
     /// Every `start_write_back` call so far, in order (failed ones too,
@@ -1087,29 +1099,33 @@ impl FileHandle for MemFile {
         // Only what was made and written back before the call is covered:
         // writes made while it runs (see `set_sync_latency`) stay pending,
         // and its flush covers the write-backs that completed before it.
-        let panics = {
-            let mut inner = self.fs.lock_inner();
-            let hit = inner
+        let (latency, made_upto, flush_upto, panics) = self.with(|inner, _| {
+            let panics = inner
                 .faults
                 .panic_sync
-                .as_deref()
-                .is_some_and(|part| self.path.to_string_lossy().contains(part));
-            if hit {
-                inner.faults.panic_sync = None;
+                .take_if(|part| self.path.to_string_lossy().contains(part.as_str()))
+                .is_some();
+            if !panics {
+                inner.consume_op()?;
             }
-            hit
-        };
+            Ok((
+                inner.faults.sync_latency,
+                inner.ops_made,
+                inner.write_backs,
+                panics,
+            ))
+        })?;
         if panics {
-            // The fault this injects; raised outside the file system's lock.
+            // The one panic outside this crate's tests, on purpose: it is
+            // the fault `panic_next_sync` injects, reached only after a test
+            // armed it (this crate is a dev-dependency only, never in a
+            // shipped binary). Raised outside the file system's lock, so
+            // that the state stays usable for the test's later checks.
             #[allow(clippy::panic)]
             {
                 panic!("MemFs: injected panic in sync_data of {}", self.path.display());
             }
         }
-        let (latency, made_upto, flush_upto) = self.with(|inner, _| {
-            inner.consume_op()?;
-            Ok((inner.faults.sync_latency, inner.ops_made, inner.write_backs))
-        })?;
         if let Some(d) = latency {
             std::thread::sleep(d);
         }
@@ -1145,7 +1161,7 @@ impl FileHandle for MemFile {
             }
             Ok(())
         });
-        wait_at_hold(&self.fs.sync_hold, &self.path);
+        self.fs.sync_hold.wait_if_armed(&self.path);
         result
     }
 
@@ -1228,7 +1244,7 @@ impl FileHandle for MemFile {
     }
 
     fn start_write_back(&self, offset: u64, len: u64) -> io::Result<()> {
-        wait_at_hold(&self.fs.hold, &self.path);
+        self.fs.hold.wait_if_armed(&self.path);
         self.with(|inner, ino| {
             inner.write_backs_started.push(WriteBackStart {
                 path: self.path.clone(),
