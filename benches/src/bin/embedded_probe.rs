@@ -102,6 +102,7 @@ fn main() {
     let warm = AtomicBool::new(recycle.is_none());
     let mut started = Instant::now();
     let mut before = shardlog_segment::stats::snapshot();
+    let mut cpu_before = Cpu::now();
     std::thread::scope(|s| {
         if recycle.is_some() {
             let (engine, stop, warm) = (&engine, &stop, &warm);
@@ -161,11 +162,13 @@ fn main() {
             before = shardlog_segment::stats::snapshot();
             records.store(0, Ordering::Relaxed);
             started = Instant::now();
+            cpu_before = Cpu::now();
         }
         std::thread::sleep(Duration::from_secs(seconds));
         stop.store(true, Ordering::Relaxed);
     });
     let secs = started.elapsed().as_secs_f64();
+    let cpu = Cpu::now().since(&cpu_before);
     let n = records.load(Ordering::Relaxed);
     // How the group commit went: the syncs, their mean time and the records
     // each made durable (the segment crate's process-wide counters, less
@@ -197,6 +200,14 @@ fn main() {
         per_group,
         per_group * 1077.0 / 1024.0
     );
+    let gib = n as f64 * 1024.0 / f64::from(1u32 << 30);
+    println!(
+        "CPU: this process {:.2} s per GiB ({:.2} of the machine's cores), the machine {:.0}% busy and {:.0}% waiting on I/O",
+        cpu.process_seconds / gib.max(f64::MIN_POSITIVE),
+        cpu.process_seconds / secs,
+        cpu.busy_share * 100.0,
+        cpu.iowait_share * 100.0
+    );
     if std::env::var("SHARDLOG_PROBE_JSON").is_ok_and(|v| v == "1") {
         let figures = serde_json::json!({
             "writers": writers,
@@ -210,8 +221,68 @@ fn main() {
             "syncs_per_second": syncs as f64 / secs,
             "mean_fdatasync_us": stats.fsync_seconds.sum / syncs as f64 * 1e6,
             "records_per_group": per_group,
+            "process_cpu_seconds_per_gib": cpu.process_seconds / gib.max(f64::MIN_POSITIVE),
+            "machine_busy_share": cpu.busy_share,
+            "machine_iowait_share": cpu.iowait_share,
         });
         println!("{figures}");
+    }
+}
+
+/// CPU time so far: this process's (`/proc/self/stat`) and the machine's
+/// (`/proc/stat`), so that a run can say what each GiB made durable cost.
+struct Cpu {
+    process_ticks: u64,
+    /// Machine-wide ticks: all, idle, waiting on I/O.
+    machine: [u64; 3],
+}
+
+/// [`Cpu`] between two points of time.
+struct CpuSpent {
+    process_seconds: f64,
+    /// Share of the machine's CPU time that was neither idle nor waiting.
+    busy_share: f64,
+    iowait_share: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // The fields after the command name, which is in parentheses;
+        // utime and stime are the line's fields 14 and 15.
+        let rest = stat.rsplit(')').next().unwrap_or("");
+        let f: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        let process_ticks = f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0);
+        let all = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let cpu: Vec<u64> = all
+            .lines()
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|x| x.parse().ok())
+            .collect();
+        let machine = [
+            cpu.iter().sum(),
+            cpu.get(3).copied().unwrap_or(0),
+            cpu.get(4).copied().unwrap_or(0),
+        ];
+        Cpu {
+            process_ticks,
+            machine,
+        }
+    }
+
+    fn since(&self, before: &Cpu) -> CpuSpent {
+        // Both files count in clock ticks of 10 ms (USER_HZ).
+        let total = self.machine[0].saturating_sub(before.machine[0]).max(1) as f64;
+        let idle = self.machine[1].saturating_sub(before.machine[1]) as f64;
+        let iowait = self.machine[2].saturating_sub(before.machine[2]) as f64;
+        CpuSpent {
+            process_seconds: self.process_ticks.saturating_sub(before.process_ticks) as f64 / 100.0,
+            busy_share: (total - idle - iowait) / total,
+            iowait_share: iowait / total,
+        }
     }
 }
 

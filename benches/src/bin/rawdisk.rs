@@ -34,7 +34,7 @@
 //!     space (MiB/s): the embedded probe's 16 writers of 100 KiB over 4
 //!     shards, grouped perfectly, four writers' batches per sync per file.
 //!
-//! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR] [bandwidth SECONDS | limits SECONDS]`
+//! Usage: `cargo run --release -p shardlog-benches --bin rawdisk [DIR] [bandwidth SECONDS | limits SECONDS | direct SECONDS]`
 //!
 //! With `bandwidth SECONDS` only rows 7 (allocated) and 11 run, each for
 //! that long rather than 3 s: the figures beside an embedded-probe run of
@@ -44,6 +44,11 @@
 //! With `limits SECONDS` rows 7 (allocated), 11 and 6 (4 files) run, each
 //! for that long, and one JSON object is printed with their figures: the
 //! raw limits `benches/targets.sh` sets beside each issue-8 target.
+//!
+//! With `direct SECONDS` rows 7 (allocated) and 11 run twice each, through
+//! the page cache and with `O_DIRECT` (aligned buffers, the same allocated
+//! files), with the process's CPU seconds per GiB: what skipping the copy
+//! into the page cache would give a writer on this machine.
 
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
@@ -65,6 +70,24 @@ fn main() -> std::io::Result<()> {
         println!(
             "400 KiB write + fdatasync, 4 files in parallel, allocated, {seconds} s: {mib_400k:6.0} MiB/s"
         );
+        return Ok(());
+    }
+    if args.get(2).map(String::as_str) == Some("direct") {
+        let seconds: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(5);
+        let run = Duration::from_secs(seconds);
+        for block in [1usize << 20, 400 << 10] {
+            for direct in [false, true] {
+                let (ops, latency, cpu) =
+                    parallel_io(tmp.path(), 4, block, Some(Space::Written), run, direct)?;
+                let mib_s = ops * block as f64 / (1 << 20) as f64;
+                let cpu_per_gib = cpu / (mib_s * seconds as f64 / 1024.0);
+                println!(
+                    "{} KiB write + fdatasync, 4 files, allocated, {}: {mib_s:6.0} MiB/s, {cpu_per_gib:.2} CPU s per GiB, {latency}",
+                    block >> 10,
+                    if direct { "O_DIRECT" } else { "buffered" }
+                );
+            }
+        }
         return Ok(());
     }
     if args.get(2).map(String::as_str) == Some("limits") {
@@ -368,11 +391,30 @@ fn parallel_for(
     space: Option<Space>,
     run: Duration,
 ) -> std::io::Result<(f64, Latency)> {
+    parallel_io(dir, files, block, space, run, false).map(|(rate, latency, _)| (rate, latency))
+}
+
+/// [`parallel_for`], with the timed writes made through a second handle
+/// opened with `O_DIRECT` when `direct` is set (the space is still prepared
+/// through the page cache and synced first); also returns the process's
+/// CPU seconds during the timed writes.
+fn parallel_io(
+    dir: &Path,
+    files: usize,
+    block: usize,
+    space: Option<Space>,
+    run: Duration,
+    direct: bool,
+) -> std::io::Result<(f64, Latency, f64)> {
     let times = std::sync::Mutex::new(Vec::<u64>::new());
     let rewrite_blocks = space.map(|s| s.blocks(block));
     let stop = AtomicBool::new(false);
     let ops = AtomicU64::new(0);
-    let buf = vec![0x3Cu8; block];
+    // O_DIRECT wants the buffer aligned to the logical block size: take an
+    // aligned window of a larger vector.
+    let backing = vec![0x3Cu8; block + 4096];
+    let skip = backing.as_ptr().align_offset(4096);
+    let buf = &backing[skip..skip + block];
     let mut handles = Vec::with_capacity(files);
     for i in 0..files {
         let file = OpenOptions::new()
@@ -385,7 +427,7 @@ fn parallel_for(
             None => {}
             Some(Space::Written) => {
                 for b in 0..Space::Written.blocks(block) {
-                    file.write_all_at(&buf, b * block as u64)?;
+                    file.write_all_at(buf, b * block as u64)?;
                 }
             }
             Some(space @ (Space::Fallocated | Space::ZerosAhead | Space::FallocatedDropBehind)) => {
@@ -394,14 +436,25 @@ fn parallel_for(
             }
         }
         file.sync_all()?;
+        let file = if direct {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32)
+                .open(dir.join(format!("parallel-{i}.bin")))?
+        } else {
+            file
+        };
         handles.push(file);
     }
     let started = Instant::now();
+    let cpu_before = cpu_seconds();
     let result = std::thread::scope(|s| {
         let workers: Vec<_> = handles
             .iter()
             .map(|file| {
-                let (stop, ops, buf, times) = (&stop, &ops, &buf, &times);
+                let (stop, ops, times) = (&stop, &ops, &times);
                 s.spawn(move || -> std::io::Result<()> {
                     let mut mine = Vec::new();
                     let mut n = 0u64;
@@ -442,6 +495,7 @@ fn parallel_for(
         join_all(workers)
     });
     let secs = started.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu_before;
     for i in 0..files {
         std::fs::remove_file(dir.join(format!("parallel-{i}.bin")))?;
     }
@@ -460,7 +514,7 @@ fn parallel_for(
         p999_us: at(0.999),
         max_us: times.last().copied().unwrap_or(0),
     };
-    Ok((ops.load(Ordering::Relaxed) as f64 / secs, latency))
+    Ok((ops.load(Ordering::Relaxed) as f64 / secs, latency, cpu))
 }
 
 /// Joins writer threads; the first error (or panic) of any is the result.

@@ -384,7 +384,10 @@ struct Active {
     /// `SyncPolicy::Always`) starts here. Each one ends at the last whole
     /// page of its append, so the page two large appends share goes to the
     /// device with the next one's pages rather than as a 4 KiB request of
-    /// its own at the group's sync (a virtual disk counts requests). Any
+    /// its own at the group's sync (a virtual disk counts requests); a
+    /// large append that would hand over less than a step
+    /// (`Log::early_write_back_step`) leaves it where it is, for the next
+    /// large append's call. Any
     /// other append moves it past its own bytes: a small one may be
     /// acknowledged through the journal and not yet synced in the segment,
     /// and a failed write-back must never take such bytes with it. Syncs
@@ -2370,20 +2373,24 @@ impl Log {
         // request. Outside the writer lock: submitting the pages takes a
         // while, and other appenders of this log need the lock meanwhile.
         let end = start + total as u64;
-        let wants_early = total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always;
+        let large = total > EARLY_WRITE_BACK_BYTES_MIN && self.inner.opts.sync == SyncPolicy::Always;
         // An early write-back runs from where the last one ended to the
         // last whole page of this append: the next append writes into the
         // partial one, and on a device that keeps pages stable while they
-        // are written it would wait for this write. Any other append's
-        // bytes are never in a range (see `Active::early_write_back_from`).
+        // are written it would wait for this write. It waits until a step's
+        // worth of pages has gathered (each call costs a device request and
+        // its interrupts; pages left for a later call are still written by
+        // the group's sync). Any other append's bytes are never in a range
+        // (see `Active::early_write_back_from`).
         let first = w.active.early_write_back_from;
-        let last = if wants_early {
-            page_floor(end)
-        } else {
-            page_ceil(end)
+        let last = if large { page_floor(end) } else { page_ceil(end) };
+        let starts = large && last >= first + self.early_write_back_step();
+        w.active.early_write_back_from = match (large, starts) {
+            // Too few pages yet: the next large append's call takes them.
+            (true, false) => first,
+            _ => last.max(first),
         };
-        w.active.early_write_back_from = last.max(first);
-        let early = (wants_early && last > first).then(|| {
+        let early = starts.then(|| {
             // Registered before the writer lock goes, so that no sync can
             // end unaware of the call once it may begin.
             let mut st = lock(&self.inner.sync);
@@ -2439,6 +2446,16 @@ impl Log {
             }
         }
         Ok((appended, Pending { mark, ticket }))
+    }
+
+    /// How many bytes of whole pages a large append's early write-back
+    /// waits for: half the average group sync, so that a group's pages go
+    /// out in about two calls before its sync (each call is a device
+    /// request and its interrupts), within `EARLY_WRITE_BACK_BYTES_MIN` and
+    /// `EARLY_WRITE_BACK_STEP_BYTES_MAX`, on page boundaries.
+    fn early_write_back_step(&self) -> u64 {
+        let half_group = lock(&self.inner.sync).group_bytes_avg / 2;
+        page_floor(half_group.clamp(EARLY_WRITE_BACK_BYTES_MIN as u64, EARLY_WRITE_BACK_STEP_BYTES_MAX))
     }
 
     /// After a write of `total` frame bytes at `start` (the bytes are in

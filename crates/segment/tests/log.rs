@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use shardlog_segment::format::{CACHE_PAGE_BYTES, SEGMENT_HEADER_BYTES};
+use shardlog_segment::format::{
+    CACHE_PAGE_BYTES, EARLY_WRITE_BACK_BYTES_MIN, EARLY_WRITE_BACK_STEP_BYTES_MAX, GROUP_BYTES_AVG_INITIAL,
+    SEGMENT_HEADER_BYTES,
+};
 use shardlog_segment::{
     Error, FileSystem, Log, LogOptions, NoObserverForTests, OpenCheck, Position, ReadLimits, RecordIn,
     RecoveryPolicy, SyncPolicy,
@@ -3359,7 +3362,9 @@ fn a_large_append_whose_early_write_back_fails_is_refused_and_poisons_the_log() 
     let log = open(&fs, opts.clone()).unwrap();
     append_n(&log, 0, 5);
     let data = vec![0x42u8; 1024];
-    let keys: Vec<String> = (0..100).map(|i| format!("big{i}")).collect();
+    // More than a step of whole pages, so that the append starts a call.
+    let n = (EARLY_WRITE_BACK_STEP_BYTES_MAX / 1024 + 100) as usize;
+    let keys: Vec<String> = (0..n).map(|i| format!("big{i}")).collect();
     let big: Vec<RecordIn<'_>> = keys.iter().map(|k| RecordIn::new(k, &data, 9_000)).collect();
     // A large append whose early write-back works is acknowledged as ever.
     log.append(&big).unwrap();
@@ -3375,7 +3380,7 @@ fn a_large_append_whose_early_write_back_fails_is_refused_and_poisons_the_log() 
     fs.crash(CrashPlan::LoseUnsynced);
     let log = open(&fs, opts).unwrap();
     let rows = read_all(&log).unwrap();
-    assert_eq!(rows.len(), 5 + 100, "the acknowledged records, and only those");
+    assert_eq!(rows.len(), 5 + n, "the acknowledged records, and only those");
     assert!(rows[5..].iter().all(|r| r.2 == data));
     // Writable again after the reopen.
     log.append(&[RecordIn::new("k", b"reopened", 9_002)]).unwrap();
@@ -3503,10 +3508,12 @@ fn unrolled_opts() -> LogOptions {
 }
 
 #[test]
-fn early_write_back_hands_each_whole_page_over_once_and_skips_small_appends() {
-    // Large appends start their write-back at once, each from where the
-    // last one ended to its own last whole page, so the page two appends
-    // share goes out with the second one's pages. A small append's bytes
+fn early_write_back_hands_whole_pages_over_once_in_steps_and_skips_small_appends() {
+    // Large appends start their write-back once a step's worth of whole
+    // pages has gathered (half the average group sync, bounded), each call
+    // from where the last one ended to the last whole page of its own
+    // append, so the page two appends share goes out with the later one's
+    // pages and every whole page goes out once. A small append's bytes
     // (perhaps acknowledged through the journal, not yet synced in the
     // segment) are never in a range.
     let fs = MemFs::new();
@@ -3516,12 +3523,31 @@ fn early_write_back_hands_each_whole_page_over_once_and_skips_small_appends() {
     let small = vec![0x33u8; 1_000];
     let page_floor = |o: u64| o / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES;
     let page_ceil = |o: u64| o.div_ceil(CACHE_PAGE_BYTES) * CACHE_PAGE_BYTES;
+    // Nothing is synced until the end, so the average group is still the
+    // initial one and the step is half of it.
+    let step = page_floor(
+        (GROUP_BYTES_AVG_INITIAL / 2)
+            .clamp(EARLY_WRITE_BACK_BYTES_MIN as u64, EARLY_WRITE_BACK_STEP_BYTES_MAX),
+    );
+    assert_eq!(step, 512 * 1024);
+    // Two runs of 25 large appends (about 4.7 steps each) with a small one
+    // between them.
+    let plan: Vec<&Vec<u8>> = std::iter::repeat_n(&large, 25)
+        .chain([&small])
+        .chain(std::iter::repeat_n(&large, 25))
+        .collect();
     let mut appends = Vec::new();
-    for (i, data) in [&large, &large, &small, &large, &large].into_iter().enumerate() {
+    let mut pending = Vec::new();
+    for (i, data) in plan.iter().enumerate() {
         let start = log.active_space().written;
-        log.append(&[RecordIn::new("pk", data, 1_000 + i as i64)])
+        let (_, p) = log
+            .append_deferred(&[RecordIn::new("pk", data, 1_000 + i as i64)])
             .unwrap();
-        appends.push((start, log.active_space().written));
+        pending.push(p);
+        appends.push((start, log.active_space().written, data.len() == large.len()));
+    }
+    for p in pending {
+        log.complete(p).unwrap();
     }
     let path = log.segments().last().unwrap().path.clone();
     let ranges: Vec<(u64, u64)> = fs
@@ -3530,22 +3556,75 @@ fn early_write_back_hands_each_whole_page_over_once_and_skips_small_appends() {
         .filter(|w| w.path == path)
         .map(|w| (w.start, w.end))
         .collect();
-    // Appends that end inside a page, or the old ranges (each append's own
-    // whole pages) would equal the new ones.
-    assert!(appends[0].1 % CACHE_PAGE_BYTES != 0 && appends[3].1 % CACHE_PAGE_BYTES != 0);
-    let (small_start, small_end) = appends[2];
-    assert!(
-        page_ceil(small_end) > small_end,
-        "the small append ends inside a page"
-    );
-    let expected = vec![
-        (page_ceil(SEGMENT_HEADER_BYTES as u64), page_floor(appends[0].1)),
-        (page_floor(appends[0].1), page_floor(appends[1].1)),
-        (page_ceil(small_end), page_floor(appends[3].1)),
-        (page_floor(appends[3].1), page_floor(appends[4].1)),
-    ];
+    // The rule, written out: a range starts where the last ended (or past
+    // the last small append) and is cut at the first large append whose
+    // last whole page is a step or more beyond that start.
+    let mut expected = Vec::new();
+    let mut from = page_ceil(SEGMENT_HEADER_BYTES as u64);
+    for &(_, end, is_large) in &appends {
+        if !is_large {
+            from = page_ceil(end);
+        } else if page_floor(end) >= from + step {
+            expected.push((from, page_floor(end)));
+            from = page_floor(end);
+        }
+    }
     assert_eq!(ranges, expected, "appends at {appends:?}");
-    assert!(ranges[1].1 <= small_start && ranges[2].0 >= small_end);
+    assert_eq!(
+        ranges.len(),
+        8,
+        "four calls in each run of 25 appends: {ranges:?}"
+    );
+    // Appends end inside pages, so a range that ended at its append's
+    // page_ceil would take the page the next append shares.
+    assert!(appends.iter().all(|a| !a.1.is_multiple_of(CACHE_PAGE_BYTES)));
+    let (small_start, small_end, _) = appends[25];
+    for (i, &(start, end)) in ranges.iter().enumerate() {
+        assert!(end - start >= step, "range {i} is a step or more");
+        assert!(
+            end <= small_start || start >= small_end,
+            "range {i} holds the small append's bytes"
+        );
+        if let Some(&(next, _)) = ranges.get(i + 1) {
+            assert!(next >= end, "ranges {i} and {} overlap", i + 1);
+        }
+    }
+    assert_eq!(
+        ranges[4].0,
+        page_ceil(small_end),
+        "the range after the small append starts past it"
+    );
+}
+
+#[test]
+fn early_write_back_steps_follow_the_average_group_so_small_groups_still_overlap_their_sync() {
+    // Groups of one 100 KB append each: once the average group has come
+    // down from its initial 1 MiB, the step is the 64 KiB floor and every
+    // append starts its own call, so a blocking writer's pages still reach
+    // the device before its sync asks for them.
+    let fs = MemFs::new();
+    let log = open(&fs, unrolled_opts()).unwrap();
+    let large = vec![0x5Au8; 100_000];
+    let mut ends = Vec::new();
+    for i in 0..40 {
+        log.append(&[RecordIn::new("pk", &large, 1_000 + i)]).unwrap();
+        ends.push(log.active_space().written);
+    }
+    let path = log.segments().last().unwrap().path.clone();
+    let ends_of_calls: Vec<u64> = fs
+        .write_backs_started()
+        .into_iter()
+        .filter(|w| w.path == path)
+        .map(|w| w.end)
+        .collect();
+    // The first appends gather pages for the initial step; the last ten
+    // each end a call at their own last whole page.
+    assert!(ends_of_calls.len() < 40, "{ends_of_calls:?}");
+    let last_ten: Vec<u64> = ends[30..]
+        .iter()
+        .map(|e| e / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES)
+        .collect();
+    assert_eq!(ends_of_calls[ends_of_calls.len() - 10..], last_ten[..]);
 }
 
 #[test]
@@ -3557,16 +3636,31 @@ fn a_sync_acknowledges_nothing_while_an_early_write_back_over_its_tail_is_in_fli
     let fs = MemFs::new();
     let log = Arc::new(open(&fs, unrolled_opts()).unwrap());
     let large = vec![0x5Au8; 100_000];
-    let (_, a) = log
-        .append_deferred(&[RecordIn::new("pk", &large, 1_000)])
-        .unwrap();
+    // Each append is more than a step of the early write-back, so each
+    // starts its own call.
+    let step_batch = |arrival_ms: i64| -> Vec<RecordIn<'_>> {
+        let n = (EARLY_WRITE_BACK_STEP_BYTES_MAX / large.len() as u64 + 1) as usize;
+        (0..n).map(|_| RecordIn::new("pk", &large, arrival_ms)).collect()
+    };
+    let (_, a) = log.append_deferred(&step_batch(1_000)).unwrap();
+    let a_end = log.active_space().written;
+    let started = fs.write_backs_started();
+    assert_eq!(started.len(), 1, "A started its own write-back");
+    assert_eq!(started[0].end, a_end / CACHE_PAGE_BYTES * CACHE_PAGE_BYTES);
+    assert!(
+        !a_end.is_multiple_of(CACHE_PAGE_BYTES),
+        "A's tail shares a page with B"
+    );
     fs.hold_next_write_back(".seg");
     fs.fail_at(FsOp::StartWriteBack, ".seg", 1);
     let b = std::thread::spawn({
-        let (log, large) = (log.clone(), large.clone());
+        let log = log.clone();
+        let batch: Vec<(String, Vec<u8>)> = (0..step_batch(0).len())
+            .map(|_| ("pk".to_string(), large.clone()))
+            .collect();
         move || {
-            log.append_deferred(&[RecordIn::new("pk", &large, 1_001)])
-                .map(|_| ())
+            let records: Vec<RecordIn<'_>> = batch.iter().map(|(k, d)| RecordIn::new(k, d, 1_001)).collect();
+            log.append_deferred(&records).map(|_| ())
         }
     });
     while !fs.write_back_held() {
