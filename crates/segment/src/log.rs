@@ -578,6 +578,19 @@ fn wake(ready: Vec<Waker>) {
 
 /// The sync pool's job for one log: group syncs until no async waiter is left
 /// undurable.
+/// Whether a log's next group sync is large enough for a bulk thread of the
+/// sync pool: `crate::sync::BULK_SYNC_GROUP_BYTES_MIN` or more written and
+/// not yet durable (in a segment begun since the last sync, everything
+/// written into it: the roll synced the one before).
+fn bulk_group(st: &SyncState) -> bool {
+    let pending = if st.written.segment_base == st.durable.segment_base {
+        st.written.offset.saturating_sub(st.durable.offset)
+    } else {
+        st.written.offset
+    };
+    pending >= crate::sync::BULK_SYNC_GROUP_BYTES_MIN
+}
+
 fn run_pool_sync(inner: Arc<Inner>) {
     let log = Log { inner, flusher: None };
     let mut st = lock(&log.inner.sync);
@@ -661,10 +674,11 @@ impl Future for Durable {
         // A journaled append is completed by the journal's thread.
         if !st.queued && target > st.journal_through {
             st.queued = true;
+            let bulk = bulk_group(&st);
             drop(st);
             let job_inner = inner.clone();
             if let Some(pool) = &inner.opts.sync_pool {
-                if let Err(job) = pool.submit(Box::new(move || run_pool_sync(job_inner))) {
+                if let Err(job) = pool.submit(Box::new(move || run_pool_sync(job_inner)), bulk) {
                     // No sync thread can start: sync here, blocking this
                     // thread, rather than leave the task waiting forever.
                     job();
@@ -3200,7 +3214,8 @@ impl Log {
         let pool = self.inner.opts.sync_pool.as_ref()?;
         st.queued = true;
         let inner = self.inner.clone();
-        pool.submit(Box::new(move || run_pool_sync(inner))).err()
+        pool.submit(Box::new(move || run_pool_sync(inner)), bulk_group(st))
+            .err()
     }
 
     /// A future that resolves once a deferred append is durable (at once
