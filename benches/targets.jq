@@ -52,14 +52,17 @@ def rate_row(name; goal; run; p99_max_us; raw):
    | def shown: if . == null then "failed" else tostring end;
      "| open after kill -9, \($o.gib) GiB in \($o.shards) shards | accepting writes ≤ 1 s | first PutRecord acknowledged \($o.first_put_acknowledged_ms.warm | map(shown) | join(", ")) ms after the server's start (the first run after the fill's abort, the others after a `kill -9` of the run before); \(if $o.cold_attempted then "\($o.first_put_acknowledged_ms.cold | shown) ms with the page cache dropped" else "cold cache not run (needs root)" end) | \(status(($all | length) > 0 and ($all | all(. != null and . <= 1000)))) | |"
    end),
-  (if (.embedded | length) == 0 then "| embedded engine, 16 writers | ≥ 80% of the allocated-space durable bandwidth | not run | | |"
-   else . as $d
-   | [range(0; $d.embedded | length) | {e: $d.embedded[.].mib_per_second, r: ($d.raw[. + 1] // $raw).write_1mib_fdatasync_4_files_allocated_mib_per_second, s: ($d.raw[. + 1] // $raw).write_400kib_fdatasync_4_files_allocated_mib_per_second}] as $pairs
-   | "| embedded engine, 16 writers (\($d.embedded | map(select(. != null)) | first | .puts_in_flight_per_writer // "?") puts in flight each) | ≥ 80% of the allocated-space durable bandwidth | "
-     + ($pairs | map(if .e == null or .r == null then "failed" else "\(.e | commas) MiB/s = \(.e / .r * 100 | round)%" end) | join("; "))
-     + " | \(status($pairs | all(.e != null and .r != null and .e >= 0.8 * .r))) | each run beside the raw rows right after it: 1 MiB, 4 files: "
-     + ($pairs | map(.r // "?" | if type == "number" then commas else . end) | join(", ")) + " MiB/s; 400 KiB, 4 files (the probe's own shape): "
-     + ($pairs | map(.s // "?" | if type == "number" then commas else . end) | join(", ")) + " MiB/s |"
-   end),
+  (. as $d | ["embedded", "embedded_deep"][] as $series
+   | ($d[$series] // []) as $runs
+   | if ($runs | length) == 0 then
+       (if $series == "embedded" then "| embedded engine, 16 writers | ≥ 80% of the allocated-space durable bandwidth | not run | | |" else empty end)
+     else
+       [range(0; $runs | length) | {e: $runs[.].mib_per_second, r: ($d.raw[. + 1] // $raw).write_1mib_fdatasync_4_files_allocated_mib_per_second, s: ($d.raw[. + 1] // $raw).write_400kib_fdatasync_4_files_allocated_mib_per_second}] as $pairs
+       | "| embedded engine, 16 writers (\($runs | map(select(. != null)) | first | .puts_in_flight_per_writer // "?") puts in flight each) | ≥ 80% of the allocated-space durable bandwidth | "
+         + ($pairs | map(if .e == null or .r == null then "failed" else "\(.e | commas) MiB/s = \(.e / .r * 100 | round)%" end) | join("; "))
+         + " | \(status($pairs | all(.e != null and .r != null and .e >= 0.8 * .r))) | each run beside the raw rows right after it: 1 MiB, 4 files: "
+         + ($pairs | map(.r // "?" | if type == "number" then commas else . end) | join(", ")) + " MiB/s; 400 KiB, 4 files (the probe's own shape): "
+         + ($pairs | map(.s // "?" | if type == "number" then commas else . end) | join(", ")) + " MiB/s |"
+     end),
   "",
   "Every rate counts 1 KiB records acknowledged only after `fdatasync` (the server runs `--sync always`, its default). The raw limits are `rawdisk DIR limits SECONDS` on the same disk in the same run."

@@ -6,7 +6,8 @@
 #      + fdatasync into allocated space, 4 files in parallel; 1 KiB appends
 #      + fdatasync, 4 files in parallel, with latency percentiles;
 #   2. the embedded engine (`embedded_probe`, 16 writers of 100 × 1 KiB over
-#      4 shards, recycled segment files, PAIRS runs), each run followed by
+#      4 shards, recycled segment files, PAIRS runs, each with IN_FLIGHT and
+#      then IN_FLIGHT_DEEP puts in flight per writer), each run followed by
 #      the raw limits again, so that each run has its own figure beside it
 #      (a virtual disk's rate drifts from one minute to the next);
 #   3. a `shardlog serve` with its defaults (`--sync always`: every
@@ -36,6 +37,8 @@
 #   PAIRS        embedded probe runs, each with its raw figures (default 3)
 #   IN_FLIGHT    puts each embedded writer keeps in flight (default 4;
 #                1 is blocking writers)
+#   IN_FLIGHT_DEEP  the same for a second probe run in each pair, a
+#                producer that pipelines deeper (default 16; 0 leaves it out)
 #   IDLE_SHARDS  shards of the idle server (default 1000)
 #   OPEN_GIB, OPEN_SHARDS, OPEN_RUNS  the crash-open data set (default 10
 #                GiB in 100 shards, 3 warm runs)
@@ -59,6 +62,7 @@ OUT_DIR=${OUT_DIR:-$HERE/targets}
 WORK=${WORK:-$HERE/targets/.work}
 PAIRS=${PAIRS:-3}
 IN_FLIGHT=${IN_FLIGHT:-4}
+IN_FLIGHT_DEEP=${IN_FLIGHT_DEEP:-16}
 IDLE_SHARDS=${IDLE_SHARDS:-1000}
 OPEN_GIB=${OPEN_GIB:-10}
 OPEN_SHARDS=${OPEN_SHARDS:-100}
@@ -133,6 +137,10 @@ if ! skipped embedded; then
         say "embedded engine, run $i of $PAIRS, then the raw limits again"
         SHARDLOG_IN_FLIGHT=$IN_FLIGHT SHARDLOG_PROBE_JSON=1 "$BIN/embedded_probe" "$WORK" 16 4 "$RUN_SECONDS" keep 2 2048 \
             2>>"$LOG/embedded.err" | grep '^{' | tail -1 >"$RAW/embedded-$i.json" || true
+        if ((IN_FLIGHT_DEEP > 0)); then
+            SHARDLOG_IN_FLIGHT=$IN_FLIGHT_DEEP SHARDLOG_PROBE_JSON=1 "$BIN/embedded_probe" "$WORK" 16 4 "$RUN_SECONDS" keep 2 2048 \
+                2>>"$LOG/embedded.err" | grep '^{' | tail -1 >"$RAW/embedded-deep-$i.json" || true
+        fi
         raw_limits "$RAW/raw-$i.json"
     done
 fi
@@ -243,6 +251,7 @@ slurp() { if [[ -s $1 ]]; then cat "$1"; else echo null; fi; }
     # raw[0] was measured first; raw[i] right after embedded[i - 1].
     echo "\"raw\": [$(for i in $(seq 0 "$PAIRS"); do [[ -e $RAW/raw-$i.json ]] && { slurp "$RAW/raw-$i.json"; echo ,; }; done | sed '$d')],"
     echo "\"embedded\": [$(for i in $(seq "$PAIRS"); do [[ -e $RAW/embedded-$i.json ]] && { slurp "$RAW/embedded-$i.json"; echo ,; }; done | sed '$d')],"
+    echo "\"embedded_deep\": [$(for i in $(seq "$PAIRS"); do [[ -e $RAW/embedded-deep-$i.json ]] && { slurp "$RAW/embedded-deep-$i.json"; echo ,; }; done | sed '$d')],"
     for part in batch single8 single64 single8-journal idle open; do
         echo "\"$part\": $(slurp "$RAW/$part.json"),"
     done
