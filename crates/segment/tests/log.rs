@@ -1908,6 +1908,103 @@ fn async_appends_acknowledged_through_the_sync_pool_survive_a_crash() {
 }
 
 #[test]
+fn large_async_groups_of_several_logs_sync_on_bulk_threads_and_survive_a_crash() {
+    // One regular sync thread for four logs: groups of 64 KiB or more may
+    // also sync on bulk threads, several logs at once. What they
+    // acknowledge must be as durable as what a regular thread does.
+    let fs = MemFs::new();
+    let pool = shardlog_segment::SyncPool::new(1).unwrap();
+    let opts = LogOptions {
+        sync_pool: Some(pool.clone()),
+        ..unrolled_opts()
+    };
+    let path = |n: u64| PathBuf::from(format!("/bulk-{n}"));
+    let open_at = |n: u64, opts: LogOptions| {
+        Log::open_with(Arc::new(fs.clone()), path(n), opts, Arc::new(NoObserverForTests))
+            .map(|(l, _)| l)
+            .unwrap()
+    };
+    let logs: Vec<Arc<Log>> = (0..4).map(|n| Arc::new(open_at(n, opts.clone()))).collect();
+    let data = vec![0x6Bu8; 100_000];
+    // The regular thread is held inside log 0's first sync, so the other
+    // logs' large groups find it busy.
+    fs.hold_next_sync_return("/bulk-0/");
+    let acked: Vec<Vec<u64>> = std::thread::scope(|s| {
+        let handles: Vec<_> = logs
+            .iter()
+            .enumerate()
+            .map(|(n, log)| {
+                if n == 1 {
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                    while !fs.sync_held() {
+                        assert!(std::time::Instant::now() < deadline, "log 0's sync never started");
+                        std::thread::sleep(std::time::Duration::from_millis(1));
+                    }
+                }
+                let (log, data) = (log.clone(), &data);
+                s.spawn(move || {
+                    let mut acked = Vec::new();
+                    // Two puts in flight, so that groups hold two appends.
+                    let mut in_flight = std::collections::VecDeque::new();
+                    for i in 0..12i64 {
+                        let (a, pending) = log
+                            .append_deferred(&[RecordIn::new("k", data, 1_000 + i)])
+                            .unwrap();
+                        in_flight.push_back((a.first_seq, log.durable(pending)));
+                        if in_flight.len() == 2 {
+                            let (seq, durable) = in_flight.pop_front().unwrap();
+                            block_on(durable).unwrap();
+                            acked.push(seq);
+                        }
+                    }
+                    for (seq, durable) in in_flight {
+                        block_on(durable).unwrap();
+                        acked.push(seq);
+                    }
+                    acked
+                })
+            })
+            .collect();
+        // Logs 1 to 3 finish on bulk threads while log 0's sync is held.
+        for h in &handles[1..] {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while !h.is_finished() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "a log waited for the held regular thread"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        }
+        fs.release_sync();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(
+        pool.bulk_threads() >= 1,
+        "large groups found the regular thread busy and used bulk threads"
+    );
+    assert!(pool.bulk_threads() <= shardlog_segment::sync::SYNC_POOL_BULK_THREADS_MAX);
+    assert_eq!(pool.threads(), 1);
+    // Nothing but the pool's syncs made them durable: no clean close.
+    for log in logs {
+        std::mem::forget(Arc::try_unwrap(log).unwrap());
+    }
+    fs.crash(CrashPlan::LoseUnsynced);
+    for (n, acked) in acked.iter().enumerate() {
+        assert_eq!(acked.len(), 12);
+        let log = open_at(n as u64, unrolled_opts());
+        let got = read_all(&log).unwrap();
+        for seq in acked {
+            let row = got.iter().find(|r| r.0 == *seq);
+            assert!(
+                row.is_some_and(|r| r.2 == data),
+                "log {n}: acknowledged record {seq} lost"
+            );
+        }
+    }
+}
+
+#[test]
 fn async_append_whose_fsync_fails_is_refused_and_never_reappears() {
     let fs = MemFs::new();
     let log = open(&fs, pooled_opts()).unwrap();
