@@ -576,21 +576,22 @@ fn wake(ready: Vec<Waker>) {
     }
 }
 
-/// The sync pool's job for one log: group syncs until no async waiter is left
-/// undurable.
-/// Whether a log's next group sync is large enough for a bulk thread of the
-/// sync pool: `crate::sync::BULK_SYNC_GROUP_BYTES_MIN` or more written and
-/// not yet durable (in a segment begun since the last sync, everything
-/// written into it: the roll synced the one before).
+/// Whether a log's sync job, about to be queued, may run on a bulk thread of
+/// the sync pool: `crate::sync::BULK_SYNC_GROUP_BYTES_MIN` or more written
+/// and not yet durable (in a segment begun since the last sync, its frames:
+/// the roll synced the one before). The kind is fixed when the job is
+/// queued; the job then syncs its log's groups until no waiter is left.
 fn bulk_group(st: &SyncState) -> bool {
     let pending = if st.written.segment_base == st.durable.segment_base {
         st.written.offset.saturating_sub(st.durable.offset)
     } else {
-        st.written.offset
+        st.written.offset.saturating_sub(SEGMENT_HEADER_BYTES as u64)
     };
     pending >= crate::sync::BULK_SYNC_GROUP_BYTES_MIN
 }
 
+/// The sync pool's job for one log: group syncs until no async waiter is left
+/// undurable.
 fn run_pool_sync(inner: Arc<Inner>) {
     let log = Log { inner, flusher: None };
     let mut st = lock(&log.inner.sync);

@@ -331,7 +331,8 @@ impl FlushCoordinator {
 ///   pass).
 /// - *Bulk* threads (up to [`SYNC_POOL_BULK_THREADS_MAX`] more) run only
 ///   jobs queued with at least [`BULK_SYNC_GROUP_BYTES_MIN`] waiting to be
-///   synced. Large groups are bound by the device, which moves more when
+///   synced (a job's kind is fixed when it is queued; it then syncs its
+///   log's groups, large or small, until no waiter is left). Large groups are bound by the device, which moves more when
 ///   more files sync at once, as the raw 4-file rows of `rawdisk` do; with
 ///   regular threads only, two cores meant two shards syncing at a time
 ///   (docs/PERFORMANCE.md, twentieth pass).
@@ -425,8 +426,11 @@ impl SyncPool {
     }
 
     /// Runs `job` on one of the pool's threads: a regular one, or for a
-    /// `bulk` job (a group of at least [`BULK_SYNC_GROUP_BYTES_MIN`]) a bulk
-    /// one when every regular thread is busy. Gives the job back when the
+    /// `bulk` job (a group of at least [`BULK_SYNC_GROUP_BYTES_MIN`]) a
+    /// regular or a bulk one, whichever takes it first (a regular thread
+    /// leaves bulk jobs to idle bulk threads while it has a small job to
+    /// take). A bulk thread is started only when every regular thread is
+    /// busy or at its limit. Gives the job back when the
     /// pool has no thread and cannot start one (the system is out of
     /// threads or memory): the caller then runs it itself, so that no
     /// waiter is left waiting for a thread that will never come.
@@ -438,8 +442,9 @@ impl SyncPool {
         // threads count only for bulk jobs.
         let free = {
             let q = lock_any(&self.shared.queue);
-            let idle = if bulk { q.idle + q.idle_bulk } else { q.idle };
-            idle > q.jobs.len()
+            // Bulk threads can take only the bulk jobs queued.
+            let bulk_queued = q.jobs.iter().filter(|j| j.bulk).count();
+            q.idle > q.jobs.len() || bulk && q.idle_bulk > bulk_queued
         };
         if !free {
             let kind = if threads.regular.len() < self.threads_max {
@@ -468,14 +473,26 @@ impl SyncPool {
                 }
             }
         }
-        lock_any(&self.shared.queue).jobs.push_back(Queued { job, bulk });
-        // A regular thread takes any job; for a bulk one a bulk thread is
-        // woken too, and whichever comes second finds nothing and waits
-        // again (one spare wake-up per large group, whose sync takes
-        // milliseconds).
-        self.shared.cv.notify_one();
-        if bulk {
+        // A bulk job goes to an idle bulk thread alone when there are more
+        // of those than bulk jobs already queued: a regular thread woken for
+        // it could take it and leave a small job that follows waiting while
+        // the bulk thread idles. Otherwise a regular thread is woken, and for
+        // a bulk job a bulk thread too; whichever comes second finds nothing
+        // and waits again (one spare wake-up per large group, whose sync
+        // takes milliseconds).
+        let bulk_only = {
+            let mut q = lock_any(&self.shared.queue);
+            let bulk_before = q.jobs.iter().filter(|j| j.bulk).count();
+            q.jobs.push_back(Queued { job, bulk });
+            bulk && q.idle_bulk > bulk_before
+        };
+        if bulk_only {
             self.shared.bulk_cv.notify_one();
+        } else {
+            self.shared.cv.notify_one();
+            if bulk {
+                self.shared.bulk_cv.notify_one();
+            }
         }
         Ok(())
     }
@@ -506,14 +523,22 @@ fn run_pool_thread(shared: &PoolShared, bulk: bool) {
         let job = {
             let mut q = lock_any(&shared.queue);
             loop {
-                // A regular thread takes the oldest job, a bulk thread the
-                // oldest bulk one.
+                // A bulk thread takes the oldest bulk job. A regular thread
+                // takes the oldest job, except that while a bulk thread is
+                // idle (or woken and not yet running) it takes the oldest
+                // small job first: a bulk job may also go to that bulk
+                // thread, a small one only to a regular thread. It takes a
+                // bulk job when no small one is queued, so every job is
+                // taken by the next regular thread that looks.
                 let at = if bulk {
                     q.jobs.iter().position(|j| j.bulk)
-                } else if q.jobs.is_empty() {
-                    None
+                } else if q.idle_bulk > 0 {
+                    q.jobs
+                        .iter()
+                        .position(|j| !j.bulk)
+                        .or((!q.jobs.is_empty()).then_some(0))
                 } else {
-                    Some(0)
+                    (!q.jobs.is_empty()).then_some(0)
                 };
                 if let Some(job) = at.and_then(|i| q.jobs.remove(i)) {
                     break job.job;
@@ -673,6 +698,79 @@ mod pool_tests {
             (pool.threads(), pool.bulk_threads()),
             (2, SYNC_POOL_BULK_THREADS_MAX)
         );
+        drop(pool);
+    }
+
+    #[test]
+    fn a_small_job_is_not_left_waiting_while_a_bulk_job_takes_the_regular_thread_and_a_bulk_thread_idles() {
+        // One regular and one bulk thread, both idle. A large group and then
+        // a small one are queued: the large one must go to the bulk thread,
+        // so that the small one runs at once on the regular thread.
+        let pool = SyncPool::new(1).unwrap();
+        let done = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        struct Opens(Arc<(Mutex<bool>, Condvar)>);
+        impl Drop for Opens {
+            fn drop(&mut self) {
+                *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+                self.0 .1.notify_all();
+            }
+        }
+        let _opens = Opens(gate.clone());
+        let gated = |gate: &Arc<(Mutex<bool>, Condvar)>| -> Job {
+            let (done, gate) = (done.clone(), gate.clone());
+            Box::new(move || {
+                let (m, cv) = &*gate;
+                let mut open = m.lock().unwrap();
+                while !*open {
+                    open = cv.wait(open).unwrap();
+                }
+                done.fetch_add(1, Ordering::SeqCst);
+            })
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let wait_for = |n: usize| {
+            while done.load(Ordering::SeqCst) < n {
+                assert!(std::time::Instant::now() < deadline, "jobs did not run");
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+        };
+        // Start one thread of each kind, then let both go idle.
+        let warm_up = Arc::new((Mutex::new(false), Condvar::new()));
+        assert!(pool.submit(gated(&warm_up), false).is_ok());
+        assert!(pool.submit(gated(&warm_up), true).is_ok());
+        assert_eq!((pool.threads(), pool.bulk_threads()), (1, 1));
+        *warm_up.0.lock().unwrap() = true;
+        warm_up.1.notify_all();
+        wait_for(2);
+        let idle = || {
+            let q = lock_any(&pool.shared.queue);
+            q.idle + q.idle_bulk
+        };
+        while idle() < 2 {
+            assert!(std::time::Instant::now() < deadline, "threads did not go idle");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(pool.submit(gated(&gate), true).is_ok());
+        let small = done.clone();
+        assert!(pool
+            .submit(
+                Box::new(move || {
+                    small.fetch_add(1, Ordering::SeqCst);
+                }),
+                false
+            )
+            .is_ok());
+        // The large job is still held at its gate; the small one ran.
+        wait_for(3);
+        assert_eq!(
+            (pool.threads(), pool.bulk_threads()),
+            (1, 1),
+            "no thread was started for them"
+        );
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        wait_for(4);
         drop(pool);
     }
 }
