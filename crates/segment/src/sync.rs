@@ -586,43 +586,68 @@ impl Drop for SyncPool {
 mod pool_tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
 
-    #[test]
-    fn a_pool_starts_threads_only_on_demand_never_more_than_its_limit_and_runs_every_job() {
-        let pool = SyncPool::new(3).unwrap();
-        assert_eq!(pool.threads(), 0, "no job, no thread");
-        let done = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        // Opens the gate however the test ends: a failed assertion must not
-        // leave the pool's drop joining threads that wait on it for ever.
-        struct Opens(Arc<(Mutex<bool>, Condvar)>);
-        impl Drop for Opens {
-            fn drop(&mut self) {
-                *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                self.0 .1.notify_all();
-            }
+    /// A gate that jobs wait at until the test opens it. The test's handle
+    /// opens it when dropped too, however the test ends: a failed assertion
+    /// must not leave the pool's drop joining threads that wait on it for ever.
+    struct Gate(Arc<(Mutex<bool>, Condvar)>);
+
+    impl Gate {
+        fn new() -> Gate {
+            Gate(Arc::new((Mutex::new(false), Condvar::new())))
         }
-        let _opens = Opens(gate.clone());
-        for _ in 0..20 {
-            let (done, gate) = (done.clone(), gate.clone());
-            let job: Job = Box::new(move || {
+
+        fn open(&self) {
+            *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+            self.0 .1.notify_all();
+        }
+
+        /// A job that counts itself in `running` (if given), waits at the
+        /// gate and then counts itself in `done`.
+        fn job(&self, running: Option<&Arc<AtomicUsize>>, done: &Arc<AtomicUsize>) -> Job {
+            let (gate, running, done) = (self.0.clone(), running.cloned(), done.clone());
+            Box::new(move || {
+                if let Some(running) = running {
+                    running.fetch_add(1, Ordering::SeqCst);
+                }
                 let (m, cv) = &*gate;
                 let mut open = m.lock().unwrap();
                 while !*open {
                     open = cv.wait(open).unwrap();
                 }
                 done.fetch_add(1, Ordering::SeqCst);
-            });
-            assert!(pool.submit(job, false).is_ok());
+            })
+        }
+    }
+
+    impl Drop for Gate {
+        fn drop(&mut self) {
+            self.open();
+        }
+    }
+
+    /// Waits until `reached` holds, failing with `what` after 10 s.
+    fn wait_until(what: &str, reached: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !reached() {
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn a_pool_starts_threads_only_on_demand_never_more_than_its_limit_and_runs_every_job() {
+        let pool = SyncPool::new(3).unwrap();
+        assert_eq!(pool.threads(), 0, "no job, no thread");
+        let done = Arc::new(AtomicUsize::new(0));
+        let gate = Gate::new();
+        for _ in 0..20 {
+            assert!(pool.submit(gate.job(None, &done), false).is_ok());
         }
         assert_eq!(pool.threads(), 3);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while done.load(Ordering::SeqCst) < 20 {
-            assert!(std::time::Instant::now() < deadline, "jobs did not all run");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        gate.open();
+        wait_until("jobs did not all run", || done.load(Ordering::SeqCst) >= 20);
         assert_eq!(pool.threads(), 3);
         drop(pool);
     }
@@ -633,34 +658,9 @@ mod pool_tests {
         let running_small = Arc::new(AtomicUsize::new(0));
         let running_bulk = Arc::new(AtomicUsize::new(0));
         let done = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        struct Opens(Arc<(Mutex<bool>, Condvar)>);
-        impl Drop for Opens {
-            fn drop(&mut self) {
-                *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                self.0 .1.notify_all();
-            }
-        }
-        let _opens = Opens(gate.clone());
-        let job = |bulk: bool| -> Job {
-            let running = if bulk {
-                running_bulk.clone()
-            } else {
-                running_small.clone()
-            };
-            let (done, gate) = (done.clone(), gate.clone());
-            Box::new(move || {
-                running.fetch_add(1, Ordering::SeqCst);
-                let (m, cv) = &*gate;
-                let mut open = m.lock().unwrap();
-                while !*open {
-                    open = cv.wait(open).unwrap();
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-            })
-        };
+        let gate = Gate::new();
         for _ in 0..10 {
-            assert!(pool.submit(job(false), false).is_ok());
+            assert!(pool.submit(gate.job(Some(&running_small), &done), false).is_ok());
         }
         assert_eq!(
             (pool.threads(), pool.bulk_threads()),
@@ -668,32 +668,23 @@ mod pool_tests {
             "small jobs start regular threads only"
         );
         for _ in 0..20 {
-            assert!(pool.submit(job(true), true).is_ok());
+            assert!(pool.submit(gate.job(Some(&running_bulk), &done), true).is_ok());
         }
         assert_eq!(pool.bulk_threads(), SYNC_POOL_BULK_THREADS_MAX);
         // Every bulk thread takes a large job while the regular ones are
         // held by small jobs; no small job runs on a bulk thread.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while running_bulk.load(Ordering::SeqCst) < SYNC_POOL_BULK_THREADS_MAX {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "bulk threads did not take the large jobs"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
+        wait_until("bulk threads did not take the large jobs", || {
+            running_bulk.load(Ordering::SeqCst) >= SYNC_POOL_BULK_THREADS_MAX
+        });
+        std::thread::sleep(Duration::from_millis(50));
         assert_eq!(
             running_small.load(Ordering::SeqCst),
             2,
             "small jobs on the 2 regular threads only"
         );
         assert_eq!(running_bulk.load(Ordering::SeqCst), SYNC_POOL_BULK_THREADS_MAX);
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
-        while done.load(Ordering::SeqCst) < 30 {
-            assert!(std::time::Instant::now() < deadline, "jobs did not all run");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        gate.open();
+        wait_until("jobs did not all run", || done.load(Ordering::SeqCst) >= 30);
         assert_eq!(
             (pool.threads(), pool.bulk_threads()),
             (2, SYNC_POOL_BULK_THREADS_MAX)
@@ -708,50 +699,23 @@ mod pool_tests {
         // so that the small one runs at once on the regular thread.
         let pool = SyncPool::new(1).unwrap();
         let done = Arc::new(AtomicUsize::new(0));
-        let gate = Arc::new((Mutex::new(false), Condvar::new()));
-        struct Opens(Arc<(Mutex<bool>, Condvar)>);
-        impl Drop for Opens {
-            fn drop(&mut self) {
-                *self.0 .0.lock().unwrap_or_else(|p| p.into_inner()) = true;
-                self.0 .1.notify_all();
-            }
-        }
-        let _opens = Opens(gate.clone());
-        let gated = |gate: &Arc<(Mutex<bool>, Condvar)>| -> Job {
-            let (done, gate) = (done.clone(), gate.clone());
-            Box::new(move || {
-                let (m, cv) = &*gate;
-                let mut open = m.lock().unwrap();
-                while !*open {
-                    open = cv.wait(open).unwrap();
-                }
-                done.fetch_add(1, Ordering::SeqCst);
-            })
-        };
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let wait_for = |n: usize| {
-            while done.load(Ordering::SeqCst) < n {
-                assert!(std::time::Instant::now() < deadline, "jobs did not run");
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+        let gate = Gate::new();
+        let done_at_least = |n: usize| {
+            let done = done.clone();
+            move || done.load(Ordering::SeqCst) >= n
         };
         // Start one thread of each kind, then let both go idle.
-        let warm_up = Arc::new((Mutex::new(false), Condvar::new()));
-        assert!(pool.submit(gated(&warm_up), false).is_ok());
-        assert!(pool.submit(gated(&warm_up), true).is_ok());
+        let warm_up = Gate::new();
+        assert!(pool.submit(warm_up.job(None, &done), false).is_ok());
+        assert!(pool.submit(warm_up.job(None, &done), true).is_ok());
         assert_eq!((pool.threads(), pool.bulk_threads()), (1, 1));
-        *warm_up.0.lock().unwrap() = true;
-        warm_up.1.notify_all();
-        wait_for(2);
-        let idle = || {
+        warm_up.open();
+        wait_until("jobs did not run", done_at_least(2));
+        wait_until("threads did not go idle", || {
             let q = lock_any(&pool.shared.queue);
-            q.idle + q.idle_bulk
-        };
-        while idle() < 2 {
-            assert!(std::time::Instant::now() < deadline, "threads did not go idle");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert!(pool.submit(gated(&gate), true).is_ok());
+            q.idle + q.idle_bulk >= 2
+        });
+        assert!(pool.submit(gate.job(None, &done), true).is_ok());
         let small = done.clone();
         assert!(pool
             .submit(
@@ -762,15 +726,14 @@ mod pool_tests {
             )
             .is_ok());
         // The large job is still held at its gate; the small one ran.
-        wait_for(3);
+        wait_until("jobs did not run", done_at_least(3));
         assert_eq!(
             (pool.threads(), pool.bulk_threads()),
             (1, 1),
             "no thread was started for them"
         );
-        *gate.0.lock().unwrap() = true;
-        gate.1.notify_all();
-        wait_for(4);
+        gate.open();
+        wait_until("jobs did not run", done_at_least(4));
         drop(pool);
     }
 }
