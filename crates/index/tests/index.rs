@@ -350,6 +350,7 @@ fn crashed_with_checkpoints(
                     .map(|(i, d)| (a.first_seq + i as u64, 1_000 + b as i64 / 2, d)),
             );
         }
+        log.wait_checkpoint();
         assert!(log.stats().checkpoints >= 1, "{:?}", log.stats());
     }
     {
@@ -428,6 +429,64 @@ fn an_open_after_a_crash_resumes_from_the_last_checkpoint_and_answers_every_look
     assert_eq!(log.stats().resumed, 0);
     assert!(fs.contents(&ckpt).is_err(), "the unused checkpoint is gone");
     assert_lookups(&log, &acked);
+}
+
+#[test]
+fn a_checkpoint_is_written_off_the_syncing_thread_and_a_close_waits_for_it() {
+    // The sync that makes a checkpoint's point durable hands the checkpoint
+    // (two fsyncs, a rename, a directory sync) to the checkpoint thread:
+    // appends go on being acknowledged while it is stuck, and a close waits
+    // for it, so that it never lands in a directory being removed.
+    let fs = MemFs::new();
+    fs.hold_next_sync_return(shardlog_index::format::CHECKPOINT_TMP_SUFFIX);
+    let log = open_ckpt(&fs, shardlog_segment::OpenCheck::Deferred);
+    let data = vec![7u8; 1000];
+    // Past two checkpoint intervals, while the first checkpoint is held.
+    let batches = 2 * shardlog_index::format::CHECKPOINT_INTERVAL_BYTES / 100_000 + 1;
+    std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            for b in 0..batches {
+                let recs: Vec<RecordIn<'_>> = (0..100)
+                    .map(|_| RecordIn::new("k", &data, 1_000 + b as i64))
+                    .collect();
+                log.append(&recs).unwrap();
+            }
+        });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !writer.is_finished() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "appends waited for a held checkpoint"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    });
+    assert!(fs.sync_held(), "the first checkpoint is still held");
+    assert_eq!(log.stats().checkpoints, 0, "{:?}", log.stats());
+    let records = log.log().next_seq();
+    let closing = std::thread::spawn(move || drop(log));
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    assert!(
+        !closing.is_finished(),
+        "the close did not wait for the checkpoint"
+    );
+    fs.release_sync();
+    closing.join().unwrap();
+    let ckpt = dir().join(shardlog_index::checkpoint_file_name(0));
+    assert!(fs.contents(&ckpt).is_ok(), "the held checkpoint was written");
+    // After a crash, the open resumes from it and finds every record.
+    std::mem::forget(open_ckpt(&fs, shardlog_segment::OpenCheck::Deferred));
+    fs.crash(shardlog_testkit::CrashPlan::LoseUnsynced);
+    let (log, report) = IndexedLog::open_with(
+        Arc::new(fs.clone()),
+        dir(),
+        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
+    )
+    .unwrap();
+    assert_eq!(log.stats().resumed, 1);
+    assert!(report.active_records < records, "{report:?}");
+    assert_eq!(log.log().next_seq(), records);
+    assert!(log.log().check_deferred(&|| false).unwrap());
 }
 
 #[test]

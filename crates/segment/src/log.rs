@@ -252,7 +252,8 @@ pub trait AppendObserver: Send + Sync + fmt::Debug {
     /// The active segment `segment_base` is durable up to byte `offset`:
     /// the records before the point are described by `point`. Called after
     /// each sync that moved the point, outside the log's locks, on the
-    /// thread that synced, which may do I/O (a checkpoint) here.
+    /// thread that synced: the next group's sync waits for it, so slow work
+    /// (a checkpoint's fsyncs) belongs on another thread.
     fn durable(&self, _segment_base: u64, _point: &ResumePoint) {}
 }
 
@@ -459,6 +460,13 @@ struct SyncState {
     waiters: Vec<(u64, Waker)>,
     /// A sync pool job for this log is queued or running.
     queued: bool,
+    /// The highest `next_seq` a [`Durable`] of this log was made for,
+    /// polled yet or not. A producer that pipelines polls only its oldest
+    /// put; the puts behind it are written and will be awaited. The sync
+    /// job keeps syncing for them rather than ending when the polled ones
+    /// are durable, only to be queued again (a wake-up of a writer and of
+    /// a pool thread later) once the writer polls the next.
+    awaited_through: u64,
     /// Moving average of the bytes one group sync makes durable (weight
     /// 1/8 for the newest), for the writer's zero-fill decision.
     group_bytes_avg: u64,
@@ -561,12 +569,12 @@ fn take_ready(st: &mut SyncState) -> Vec<Waker> {
 }
 
 /// Whether an async waiter needs a sync of the segment: one that is not
-/// durable and not in the journal either.
+/// durable and not in the journal either. A [`Durable`] not yet polled
+/// counts too (`SyncState::awaited_through`).
 fn needs_segment_sync(st: &SyncState) -> bool {
     let durable = st.durable.next_seq;
-    st.waiters
-        .iter()
-        .any(|(t, _)| *t > durable && *t > st.journal_through)
+    let needs = |t: u64| t > durable && t > st.journal_through;
+    needs(st.awaited_through) || st.waiters.iter().any(|(t, _)| needs(*t))
 }
 
 /// Wakes tasks outside the log's locks (a wake may take the runtime's locks).
@@ -1494,6 +1502,7 @@ impl Log {
             syncing: false,
             waiters: Vec::new(),
             queued: false,
+            awaited_through: 0,
             poisoned: None,
             quarantine,
             active_file: w.active.file.clone(),
@@ -3233,9 +3242,39 @@ impl Log {
     /// durable; the caller just does not learn of it.
     pub fn durable(&self, pending: Pending) -> Durable {
         let inner = (self.inner.opts.sync == SyncPolicy::Always).then(|| self.inner.clone());
-        Durable {
-            inner,
-            target: pending.mark.next_seq,
+        let target = pending.mark.next_seq;
+        if inner.is_some() {
+            self.await_from_pool(target);
+        }
+        Durable { inner, target }
+    }
+
+    /// Notes that a [`Durable`] waits for `target` and queues the log's sync
+    /// job now if none is queued: the group sync starts when the future is
+    /// made, not when it is first polled, and a job already running keeps
+    /// going for it (`SyncState::awaited_through`). Without a pool the first
+    /// poll syncs as before.
+    fn await_from_pool(&self, target: u64) {
+        let Some(pool) = &self.inner.opts.sync_pool else {
+            return;
+        };
+        let mut st = lock(&self.inner.sync);
+        if st.durable.next_seq >= target || st.poisoned.is_some() {
+            return;
+        }
+        st.awaited_through = st.awaited_through.max(target);
+        // A journaled append is completed by the journal's thread.
+        if st.queued || target <= st.journal_through {
+            return;
+        }
+        st.queued = true;
+        let bulk = bulk_group(&st);
+        drop(st);
+        let inner = self.inner.clone();
+        if let Err(job) = pool.submit(Box::new(move || run_pool_sync(inner)), bulk) {
+            // No sync thread can start: sync here, as `Durable::poll` does,
+            // rather than leave the job marked queued with no thread.
+            job();
         }
     }
 

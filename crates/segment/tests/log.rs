@@ -1907,6 +1907,71 @@ fn async_appends_acknowledged_through_the_sync_pool_survive_a_crash() {
     }
 }
 
+/// Waits up to 10 s for `log` to make everything before `next_seq` durable
+/// (visible, under `SyncPolicy::Always`).
+fn wait_durable_through(log: &Log, next_seq: u64, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while log.visible_next_seq() < next_seq {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn a_durable_future_is_synced_for_from_when_it_is_made_and_puts_behind_the_polled_one_need_no_poll() {
+    // A producer that pipelines makes a future per put and polls only its
+    // oldest. The sync pool starts a group sync when a future is made, and
+    // a running job keeps going for puts not yet polled, so the producer's
+    // later puts are synced while it waits on the first.
+    let fs = MemFs::new();
+    let pool = shardlog_segment::SyncPool::new(1).unwrap();
+    let log = open(
+        &fs,
+        LogOptions {
+            sync_pool: Some(pool),
+            ..unrolled_opts()
+        },
+    )
+    .unwrap();
+    let put = |i: i64| {
+        let (a, pending) = log
+            .append_deferred(&[RecordIn::new("k", b"pipelined", 1_000 + i)])
+            .unwrap();
+        (a.first_seq + 1, log.durable(pending))
+    };
+    // Never polled: made is enough.
+    let (end_a, _a) = put(0);
+    wait_durable_through(
+        &log,
+        end_a,
+        "a put whose future was made but not polled was never synced",
+    );
+    // B's sync is held; C is written meanwhile and its future made, not
+    // polled. Only B is awaited: the job that synced B syncs C next.
+    fs.hold_next_sync_return(shardlog_segment::format::SEGMENT_FILE_SUFFIX);
+    let (end_b, b) = put(1);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !fs.sync_held() {
+        assert!(std::time::Instant::now() < deadline, "B's sync never started");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let (end_c, _c) = put(2);
+    assert!(log.visible_next_seq() < end_b);
+    fs.release_sync();
+    block_on(b).unwrap();
+    wait_durable_through(
+        &log,
+        end_c,
+        "the put behind the polled one waited for its own poll",
+    );
+    // They are durable: a crash that loses everything unsynced keeps all three.
+    std::mem::forget(log);
+    fs.crash(CrashPlan::LoseUnsynced);
+    let log = open(&fs, unrolled_opts()).unwrap();
+    let got = read_all(&log).unwrap();
+    assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![0, 1, 2]);
+}
+
 #[test]
 fn large_async_groups_of_several_logs_sync_on_bulk_threads_and_survive_a_crash() {
     // One regular sync thread for four logs: groups of 64 KiB or more may

@@ -1932,6 +1932,15 @@ impl Engine {
         let shared = (self.inner.opts.share_syncs_across_shards && put.written.len() > 1)
             .then(|| (self.inner.coordinator.clone(), self.inner.coordinator.ticket()));
         let groups: Vec<_> = put.written.iter().map(|g| (g.log.clone(), g.pending)).collect();
+        // Made now, not at the first poll: each queues its shard's group
+        // sync at once, and a producer that keeps several puts in flight
+        // (and polls only its oldest) has the later ones synced meanwhile.
+        let waits: Option<Vec<_>> = shared.is_none().then(|| {
+            groups
+                .iter()
+                .map(|(log, pending)| log.log().durable(*pending))
+                .collect()
+        });
         let engine = self.clone();
         Ok(async move {
             let outcomes = match shared {
@@ -1952,15 +1961,7 @@ impl Engine {
                         ))
                     })?
                 }
-                None => {
-                    all_durable(
-                        groups
-                            .iter()
-                            .map(|(log, pending)| log.log().durable(*pending))
-                            .collect(),
-                    )
-                    .await
-                }
+                None => all_durable(waits.unwrap_or_default()).await,
             };
             Ok(batch_results(engine.finish_put(&mut put, outcomes, true)?))
         })
