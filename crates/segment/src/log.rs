@@ -2342,6 +2342,11 @@ impl Log {
     /// log: a sync of a poisoned log's file proves nothing.
     fn set_poisoned(&self, st: &mut SyncState, cause: String) {
         if st.poisoned.is_none() {
+            // A failed sync here may have dropped what other logs' groups
+            // wrote back for a shared flush: they must not trust it.
+            if let Some(coord) = &self.inner.opts.flush_coordinator {
+                coord.note_failed_sync(&cause);
+            }
             st.poisoned = Some(cause);
         }
         if let Some(link) = self.inner.journal.get() {

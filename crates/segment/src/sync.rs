@@ -34,6 +34,10 @@ struct State {
     /// (`u64::MAX`: every waiter, for good).
     failed: Option<(u64, String)>,
     syncs: u64,
+    /// Syncs of other files that failed so far ([`FlushCoordinator::note_failed_sync`]),
+    /// and the last one's cause.
+    other_failures: u64,
+    other_failure: Option<String>,
 }
 
 /// A [`State`] and the condition variable its waiters sleep on.
@@ -265,6 +269,9 @@ impl FlushCoordinator {
         what: &Path,
     ) -> Result<bool, String> {
         let mut st = self.tickets.lock();
+        // A failed sync of any other file noted from here on may have
+        // dropped this group's pages once they are written back.
+        let failures_before = st.other_failures;
         let written_back = st.running;
         if written_back {
             drop(st);
@@ -277,6 +284,14 @@ impl FlushCoordinator {
         let ticket = st.started + 1;
         loop {
             if st.completed >= ticket {
+                if written_back && st.other_failures != failures_before {
+                    return Err(format!(
+                        "a sync of another file failed while the group of {} waited for a shared device cache flush, \
+                         and its failed flush may have dropped what the group had written back: {}",
+                        what.display(),
+                        st.other_failure.as_deref().unwrap_or("unknown cause")
+                    ));
+                }
                 return Ok(written_back);
             }
             if let Some((through, e)) = &st.failed {
@@ -302,6 +317,27 @@ impl FlushCoordinator {
                 ));
             });
         }
+    }
+
+    /// Tells the coordinator that a sync of another file of this file
+    /// system failed (a log poisoned by it calls this). A failed
+    /// `fdatasync` may have failed its device cache flush, and such a
+    /// flush may drop whatever the device held for every file, among it
+    /// the pages a group waiting here wrote back; Linux reports the failure
+    /// to that one caller only, and the next flush succeeds. So every group
+    /// that was written back and is not yet acknowledged when this is
+    /// noted fails instead of trusting the next flush. (A group syncing its
+    /// own file is no different from a program without the coordinator,
+    /// and is left to its own `fdatasync`.)
+    pub fn note_failed_sync(&self, cause: &str) {
+        let mut st = self.tickets.lock();
+        st.other_failures += 1;
+        st.other_failure = Some(cause.to_string());
+    }
+
+    /// Failed syncs of other files noted so far.
+    pub fn noted_failures(&self) -> u64 {
+        self.tickets.lock().other_failures
     }
 
     /// Flushes completed so far.

@@ -3149,6 +3149,76 @@ fn a_failed_shared_flush_fails_the_groups_that_waited_on_it_and_no_later_one() {
 }
 
 #[test]
+fn a_group_written_back_for_a_shared_flush_fails_when_another_files_sync_fails_meanwhile() {
+    // The failed fdatasync of /d/c (another log's) fails its device cache
+    // flush, which drops what /d/b had written back while it waited for
+    // the next shared flush; that flush then succeeds. Linux tells only
+    // /d/c's caller. The log poisoned by it tells the coordinator, and
+    // /d/b's group must fail rather than be acknowledged and lost.
+    let (fs, files) = mem_files(&["a", "b", "c"]);
+    for f in &files {
+        f.write_all_at(&[1; 100], 0).unwrap();
+        f.sync_data().unwrap();
+    }
+    let coord = shardlog_segment::FlushCoordinator::new();
+    files[0].write_all_at(&[2; 10], 0).unwrap();
+    files[1].write_all_at(&[3; 10], 0).unwrap();
+    files[2].write_all_at(&[4; 10], 0).unwrap();
+    fs.fail_at(FsOp::SyncData, "/d/c", 1);
+    fs.set_sync_latency(Some(std::time::Duration::from_millis(300)));
+    let (ra, rb) = std::thread::scope(|s| {
+        // /d/a's lone group syncs its file (300 ms)...
+        let a = s.spawn(|| coord.sync_group(&*files[0], 0, Path::new("/d/a")));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // ...so /d/b's group is written back and waits for the next flush...
+        let b = s.spawn(|| coord.sync_group(&*files[1], 0, Path::new("/d/b")));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        // ...while /d/c's own fdatasync fails (at about 400 ms, before the
+        // flush /d/b waits for ends at about 600 ms).
+        let failed = files[2].sync_data();
+        assert!(failed.is_err());
+        coord.note_failed_sync("fdatasync of /d/c failed: injected");
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    fs.set_sync_latency(None);
+    assert_eq!(
+        ra,
+        Ok(false),
+        "a lone group synced its own file before the failure"
+    );
+    let err =
+        rb.expect_err("a group whose written-back pages a failed flush may have dropped was acknowledged");
+    assert!(err.contains("/d/c") && err.contains("/d/b"), "{err}");
+    // What the test models: /d/b's written-back bytes are gone.
+    fs.crash(CrashPlan::LoseUnsynced);
+    assert_eq!(&fs.contents(Path::new("/d/b")).unwrap()[..10], &[1; 10]);
+    assert_eq!(&fs.contents(Path::new("/d/a")).unwrap()[..10], &[2; 10]);
+}
+
+#[test]
+fn a_log_poisoned_by_a_failed_sync_tells_the_flush_coordinator_it_shares() {
+    let fs = MemFs::new();
+    let coord = shardlog_segment::FlushCoordinator::new();
+    let log = open(
+        &fs,
+        LogOptions {
+            flush_coordinator: Some(coord.clone()),
+            ..small_opts()
+        },
+    )
+    .unwrap();
+    append_n(&log, 0, 3);
+    assert_eq!(coord.noted_failures(), 0);
+    fs.fail_next_syncs(1);
+    assert!(log.append(&[RecordIn::new("k", b"lost", 1_000)]).is_err());
+    assert_eq!(
+        coord.noted_failures(),
+        1,
+        "the other logs' waiting groups must learn of it"
+    );
+}
+
+#[test]
 fn a_failed_write_back_fails_only_its_own_group() {
     let (fs, files) = mem_files(&["a", "b"]);
     let coord = shardlog_segment::FlushCoordinator::new();
