@@ -100,12 +100,16 @@ impl State {
     }
 }
 
-/// Sealed-segment indexes of many logs under one memory budget.
+/// Sealed-segment indexes of many logs under one memory budget, and the
+/// thread that writes those logs' active-segment checkpoints.
 #[derive(Debug)]
 pub struct IndexCache {
     budget_bytes: usize,
     state: Mutex<State>,
     next_log: AtomicU64,
+    /// Writes the active-segment checkpoints of the logs sharing this
+    /// cache, off their syncing threads.
+    pub(crate) checkpointer: crate::checkpointer::Checkpointer,
 }
 
 impl IndexCache {
@@ -117,6 +121,7 @@ impl IndexCache {
             budget_bytes,
             state: Mutex::new(State::default()),
             next_log: AtomicU64::new(0),
+            checkpointer: crate::checkpointer::Checkpointer::new(),
         })
     }
 

@@ -51,10 +51,12 @@ pub const CHECKPOINT_TMP_SUFFIX: &str = ".ckpt.tmp";
 /// to 128 KiB at its end, so checkpoints cost about 1.6% of the bytes
 /// written and two fsyncs per 4 MiB (an open after a crash with 10 GiB in
 /// 100 shards took 25-33 ms with them, 555-640 ms without; 8 MiB gave
-/// 58-72 ms). They are written on a thread of their own, one at a time: on
-/// the syncing thread they held up the next group (at 1.8 GB/s, 400
-/// checkpoints a second cost the embedded engine about a tenth of its
-/// bandwidth), and a log skips its points while its last one is queued.
+/// 58-72 ms). They are written by the checkpoint thread of the logs that
+/// share an index cache, one at a time: on the syncing thread they held up
+/// the next group (at 1.8 GB/s, 400 checkpoints a second cost the embedded
+/// engine about a tenth of its bandwidth). A log skips its points while its
+/// last one is queued, and with 4 queued the syncing thread writes its own
+/// (`checkpointer.rs`).
 pub const CHECKPOINT_INTERVAL_BYTES: u64 = 4 * 1024 * 1024;
 
 /// An entry is added at least every this many bytes of frames, so a lookup

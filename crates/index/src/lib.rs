@@ -24,6 +24,7 @@
 )]
 
 pub mod cache;
+mod checkpointer;
 pub mod format;
 pub mod sparse;
 
@@ -243,21 +244,39 @@ impl AppendObserver for Shared {
                     .collect(),
             }
         };
-        // Written on the checkpoint thread: the caller is the sync that just
-        // made the point durable, and its two fsyncs, rename and directory
-        // sync (a few milliseconds, more with online discard) would hold up
-        // the acknowledgement of the groups behind it (measured: +17% of
-        // the embedded engine's durable bandwidth at 4 puts in flight).
-        checkpointer::run(Box::new(move || shared.write_checkpoint(idx)));
+        // Written on the checkpoint thread of the logs sharing this cache
+        // (an engine's shards): the caller is the sync that just made the
+        // point durable, and its two fsyncs, rename and directory sync (a
+        // few milliseconds, more with online discard) would hold up the
+        // acknowledgement of the groups behind it (measured: about a tenth
+        // of the embedded engine's durable bandwidth at 4 puts in flight).
+        // Past `CHECKPOINTS_QUEUED_MAX` queued, this thread writes it.
+        // The guard ends the checkpoint however the job ends: written,
+        // panicked, or dropped unrun.
+        let ending = CheckpointEnding(shared);
+        self.cache
+            .checkpointer
+            .run(Box::new(move || ending.0.write_checkpoint(idx)));
+    }
+}
+
+/// Ends a log's checkpoint when dropped: later points may start one again,
+/// and a close waiting for it goes on.
+struct CheckpointEnding(Arc<Shared>);
+
+impl Drop for CheckpointEnding {
+    fn drop(&mut self) {
+        lock(&self.0.state).checkpointing = false;
+        self.0.checkpoint_done.notify_all();
     }
 }
 
 impl Shared {
-    /// Writes a checkpoint taken by `durable` and ends it.
+    /// Writes a checkpoint taken by `durable` (its [`CheckpointEnding`]
+    /// ends it).
     fn write_checkpoint(&self, idx: SparseIndex) {
         let written = write_checkpoint(&*self.fs, &self.dir, &idx).is_ok();
         let mut st = lock(&self.state);
-        st.checkpointing = false;
         if st.active.base_seq != idx.base_seq {
             // The segment was sealed meanwhile; its sidecar replaces this.
             let _ = self
@@ -269,8 +288,6 @@ impl Shared {
         } else {
             st.stats.write_failures += 1;
         }
-        drop(st);
-        self.checkpoint_done.notify_all();
     }
 
     /// Waits until no checkpoint is queued or being written.
@@ -278,108 +295,6 @@ impl Shared {
         let mut st = lock(&self.state);
         while st.checkpointing {
             st = self.checkpoint_done.wait(st).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// The thread that writes active-segment checkpoints for every log of the
-/// process, one at a time. A log skips its next checkpoints while one of
-/// its own is queued. When `CHECKPOINTS_QUEUED_MAX` are queued already
-/// (many shards under load), the syncing thread writes its own, as before
-/// this thread existed. An unbounded queue would leave each shard's last
-/// checkpoint further and further behind its data under a load the thread
-/// cannot keep up with, and an open after a crash would walk more of each
-/// active segment; a crash loses what is queued, at most this many. (A
-/// 10 GiB fill of 100 shards at about 100 MB/s needs some 25 a second, and
-/// the cold open after it took 340-381 ms either way.)
-mod checkpointer {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::mpsc::{channel, Sender};
-    use std::sync::OnceLock;
-
-    pub(crate) type Job = Box<dyn FnOnce() + Send>;
-
-    /// Checkpoints queued on the thread (or being written there) at most.
-    pub(crate) const CHECKPOINTS_QUEUED_MAX: usize = 4;
-
-    static QUEUE: OnceLock<Option<Sender<Job>>> = OnceLock::new();
-    static QUEUED: AtomicUsize = AtomicUsize::new(0);
-
-    /// Runs `job` on the checkpoint thread, or on this thread when that
-    /// thread is `CHECKPOINTS_QUEUED_MAX` behind or cannot be started.
-    pub(crate) fn run(job: Job) {
-        if QUEUED.fetch_add(1, Ordering::AcqRel) >= CHECKPOINTS_QUEUED_MAX {
-            QUEUED.fetch_sub(1, Ordering::AcqRel);
-            return job();
-        }
-        let job: Job = Box::new(move || {
-            job();
-            QUEUED.fetch_sub(1, Ordering::AcqRel);
-        });
-        let queue = QUEUE.get_or_init(|| {
-            let (tx, rx) = channel::<Job>();
-            std::thread::Builder::new()
-                .name("shardlog-checkpoint".into())
-                .spawn(move || {
-                    for job in rx {
-                        job();
-                    }
-                })
-                .ok()
-                .map(|_| tx)
-        });
-        match queue {
-            Some(tx) => {
-                if let Err(failed) = tx.send(job) {
-                    (failed.0)();
-                }
-            }
-            None => job(),
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use std::sync::mpsc::sync_channel;
-
-        #[test]
-        fn a_checkpoint_runs_on_the_calling_thread_once_the_thread_has_the_most_queued() {
-            // Jobs that wait until released hold the thread and its queue.
-            let (release_tx, release_rx) = sync_channel::<()>(0);
-            let release_rx = std::sync::Arc::new(std::sync::Mutex::new(release_rx));
-            let (ran_tx, ran_rx) = channel::<std::thread::ThreadId>();
-            for _ in 0..CHECKPOINTS_QUEUED_MAX {
-                let (release_rx, ran_tx) = (release_rx.clone(), ran_tx.clone());
-                run(Box::new(move || {
-                    let _ = release_rx.lock().unwrap().recv();
-                    ran_tx.send(std::thread::current().id()).unwrap();
-                }));
-            }
-            let here = std::thread::current().id();
-            let ran_tx_inline = ran_tx.clone();
-            run(Box::new(move || {
-                ran_tx_inline.send(std::thread::current().id()).unwrap()
-            }));
-            assert_eq!(
-                ran_rx.recv().unwrap(),
-                here,
-                "the job past the limit ran here, at once"
-            );
-            for _ in 0..CHECKPOINTS_QUEUED_MAX {
-                release_tx.send(()).unwrap();
-                assert_ne!(ran_rx.recv().unwrap(), here, "the queued ones ran on the thread");
-            }
-            // Below the limit again: the next one goes to the thread.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while QUEUED.load(Ordering::Acquire) != 0 {
-                assert!(std::time::Instant::now() < deadline);
-                std::thread::yield_now();
-            }
-            run(Box::new(move || {
-                ran_tx.send(std::thread::current().id()).unwrap()
-            }));
-            assert_ne!(ran_rx.recv().unwrap(), here);
         }
     }
 }
@@ -526,8 +441,10 @@ impl IndexedLog {
     }
 
     /// Waits until no checkpoint of the active segment is queued or being
-    /// written (they are written on a thread of their own; a close waits
-    /// for them too).
+    /// written (they are written on the checkpoint thread of the logs that
+    /// share this log's `IndexCache`). A close waits for them too, so it may
+    /// wait behind the checkpoints of other logs queued before (at most
+    /// `CHECKPOINTS_QUEUED_MAX`, each two fsyncs and a directory sync).
     pub fn wait_checkpoint(&self) {
         self.shared.wait_checkpoint();
     }

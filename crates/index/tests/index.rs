@@ -434,16 +434,29 @@ fn an_open_after_a_crash_resumes_from_the_last_checkpoint_and_answers_every_look
 #[test]
 fn a_checkpoint_is_written_off_the_syncing_thread_and_a_close_waits_for_it() {
     // The sync that makes a checkpoint's point durable hands the checkpoint
-    // (two fsyncs, a rename, a directory sync) to the checkpoint thread:
+    // (two fsyncs, a rename, a directory sync) to the checkpoint thread of
+    // its index cache (this log's own: other tests' logs are not held up):
     // appends go on being acknowledged while it is stuck, and a close waits
     // for it, so that it never lands in a directory being removed.
     let fs = MemFs::new();
     fs.hold_next_sync_return(shardlog_index::format::CHECKPOINT_TMP_SUFFIX);
+    // Should an assertion fail while the sync is held, its unwinding must
+    // not wait forever for the writer stuck behind it.
+    struct ReleaseOnUnwind<'a>(&'a MemFs);
+    impl Drop for ReleaseOnUnwind<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.release_sync();
+            }
+        }
+    }
     let log = open_ckpt(&fs, shardlog_segment::OpenCheck::Deferred);
     let data = vec![7u8; 1000];
     // Past two checkpoint intervals, while the first checkpoint is held.
     let batches = 2 * shardlog_index::format::CHECKPOINT_INTERVAL_BYTES / 100_000 + 1;
     std::thread::scope(|s| {
+        // Dropped before the scope joins the writer.
+        let _release = ReleaseOnUnwind(&fs);
         let writer = s.spawn(|| {
             for b in 0..batches {
                 let recs: Vec<RecordIn<'_>> = (0..100)
