@@ -318,9 +318,15 @@ fn ckpt_opts(open_check: shardlog_segment::OpenCheck) -> LogOptions {
 
 /// Opens the log of `fs` for checkpoint tests.
 fn open_ckpt(fs: &MemFs, open_check: shardlog_segment::OpenCheck) -> IndexedLog {
-    IndexedLog::open_with(Arc::new(fs.clone()), dir(), ckpt_opts(open_check))
-        .unwrap()
-        .0
+    open_ckpt_reported(fs, open_check).0
+}
+
+/// [`open_ckpt`], with what recovery found.
+fn open_ckpt_reported(
+    fs: &MemFs,
+    open_check: shardlog_segment::OpenCheck,
+) -> (IndexedLog, shardlog_segment::RecoveryReport) {
+    IndexedLog::open_with(Arc::new(fs.clone()), dir(), ckpt_opts(open_check)).unwrap()
 }
 
 /// Appends `batches` synced batches of 100 records of 1 KiB (about 100 KiB
@@ -396,12 +402,7 @@ fn an_open_after_a_crash_resumes_from_the_last_checkpoint_and_answers_every_look
     let fs = MemFs::new();
     // About 25 MiB acknowledged: three checkpoints at 8 MiB steps.
     let acked = crashed_with_checkpoints(&fs, 250, 5, shardlog_testkit::CrashPlan::LoseUnsynced);
-    let (log, report) = IndexedLog::open_with(
-        Arc::new(fs.clone()),
-        dir(),
-        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
-    )
-    .unwrap();
+    let (log, report) = open_ckpt_reported(&fs, shardlog_segment::OpenCheck::Deferred);
     assert_eq!(log.stats().resumed, 1);
     assert!(
         report.active_records < 10_000,
@@ -490,12 +491,7 @@ fn a_checkpoint_is_written_off_the_syncing_thread_and_a_close_waits_for_it() {
     // After a crash, the open resumes from it and finds every record.
     std::mem::forget(open_ckpt(&fs, shardlog_segment::OpenCheck::Deferred));
     fs.crash(shardlog_testkit::CrashPlan::LoseUnsynced);
-    let (log, report) = IndexedLog::open_with(
-        Arc::new(fs.clone()),
-        dir(),
-        ckpt_opts(shardlog_segment::OpenCheck::Deferred),
-    )
-    .unwrap();
+    let (log, report) = open_ckpt_reported(&fs, shardlog_segment::OpenCheck::Deferred);
     assert_eq!(log.stats().resumed, 1);
     assert!(report.active_records < records, "{report:?}");
     assert_eq!(log.log().next_seq(), records);
