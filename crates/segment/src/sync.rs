@@ -350,11 +350,13 @@ impl FlushCoordinator {
 /// `fdatasync` (an async server's workers).
 ///
 /// An appender writes on its own thread and then awaits a [`crate::log::Durable`]
-/// future. The first waiter of a log that finds no sync in flight queues that
-/// log here; one of the pool's threads then runs the log's group sync (the
-/// same group commit that blocking appenders lead themselves) and wakes every
-/// waiter it made durable. Appends that arrive while a sync runs share the
-/// next one, which the same thread starts at once. So a request costs one
+/// future. The first such future of a log made when no job of that log is
+/// queued queues the log here (when the future is made, not when it is
+/// first polled); one of the pool's threads then runs the log's group sync
+/// (the same group commit that blocking appenders lead themselves) and
+/// wakes every waiter it made durable. Appends that arrive while a sync
+/// runs share the next one, which the same thread starts at once, as long
+/// as any future made for them is not durable, polled yet or not. So a request costs one
 /// wake-up of its task, and a group costs one hand-off to a sync thread,
 /// instead of two thread hand-offs and a futex wait per request.
 ///
