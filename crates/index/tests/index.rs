@@ -466,14 +466,9 @@ fn a_checkpoint_is_written_off_the_syncing_thread_and_a_close_waits_for_it() {
                 log.append(&recs).unwrap();
             }
         });
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !writer.is_finished() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "appends waited for a held checkpoint"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        shardlog_testkit::wait_until(20, "appends waited for a held checkpoint", || {
+            writer.is_finished()
+        });
     });
     assert!(fs.sync_held(), "the first checkpoint is still held");
     assert_eq!(log.stats().checkpoints, 0, "{:?}", log.stats());

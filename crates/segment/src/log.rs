@@ -598,6 +598,21 @@ fn bulk_group(st: &SyncState) -> bool {
     pending >= crate::sync::BULK_SYNC_GROUP_BYTES_MIN
 }
 
+/// Queues the log's sync job on its pool: the caller found none queued and
+/// a waiter that needs one. Submits outside the log's lock, which it takes
+/// by value. Gives the job back when the pool cannot run it (no thread can
+/// start): the caller then syncs on its own thread, rather than leave the
+/// job marked queued with no thread to run it.
+fn queue_pool_job(inner: &Arc<Inner>, mut st: MutexGuard<'_, SyncState>) -> Option<Box<dyn FnOnce() + Send>> {
+    let pool = inner.opts.sync_pool.as_ref()?;
+    st.queued = true;
+    let bulk = bulk_group(&st);
+    drop(st);
+    let job_inner = inner.clone();
+    pool.submit(Box::new(move || run_pool_sync(job_inner)), bulk)
+        .err()
+}
+
 /// The sync pool's job for one log: group syncs until no async waiter is left
 /// undurable.
 fn run_pool_sync(inner: Arc<Inner>) {
@@ -682,17 +697,10 @@ impl Future for Durable {
         st.add_waiter(target, cx.waker());
         // A journaled append is completed by the journal's thread.
         if !st.queued && target > st.journal_through {
-            st.queued = true;
-            let bulk = bulk_group(&st);
-            drop(st);
-            let job_inner = inner.clone();
-            if let Some(pool) = &inner.opts.sync_pool {
-                if let Err(job) = pool.submit(Box::new(move || run_pool_sync(job_inner)), bulk) {
-                    // No sync thread can start: sync here, blocking this
-                    // thread, rather than leave the task waiting forever.
-                    job();
-                    cx.waker().wake_by_ref();
-                }
+            if let Some(job) = queue_pool_job(inner, st) {
+                // Synced here, blocking this thread: wake to see it.
+                job();
+                cx.waker().wake_by_ref();
             }
         }
         Poll::Pending
@@ -3206,31 +3214,20 @@ impl Log {
             self.report_durable(goal);
         }
         st = lock(&self.inner.sync);
-        if let Some(job) = self.schedule_waiters(&mut st) {
-            // The pool could not take it: sync for those waiters here.
-            drop(st);
-            job();
+        if self.waiters_need_a_job(&st) {
+            if let Some(job) = queue_pool_job(&self.inner, st) {
+                job();
+            }
             st = lock(&self.inner.sync);
         }
         st
     }
 
-    /// Queues this log on the sync pool when async waiters are left that no
-    /// sync in flight or queued will cover (records written during the sync
-    /// that just ended, say).
-    /// Gives the job back when the pool cannot run it.
-    fn schedule_waiters(&self, st: &mut SyncState) -> Option<Box<dyn FnOnce() + Send>> {
-        if st.syncing || st.queued || st.poisoned.is_some() {
-            return None;
-        }
-        if !needs_segment_sync(st) {
-            return None;
-        }
-        let pool = self.inner.opts.sync_pool.as_ref()?;
-        st.queued = true;
-        let inner = self.inner.clone();
-        pool.submit(Box::new(move || run_pool_sync(inner)), bulk_group(st))
-            .err()
+    /// Whether async waiters are left that no sync in flight or queued will
+    /// cover (records written during the sync that just ended, say): the
+    /// log's job is then queued on the pool again.
+    fn waiters_need_a_job(&self, st: &SyncState) -> bool {
+        !(st.syncing || st.queued || st.poisoned.is_some()) && needs_segment_sync(st)
     }
 
     /// A future that resolves once a deferred append is durable (at once
@@ -3260,9 +3257,9 @@ impl Log {
     /// going for it (`SyncState::awaited_through`). Without a pool the first
     /// poll syncs as before.
     fn await_from_pool(&self, target: u64) {
-        let Some(pool) = &self.inner.opts.sync_pool else {
+        if self.inner.opts.sync_pool.is_none() {
             return;
-        };
+        }
         let mut st = lock(&self.inner.sync);
         if st.durable.next_seq >= target || st.poisoned.is_some() {
             return;
@@ -3272,13 +3269,7 @@ impl Log {
         if st.queued || target <= st.journal_through {
             return;
         }
-        st.queued = true;
-        let bulk = bulk_group(&st);
-        drop(st);
-        let inner = self.inner.clone();
-        if let Err(job) = pool.submit(Box::new(move || run_pool_sync(inner)), bulk) {
-            // No sync thread can start: sync here, as `Durable::poll` does,
-            // rather than leave the job marked queued with no thread.
+        if let Some(job) = queue_pool_job(&self.inner, st) {
             job();
         }
     }

@@ -624,7 +624,7 @@ impl Drop for SyncPool {
 mod pool_tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     /// A gate that jobs wait at until the test opens it. The test's handle
     /// opens it when dropped too, however the test ends: a failed assertion
@@ -666,12 +666,8 @@ mod pool_tests {
     }
 
     /// Waits until `reached` holds, failing with `what` after 10 s.
-    fn wait_until(what: &str, reached: impl Fn() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !reached() {
-            assert!(Instant::now() < deadline, "{what}");
-            std::thread::sleep(Duration::from_millis(1));
-        }
+    fn wait_until(what: &str, reached: impl FnMut() -> bool) {
+        shardlog_testkit::wait_until(10, what, reached);
     }
 
     #[test]

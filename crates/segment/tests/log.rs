@@ -460,11 +460,7 @@ fn a_group_sync_after_a_failed_cut_sync_acknowledges_nothing_that_failure_droppe
     fs.hold_next_sync_return(shardlog_segment::format::SEGMENT_FILE_SUFFIX);
     std::thread::scope(|s| {
         let failing = s.spawn(|| log.append(&batch));
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !fs.sync_held() {
-            assert!(std::time::Instant::now() < deadline, "the cut's sync never ran");
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
+        shardlog_testkit::wait_until(10, "the cut's sync never ran", || fs.sync_held());
         // The cut's sync has failed and dropped the earlier append's pages;
         // its caller has not heard of it yet. The waiter gets time to lead
         // a sync of its own, if the log let it.
@@ -1910,11 +1906,7 @@ fn async_appends_acknowledged_through_the_sync_pool_survive_a_crash() {
 /// Waits up to 10 s for `log` to make everything before `next_seq` durable
 /// (visible, under `SyncPolicy::Always`).
 fn wait_durable_through(log: &Log, next_seq: u64, what: &str) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while log.visible_next_seq() < next_seq {
-        assert!(std::time::Instant::now() < deadline, "{what}");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    shardlog_testkit::wait_until(10, what, || log.visible_next_seq() >= next_seq);
 }
 
 #[test]
@@ -1950,11 +1942,7 @@ fn a_durable_future_is_synced_for_from_when_it_is_made_and_puts_behind_the_polle
     // polled. Only B is awaited: the job that synced B syncs C next.
     fs.hold_next_sync_return(shardlog_segment::format::SEGMENT_FILE_SUFFIX);
     let (end_b, b) = put(1);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !fs.sync_held() {
-        assert!(std::time::Instant::now() < deadline, "B's sync never started");
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
+    shardlog_testkit::wait_until(10, "B's sync never started", || fs.sync_held());
     let (end_c, _c) = put(2);
     assert!(log.visible_next_seq() < end_b);
     fs.release_sync();
@@ -2000,11 +1988,7 @@ fn large_async_groups_of_several_logs_sync_on_bulk_threads_and_survive_a_crash()
             .enumerate()
             .map(|(n, log)| {
                 if n == 1 {
-                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-                    while !fs.sync_held() {
-                        assert!(std::time::Instant::now() < deadline, "log 0's sync never started");
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
+                    shardlog_testkit::wait_until(20, "log 0's sync never started", || fs.sync_held());
                 }
                 let (log, data) = (log.clone(), &data);
                 s.spawn(move || {
@@ -2032,14 +2016,7 @@ fn large_async_groups_of_several_logs_sync_on_bulk_threads_and_survive_a_crash()
             .collect();
         // Logs 1 to 3 finish on bulk threads while log 0's sync is held.
         for h in &handles[1..] {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-            while !h.is_finished() {
-                assert!(
-                    std::time::Instant::now() < deadline,
-                    "a log waited for the held regular thread"
-                );
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
+            shardlog_testkit::wait_until(20, "a log waited for the held regular thread", || h.is_finished());
         }
         fs.release_sync();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -3475,14 +3452,11 @@ fn a_panic_on_the_journals_thread_fails_its_appends_instead_of_leaving_them_wait
         let a = a.clone();
         std::thread::spawn(move || a.append(&[RecordIn::new("k", &payload(10), 1)]).map(|_| ()))
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while !appender.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the append is still waiting 20 s after the journal's thread panicked"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    shardlog_testkit::wait_until(
+        20,
+        "the append is still waiting 20 s after the journal's thread panicked",
+        || appender.is_finished(),
+    );
     let err = appender.join().unwrap().unwrap_err();
     assert!(matches!(err, Error::Poisoned { .. }), "{err}");
     assert!(err.to_string().contains("panicked"), "{err}");

@@ -57,6 +57,17 @@ pub fn for_each_seed(test: &str, default_count: u64, mut body: impl FnMut(u64)) 
     }
 }
 
+/// Waits until `reached` holds, looking every millisecond, and fails the
+/// test with `what` once `seconds` have passed: a test that waits for
+/// another thread must fail, not hang, when that thread never gets there.
+pub fn wait_until(seconds: u64, what: &str, mut reached: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(seconds);
+    while !reached() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// A number from the environment (for the sizes of long test runs).
 pub fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name)
