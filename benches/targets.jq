@@ -14,10 +14,14 @@ def verified:
   if .verify == null then "no check"
   elif checked then "all \(.verify.acknowledged | commas) read back once, intact"
   else "CHECK FAILED: \(.verify)" end;
+# What the CPU did during a run (bench in targets.sh), when it was taken.
+def cpu_text:
+  if .cpu == null or .cpu.machine_busy_share == null then ""
+  else "; during the run (replay included) both cores \(.cpu.machine_busy_share * 100 | round)% busy, the server \(.cpu.server_cpu_seconds / ((put | .records) // 1) * 1000000 | round) µs of CPU per record put" end;
 def rate_row(name; goal; run; p99_max_us; raw):
   if run == null or (run | put) == null then "| \(name) | \(goal) | not run | | \(raw) |"
   else (run | put) as $p
-    | "| \(name) | \(goal) | \($p.records_per_second | commas) rec/s, p99 \($p.latency_us.p99 | ms) ms, p99.9 \($p.latency_us."p99.9" | ms) ms; \(run | verified) | "
+    | "| \(name) | \(goal) | \($p.records_per_second | commas) rec/s, p99 \($p.latency_us.p99 | ms) ms, p99.9 \($p.latency_us."p99.9" | ms) ms; \(run | verified)\(run | cpu_text) | "
       + status((run | checked) and $p.records_per_second >= .goal_rate and (p99_max_us == null or $p.latency_us.p99 <= p99_max_us))
       + " | \(raw) |"
   end;
@@ -34,6 +38,10 @@ def rate_row(name; goal; run; p99_max_us; raw):
   ({goal_rate: 25000} + . | rate_row("PutRecord ×1, 8 connections"; "≥ 25,000 rec/s, p99 ≤ 2 ms"; .single8; 2000;
       "1 KiB append + `fdatasync`, 4 files: \($raw.append_1kib_fdatasync_4_files_ops_per_second | commas) ops/s, p99 \($lat.p99 | ms) ms, p99.9 \($lat."p99.9" | ms) ms")),
   ({goal_rate: 25000} + . | rate_row("PutRecord ×1, 8 connections, `--journal true` (not the default)"; "as above"; ."single8-journal"; 2000; "as above")),
+  (if ."single8-nosync" == null or (."single8-nosync" | put) == null then "| the same with `--sync never` (no fsync at all) | the ceiling | not run | | |"
+   else (."single8-nosync" | put) as $p
+   | "| the same with `--sync never`: no fsync at all, this server's ceiling on this machine | none (no durable run can pass it) | \($p.records_per_second | commas) rec/s, p99 \($p.latency_us.p99 | ms) ms; \(."single8-nosync" | verified)\(."single8-nosync" | cpu_text) | — | the durable run above is \(((.single8 | put | .records_per_second) // 0) / $p.records_per_second * 100 | round)% of it; the goal is \(25000 / $p.records_per_second * 100 | round)% of it |"
+   end),
   ({goal_rate: (((.single8 | put | .records_per_second) // 0) + 1)} + . | rate_row("PutRecord ×1, 64 connections"; "more than at 8"; .single64; null; "")),
   (if (.batch | replay) == null then "| replay, GetRecords Limit 10,000 | ≥ 400,000 rec/s | not run | | page cache |"
    else (.batch | replay) as $r

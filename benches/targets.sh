@@ -16,7 +16,10 @@
 #      reads back once and intact): PutRecords ×100 and its replay with
 #      GetRecords Limit 10,000, PutRecord ×1 at 8 and at 64 connections, the
 #      server's memory sampled throughout; then PutRecord ×1 at 8 connections
-#      again with `--journal true` (not the default), for comparison;
+#      again with `--journal true` (not the default), for comparison, and
+#      with `--sync never` (no fsync at all: the ceiling of the server's
+#      request path on this machine, beside the durable figure); each run
+#      with the machine's CPU busy share and the server's CPU time;
 #   4. a server idle with IDLE_SHARDS shards (streams of 100 shards), its
 #      memory after they were created and after a restart;
 #   5. open after a crash: `open_probe fill` writes OPEN_GIB GiB of 1 KiB
@@ -118,14 +121,33 @@ start_server() {
     wait_kinesis "$URL" "$SERVER_PID" || { echo "the server did not start: see $LOG/server.log" >&2; exit 1; }
 }
 
-# bench OUT ARGS...: one `shardlog bench --json` run against the server.
+# cpu_snapshot: "TOTAL IDLE SERVER" in clock ticks: the machine's time in
+# all (every core, /proc/stat without the guest columns), its idle and
+# I/O-wait time, and the server's own user and system time.
+cpu_snapshot() {
+    local srv
+    srv=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0)
+    awk -v srv="$srv" '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6, srv}' /proc/stat
+}
+
+# bench OUT ARGS...: one `shardlog bench --json` run against the server,
+# with what the CPU did meanwhile (whole run, replay included): the share
+# of the machine's two cores busy, and the server's CPU seconds.
 bench() {
-    local out=$1
+    local out=$1 t0 i0 s0 t1 i1 s1
     shift
+    read -r t0 i0 s0 < <(cpu_snapshot)
     timeout "$BENCH_TIMEOUT" "$BIN/shardlog" --endpoint "$URL" --json bench \
         --shards 4 --record-bytes 1024 --seconds "$RUN_SECONDS" "$@" 2>>"$LOG/bench.err" |
         grep '^{' | tail -1 >"$out" || true
-    [[ -s $out ]] || echo '{"error": "no result (see logs/bench.err)"}' >"$out"
+    read -r t1 i1 s1 < <(cpu_snapshot)
+    if [[ -s $out ]]; then
+        jq --argjson busy "$(jq -n --argjson t $((t1 - t0)) --argjson i $((i1 - i0)) 'if $t > 0 then 1 - $i / $t else null end')" \
+            --argjson srv "$(jq -n --argjson s $((s1 - s0)) --argjson hz "$(getconf CLK_TCK)" '$s / $hz')" \
+            '. + {cpu: {machine_busy_share: $busy, server_cpu_seconds: $srv}}' "$out" >"$out.cpu" && mv "$out.cpu" "$out"
+    else
+        echo '{"error": "no result (see logs/bench.err)"}' >"$out"
+    fi
 }
 
 # ---------------------------------------------------------------------------
@@ -161,6 +183,13 @@ if ! skipped server; then
         bench "$RAW/single8-journal.json" --stream t-single8j --connections 8 --batch 1 --mode both
         stop_server
     fi
+    # The ceiling of this server's request path on this machine: the same
+    # run with no fsync at all. No durable configuration can pass it.
+    say "server with --sync never: PutRecord x1 at 8 connections (the ceiling without any fsync)"
+    rm -rf "$WORK/server"
+    start_server "$WORK/server" --sync never
+    bench "$RAW/single8-nosync.json" --stream t-single8n --connections 8 --batch 1 --mode both
+    stop_server
     rm -rf "$WORK/server"
 fi
 
@@ -252,7 +281,7 @@ slurp() { if [[ -s $1 ]]; then cat "$1"; else echo null; fi; }
     echo "\"raw\": [$(for i in $(seq 0 "$PAIRS"); do [[ -e $RAW/raw-$i.json ]] && { slurp "$RAW/raw-$i.json"; echo ,; }; done | sed '$d')],"
     echo "\"embedded\": [$(for i in $(seq "$PAIRS"); do [[ -e $RAW/embedded-$i.json ]] && { slurp "$RAW/embedded-$i.json"; echo ,; }; done | sed '$d')],"
     echo "\"embedded_deep\": [$(for i in $(seq "$PAIRS"); do [[ -e $RAW/embedded-deep-$i.json ]] && { slurp "$RAW/embedded-deep-$i.json"; echo ,; }; done | sed '$d')],"
-    for part in batch single8 single64 single8-journal idle open; do
+    for part in batch single8 single64 single8-journal single8-nosync idle open; do
         echo "\"$part\": $(slurp "$RAW/$part.json"),"
     done
     echo "\"server_memory\": $(slurp "$RAW/server.rss")}"
