@@ -86,4 +86,42 @@ for c in children:
     assert got == written.get(c["ShardId"], []), (c["ShardId"], len(got))
     total += len(got)
 assert total == 300, total
-print("boto3 subscribe passed:", total, "records")
+# An idle shard: the first event carries no records and a
+# ContinuationSequenceNumber from before the first record. KCL checkpoints
+# it and resubscribes with AFTER_SEQUENCE_NUMBER (every five minutes); that
+# must be accepted while the shard is empty, and must start at the first
+# record written later, not past it.
+k.create_stream(StreamName="idle", ShardCount=1)
+idle_arn = k.describe_stream_summary(StreamName="idle")["StreamDescriptionSummary"]["StreamARN"]
+idle_consumers = []
+for name in ("first", "resumed"):
+    c = k.register_stream_consumer(StreamARN=idle_arn, ConsumerName=name)["Consumer"]
+    for _ in range(50):
+        if k.describe_stream_consumer(ConsumerARN=c["ConsumerARN"])["ConsumerDescription"]["ConsumerStatus"] == "ACTIVE":
+            break
+        time.sleep(0.1)
+    idle_consumers.append(c["ConsumerARN"])
+r = k.subscribe_to_shard(ConsumerARN=idle_consumers[0], ShardId="shardId-000000000000",
+                         StartingPosition={"Type": "TRIM_HORIZON"})
+first_event = next(iter(r["EventStream"]))["SubscribeToShardEvent"]
+r["EventStream"].close()
+assert first_event["Records"] == [], first_event
+continuation = first_event["ContinuationSequenceNumber"]
+it = k.get_shard_iterator(StreamName="idle", ShardId="shardId-000000000000",
+                          ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                          StartingSequenceNumber=continuation)["ShardIterator"]
+put = k.put_record(StreamName="idle", PartitionKey="k", Data=b"the first record")
+got = k.get_records(ShardIterator=it)["Records"]
+assert [x["Data"] for x in got] == [b"the first record"], got
+# The resubscription (by another consumer: one consumer may subscribe to a
+# shard once every 5 s) starts at that record too.
+r = k.subscribe_to_shard(ConsumerARN=idle_consumers[1], ShardId="shardId-000000000000",
+                         StartingPosition={"Type": "AFTER_SEQUENCE_NUMBER", "SequenceNumber": continuation})
+resumed = []
+for ev in r["EventStream"]:
+    resumed += ev["SubscribeToShardEvent"]["Records"]
+    if resumed:
+        break
+r["EventStream"].close()
+assert [x["SequenceNumber"] for x in resumed] == [put["SequenceNumber"]], resumed
+print("boto3 subscribe passed:", total, "records; an idle shard's continuation resumes at its first record")

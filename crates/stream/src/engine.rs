@@ -2221,13 +2221,15 @@ impl Engine {
         let (s, rt) = self.shard_rt(&st, name, shard)?;
         let log = &rt.log;
         let first = log.log().first_seq();
+        // The ContinuationSequenceNumber of a subscriber that has read
+        // nothing of a shard starting at 0 (`continuation_sequence_number`):
+        // AT and AFTER it both start at the first record. It is not a
+        // record's number, so AFTER must not step past one.
+        let before_start = |seq: &str| {
+            SeqNum::parse_before_start(seq)
+                .is_some_and(|n| n.shard_index == s.index && n.generation == s.generation)
+        };
         let parse = |seq: &str| -> Result<u64> {
-            if let Some(n) = SeqNum::parse_before_start(seq) {
-                if n.shard_index == s.index && n.generation == s.generation {
-                    // "Before the first record": AT and AFTER both start at 0.
-                    return Ok(0);
-                }
-            }
             let n = SeqNum::parse(seq).ok_or_else(|| {
                 Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid."))
             })?;
@@ -2255,6 +2257,11 @@ impl Engine {
         Ok(match start {
             StartingPosition::TrimHorizon => first,
             StartingPosition::Latest => tip,
+            StartingPosition::AtSequenceNumber(seq) | StartingPosition::AfterSequenceNumber(seq)
+                if before_start(seq) =>
+            {
+                within(0, seq)?
+            }
             StartingPosition::AtSequenceNumber(seq) => within(parse(seq)?, seq)?,
             StartingPosition::AfterSequenceNumber(seq) => within(parse(seq)?.saturating_add(1), seq)?,
             StartingPosition::AtTimestamp(ts) => {

@@ -1040,6 +1040,64 @@ fn sequence_numbers_the_shard_never_issued_are_rejected_and_checkpoint_ids_are_n
     );
 }
 
+/// A subscriber that has read nothing of an empty shard gets a
+/// ContinuationSequenceNumber that marks "before the first record"; KCL
+/// resubscribes with it (AFTER_SEQUENCE_NUMBER) every five minutes. It must
+/// be accepted while the shard is still empty, and resume at the first
+/// record once one arrives, never past it.
+#[test]
+fn a_continuation_number_from_before_the_first_record_resumes_at_the_first_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let shard = "shardId-000000000000";
+    let marker = e.continuation_sequence_number("s", shard, 0).unwrap();
+    for start in [
+        StartingPosition::AfterSequenceNumber(marker.clone()),
+        StartingPosition::AtSequenceNumber(marker.clone()),
+    ] {
+        // Still empty: accepted, and nothing to read yet.
+        let it = e.get_shard_iterator("s", shard, start.clone()).unwrap();
+        let r = e.get_records(&it, Some(10)).unwrap();
+        assert!(r.records.is_empty(), "{start:?}");
+    }
+    let put = e.put_record("s", PutRecordInput::new("k", b"first")).unwrap();
+    e.put_record("s", PutRecordInput::new("k", b"second")).unwrap();
+    for start in [
+        StartingPosition::AfterSequenceNumber(marker.clone()),
+        StartingPosition::AtSequenceNumber(marker.clone()),
+    ] {
+        let it = e.get_shard_iterator("s", shard, start.clone()).unwrap();
+        let r = e.get_records(&it, Some(10)).unwrap();
+        let data: Vec<&[u8]> = r.records.iter().map(|r| &r.data[..]).collect();
+        assert_eq!(data, [&b"first"[..], &b"second"[..]], "{start:?}");
+        assert_eq!(r.records[0].sequence_number, put.sequence_number);
+    }
+    // Once the first record is read, the continuation is that record's own
+    // number, and AFTER it resumes at the second.
+    let after_first = e.continuation_sequence_number("s", shard, 1).unwrap();
+    assert_eq!(after_first, put.sequence_number.to_string());
+    let it = e
+        .get_shard_iterator("s", shard, StartingPosition::AfterSequenceNumber(after_first))
+        .unwrap();
+    let r = e.get_records(&it, Some(10)).unwrap();
+    assert_eq!(r.records.len(), 1);
+    assert_eq!(&r.records[0].data[..], b"second");
+    // Another shard's marker is still refused.
+    e.create_stream("t", 2, CreateStreamOptions::default()).unwrap();
+    let other = e
+        .continuation_sequence_number("t", "shardId-000000000001", 0)
+        .unwrap();
+    let err = e
+        .get_shard_iterator(
+            "t",
+            "shardId-000000000000",
+            StartingPosition::AfterSequenceNumber(other),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
 fn keyring(state: shardlog_stream::KeyState) -> Arc<shardlog_stream::Keyring> {
     use base64::Engine as _;
     Arc::new(
