@@ -165,6 +165,26 @@ fn check_name(viol: &mut Violations, member: &str, value: Option<&str>, required
     }
 }
 
+/// A shard id's shape (the model's: 1 to 128 of `[a-zA-Z0-9_.-]`), checked
+/// before the engine looks it up, so that a malformed id is a
+/// ValidationException as at AWS, not a shard that does not exist.
+fn check_shard_id(viol: &mut Violations, member: &str, value: Option<&str>) {
+    check_name(viol, member, value, false);
+}
+
+/// A sequence number's shape (the model's pattern `0|([1-9]\d{0,128})`).
+fn check_sequence_number(viol: &mut Violations, member: &str, value: Option<&str>) {
+    if let Some(s) = value {
+        if !shardlog_stream::seqnum::is_valid_sequence_number_syntax(s) {
+            viol.add(
+                Some(s),
+                member,
+                "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,128})",
+            );
+        }
+    }
+}
+
 /// The stream an operation names, by `StreamName` or `StreamARN`.
 pub(crate) fn stream_name(v: &Value, viol: &mut Violations) -> Result<String, ApiError> {
     let name = opt_str(v, "StreamName")?;
@@ -273,6 +293,66 @@ fn tags_of(v: &Value, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
     }
 }
 
+/// A tag map as the model bounds it: 1 to 50 entries when given, keys of
+/// 1 to 128 characters, values of at most 256.
+fn check_tag_count(viol: &mut Violations, v: &Value, key: &str) {
+    if let Some(Value::Object(m)) = v.get(key) {
+        let member = lower_camel(key);
+        if m.is_empty() {
+            viol.add(
+                Some("{}"),
+                &member,
+                "Member must have length greater than or equal to 1",
+            );
+        } else if m.len() > limits::TAGS_PER_STREAM_MAX {
+            viol.add(None, &member, "Member must have length less than or equal to 50");
+        }
+        for (k, x) in m {
+            let n = k.chars().count();
+            if n == 0 || n > 128 {
+                viol.add(Some(k), &member, "Map keys must satisfy constraint: [Member must have length less than or equal to 128, Member must have length greater than or equal to 1]");
+            }
+            if x.as_str().is_some_and(|x| x.chars().count() > 256) {
+                viol.add(x.as_str(), &member, "Map value must satisfy constraint: [Member must have length less than or equal to 256, Member must have length greater than or equal to 0]");
+            }
+        }
+    }
+}
+
+/// A list of tag keys as the model bounds it: 1 to 50 keys, each of 1 to
+/// 128 characters.
+fn check_tag_keys(viol: &mut Violations, keys: &[String]) {
+    if keys.is_empty() {
+        viol.add(
+            Some("[]"),
+            "tagKeys",
+            "Member must have length greater than or equal to 1",
+        );
+    } else if keys.len() > limits::TAGS_PER_STREAM_MAX {
+        viol.add(
+            None,
+            "tagKeys",
+            "Member must have length less than or equal to 50",
+        );
+    }
+    for (i, k) in keys.iter().enumerate() {
+        let n = k.chars().count();
+        if n == 0 {
+            viol.add(
+                Some(k),
+                &format!("tagKeys.{}.member", i + 1),
+                "Member must have length greater than or equal to 1",
+            );
+        } else if n > 128 {
+            viol.add(
+                Some(k),
+                &format!("tagKeys.{}.member", i + 1),
+                "Member must have length less than or equal to 128",
+            );
+        }
+    }
+}
+
 /// Runs one operation.
 /// The caller has checked the request's ARNs against the engine's account
 /// and region ([`check_arn_scope`]).
@@ -372,6 +452,11 @@ fn monitoring(e: &Engine, v: &Value, enable: bool) -> R {
             Some("[]"),
             "shardLevelMetrics",
             "Member must have length greater than or equal to 1",
+        ),
+        Some(m) if m.len() > 7 => viol.add(
+            None,
+            "shardLevelMetrics",
+            "Member must have length less than or equal to 7",
         ),
         Some(m) => {
             for x in m {
@@ -503,21 +588,57 @@ enum Resource {
     Consumer(String, String),
 }
 
-fn resource(v: &Value, viol: &mut Violations) -> Result<Resource, ApiError> {
+/// A consumer ARN ends in its consumer's creation time (seconds): an ARN of
+/// a consumer since deregistered and registered again under the same name
+/// names nothing, as at AWS, rather than the new consumer.
+fn check_consumer_arn_current(
+    e: &Engine,
+    stream: &str,
+    consumer: &str,
+    created_s: &str,
+) -> Result<(), ApiError> {
+    let Ok(c) = e.describe_consumer(stream, consumer) else {
+        // Not there at all: the operation itself says so.
+        return Ok(());
+    };
+    if created_s.parse::<i64>().ok() == Some(c.created_ms.div_euclid(1000)) {
+        return Ok(());
+    }
+    Err(ApiError::not_found(format!(
+        "Consumer {consumer} under stream {stream} not found for account {}.",
+        e.account_id()
+    )))
+}
+
+fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, ApiError> {
     let Some(arn) = opt_str(v, "ResourceARN")? else {
         viol.add(None, "resourceARN", "Member must not be null");
         return Ok(Resource::Stream(String::new()));
     };
-    let Some((_, rest)) = arn.split_once(":stream/") else {
-        return Err(ApiError::invalid(format!(
-            "ResourceARN {arn} is not a Kinesis stream or consumer ARN."
-        )));
+    let Some((_, rest)) = arn
+        .split_once(":stream/")
+        .filter(|(head, _)| head.starts_with("arn:aws") && head.contains(":kinesis:"))
+    else {
+        // Not the model's pattern for a Kinesis ARN: refused before any
+        // lookup, as AWS does.
+        viol.add(
+            Some(arn),
+            "resourceARN",
+            "Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+",
+        );
+        std::mem::take(viol).into_result()?;
+        return Ok(Resource::Stream(String::new()));
     };
     Ok(match rest.split_once("/consumer/") {
-        Some((stream, tail)) => Resource::Consumer(
-            stream.to_string(),
-            tail.rsplit_once(':').map(|(c, _)| c).unwrap_or(tail).to_string(),
-        ),
+        Some((stream, tail)) => {
+            let Some((consumer, created_s)) = tail.rsplit_once(':') else {
+                return Err(ApiError::invalid(format!(
+                    "ResourceARN {arn} is not a Kinesis stream or consumer ARN."
+                )));
+            };
+            check_consumer_arn_current(e, stream, consumer, created_s)?;
+            Resource::Consumer(stream.to_string(), consumer.to_string())
+        }
         None => Resource::Stream(rest.to_string()),
     })
 }
@@ -561,11 +682,12 @@ fn update_consumer_tags(
 
 fn tag_resource(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let r = resource(v, &mut viol)?;
+    let r = resource(e, v, &mut viol)?;
     let tags = tags_of(v, "Tags")?;
     if v.get("Tags").is_none() {
         viol.add(None, "tags", "Member must not be null");
     }
+    check_tag_count(&mut viol, v, "Tags");
     viol.into_result()?;
     match &r {
         Resource::Stream(s) => e.add_tags(s, &tags)?,
@@ -586,10 +708,11 @@ fn tag_resource(e: &Engine, v: &Value) -> R {
 
 fn untag_resource(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let r = resource(v, &mut viol)?;
+    let r = resource(e, v, &mut viol)?;
     let keys = string_list(v, "TagKeys")?;
-    if keys.is_none() {
-        viol.add(None, "tagKeys", "Member must not be null");
+    match &keys {
+        None => viol.add(None, "tagKeys", "Member must not be null"),
+        Some(k) => check_tag_keys(&mut viol, k),
     }
     viol.into_result()?;
     let keys = keys.unwrap_or_default();
@@ -607,7 +730,7 @@ fn untag_resource(e: &Engine, v: &Value) -> R {
 
 fn list_tags_for_resource(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let r = resource(v, &mut viol)?;
+    let r = resource(e, v, &mut viol)?;
     viol.into_result()?;
     let tags = resource_tags(e, &r)?;
     Ok(json!({"Tags": tags.iter().map(|(k, v)| json!({"Key": k, "Value": v})).collect::<Vec<_>>()}))
@@ -629,7 +752,7 @@ fn check_resource_exists(e: &Engine, r: &Resource) -> Result<(), ApiError> {
 
 fn put_policy(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let r = resource(v, &mut viol)?;
+    let r = resource(e, v, &mut viol)?;
     let policy = opt_str(v, "Policy")?;
     if policy.is_none() {
         viol.add(None, "policy", "Member must not be null");
@@ -647,7 +770,7 @@ fn put_policy(e: &Engine, v: &Value) -> R {
 
 fn get_policy(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let r = resource(v, &mut viol)?;
+    let r = resource(e, v, &mut viol)?;
     viol.into_result()?;
     check_resource_exists(e, &r)?;
     let (stream, key) = policy_key(&r);
@@ -659,7 +782,7 @@ fn get_policy(e: &Engine, v: &Value) -> R {
 
 fn delete_policy(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let r = resource(v, &mut viol)?;
+    let r = resource(e, v, &mut viol)?;
     viol.into_result()?;
     check_resource_exists(e, &r)?;
     let (stream, key) = policy_key(&r);
@@ -761,6 +884,7 @@ fn create_stream(e: &Engine, v: &Value) -> R {
         0,
         WARM_THROUGHPUT_MIBPS_MAX,
     );
+    check_tag_count(&mut viol, v, "Tags");
     viol.into_result()?;
     if warm.is_some() && mode != Some(StreamMode::OnDemand) {
         return Err(ApiError::new(
@@ -814,6 +938,11 @@ fn describe_stream(e: &Engine, v: &Value) -> R {
     let name = stream_name(v, &mut viol)?;
     let limit = opt_int(v, "Limit")?;
     int_range(&mut viol, "Limit", limit, 1, 10_000);
+    check_shard_id(
+        &mut viol,
+        "ExclusiveStartShardId",
+        opt_str(v, "ExclusiveStartShardId")?,
+    );
     // `shardId-1` and `shardId-000000000001` name the same shard.
     let start_norm = opt_str(v, "ExclusiveStartShardId")?.map(|x| {
         shardlog_stream::parse_shard_id(x)
@@ -938,7 +1067,9 @@ fn list_streams(e: &Engine, v: &Value) -> R {
         },
         None => start.map(str::to_string),
     };
-    let limit = limit.unwrap_or(100) as usize;
+    // "If you specify a value greater than 100, at most 100 results are
+    // returned" (the API reference).
+    let limit = limit.unwrap_or(100).min(100) as usize;
     let all: Vec<_> = e
         .list_streams()
         .into_iter()
@@ -970,6 +1101,11 @@ fn list_shards(e: &Engine, v: &Value) -> R {
     let token = opt_str(v, "NextToken")?;
     let max = opt_int(v, "MaxResults")?;
     int_range(&mut viol, "MaxResults", max, 1, 10_000);
+    check_shard_id(
+        &mut viol,
+        "ExclusiveStartShardId",
+        opt_str(v, "ExclusiveStartShardId")?,
+    );
     // `shardId-1` and `shardId-000000000001` name the same shard.
     let start_norm = opt_str(v, "ExclusiveStartShardId")?.map(|x| {
         shardlog_stream::parse_shard_id(x)
@@ -983,6 +1119,15 @@ fn list_shards(e: &Engine, v: &Value) -> R {
                 Some([kind, stream, last]) if kind == "shards" => (stream.clone(), last.clone()),
                 _ => return Err(ApiError::invalid("Invalid NextToken.")),
             };
+            // The token holds where the listing goes on; AWS refuses these
+            // beside it rather than pick one.
+            for other in ["ExclusiveStartShardId", "StreamCreationTimestamp"] {
+                if v.get(other).is_some_and(|x| !x.is_null()) {
+                    return Err(ApiError::invalid(format!(
+                        "NextToken and {other} cannot be provided together."
+                    )));
+                }
+            }
             // AWS refuses StreamName beside NextToken, yet botocore's
             // paginator sends both; accept it when they agree.
             if v.get("StreamName").is_some() || v.get("StreamARN").is_some() {
@@ -1005,6 +1150,14 @@ fn list_shards(e: &Engine, v: &Value) -> R {
         Some(f) => opt_timestamp_ms(f, "Timestamp")?,
         None => None,
     };
+    if let Some(f) = filter.filter(|f| !f.is_null()) {
+        let mut viol = Violations::default();
+        if f.get("Type").is_none_or(Value::is_null) {
+            viol.add(None, "shardFilter.type", "Member must not be null");
+        }
+        check_shard_id(&mut viol, "shardFilter.shardId", opt_str(f, "ShardId")?);
+        viol.into_result()?;
+    }
     if let Some(t) = ftype {
         if ![
             "AFTER_SHARD_ID",
@@ -1317,6 +1470,7 @@ fn with_put_record<T>(
     let name = stream_name(v, &mut viol)?;
     let r = record_args(v, "", &mut viol, limits::RECORD_BYTES_LIMIT)?;
     let ordering = opt_str(v, "SequenceNumberForOrdering")?;
+    check_sequence_number(&mut viol, "sequenceNumberForOrdering", ordering);
     viol.into_result()?;
     f(
         &name,
@@ -1416,8 +1570,10 @@ fn get_shard_iterator(e: &Engine, v: &Value) -> R {
     if shard.is_none() {
         viol.add(None, "shardId", "Member must not be null");
     }
+    check_shard_id(&mut viol, "ShardId", shard);
     let kind = opt_str(v, "ShardIteratorType")?;
     let seq = opt_str(v, "StartingSequenceNumber")?;
+    check_sequence_number(&mut viol, "startingSequenceNumber", seq);
     let ts = opt_timestamp_ms(v, "Timestamp")?;
     const TYPES: &str = "Member must satisfy enum value set: [AT_SEQUENCE_NUMBER, AFTER_SEQUENCE_NUMBER, TRIM_HORIZON, LATEST, AT_TIMESTAMP]";
     match kind {
@@ -1560,12 +1716,14 @@ pub fn prepare_subscription(e: &Engine, v: &Value) -> Result<Subscription, ApiEr
             _ => {}
         }
     }
-    viol.into_result()?;
+    check_shard_id(&mut viol, "ShardId", shard);
     let seq = opt_str(&sp, "SequenceNumber")?;
+    check_sequence_number(&mut viol, "startingPosition.sequenceNumber", seq);
+    viol.into_result()?;
     let ts = opt_timestamp_ms(&sp, "Timestamp")?;
     let start = starting_position(kind, seq, ts)?;
     let mut viol = Violations::default();
-    let (stream, consumer) = consumer_target(v, &mut viol)?;
+    let (stream, consumer) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
     e.require_active_consumer(&stream, &consumer)?;
     let shard = shard.unwrap_or("");
@@ -1689,13 +1847,21 @@ fn split_shard(e: &Engine, v: &Value) -> R {
     if shard.is_none() {
         viol.add(None, "shardToSplit", "Member must not be null");
     }
+    check_shard_id(&mut viol, "ShardToSplit", shard);
     match key {
         None => viol.add(None, "newStartingHashKey", "Member must not be null"),
-        Some(k) if !k.bytes().all(|b| b.is_ascii_digit()) || k.is_empty() => viol.add(
-            Some(k),
-            "newStartingHashKey",
-            "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
-        ),
+        Some(k)
+            if !k.bytes().all(|b| b.is_ascii_digit())
+                || k.is_empty()
+                || k.len() > 39
+                || (k.len() > 1 && k.starts_with('0')) =>
+        {
+            viol.add(
+                Some(k),
+                "newStartingHashKey",
+                "Member must satisfy regular expression pattern: 0|([1-9]\\d{0,38})",
+            )
+        }
         _ => {}
     }
     viol.into_result()?;
@@ -1715,6 +1881,8 @@ fn merge_shards(e: &Engine, v: &Value) -> R {
     if b.is_none() {
         viol.add(None, "adjacentShardToMerge", "Member must not be null");
     }
+    check_shard_id(&mut viol, "ShardToMerge", a);
+    check_shard_id(&mut viol, "AdjacentShardToMerge", b);
     viol.into_result()?;
     require_provisioned(e, &name, "MergeShards")?;
     e.merge_shards(&name, a.unwrap_or(""), b.unwrap_or(""))?;
@@ -1764,6 +1932,7 @@ fn add_tags(e: &Engine, v: &Value) -> R {
     if v.get("Tags").is_none() {
         viol.add(None, "tags", "Member must not be null");
     }
+    check_tag_count(&mut viol, v, "Tags");
     viol.into_result()?;
     e.add_tags(&name, &tags)?;
     Ok(Value::Null)
@@ -1780,6 +1949,9 @@ fn remove_tags(e: &Engine, v: &Value) -> R {
         }
         Some(_) => return Err(type_error("TagKeys", "a list of strings")),
     };
+    if v.get("TagKeys").is_some_and(Value::is_array) {
+        check_tag_keys(&mut viol, &keys);
+    }
     viol.into_result()?;
     e.remove_tags(&name, &keys)?;
     Ok(Value::Null)
@@ -1806,14 +1978,24 @@ fn list_tags(e: &Engine, v: &Value) -> R {
 }
 
 /// `(stream, consumer)` from ConsumerARN, or from StreamARN + ConsumerName.
-fn consumer_target(v: &Value, viol: &mut Violations) -> Result<(String, String), ApiError> {
+fn consumer_target(e: &Engine, v: &Value, viol: &mut Violations) -> Result<(String, String), ApiError> {
     if let Some(arn) = opt_str(v, "ConsumerARN")? {
         let parsed = arn.split_once(":stream/").and_then(|(_, rest)| {
             let (stream, tail) = rest.split_once("/consumer/")?;
-            let (consumer, _) = tail.rsplit_once(':')?;
-            Some((stream.to_string(), consumer.to_string()))
+            let (consumer, created_s) = tail.rsplit_once(':')?;
+            Some((stream.to_string(), consumer.to_string(), created_s))
         });
-        return parsed.ok_or_else(|| ApiError::invalid(format!("ConsumerARN {arn} is invalid.")));
+        let Some((stream, consumer, created_s)) = parsed else {
+            viol.add(
+                Some(arn),
+                "consumerARN",
+                "Member must satisfy regular expression pattern: ^(arn):aws.*:kinesis:.*:\\d{12}:.*stream\\/[a-zA-Z0-9_.-]+\\/consumer\\/[a-zA-Z0-9_.-]+:[0-9]+",
+            );
+            std::mem::take(viol).into_result()?;
+            return Err(ApiError::invalid(format!("ConsumerARN {arn} is invalid.")));
+        };
+        check_consumer_arn_current(e, &stream, &consumer, created_s)?;
+        return Ok((stream, consumer));
     }
     let stream = stream_name(v, viol)?;
     let consumer = opt_str(v, "ConsumerName")?;
@@ -1846,7 +2028,7 @@ fn register_consumer(e: &Engine, v: &Value) -> R {
 
 fn deregister_consumer(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let (stream, consumer) = consumer_target(v, &mut viol)?;
+    let (stream, consumer) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
     e.deregister_consumer(&stream, &consumer)?;
     Ok(Value::Null)
@@ -1854,7 +2036,7 @@ fn deregister_consumer(e: &Engine, v: &Value) -> R {
 
 fn describe_consumer(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let (stream, consumer) = consumer_target(v, &mut viol)?;
+    let (stream, consumer) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
     let c = e.describe_consumer(&stream, &consumer)?;
     let mut d = consumer_json(e, &stream, &c);

@@ -345,6 +345,32 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
             ("NotAnOperation", json!({}), "UnknownOperationException", ""),
             ("ListStreams", json!({"NextToken": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "streams\ns\n1000")}), "ExpiredNextTokenException", "300 seconds"),
             ("ListStreams", json!({"NextToken": "bm90IGEgdG9rZW4="}), "InvalidArgumentException", "Invalid NextToken"),
+            // Shapes the model constrains are ValidationExceptions before any
+            // lookup, as at AWS: a malformed shard id is not a missing shard,
+            // a malformed sequence number not an invalid one.
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "bad id!", "ShardIteratorType": "LATEST"}), "ValidationException", "at 'shardId' failed to satisfy constraint: Member must satisfy regular expression pattern"),
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "s".repeat(129), "ShardIteratorType": "LATEST"}), "ValidationException", "Member must have length less than or equal to 128"),
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": "0123"}), "ValidationException", "at 'startingSequenceNumber' failed to satisfy constraint"),
+            ("GetShardIterator", json!({"StreamName": "s", "ShardId": "shardId-000000000000", "ShardIteratorType": "AT_SEQUENCE_NUMBER", "StartingSequenceNumber": format!("1{}", "0".repeat(129))}), "ValidationException", "startingSequenceNumber"),
+            ("PutRecord", json!({"StreamName": "s", "PartitionKey": "k", "Data": "aGk=", "SequenceNumberForOrdering": "abc"}), "ValidationException", "at 'sequenceNumberForOrdering'"),
+            ("SplitShard", json!({"StreamName": "s", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "0850"}), "ValidationException", "newStartingHashKey"),
+            ("SplitShard", json!({"StreamName": "s", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": format!("1{}", "0".repeat(39))}), "ValidationException", "newStartingHashKey"),
+            ("SplitShard", json!({"StreamName": "s", "ShardToSplit": "bad id!", "NewStartingHashKey": "1"}), "ValidationException", "shardToSplit"),
+            ("MergeShards", json!({"StreamName": "s", "ShardToMerge": "bad id!", "AdjacentShardToMerge": "shardId-000000000001"}), "ValidationException", "shardToMerge"),
+            ("DescribeStream", json!({"StreamName": "s", "ExclusiveStartShardId": "bad id!"}), "ValidationException", "exclusiveStartShardId"),
+            ("ListShards", json!({"StreamName": "s", "ExclusiveStartShardId": "bad id!"}), "ValidationException", "exclusiveStartShardId"),
+            ("ListShards", json!({"StreamName": "s", "ShardFilter": {"ShardId": "shardId-000000000000"}}), "ValidationException", "shardFilter.type"),
+            ("ListShards", json!({"StreamName": "s", "ShardFilter": {"Type": "AFTER_SHARD_ID", "ShardId": "bad id!"}}), "ValidationException", "shardFilter.shardId"),
+            ("EnableEnhancedMonitoring", json!({"StreamName": "s", "ShardLevelMetrics": vec!["IncomingBytes"; 8]}), "ValidationException", "less than or equal to 7"),
+            ("AddTagsToStream", json!({"StreamName": "s", "Tags": {}}), "ValidationException", "at 'tags' failed to satisfy constraint: Member must have length greater than or equal to 1"),
+            ("AddTagsToStream", json!({"StreamName": "s", "Tags": {"k".repeat(129): "v"}}), "ValidationException", "Map keys must satisfy constraint"),
+            ("AddTagsToStream", json!({"StreamName": "s", "Tags": {"k": "v".repeat(257)}}), "ValidationException", "Map value must satisfy constraint"),
+            ("CreateStream", json!({"StreamName": "t", "ShardCount": 1, "Tags": {}}), "ValidationException", "at 'tags'"),
+            ("RemoveTagsFromStream", json!({"StreamName": "s", "TagKeys": []}), "ValidationException", "at 'tagKeys'"),
+            ("RemoveTagsFromStream", json!({"StreamName": "s", "TagKeys": (0..51).map(|i| format!("k{i}")).collect::<Vec<_>>()}), "ValidationException", "less than or equal to 50"),
+            ("UntagResource", json!({"ResourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "TagKeys": ["k".repeat(129)]}), "ValidationException", "at 'tagKeys.1.member'"),
+            ("TagResource", json!({"ResourceARN": "arn:aws:s3:::bucket", "Tags": {"k": "v"}}), "ValidationException", "at 'resourceARN'"),
+            ("DescribeStreamConsumer", json!({"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:garbage"}), "ValidationException", "at 'consumerARN'"),
         ];
         for (op, body, kind, needle) in cases {
             let (s, v) = json_call(&client, &server, op, body.clone()).await;
@@ -1465,5 +1491,156 @@ fn warm_throughput_is_set_at_creation_and_described_and_mode_switches_are_limite
         assert_eq!((s, r["__type"].as_str()), (400, Some("LimitExceededException")), "{r}");
         let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "w"})).await;
         assert_eq!(d["StreamDescriptionSummary"]["StreamModeDetails"]["StreamMode"], "ON_DEMAND");
+    });
+}
+
+/// Found by an API audit against the Kinesis model: a consumer ARN names the
+/// consumer registered at its creation time, not a later one of the same
+/// name; ListShards refuses a NextToken beside a start shard or a creation
+/// time instead of ignoring one; ListStreams answers at most 100 names
+/// whatever Limit asks.
+#[test]
+fn stale_consumer_arns_name_nothing_and_list_calls_keep_the_models_bounds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    rt().block_on(async {
+        let c = reqwest::Client::new();
+        let (s, _) = json_call(
+            &c,
+            &server,
+            "CreateStream",
+            json!({"StreamName": "s", "ShardCount": 3}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "s"})).await;
+        let stream_arn = d["StreamDescriptionSummary"]["StreamARN"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let (s, r) = json_call(
+            &c,
+            &server,
+            "RegisterStreamConsumer",
+            json!({"StreamARN": stream_arn, "ConsumerName": "c"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        let old_arn = r["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
+        let (s, _) = json_call(
+            &c,
+            &server,
+            "DescribeStreamConsumer",
+            json!({"ConsumerARN": old_arn}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        // The same name with another creation time names nothing.
+        let (prefix, created) = old_arn.rsplit_once(':').unwrap();
+        let other = format!("{prefix}:{}", created.parse::<i64>().unwrap() - 7);
+        for (op, body) in [
+            ("DescribeStreamConsumer", json!({"ConsumerARN": other})),
+            ("DeregisterStreamConsumer", json!({"ConsumerARN": other})),
+            ("TagResource", json!({"ResourceARN": other, "Tags": {"k": "v"}})),
+            ("ListTagsForResource", json!({"ResourceARN": other})),
+        ] {
+            let (s, v) = json_call(&c, &server, op, body).await;
+            assert_eq!(
+                (s, v["__type"].as_str()),
+                (400, Some("ResourceNotFoundException")),
+                "{op}: {v}"
+            );
+        }
+        // Deregistered and registered again (a second later, so that its
+        // ARN differs): the old ARN no longer names it.
+        let (s, _) = json_call(
+            &c,
+            &server,
+            "DeregisterStreamConsumer",
+            json!({"ConsumerARN": old_arn}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (s, r) = json_call(
+            &c,
+            &server,
+            "RegisterStreamConsumer",
+            json!({"StreamARN": stream_arn, "ConsumerName": "c"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        let new_arn = r["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
+        assert_ne!(new_arn, old_arn);
+        let (s, v) = json_call(
+            &c,
+            &server,
+            "DescribeStreamConsumer",
+            json!({"ConsumerARN": old_arn}),
+        )
+        .await;
+        assert_eq!(
+            (s, v["__type"].as_str()),
+            (400, Some("ResourceNotFoundException")),
+            "{v}"
+        );
+        let (s, v) = json_call(
+            &c,
+            &server,
+            "DescribeStreamConsumer",
+            json!({"ConsumerARN": new_arn}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+
+        // ListShards: a NextToken carries where the listing goes on.
+        let (s, r) = json_call(
+            &c,
+            &server,
+            "ListShards",
+            json!({"StreamName": "s", "MaxResults": 1}),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        let token = r["NextToken"].as_str().unwrap().to_string();
+        for (other, value) in [
+            ("ExclusiveStartShardId", json!("shardId-000000000000")),
+            ("StreamCreationTimestamp", json!(1_700_000_000)),
+        ] {
+            let (s, v) = json_call(
+                &c,
+                &server,
+                "ListShards",
+                json!({"NextToken": token, other: value}),
+            )
+            .await;
+            assert_eq!(
+                (s, v["__type"].as_str()),
+                (400, Some("InvalidArgumentException")),
+                "{other}: {v}"
+            );
+            assert!(v["message"].as_str().unwrap().contains(other), "{v}");
+        }
+        let (s, r) = json_call(&c, &server, "ListShards", json!({"NextToken": token})).await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["Shards"][0]["ShardId"], "shardId-000000000001");
+
+        // ListStreams: at most 100 names, the rest behind a NextToken.
+        for i in 0..101 {
+            let (s, _) = json_call(
+                &c,
+                &server,
+                "CreateStream",
+                json!({"StreamName": format!("many-{i:03}"), "ShardCount": 1}),
+            )
+            .await;
+            assert_eq!(s, 200);
+        }
+        let (s, r) = json_call(&c, &server, "ListStreams", json!({"Limit": 150})).await;
+        assert_eq!(s, 200);
+        assert_eq!(r["StreamNames"].as_array().unwrap().len(), 100);
+        assert_eq!(r["HasMoreStreams"], true);
+        let (_, r) = json_call(&c, &server, "ListStreams", json!({"NextToken": r["NextToken"]})).await;
+        assert_eq!(r["StreamNames"].as_array().unwrap().len(), 2, "{r}");
     });
 }
