@@ -17,7 +17,9 @@ def verified:
 # What the CPU did during a run (bench in targets.sh), when it was taken.
 def cpu_text:
   if .cpu == null or .cpu.machine_busy_share == null then ""
-  else "; during the run (replay included) both cores \(.cpu.machine_busy_share * 100 | round)% busy, the server \(.cpu.server_cpu_seconds / ((put | .records) // 1) * 1000000 | round) µs of CPU per record put" end;
+  else "; during the run (replay included) the machine's cores \(.cpu.machine_busy_share * 100 | round)% busy"
+    + (if ((put | .records) // 0) > 0 then ", the server \(.cpu.server_cpu_seconds / (put | .records) * 1000000 | round) µs of CPU per record put" else "" end)
+  end;
 def rate_row(name; goal; run; p99_max_us; raw):
   if run == null or (run | put) == null then "| \(name) | \(goal) | not run | | \(raw) |"
   else (run | put) as $p
@@ -40,7 +42,7 @@ def rate_row(name; goal; run; p99_max_us; raw):
   ({goal_rate: 25000} + . | rate_row("PutRecord ×1, 8 connections, `--journal true` (not the default)"; "as above"; ."single8-journal"; 2000; "as above")),
   (if ."single8-nosync" == null or (."single8-nosync" | put) == null then "| the same with `--sync never` (no fsync at all) | the ceiling | not run | | |"
    else (."single8-nosync" | put) as $p
-   | "| the same with `--sync never`: no fsync at all, this server's ceiling on this machine | none (no durable run can pass it) | \($p.records_per_second | commas) rec/s, p99 \($p.latency_us.p99 | ms) ms; \(."single8-nosync" | verified)\(."single8-nosync" | cpu_text) | — | the durable run above is \(((.single8 | put | .records_per_second) // 0) / $p.records_per_second * 100 | round)% of it; the goal is \(25000 / $p.records_per_second * 100 | round)% of it |"
+   | "| the same with `--sync never`: no fsync at all, this server's ceiling on this machine | none (no durable run can pass it) | \($p.records_per_second | commas) rec/s, p99 \($p.latency_us.p99 | ms) ms; \(."single8-nosync" | verified)\(."single8-nosync" | cpu_text) | — | \(if $p.records_per_second > 0 then "the durable run above is \(((.single8 | put | .records_per_second) // 0) / $p.records_per_second * 100 | round)% of it; the goal is \(25000 / $p.records_per_second * 100 | round)% of it" else "" end) |"
    end),
   ({goal_rate: (((.single8 | put | .records_per_second) // 0) + 1)} + . | rate_row("PutRecord ×1, 64 connections"; "more than at 8"; .single64; null; "")),
   (if (.batch | replay) == null then "| replay, GetRecords Limit 10,000 | ≥ 400,000 rec/s | not run | | page cache |"

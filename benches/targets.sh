@@ -127,12 +127,13 @@ start_server() {
 cpu_snapshot() {
     local srv
     srv=$(awk '{print $14 + $15}' "/proc/$SERVER_PID/stat" 2>/dev/null || echo 0)
-    awk -v srv="$srv" '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; print t, $5 + $6, srv}' /proc/stat
+    # printf: mawk prints large sums in exponent form, which bash cannot use.
+    awk -v srv="$srv" '/^cpu / {t = 0; for (i = 2; i <= 9; i++) t += $i; printf "%.0f %.0f %.0f\n", t, $5 + $6, srv}' /proc/stat
 }
 
 # bench OUT ARGS...: one `shardlog bench --json` run against the server,
 # with what the CPU did meanwhile (whole run, replay included): the share
-# of the machine's two cores busy, and the server's CPU seconds.
+# of the machine's cores busy, and the server's CPU seconds.
 bench() {
     local out=$1 t0 i0 s0 t1 i1 s1
     shift

@@ -293,7 +293,11 @@ fn tags_of(v: &Value, key: &str) -> Result<BTreeMap<String, String>, ApiError> {
     }
 }
 
-/// A tag map as the model bounds it: 1 to 50 entries when given, keys of
+/// Entries a tag map may have by the API model (`TagMap`), before the
+/// engine's own limit of tags per resource.
+const TAG_MAP_ENTRIES_MAX: usize = 200;
+
+/// A tag map as the model bounds it: 1 to 200 entries when given, keys of
 /// 1 to 128 characters, values of at most 256.
 fn check_tag_count(viol: &mut Violations, v: &Value, key: &str) {
     if let Some(Value::Object(m)) = v.get(key) {
@@ -304,8 +308,10 @@ fn check_tag_count(viol: &mut Violations, v: &Value, key: &str) {
                 &member,
                 "Member must have length greater than or equal to 1",
             );
-        } else if m.len() > limits::TAGS_PER_STREAM_MAX {
-            viol.add(None, &member, "Member must have length less than or equal to 50");
+        } else if m.len() > TAG_MAP_ENTRIES_MAX {
+            // The model's bound; the engine's limit of 50 tags per resource
+            // (a LimitExceededException) applies after it.
+            viol.add(None, &member, "Member must have length less than or equal to 200");
         }
         for (k, x) in m {
             let n = k.chars().count();
@@ -1120,9 +1126,14 @@ fn list_shards(e: &Engine, v: &Value) -> R {
                 _ => return Err(ApiError::invalid("Invalid NextToken.")),
             };
             // The token holds where the listing goes on; AWS refuses these
-            // beside it rather than pick one.
+            // beside it rather than pick one. botocore's paginator and the
+            // AWS CLI resend every parameter of the first page with the
+            // token, StreamName among them: beside a StreamName (checked
+            // below) they are that first page's and are ignored.
+            let named = v.get("StreamName").is_some_and(|x| !x.is_null())
+                || v.get("StreamARN").is_some_and(|x| !x.is_null());
             for other in ["ExclusiveStartShardId", "StreamCreationTimestamp"] {
-                if v.get(other).is_some_and(|x| !x.is_null()) {
+                if !named && v.get(other).is_some_and(|x| !x.is_null()) {
                     return Err(ApiError::invalid(format!(
                         "NextToken and {other} cannot be provided together."
                     )));
@@ -1673,6 +1684,10 @@ pub struct Subscription {
     pub stream: String,
     pub consumer: String,
     pub consumer_arn: String,
+    /// When the consumer was registered: a consumer deregistered and
+    /// registered again under the same name mid-subscription is another
+    /// consumer, and ends the subscription as a deregistration does.
+    pub consumer_created_ms: i64,
     pub shard: String,
     pub position: u64,
 }
@@ -1726,12 +1741,14 @@ pub fn prepare_subscription(e: &Engine, v: &Value) -> Result<Subscription, ApiEr
     let (stream, consumer) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
     e.require_active_consumer(&stream, &consumer)?;
+    let consumer_created_ms = e.describe_consumer(&stream, &consumer)?.created_ms;
     let shard = shard.unwrap_or("");
     let position = e.position_of(&stream, shard, &start)?;
     Ok(Subscription {
         stream,
         consumer,
         consumer_arn: arn.unwrap_or("").to_string(),
+        consumer_created_ms,
         shard: shardlog_stream::parse_shard_id(shard)
             .map(shardlog_stream::shard_id)
             .unwrap_or_else(|| shard.to_string()),
@@ -2022,8 +2039,29 @@ fn register_consumer(e: &Engine, v: &Value) -> R {
     let consumer = opt_str(v, "ConsumerName")?;
     check_name(&mut viol, "ConsumerName", consumer, true);
     viol.into_result()?;
-    let c = e.register_consumer(&name, consumer.unwrap_or(""))?;
+    let consumer = consumer.unwrap_or("");
+    // A consumer registered under a name used before starts without the
+    // old one's tags and policy (a deregistration clears them; this covers
+    // a stop between its two steps).
+    if e.describe_consumer(&name, consumer).is_err() {
+        forget_consumer_settings(e, &name, consumer)?;
+    }
+    let c = e.register_consumer(&name, consumer)?;
     Ok(json!({"Consumer": consumer_json(e, &name, &c)}))
+}
+
+/// Removes what the server keeps of a consumer beside the engine's record
+/// of it: its tags and its resource policy.
+fn forget_consumer_settings(e: &Engine, stream: &str, consumer: &str) -> Result<(), ApiError> {
+    for key in [
+        consumer_tags_key(consumer),
+        crate::policy::policy_setting_key(Some(consumer)),
+    ] {
+        if e.stream_setting(stream, &key)?.is_some() {
+            e.set_stream_setting(stream, &key, None)?;
+        }
+    }
+    Ok(())
 }
 
 fn deregister_consumer(e: &Engine, v: &Value) -> R {
@@ -2031,6 +2069,7 @@ fn deregister_consumer(e: &Engine, v: &Value) -> R {
     let (stream, consumer) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
     e.deregister_consumer(&stream, &consumer)?;
+    forget_consumer_settings(e, &stream, &consumer)?;
     Ok(Value::Null)
 }
 

@@ -1551,6 +1551,15 @@ fn stale_consumer_arns_name_nothing_and_list_calls_keep_the_models_bounds() {
                 "{op}: {v}"
             );
         }
+        // Tags of the old consumer do not pass to a new one of its name.
+        let (s, v) = json_call(
+            &c,
+            &server,
+            "TagResource",
+            json!({"ResourceARN": old_arn, "Tags": {"team": "old"}}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
         // Deregistered and registered again (a second later, so that its
         // ARN differs): the old ARN no longer names it.
         let (s, _) = json_call(
@@ -1592,6 +1601,15 @@ fn stale_consumer_arns_name_nothing_and_list_calls_keep_the_models_bounds() {
         )
         .await;
         assert_eq!(s, 200, "{v}");
+        let (s, v) = json_call(
+            &c,
+            &server,
+            "ListTagsForResource",
+            json!({"ResourceARN": new_arn}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["Tags"], json!([]), "{v}");
 
         // ListShards: a NextToken carries where the listing goes on.
         let (s, r) = json_call(
@@ -1620,6 +1638,17 @@ fn stale_consumer_arns_name_nothing_and_list_calls_keep_the_models_bounds() {
                 "{other}: {v}"
             );
             assert!(v["message"].as_str().unwrap().contains(other), "{v}");
+            // botocore's paginator and the AWS CLI resend the first page's
+            // parameters, StreamName among them: the token decides.
+            let (s, v) = json_call(
+                &c,
+                &server,
+                "ListShards",
+                json!({"NextToken": token, "StreamName": "s", other: value}),
+            )
+            .await;
+            assert_eq!(s, 200, "{other}: {v}");
+            assert_eq!(v["Shards"][0]["ShardId"], "shardId-000000000001", "{other}: {v}");
         }
         let (s, r) = json_call(&c, &server, "ListShards", json!({"NextToken": token})).await;
         assert_eq!(s, 200, "{r}");
