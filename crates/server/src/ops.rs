@@ -594,6 +594,11 @@ enum Resource {
     Consumer(String, String),
 }
 
+/// The creation time at the end of a consumer ARN: digits only.
+fn is_epoch_seconds(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// A consumer ARN ends in its consumer's creation time (seconds): an ARN of
 /// a consumer since deregistered and registered again under the same name
 /// names nothing, as at AWS, rather than the new consumer.
@@ -637,10 +642,15 @@ fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, Ap
     };
     Ok(match rest.split_once("/consumer/") {
         Some((stream, tail)) => {
-            let Some((consumer, created_s)) = tail.rsplit_once(':') else {
-                return Err(ApiError::invalid(format!(
-                    "ResourceARN {arn} is not a Kinesis stream or consumer ARN."
-                )));
+            let Some((consumer, created_s)) = tail.rsplit_once(':').filter(|(_, t)| is_epoch_seconds(t))
+            else {
+                viol.add(
+                    Some(arn),
+                    "resourceARN",
+                    "Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+",
+                );
+                std::mem::take(viol).into_result()?;
+                return Ok(Resource::Stream(String::new()));
             };
             check_consumer_arn_current(e, stream, consumer, created_s)?;
             Resource::Consumer(stream.to_string(), consumer.to_string())
@@ -1997,11 +2007,14 @@ fn list_tags(e: &Engine, v: &Value) -> R {
 /// `(stream, consumer)` from ConsumerARN, or from StreamARN + ConsumerName.
 fn consumer_target(e: &Engine, v: &Value, viol: &mut Violations) -> Result<(String, String), ApiError> {
     if let Some(arn) = opt_str(v, "ConsumerARN")? {
-        let parsed = arn.split_once(":stream/").and_then(|(_, rest)| {
-            let (stream, tail) = rest.split_once("/consumer/")?;
-            let (consumer, created_s) = tail.rsplit_once(':')?;
-            Some((stream.to_string(), consumer.to_string(), created_s))
-        });
+        let parsed = arn
+            .split_once(":stream/")
+            .filter(|(head, _)| head.starts_with("arn:aws") && head.contains(":kinesis:"))
+            .and_then(|(_, rest)| {
+                let (stream, tail) = rest.split_once("/consumer/")?;
+                let (consumer, created_s) = tail.rsplit_once(':')?;
+                is_epoch_seconds(created_s).then(|| (stream.to_string(), consumer.to_string(), created_s))
+            });
         let Some((stream, consumer, created_s)) = parsed else {
             viol.add(
                 Some(arn),

@@ -371,6 +371,9 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
             ("UntagResource", json!({"ResourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s", "TagKeys": ["k".repeat(129)]}), "ValidationException", "at 'tagKeys.1.member'"),
             ("TagResource", json!({"ResourceARN": "arn:aws:s3:::bucket", "Tags": {"k": "v"}}), "ValidationException", "at 'resourceARN'"),
             ("DescribeStreamConsumer", json!({"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:garbage"}), "ValidationException", "at 'consumerARN'"),
+            ("DescribeStreamConsumer", json!({"ConsumerARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:abc"}), "ValidationException", "at 'consumerARN'"),
+            ("DescribeStreamConsumer", json!({"ConsumerARN": "arn:aws:s3:us-east-1:000000000000:stream/s/consumer/c:1"}), "ValidationException", "at 'consumerARN'"),
+            ("ListTagsForResource", json!({"ResourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/s/consumer/c:+1"}), "ValidationException", "at 'resourceARN'"),
         ];
         for (op, body, kind, needle) in cases {
             let (s, v) = json_call(&client, &server, op, body.clone()).await;
