@@ -626,10 +626,18 @@ fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, Ap
         viol.add(None, "resourceARN", "Member must not be null");
         return Ok(Resource::Stream(String::new()));
     };
-    let Some((_, rest)) = arn
+    // A stream ARN, or a consumer ARN ending in its creation time.
+    let parsed = arn
         .split_once(":stream/")
         .filter(|(head, _)| head.starts_with("arn:aws") && head.contains(":kinesis:"))
-    else {
+        .and_then(|(_, rest)| match rest.split_once("/consumer/") {
+            Some((stream, tail)) => tail
+                .rsplit_once(':')
+                .filter(|(_, t)| is_epoch_seconds(t))
+                .map(|consumer| (stream, Some(consumer))),
+            None => Some((rest, None)),
+        });
+    let Some((stream, consumer)) = parsed else {
         // Not the model's pattern for a Kinesis ARN: refused before any
         // lookup, as AWS does.
         viol.add(
@@ -640,22 +648,12 @@ fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, Ap
         std::mem::take(viol).into_result()?;
         return Ok(Resource::Stream(String::new()));
     };
-    Ok(match rest.split_once("/consumer/") {
-        Some((stream, tail)) => {
-            let Some((consumer, created_s)) = tail.rsplit_once(':').filter(|(_, t)| is_epoch_seconds(t))
-            else {
-                viol.add(
-                    Some(arn),
-                    "resourceARN",
-                    "Member must satisfy regular expression pattern: arn:aws.*:kinesis:.*:\\d{12}:stream/\\S+",
-                );
-                std::mem::take(viol).into_result()?;
-                return Ok(Resource::Stream(String::new()));
-            };
+    Ok(match consumer {
+        Some((consumer, created_s)) => {
             check_consumer_arn_current(e, stream, consumer, created_s)?;
             Resource::Consumer(stream.to_string(), consumer.to_string())
         }
-        None => Resource::Stream(rest.to_string()),
+        None => Resource::Stream(stream.to_string()),
     })
 }
 

@@ -1497,47 +1497,62 @@ fn warm_throughput_is_set_at_creation_and_described_and_mode_switches_are_limite
     });
 }
 
+/// One JSON call that must succeed (`refused: None`) or be refused with
+/// the error named; returns the answer.
+async fn expect(c: &reqwest::Client, server: &Server, op: &str, body: Value, refused: Option<&str>) -> Value {
+    let (s, v) = json_call(c, server, op, body).await;
+    match refused {
+        None => assert_eq!(s, 200, "{op}: {v}"),
+        Some(kind) => assert_eq!((s, v["__type"].as_str()), (400, Some(kind)), "{op}: {v}"),
+    }
+    v
+}
+
 /// Found by an API audit against the Kinesis model: a consumer ARN names the
 /// consumer registered at its creation time, not a later one of the same
-/// name; ListShards refuses a NextToken beside a start shard or a creation
-/// time instead of ignoring one; ListStreams answers at most 100 names
-/// whatever Limit asks.
+/// name (which starts without the old one's tags); ListShards refuses a
+/// NextToken beside a start shard or a creation time instead of ignoring
+/// one, unless the paginator's StreamName comes too; ListStreams answers at
+/// most 100 names whatever Limit asks.
 #[test]
 fn stale_consumer_arns_name_nothing_and_list_calls_keep_the_models_bounds() {
+    const GONE: Option<&str> = Some("ResourceNotFoundException");
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(tmp.path());
     rt().block_on(async {
-        let c = reqwest::Client::new();
-        let (s, _) = json_call(
-            &c,
-            &server,
+        let c = &reqwest::Client::new();
+        let server = &server;
+        expect(
+            c,
+            server,
             "CreateStream",
             json!({"StreamName": "s", "ShardCount": 3}),
+            None,
         )
         .await;
-        assert_eq!(s, 200);
-        let (_, d) = json_call(&c, &server, "DescribeStreamSummary", json!({"StreamName": "s"})).await;
+        let d = expect(
+            c,
+            server,
+            "DescribeStreamSummary",
+            json!({"StreamName": "s"}),
+            None,
+        )
+        .await;
         let stream_arn = d["StreamDescriptionSummary"]["StreamARN"]
             .as_str()
             .unwrap()
             .to_string();
-        let (s, r) = json_call(
-            &c,
-            &server,
-            "RegisterStreamConsumer",
-            json!({"StreamARN": stream_arn, "ConsumerName": "c"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{r}");
+        let register = json!({"StreamARN": stream_arn, "ConsumerName": "c"});
+        let r = expect(c, server, "RegisterStreamConsumer", register.clone(), None).await;
         let old_arn = r["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
-        let (s, _) = json_call(
-            &c,
-            &server,
+        expect(
+            c,
+            server,
             "DescribeStreamConsumer",
             json!({"ConsumerARN": old_arn}),
+            None,
         )
         .await;
-        assert_eq!(s, 200);
         // The same name with another creation time names nothing.
         let (prefix, created) = old_arn.rsplit_once(':').unwrap();
         let other = format!("{prefix}:{}", created.parse::<i64>().unwrap() - 7);
@@ -1547,132 +1562,117 @@ fn stale_consumer_arns_name_nothing_and_list_calls_keep_the_models_bounds() {
             ("TagResource", json!({"ResourceARN": other, "Tags": {"k": "v"}})),
             ("ListTagsForResource", json!({"ResourceARN": other})),
         ] {
-            let (s, v) = json_call(&c, &server, op, body).await;
-            assert_eq!(
-                (s, v["__type"].as_str()),
-                (400, Some("ResourceNotFoundException")),
-                "{op}: {v}"
-            );
+            expect(c, server, op, body, GONE).await;
         }
         // Tags of the old consumer do not pass to a new one of its name.
-        let (s, v) = json_call(
-            &c,
-            &server,
+        expect(
+            c,
+            server,
             "TagResource",
             json!({"ResourceARN": old_arn, "Tags": {"team": "old"}}),
+            None,
         )
         .await;
-        assert_eq!(s, 200, "{v}");
         // Deregistered and registered again (a second later, so that its
         // ARN differs): the old ARN no longer names it.
-        let (s, _) = json_call(
-            &c,
-            &server,
+        expect(
+            c,
+            server,
             "DeregisterStreamConsumer",
             json!({"ConsumerARN": old_arn}),
+            None,
         )
         .await;
-        assert_eq!(s, 200);
         std::thread::sleep(std::time::Duration::from_millis(1100));
-        let (s, r) = json_call(
-            &c,
-            &server,
-            "RegisterStreamConsumer",
-            json!({"StreamARN": stream_arn, "ConsumerName": "c"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{r}");
+        let r = expect(c, server, "RegisterStreamConsumer", register, None).await;
         let new_arn = r["Consumer"]["ConsumerARN"].as_str().unwrap().to_string();
         assert_ne!(new_arn, old_arn);
-        let (s, v) = json_call(
-            &c,
-            &server,
+        expect(
+            c,
+            server,
             "DescribeStreamConsumer",
             json!({"ConsumerARN": old_arn}),
+            GONE,
         )
         .await;
-        assert_eq!(
-            (s, v["__type"].as_str()),
-            (400, Some("ResourceNotFoundException")),
-            "{v}"
-        );
-        let (s, v) = json_call(
-            &c,
-            &server,
+        expect(
+            c,
+            server,
             "DescribeStreamConsumer",
             json!({"ConsumerARN": new_arn}),
+            None,
         )
         .await;
-        assert_eq!(s, 200, "{v}");
-        let (s, v) = json_call(
-            &c,
-            &server,
+        let v = expect(
+            c,
+            server,
             "ListTagsForResource",
             json!({"ResourceARN": new_arn}),
+            None,
         )
         .await;
-        assert_eq!(s, 200, "{v}");
         assert_eq!(v["Tags"], json!([]), "{v}");
 
         // ListShards: a NextToken carries where the listing goes on.
-        let (s, r) = json_call(
-            &c,
-            &server,
+        let r = expect(
+            c,
+            server,
             "ListShards",
             json!({"StreamName": "s", "MaxResults": 1}),
+            None,
         )
         .await;
-        assert_eq!(s, 200, "{r}");
         let token = r["NextToken"].as_str().unwrap().to_string();
         for (other, value) in [
             ("ExclusiveStartShardId", json!("shardId-000000000000")),
             ("StreamCreationTimestamp", json!(1_700_000_000)),
         ] {
-            let (s, v) = json_call(
-                &c,
-                &server,
+            let v = expect(
+                c,
+                server,
                 "ListShards",
                 json!({"NextToken": token, other: value}),
+                Some("InvalidArgumentException"),
             )
             .await;
-            assert_eq!(
-                (s, v["__type"].as_str()),
-                (400, Some("InvalidArgumentException")),
-                "{other}: {v}"
-            );
             assert!(v["message"].as_str().unwrap().contains(other), "{v}");
             // botocore's paginator and the AWS CLI resend the first page's
             // parameters, StreamName among them: the token decides.
-            let (s, v) = json_call(
-                &c,
-                &server,
+            let v = expect(
+                c,
+                server,
                 "ListShards",
                 json!({"NextToken": token, "StreamName": "s", other: value}),
+                None,
             )
             .await;
-            assert_eq!(s, 200, "{other}: {v}");
             assert_eq!(v["Shards"][0]["ShardId"], "shardId-000000000001", "{other}: {v}");
         }
-        let (s, r) = json_call(&c, &server, "ListShards", json!({"NextToken": token})).await;
-        assert_eq!(s, 200, "{r}");
+        let r = expect(c, server, "ListShards", json!({"NextToken": token}), None).await;
         assert_eq!(r["Shards"][0]["ShardId"], "shardId-000000000001");
 
         // ListStreams: at most 100 names, the rest behind a NextToken.
         for i in 0..101 {
-            let (s, _) = json_call(
-                &c,
-                &server,
+            expect(
+                c,
+                server,
                 "CreateStream",
                 json!({"StreamName": format!("many-{i:03}"), "ShardCount": 1}),
+                None,
             )
             .await;
-            assert_eq!(s, 200);
         }
-        let (s, r) = json_call(&c, &server, "ListStreams", json!({"Limit": 150})).await;
-        assert_eq!(s, 200);
+        let r = expect(c, server, "ListStreams", json!({"Limit": 150}), None).await;
         assert_eq!(r["StreamNames"].as_array().unwrap().len(), 100);
         assert_eq!(r["HasMoreStreams"], true);
-        let (_, r) = json_call(&c, &server, "ListStreams", json!({"NextToken": r["NextToken"]})).await;
+        let r = expect(
+            c,
+            server,
+            "ListStreams",
+            json!({"NextToken": r["NextToken"]}),
+            None,
+        )
+        .await;
         assert_eq!(r["StreamNames"].as_array().unwrap().len(), 2, "{r}");
     });
 }
