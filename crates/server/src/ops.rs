@@ -2079,7 +2079,12 @@ fn deregister_consumer(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
     let (stream, consumer) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
-    e.deregister_consumer(&stream, &consumer)?;
+    // The creation time the ARN ends in (checked above) is checked again
+    // under the stream's lock, where the consumer is removed.
+    let registered_at_s = opt_str(v, "ConsumerARN")?
+        .and_then(|arn| arn.rsplit_once(':'))
+        .and_then(|(_, t)| t.parse::<i64>().ok());
+    e.deregister_consumer(&stream, &consumer, registered_at_s)?;
     forget_consumer_settings(e, &stream, &consumer)?;
     Ok(Value::Null)
 }

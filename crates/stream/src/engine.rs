@@ -3738,14 +3738,26 @@ impl Engine {
         })
     }
 
-    pub fn deregister_consumer(&self, name: &str, consumer: &str) -> Result<()> {
+    /// Deregisters a consumer. With `registered_at_s` (the creation time a
+    /// consumer ARN ends in, in seconds), only the consumer registered then:
+    /// checked under the stream's lock, so that an old ARN cannot remove a
+    /// consumer registered again under the same name meanwhile.
+    pub fn deregister_consumer(
+        &self,
+        name: &str,
+        consumer: &str,
+        registered_at_s: Option<i64>,
+    ) -> Result<()> {
         let acct = self.account_id();
         let stream = self.stream(name)?;
         let mut st = write(&stream.state);
         if st.deleted {
             return Err(not_found_stream(self.account_id(), name));
         }
-        if !st.meta.consumers.iter().any(|c| c.name == consumer) {
+        let matches = |c: &meta::ConsumerMeta| {
+            c.name == consumer && registered_at_s.is_none_or(|s| c.created_ms.div_euclid(1000) == s)
+        };
+        if !st.meta.consumers.iter().any(matches) {
             return Err(Error::ResourceNotFound(format!(
                 "Consumer {consumer} under stream {name} not found for account {acct}."
             )));

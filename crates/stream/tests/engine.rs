@@ -654,7 +654,7 @@ fn consumers_and_checkpoints_survive_restart() {
             e.register_consumer("s", "app-21"),
             Err(Error::LimitExceeded(_))
         ));
-        e.deregister_consumer("s", "app-20").unwrap();
+        e.deregister_consumer("s", "app-20", None).unwrap();
         seq = e
             .put_record("s", PutRecordInput::new("k", b"v"))
             .unwrap()
@@ -1096,6 +1096,23 @@ fn a_continuation_number_from_before_the_first_record_resumes_at_the_first_recor
         )
         .unwrap_err();
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
+/// A consumer ARN names the consumer registered at the time it ends in: a
+/// deregistration by an old ARN must not remove a consumer registered again
+/// under the same name, and the check is made where the consumer is removed.
+#[test]
+fn a_deregistration_for_another_registration_time_leaves_the_consumer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let c = e.register_consumer("s", "app").unwrap();
+    let at_s = c.created_ms.div_euclid(1000);
+    let err = e.deregister_consumer("s", "app", Some(at_s - 1)).unwrap_err();
+    assert!(matches!(err, Error::ResourceNotFound(_)), "{err}");
+    assert_eq!(e.describe_consumer("s", "app").unwrap().created_ms, c.created_ms);
+    e.deregister_consumer("s", "app", Some(at_s)).unwrap();
+    assert!(e.describe_consumer("s", "app").is_err());
 }
 
 fn keyring(state: shardlog_stream::KeyState) -> Arc<shardlog_stream::Keyring> {
