@@ -588,10 +588,11 @@ fn update_max_record_size(e: &Engine, v: &Value) -> R {
     Ok(Value::Null)
 }
 
-/// What a resource ARN names: a stream, or a consumer of a stream.
+/// What a resource ARN names: a stream, or a consumer of a stream (with
+/// the creation time, in seconds, its ARN ends in).
 enum Resource {
     Stream(String),
-    Consumer(String, String),
+    Consumer(String, String, i64),
 }
 
 /// The creation time at the end of a consumer ARN: digits only.
@@ -602,23 +603,30 @@ fn is_epoch_seconds(s: &str) -> bool {
 /// A consumer ARN ends in its consumer's creation time (seconds): an ARN of
 /// a consumer since deregistered and registered again under the same name
 /// names nothing, as at AWS, rather than the new consumer.
+/// An operation that changes the consumer checks the time again under the
+/// stream's lock, where it makes the change.
 fn check_consumer_arn_current(
     e: &Engine,
     stream: &str,
     consumer: &str,
-    created_s: &str,
+    created_s: Option<i64>,
 ) -> Result<(), ApiError> {
     let Ok(c) = e.describe_consumer(stream, consumer) else {
         // Not there at all: the operation itself says so.
         return Ok(());
     };
-    if created_s.parse::<i64>().ok() == Some(c.created_ms.div_euclid(1000)) {
+    if created_s == Some(c.created_ms.div_euclid(1000)) {
         return Ok(());
     }
-    Err(ApiError::not_found(format!(
+    Err(consumer_not_found(e, stream, consumer))
+}
+
+/// The answer for a consumer that is not there, as AWS words it.
+fn consumer_not_found(e: &Engine, stream: &str, consumer: &str) -> ApiError {
+    ApiError::not_found(format!(
         "Consumer {consumer} under stream {stream} not found for account {}.",
         e.account_id()
-    )))
+    ))
 }
 
 fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, ApiError> {
@@ -650,8 +658,11 @@ fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, Ap
     };
     Ok(match consumer {
         Some((consumer, created_s)) => {
+            // Digits only, but 19 of them may not fit: such a time names
+            // no consumer (-1 matches none, since times are not negative).
+            let created_s = created_s.parse::<i64>().ok();
             check_consumer_arn_current(e, stream, consumer, created_s)?;
-            Resource::Consumer(stream.to_string(), consumer.to_string())
+            Resource::Consumer(stream.to_string(), consumer.to_string(), created_s.unwrap_or(-1))
         }
         None => Resource::Stream(stream.to_string()),
     })
@@ -662,7 +673,7 @@ fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, Ap
 fn resource_tags(e: &Engine, r: &Resource) -> Result<BTreeMap<String, String>, ApiError> {
     Ok(match r {
         Resource::Stream(s) => e.list_tags(s)?,
-        Resource::Consumer(s, c) => {
+        Resource::Consumer(s, c, _) => {
             e.describe_consumer(s, c)?;
             e.stream_setting(s, &consumer_tags_key(c))?
                 .and_then(|v| serde_json::from_value(v).ok())
@@ -676,21 +687,47 @@ fn consumer_tags_key(consumer: &str) -> String {
     format!("ConsumerTags/{consumer}")
 }
 
-/// Changes a consumer's tags atomically (under its stream's lock).
+/// Changes a consumer's tags atomically: under its stream's lock, and only
+/// while the consumer its ARN names (by creation time) is registered.
 fn update_consumer_tags(
     e: &Engine,
     stream: &str,
     consumer: &str,
+    registered_at_s: i64,
     change: impl FnOnce(&mut BTreeMap<String, String>) -> shardlog_stream::Result<()>,
 ) -> Result<(), ApiError> {
-    e.describe_consumer(stream, consumer)?;
-    e.update_stream_setting(stream, &consumer_tags_key(consumer), |old| {
-        let mut all: BTreeMap<String, String> = old
-            .and_then(|v| serde_json::from_value(v.clone()).ok())
-            .unwrap_or_default();
-        change(&mut all)?;
-        Ok(Some(json!(all)))
-    })?;
+    e.update_consumer_setting(
+        stream,
+        consumer,
+        Some(registered_at_s),
+        &consumer_tags_key(consumer),
+        |old| {
+            let mut all: BTreeMap<String, String> = old
+                .and_then(|v| serde_json::from_value(v.clone()).ok())
+                .unwrap_or_default();
+            change(&mut all)?;
+            Ok(Some(json!(all)))
+        },
+    )?;
+    Ok(())
+}
+
+/// Stores (or with `None` removes) a resource's policy: a consumer's only
+/// while the consumer its ARN names is registered, checked where it is
+/// stored.
+fn set_resource_policy(e: &Engine, r: &Resource, policy: Option<Value>) -> Result<(), ApiError> {
+    match r {
+        Resource::Stream(s) => e.set_stream_setting(s, &crate::policy::policy_setting_key(None), policy)?,
+        Resource::Consumer(s, c, at_s) => {
+            e.update_consumer_setting(
+                s,
+                c,
+                Some(*at_s),
+                &crate::policy::policy_setting_key(Some(c)),
+                |_| Ok(policy),
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -705,8 +742,8 @@ fn tag_resource(e: &Engine, v: &Value) -> R {
     viol.into_result()?;
     match &r {
         Resource::Stream(s) => e.add_tags(s, &tags)?,
-        Resource::Consumer(s, c) => {
-            update_consumer_tags(e, s, c, |all| {
+        Resource::Consumer(s, c, at_s) => {
+            update_consumer_tags(e, s, c, *at_s, |all| {
                 all.extend(tags);
                 if all.len() > limits::TAGS_PER_STREAM_MAX {
                     return Err(shardlog_stream::Error::LimitExceeded(
@@ -732,8 +769,8 @@ fn untag_resource(e: &Engine, v: &Value) -> R {
     let keys = keys.unwrap_or_default();
     match &r {
         Resource::Stream(s) => e.remove_tags(s, &keys)?,
-        Resource::Consumer(s, c) => {
-            update_consumer_tags(e, s, c, |all| {
+        Resource::Consumer(s, c, at_s) => {
+            update_consumer_tags(e, s, c, *at_s, |all| {
                 all.retain(|k, _| !keys.contains(k));
                 Ok(())
             })?;
@@ -753,14 +790,14 @@ fn list_tags_for_resource(e: &Engine, v: &Value) -> R {
 fn policy_key(r: &Resource) -> (String, String) {
     match r {
         Resource::Stream(s) => (s.clone(), crate::policy::policy_setting_key(None)),
-        Resource::Consumer(s, c) => (s.clone(), crate::policy::policy_setting_key(Some(c))),
+        Resource::Consumer(s, c, _) => (s.clone(), crate::policy::policy_setting_key(Some(c))),
     }
 }
 
 fn check_resource_exists(e: &Engine, r: &Resource) -> Result<(), ApiError> {
     match r {
         Resource::Stream(s) => e.describe_stream(s).map(|_| ()).map_err(Into::into),
-        Resource::Consumer(s, c) => e.describe_consumer(s, c).map(|_| ()).map_err(Into::into),
+        Resource::Consumer(s, c, _) => e.describe_consumer(s, c).map(|_| ()).map_err(Into::into),
     }
 }
 
@@ -777,8 +814,7 @@ fn put_policy(e: &Engine, v: &Value) -> R {
     // stored now is enforced as written once authentication is turned on.
     crate::policy::Policy::parse(policy).map_err(|e| ApiError::invalid(e.to_string()))?;
     check_resource_exists(e, &r)?;
-    let (stream, key) = policy_key(&r);
-    e.set_stream_setting(&stream, &key, Some(json!(policy)))?;
+    set_resource_policy(e, &r, Some(json!(policy)))?;
     Ok(Value::Null)
 }
 
@@ -803,7 +839,7 @@ fn delete_policy(e: &Engine, v: &Value) -> R {
     if e.stream_setting(&stream, &key)?.is_none() {
         return Err(ApiError::not_found("No resource policy found for the resource."));
     }
-    e.set_stream_setting(&stream, &key, None)?;
+    set_resource_policy(e, &r, None)?;
     Ok(Value::Null)
 }
 
@@ -870,7 +906,9 @@ fn create_stream(e: &Engine, v: &Value) -> R {
     let name = opt_str(v, "StreamName")?;
     check_name(&mut viol, "StreamName", name, true);
     let count = opt_int(v, "ShardCount")?;
-    int_range(&mut viol, "ShardCount", count, 1, 100_000);
+    // The model's minimum; no maximum (too many shards is the engine's
+    // LimitExceededException).
+    int_range(&mut viol, "ShardCount", count, 1, i64::MAX);
     let mode = match v
         .get("StreamModeDetails")
         .and_then(|m| m.get("StreamMode"))
@@ -914,7 +952,7 @@ fn create_stream(e: &Engine, v: &Value) -> R {
             ))
         }
         (Some(StreamMode::OnDemand), None) | (None, None) => 4,
-        (_, Some(c)) => c as u32,
+        (_, Some(c)) => u32::try_from(c).unwrap_or(u32::MAX),
         (Some(StreamMode::Provisioned), None) => {
             return Err(ApiError::invalid(
                 "ShardCount is required for a PROVISIONED stream.",
@@ -1746,10 +1784,13 @@ pub fn prepare_subscription(e: &Engine, v: &Value) -> Result<Subscription, ApiEr
     let ts = opt_timestamp_ms(&sp, "Timestamp")?;
     let start = starting_position(kind, seq, ts)?;
     let mut viol = Violations::default();
-    let (stream, consumer) = consumer_target(e, v, &mut viol)?;
+    let (stream, consumer, registered_at_s) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
-    e.require_active_consumer(&stream, &consumer)?;
-    let consumer_created_ms = e.describe_consumer(&stream, &consumer)?.created_ms;
+    let consumer_created_ms = e.require_active_consumer(&stream, &consumer)?.created_ms;
+    // The consumer the ARN names, not one registered again since its check.
+    if registered_at_s.is_some_and(|s| s != consumer_created_ms.div_euclid(1000)) {
+        return Err(consumer_not_found(e, &stream, &consumer));
+    }
     let shard = shard.unwrap_or("");
     let position = e.position_of(&stream, shard, &start)?;
     Ok(Subscription {
@@ -1939,9 +1980,11 @@ fn update_shard_count(e: &Engine, v: &Value) -> R {
 fn retention(e: &Engine, v: &Value, increase: bool) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
-    let hours = req_int(v, &mut viol, "RetentionPeriodHours", 1, 8760)?;
+    // The model bounds neither way: the service refuses a period out of
+    // range, with an InvalidArgumentException.
+    let hours = req_int(v, &mut viol, "RetentionPeriodHours", i64::MIN, i64::MAX)?;
     viol.into_result()?;
-    let hours = hours.unwrap_or(24) as u32;
+    let hours = shardlog_stream::check_retention_hours(hours.unwrap_or(24))?;
     if increase {
         e.increase_retention(&name, hours)?;
     } else {
@@ -2003,7 +2046,15 @@ fn list_tags(e: &Engine, v: &Value) -> R {
 }
 
 /// `(stream, consumer)` from ConsumerARN, or from StreamARN + ConsumerName.
-fn consumer_target(e: &Engine, v: &Value, viol: &mut Violations) -> Result<(String, String), ApiError> {
+/// The stream and consumer a request names (by ConsumerARN, or by
+/// StreamARN and ConsumerName), and the creation time (seconds) an ARN
+/// ends in, which an operation that changes the consumer checks again
+/// where it makes the change.
+fn consumer_target(
+    e: &Engine,
+    v: &Value,
+    viol: &mut Violations,
+) -> Result<(String, String, Option<i64>), ApiError> {
     if let Some(arn) = opt_str(v, "ConsumerARN")? {
         let parsed = arn
             .split_once(":stream/")
@@ -2022,13 +2073,16 @@ fn consumer_target(e: &Engine, v: &Value, viol: &mut Violations) -> Result<(Stri
             std::mem::take(viol).into_result()?;
             return Err(ApiError::invalid(format!("ConsumerARN {arn} is invalid.")));
         };
-        check_consumer_arn_current(e, &stream, &consumer, created_s)?;
-        return Ok((stream, consumer));
+        // Digits only, but 19 of them may not fit: such a time names no
+        // consumer (-1 matches none).
+        let created_s = created_s.parse::<i64>().unwrap_or(-1);
+        check_consumer_arn_current(e, &stream, &consumer, Some(created_s))?;
+        return Ok((stream, consumer, Some(created_s)));
     }
     let stream = stream_name(v, viol)?;
     let consumer = opt_str(v, "ConsumerName")?;
     check_name(viol, "ConsumerName", consumer, true);
-    Ok((stream, consumer.unwrap_or("").to_string()))
+    Ok((stream, consumer.unwrap_or("").to_string(), None))
 }
 
 fn consumer_json(e: &Engine, stream: &str, c: &shardlog_stream::ConsumerDescription) -> Value {
@@ -2052,46 +2106,40 @@ fn register_consumer(e: &Engine, v: &Value) -> R {
     viol.into_result()?;
     let consumer = consumer.unwrap_or("");
     // A consumer registered under a name used before starts without the
-    // old one's tags and policy (a deregistration clears them; this covers
-    // a stop between its two steps).
-    if e.describe_consumer(&name, consumer).is_err() {
-        forget_consumer_settings(e, &name, consumer)?;
-    }
-    let c = e.register_consumer(&name, consumer)?;
+    // old one's tags and policy: a deregistration removes them with the
+    // consumer, and a registration removes any left by an older build in
+    // the same durable change that adds the consumer.
+    let keys = consumer_setting_keys(consumer);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let c = e.register_consumer_forgetting(&name, consumer, &keys)?;
     Ok(json!({"Consumer": consumer_json(e, &name, &c)}))
 }
 
-/// Removes what the server keeps of a consumer beside the engine's record
-/// of it: its tags and its resource policy.
-fn forget_consumer_settings(e: &Engine, stream: &str, consumer: &str) -> Result<(), ApiError> {
-    for key in [
+/// The stream settings that hold what the server keeps of a consumer
+/// beside the engine's record of it: its tags and its resource policy.
+fn consumer_setting_keys(consumer: &str) -> [String; 2] {
+    [
         consumer_tags_key(consumer),
         crate::policy::policy_setting_key(Some(consumer)),
-    ] {
-        if e.stream_setting(stream, &key)?.is_some() {
-            e.set_stream_setting(stream, &key, None)?;
-        }
-    }
-    Ok(())
+    ]
 }
 
 fn deregister_consumer(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let (stream, consumer) = consumer_target(e, v, &mut viol)?;
+    let (stream, consumer, registered_at_s) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
     // The creation time the ARN ends in (checked above) is checked again
-    // under the stream's lock, where the consumer is removed.
-    let registered_at_s = opt_str(v, "ConsumerARN")?
-        .and_then(|arn| arn.rsplit_once(':'))
-        .and_then(|(_, t)| t.parse::<i64>().ok());
-    e.deregister_consumer(&stream, &consumer, registered_at_s)?;
-    forget_consumer_settings(e, &stream, &consumer)?;
+    // under the stream's lock, where the consumer and its settings are
+    // removed in one durable change.
+    let keys = consumer_setting_keys(&consumer);
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    e.deregister_consumer(&stream, &consumer, registered_at_s, &keys)?;
     Ok(Value::Null)
 }
 
 fn describe_consumer(e: &Engine, v: &Value) -> R {
     let mut viol = Violations::default();
-    let (stream, consumer) = consumer_target(e, v, &mut viol)?;
+    let (stream, consumer, _) = consumer_target(e, v, &mut viol)?;
     viol.into_result()?;
     let c = e.describe_consumer(&stream, &consumer)?;
     let mut d = consumer_json(e, &stream, &c);

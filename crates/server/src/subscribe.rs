@@ -295,8 +295,7 @@ async fn pump(
         let read = tokio::task::spawn_blocking(move || {
             // A consumer deregistered (or a stream deleted) mid-subscription
             // ends it with the error, as on AWS.
-            e.require_active_consumer(&s.stream, &s.consumer)?;
-            if e.describe_consumer(&s.stream, &s.consumer)?.created_ms != s.consumer_created_ms {
+            if e.require_active_consumer(&s.stream, &s.consumer)?.created_ms != s.consumer_created_ms {
                 return Err(shardlog_stream::Error::ResourceNotFound(format!(
                     "Consumer {} under stream {} not found for account {}.",
                     s.consumer,

@@ -340,7 +340,15 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
             ("GetRecords", json!({"ShardIterator": "AAAA"}), "InvalidArgumentException", "Invalid ShardIterator."),
             ("GetRecords", json!({"ShardIterator": "AAAA", "Limit": 10001}), "ValidationException", "less than or equal to 10000"),
             ("SplitShard", json!({"StreamName": "s", "ShardToSplit": "shardId-000000000000", "NewStartingHashKey": "1"}), "InvalidArgumentException", "not both greater than one plus"),
-            ("IncreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 8761}), "ValidationException", "less than or equal to 8760"),
+            // The model bounds neither retention nor ShardCount from above:
+            // the service refuses, as AWS does, with its own exceptions.
+            ("IncreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 8761}), "InvalidArgumentException", "Maximum allowed retention period is 8760 hours. Requested retention period (8761 hours) is too long."),
+            ("IncreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 1_000_000_000_000i64}), "InvalidArgumentException", "(1000000000000 hours) is too long."),
+            ("DecreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 23}), "InvalidArgumentException", "Minimum allowed retention period is 24 hours. Requested retention period (23 hours) is too short."),
+            ("DecreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": -1}), "InvalidArgumentException", "(-1 hours) is too short."),
+            ("IncreaseStreamRetentionPeriod", json!({"StreamName": "s"}), "ValidationException", "Value null at 'retentionPeriodHours' failed to satisfy constraint: Member must not be null"),
+            ("CreateStream", json!({"StreamName": "t", "ShardCount": 20_001}), "LimitExceededException", "This request would exceed the shard limit for the account"),
+            ("CreateStream", json!({"StreamName": "t", "ShardCount": 9_000_000_000i64}), "LimitExceededException", "This request would exceed the shard limit for the account"),
             ("DecreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 48}), "InvalidArgumentException", "can not be longer"),
             ("NotAnOperation", json!({}), "UnknownOperationException", ""),
             ("ListStreams", json!({"NextToken": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, "streams\ns\n1000")}), "ExpiredNextTokenException", "300 seconds"),

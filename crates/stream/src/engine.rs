@@ -863,6 +863,30 @@ fn tracing_problem(problem: &str) {
     tracing::error!(target: "shardlog::storage", "{problem}");
 }
 
+/// Whether `c` is the consumer `name`, and, with `registered_at_s` (a
+/// consumer ARN's creation time, in seconds), the one registered then.
+fn consumer_matches(c: &meta::ConsumerMeta, name: &str, registered_at_s: Option<i64>) -> bool {
+    c.name == name && registered_at_s.is_none_or(|s| c.created_ms.div_euclid(1000) == s)
+}
+
+/// A retention period the engine accepts, in hours, or AWS's answer for one
+/// out of range (an InvalidArgumentException: the API's model puts no
+/// bounds on the number, so the service itself refuses it).
+pub fn check_retention_hours(hours: i64) -> Result<u32> {
+    if hours < i64::from(RETENTION_HOURS_MIN) {
+        return Err(Error::InvalidArgument(format!(
+            "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours. Requested retention period ({hours} hours) is too short."
+        )));
+    }
+    if hours > i64::from(RETENTION_HOURS_MAX) {
+        return Err(Error::InvalidArgument(format!(
+            "Maximum allowed retention period is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is too long."
+        )));
+    }
+    // Within the bounds above, which fit a u32.
+    Ok(u32::try_from(hours).unwrap_or(RETENTION_HOURS_MAX))
+}
+
 fn not_found_stream(acct: &str, name: &str) -> Error {
     Error::ResourceNotFound(format!("Stream {name} under account {acct} not found."))
 }
@@ -1593,9 +1617,16 @@ impl Engine {
                 "Stream name {name} is invalid: it must be 1 to 128 characters of [a-zA-Z0-9_.-]."
             )));
         }
-        if shard_count == 0 || shard_count > SHARDS_PER_STREAM_MAX {
+        if shard_count == 0 {
             return Err(Error::InvalidArgument(format!(
                 "ShardCount {shard_count} must be between 1 and {SHARDS_PER_STREAM_MAX}."
+            )));
+        }
+        // More shards than a stream may hold is a limit, as AWS answers a
+        // count above the account's shard quota.
+        if shard_count > SHARDS_PER_STREAM_MAX {
+            return Err(Error::LimitExceeded(format!(
+                "This request would exceed the shard limit for the account {acct} in {region}. A stream holds at most {SHARDS_PER_STREAM_MAX} shards; requested: {shard_count}."
             )));
         }
         let max_record_bytes = match opts.max_record_kib {
@@ -2880,11 +2911,7 @@ impl Engine {
         }
         self.require_active(name)?;
         let current = st.meta.retention_hours;
-        if !(RETENTION_HOURS_MIN..=RETENTION_HOURS_MAX).contains(&hours) {
-            return Err(Error::InvalidArgument(format!(
-                "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours. Maximum allowed retention period is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is out of range."
-            )));
-        }
+        check_retention_hours(i64::from(hours))?;
         if increase && hours < current {
             return Err(Error::InvalidArgument(format!(
                 "Requested retention period ({hours} hours) for stream {name} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API."
@@ -3071,6 +3098,44 @@ impl Engine {
     ) -> Result<Option<serde_json::Value>> {
         let mut out = None;
         self.update_meta(name, |m| {
+            let next = f(m.settings.get(key))?;
+            match &next {
+                Some(v) => m.settings.insert(key.to_string(), v.clone()),
+                None => m.settings.remove(key),
+            };
+            out = next;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Changes a per-stream setting that belongs to a consumer, as
+    /// [`Engine::update_stream_setting`], but only while that consumer is
+    /// registered; with `registered_at_s` (the creation time a consumer ARN
+    /// ends in, in seconds), only while the consumer registered then is. Both
+    /// are checked under the stream's lock, where the change is made, so an
+    /// old ARN cannot change a consumer registered again under the same name
+    /// between a check and the change.
+    pub fn update_consumer_setting(
+        &self,
+        name: &str,
+        consumer: &str,
+        registered_at_s: Option<i64>,
+        key: &str,
+        f: impl FnOnce(Option<&serde_json::Value>) -> Result<Option<serde_json::Value>>,
+    ) -> Result<Option<serde_json::Value>> {
+        let acct = self.account_id();
+        let mut out = None;
+        self.update_meta(name, |m| {
+            if !m
+                .consumers
+                .iter()
+                .any(|c| consumer_matches(c, consumer, registered_at_s))
+            {
+                return Err(Error::ResourceNotFound(format!(
+                    "Consumer {consumer} under stream {name} not found for account {acct}."
+                )));
+            }
             let next = f(m.settings.get(key))?;
             match &next {
                 Some(v) => m.settings.insert(key.to_string(), v.clone()),
@@ -3659,6 +3724,20 @@ impl Engine {
     // ----------------------------------------------------------------------
 
     pub fn register_consumer(&self, name: &str, consumer: &str) -> Result<ConsumerDescription> {
+        self.register_consumer_forgetting(name, consumer, &[])
+    }
+
+    /// Registers a consumer as [`Engine::register_consumer`] and removes the
+    /// stream settings named in `forget_settings` in the same durable
+    /// change: what a layer above keeps of a consumer (its tags, its
+    /// policy) under the stream's lock, so a consumer registered under a
+    /// name used before never starts with the old one's settings.
+    pub fn register_consumer_forgetting(
+        &self,
+        name: &str,
+        consumer: &str,
+        forget_settings: &[&str],
+    ) -> Result<ConsumerDescription> {
         let acct = self.account_id();
         if !is_valid_name(consumer) {
             return Err(Error::InvalidArgument(format!(
@@ -3686,6 +3765,9 @@ impl Engine {
             created_ms: self.now_ms(),
         };
         m.consumers.push(c.clone());
+        for key in forget_settings {
+            m.settings.remove(*key);
+        }
         self.persist(&stream, &m)?;
         st.meta = m;
         Ok(ConsumerDescription {
@@ -3741,12 +3823,15 @@ impl Engine {
     /// Deregisters a consumer. With `registered_at_s` (the creation time a
     /// consumer ARN ends in, in seconds), only the consumer registered then:
     /// checked under the stream's lock, so that an old ARN cannot remove a
-    /// consumer registered again under the same name meanwhile.
+    /// consumer registered again under the same name meanwhile. The stream
+    /// settings named in `forget_settings` (what a layer above keeps of the
+    /// consumer) go in the same durable change.
     pub fn deregister_consumer(
         &self,
         name: &str,
         consumer: &str,
         registered_at_s: Option<i64>,
+        forget_settings: &[&str],
     ) -> Result<()> {
         let acct = self.account_id();
         let stream = self.stream(name)?;
@@ -3754,16 +3839,21 @@ impl Engine {
         if st.deleted {
             return Err(not_found_stream(self.account_id(), name));
         }
-        let matches = |c: &meta::ConsumerMeta| {
-            c.name == consumer && registered_at_s.is_none_or(|s| c.created_ms.div_euclid(1000) == s)
-        };
-        if !st.meta.consumers.iter().any(matches) {
+        if !st
+            .meta
+            .consumers
+            .iter()
+            .any(|c| consumer_matches(c, consumer, registered_at_s))
+        {
             return Err(Error::ResourceNotFound(format!(
                 "Consumer {consumer} under stream {name} not found for account {acct}."
             )));
         }
         let mut m = st.meta.clone();
         m.consumers.retain(|c| c.name != consumer);
+        for key in forget_settings {
+            m.settings.remove(*key);
+        }
         self.persist(&stream, &m)?;
         st.meta = m;
         Ok(())

@@ -654,7 +654,7 @@ fn consumers_and_checkpoints_survive_restart() {
             e.register_consumer("s", "app-21"),
             Err(Error::LimitExceeded(_))
         ));
-        e.deregister_consumer("s", "app-20", None).unwrap();
+        e.deregister_consumer("s", "app-20", None, &[]).unwrap();
         seq = e
             .put_record("s", PutRecordInput::new("k", b"v"))
             .unwrap()
@@ -1108,11 +1108,68 @@ fn a_deregistration_for_another_registration_time_leaves_the_consumer() {
     e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
     let c = e.register_consumer("s", "app").unwrap();
     let at_s = c.created_ms.div_euclid(1000);
-    let err = e.deregister_consumer("s", "app", Some(at_s - 1)).unwrap_err();
+    let err = e
+        .deregister_consumer("s", "app", Some(at_s - 1), &[])
+        .unwrap_err();
     assert!(matches!(err, Error::ResourceNotFound(_)), "{err}");
     assert_eq!(e.describe_consumer("s", "app").unwrap().created_ms, c.created_ms);
-    e.deregister_consumer("s", "app", Some(at_s)).unwrap();
+    e.deregister_consumer("s", "app", Some(at_s), &[]).unwrap();
     assert!(e.describe_consumer("s", "app").is_err());
+}
+
+/// A consumer's settings (its tags and policy, kept by the server as
+/// stream settings) change only while the consumer an ARN names is
+/// registered, checked under the stream's lock; and they go with the
+/// consumer, in the change that removes it, so a consumer registered again
+/// under the name starts without them.
+#[test]
+fn consumer_settings_change_only_for_the_registration_named_and_go_with_the_consumer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let at_s = e
+        .register_consumer("s", "app")
+        .unwrap()
+        .created_ms
+        .div_euclid(1000);
+    let set = |at: Option<i64>, v: i64| {
+        e.update_consumer_setting("s", "app", at, "Tags/app", |_| Ok(Some(v.into())))
+    };
+
+    let err = set(Some(at_s - 1), 1).unwrap_err();
+    assert!(matches!(err, Error::ResourceNotFound(_)), "{err}");
+    assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), None);
+    let err = e
+        .update_consumer_setting("s", "other", None, "Tags/other", |_| Ok(Some(1.into())))
+        .unwrap_err();
+    assert!(matches!(err, Error::ResourceNotFound(_)), "{err}");
+    assert_eq!(e.stream_setting("s", "Tags/other").unwrap(), None);
+
+    set(Some(at_s), 2).unwrap();
+    set(None, 3).unwrap();
+    e.set_stream_setting("s", "Unrelated", Some(4.into())).unwrap();
+    assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), Some(3.into()));
+
+    e.deregister_consumer("s", "app", Some(at_s), &["Tags/app"])
+        .unwrap();
+    assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), None);
+    assert_eq!(e.stream_setting("s", "Unrelated").unwrap(), Some(4.into()));
+    let err = set(None, 5).unwrap_err();
+    assert!(matches!(err, Error::ResourceNotFound(_)), "{err}");
+
+    // A setting left behind (by a stop of an older build between its two
+    // steps) is removed by the registration that reuses the name.
+    e.set_stream_setting("s", "Tags/app", Some(6.into())).unwrap();
+    e.register_consumer_forgetting("s", "app", &["Tags/app"]).unwrap();
+    assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), None);
+    assert_eq!(e.stream_setting("s", "Unrelated").unwrap(), Some(4.into()));
+
+    // Both changes are durable: a reopened engine sees the same.
+    drop(e);
+    let e = Engine::open(tmp.path(), opts()).unwrap();
+    assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), None);
+    assert_eq!(e.stream_setting("s", "Unrelated").unwrap(), Some(4.into()));
+    assert!(e.describe_consumer("s", "app").is_ok());
 }
 
 fn keyring(state: shardlog_stream::KeyState) -> Arc<shardlog_stream::Keyring> {
