@@ -113,6 +113,17 @@ it = k.get_shard_iterator(StreamName="idle", ShardId="shardId-000000000000",
 put = k.put_record(StreamName="idle", PartitionKey="k", Data=b"the first record")
 got = k.get_records(ShardIterator=it)["Records"]
 assert [x["Data"] for x in got] == [b"the first record"], got
+# As at AWS, the shard's StartingSequenceNumber sorts before its first
+# record, and AFTER_SEQUENCE_NUMBER with it starts at that record; the
+# continuation from before the first record is that number.
+start = k.describe_stream(StreamName="idle")["StreamDescription"]["Shards"][0]["SequenceNumberRange"]["StartingSequenceNumber"]
+assert int(start) < int(put["SequenceNumber"]), (start, put["SequenceNumber"])
+assert continuation == start, (continuation, start)
+it = k.get_shard_iterator(StreamName="idle", ShardId="shardId-000000000000",
+                          ShardIteratorType="AFTER_SEQUENCE_NUMBER",
+                          StartingSequenceNumber=start)["ShardIterator"]
+got = k.get_records(ShardIterator=it)["Records"]
+assert [x["SequenceNumber"] for x in got] == [put["SequenceNumber"]], got
 # The resubscription (by another consumer: one consumer may subscribe to a
 # shard once every 5 s) starts at that record too.
 r = k.subscribe_to_shard(ConsumerARN=idle_consumers[1], ShardId="shardId-000000000000",

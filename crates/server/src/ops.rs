@@ -325,22 +325,28 @@ fn check_tag_count(viol: &mut Violations, v: &Value, key: &str) {
     }
 }
 
+/// A list member of 1 to `max` entries, in the model's wording; `shown` is
+/// the value an over-long list is reported with.
+fn check_list_len(viol: &mut Violations, member: &str, len: usize, max: usize, shown: Option<&str>) {
+    if len == 0 {
+        viol.add(
+            Some("[]"),
+            member,
+            "Member must have length greater than or equal to 1",
+        );
+    } else if len > max {
+        viol.add(
+            shown,
+            member,
+            &format!("Member must have length less than or equal to {max}"),
+        );
+    }
+}
+
 /// A list of tag keys as the model bounds it: 1 to 50 keys, each of 1 to
 /// 128 characters.
 fn check_tag_keys(viol: &mut Violations, keys: &[String]) {
-    if keys.is_empty() {
-        viol.add(
-            Some("[]"),
-            "tagKeys",
-            "Member must have length greater than or equal to 1",
-        );
-    } else if keys.len() > limits::TAGS_PER_STREAM_MAX {
-        viol.add(
-            None,
-            "tagKeys",
-            "Member must have length less than or equal to 50",
-        );
-    }
+    check_list_len(viol, "tagKeys", keys.len(), limits::TAGS_PER_STREAM_MAX, None);
     for (i, k) in keys.iter().enumerate() {
         let n = k.chars().count();
         if n == 0 {
@@ -448,21 +454,21 @@ fn string_list(v: &Value, key: &str) -> Result<Option<Vec<String>>, ApiError> {
     }
 }
 
+/// The model's bound on a ShardLevelMetrics list: the seven metric names.
+const SHARD_LEVEL_METRICS_MAX: usize = 7;
+
 fn monitoring(e: &Engine, v: &Value, enable: bool) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
     let metrics = string_list(v, "ShardLevelMetrics")?;
     match &metrics {
         None => viol.add(None, "shardLevelMetrics", "Member must not be null"),
-        Some(m) if m.is_empty() => viol.add(
-            Some("[]"),
+        Some(m) if m.is_empty() || m.len() > SHARD_LEVEL_METRICS_MAX => check_list_len(
+            &mut viol,
             "shardLevelMetrics",
-            "Member must have length greater than or equal to 1",
-        ),
-        Some(m) if m.len() > 7 => viol.add(
+            m.len(),
+            SHARD_LEVEL_METRICS_MAX,
             None,
-            "shardLevelMetrics",
-            "Member must have length less than or equal to 7",
         ),
         Some(m) => {
             for x in m {
@@ -1571,19 +1577,13 @@ fn put_records(e: &Engine, v: &Value) -> R {
         Some(_) => return Err(type_error("Records", "a list")),
     };
     if v.get("Records").is_some_and(Value::is_array) {
-        if records.is_empty() {
-            viol.add(
-                Some("[]"),
-                "records",
-                "Member must have length greater than or equal to 1",
-            );
-        } else if records.len() > limits::PUT_RECORDS_COUNT_MAX {
-            viol.add(
-                Some("[...]"),
-                "records",
-                "Member must have length less than or equal to 500",
-            );
-        }
+        check_list_len(
+            &mut viol,
+            "records",
+            records.len(),
+            limits::PUT_RECORDS_COUNT_MAX,
+            Some("[...]"),
+        );
     }
     let mut args = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
@@ -1980,9 +1980,11 @@ fn update_shard_count(e: &Engine, v: &Value) -> R {
 fn retention(e: &Engine, v: &Value, increase: bool) -> R {
     let mut viol = Violations::default();
     let name = stream_name(v, &mut viol)?;
-    // The model bounds neither way: the service refuses a period out of
-    // range, with an InvalidArgumentException.
-    let hours = req_int(v, &mut viol, "RetentionPeriodHours", i64::MIN, i64::MAX)?;
+    // The service's own validation takes 1-10,000 (as recorded against AWS
+    // by kinesalite; the public model lost the bounds); within that, the
+    // service refuses a period out of 24-8,760 with an
+    // InvalidArgumentException.
+    let hours = req_int(v, &mut viol, "RetentionPeriodHours", 1, 10_000)?;
     viol.into_result()?;
     let hours = shardlog_stream::check_retention_hours(hours.unwrap_or(24))?;
     if increase {

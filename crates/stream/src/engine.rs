@@ -887,6 +887,20 @@ pub fn check_retention_hours(hours: i64) -> Result<u32> {
     Ok(u32::try_from(hours).unwrap_or(RETENTION_HOURS_MAX))
 }
 
+/// A shard's `StartingSequenceNumber`: one below its first record's number,
+/// so that, as at AWS, it sorts before every record of the shard and does
+/// not move as retention removes records. Position 0 of a generation of at
+/// least 1 (all the engine makes) always has a number below it; the first
+/// record's own number stands in otherwise.
+fn starting_sequence_number(s: &ShardMeta) -> String {
+    let first = SeqNum {
+        generation: s.generation,
+        shard_index: s.index,
+        position: 0,
+    };
+    first.encode_before().unwrap_or_else(|| first.encode())
+}
+
 fn not_found_stream(acct: &str, name: &str) -> Error {
     Error::ResourceNotFound(format!("Stream {name} under account {acct} not found."))
 }
@@ -1806,7 +1820,7 @@ impl Engine {
         out
     }
 
-    fn describe_shard(s: &ShardMeta, log: &IndexedLog) -> ShardDescription {
+    fn describe_shard(s: &ShardMeta) -> ShardDescription {
         let seq = |position: u64| {
             SeqNum {
                 generation: s.generation,
@@ -1820,7 +1834,7 @@ impl Engine {
             parent_shard_id: s.parent.map(shard_id),
             adjacent_parent_shard_id: s.adjacent_parent.map(shard_id),
             hash_range: s.range,
-            starting_sequence_number: seq(log.log().first_seq()),
+            starting_sequence_number: starting_sequence_number(s),
             ending_sequence_number: s.closed.map(|c| seq(c.end_next_position.saturating_sub(1))),
             created_ms: s.created_ms,
             closed_ms: s.closed.map(|c| c.closed_ms),
@@ -1839,7 +1853,10 @@ impl Engine {
         let mut shards: Vec<ShardDescription> = m
             .shards
             .iter()
-            .filter_map(|s| st.shards.get(&s.index).map(|rt| Self::describe_shard(s, &rt.log)))
+            // Shards still held: a closed shard goes once retention has
+            // removed its last record.
+            .filter(|s| st.shards.contains_key(&s.index))
+            .map(Self::describe_shard)
             .collect();
         shards.sort_by(|a, b| a.shard_id.cmp(&b.shard_id));
         Ok(StreamDescription {
@@ -2252,13 +2269,16 @@ impl Engine {
         let (s, rt) = self.shard_rt(&st, name, shard)?;
         let log = &rt.log;
         let first = log.log().first_seq();
-        // The ContinuationSequenceNumber of a subscriber that has read
-        // nothing of a shard starting at 0 (`continuation_sequence_number`):
-        // AT and AFTER it both start at the first record. It is not a
-        // record's number, so AFTER must not step past one.
-        let before_start = |seq: &str| {
-            SeqNum::parse_before_start(seq)
-                .is_some_and(|n| n.shard_index == s.index && n.generation == s.generation)
+        // A number one below a record's (the shard's StartingSequenceNumber,
+        // and the ContinuationSequenceNumber of a subscriber that has read
+        // nothing): AT and AFTER it both start at that record. It is not a
+        // record's number, so AFTER must not step past one. The marker of
+        // older builds (position 0, sub-sequence 1) means the same.
+        let before = |seq: &str| {
+            SeqNum::parse_before(seq)
+                .or_else(|| SeqNum::parse_before_start(seq))
+                .filter(|n| n.shard_index == s.index && n.generation == s.generation)
+                .map(|n| n.position)
         };
         let parse = |seq: &str| -> Result<u64> {
             let n = SeqNum::parse(seq).ok_or_else(|| {
@@ -2289,9 +2309,9 @@ impl Engine {
             StartingPosition::TrimHorizon => first,
             StartingPosition::Latest => tip,
             StartingPosition::AtSequenceNumber(seq) | StartingPosition::AfterSequenceNumber(seq)
-                if before_start(seq) =>
+                if before(seq).is_some() =>
             {
-                within(0, seq)?
+                within(before(seq).unwrap_or(0), seq)?
             }
             StartingPosition::AtSequenceNumber(seq) => within(parse(seq)?, seq)?,
             StartingPosition::AfterSequenceNumber(seq) => within(parse(seq)?.saturating_add(1), seq)?,
@@ -3096,8 +3116,21 @@ impl Engine {
         key: &str,
         f: impl FnOnce(Option<&serde_json::Value>) -> Result<Option<serde_json::Value>>,
     ) -> Result<Option<serde_json::Value>> {
+        self.update_setting_checked(name, key, |_| Ok(()), f)
+    }
+
+    /// Changes a per-stream setting under the stream's lock once `check`
+    /// has passed on the stream's metadata there.
+    fn update_setting_checked(
+        &self,
+        name: &str,
+        key: &str,
+        check: impl FnOnce(&StreamMeta) -> Result<()>,
+        f: impl FnOnce(Option<&serde_json::Value>) -> Result<Option<serde_json::Value>>,
+    ) -> Result<Option<serde_json::Value>> {
         let mut out = None;
         self.update_meta(name, |m| {
+            check(m)?;
             let next = f(m.settings.get(key))?;
             match &next {
                 Some(v) => m.settings.insert(key.to_string(), v.clone()),
@@ -3125,26 +3158,18 @@ impl Engine {
         f: impl FnOnce(Option<&serde_json::Value>) -> Result<Option<serde_json::Value>>,
     ) -> Result<Option<serde_json::Value>> {
         let acct = self.account_id();
-        let mut out = None;
-        self.update_meta(name, |m| {
-            if !m
-                .consumers
+        let registered = |m: &StreamMeta| {
+            if m.consumers
                 .iter()
                 .any(|c| consumer_matches(c, consumer, registered_at_s))
             {
-                return Err(Error::ResourceNotFound(format!(
-                    "Consumer {consumer} under stream {name} not found for account {acct}."
-                )));
+                return Ok(());
             }
-            let next = f(m.settings.get(key))?;
-            match &next {
-                Some(v) => m.settings.insert(key.to_string(), v.clone()),
-                None => m.settings.remove(key),
-            };
-            out = next;
-            Ok(())
-        })?;
-        Ok(out)
+            Err(Error::ResourceNotFound(format!(
+                "Consumer {consumer} under stream {name} not found for account {acct}."
+            )))
+        };
+        self.update_setting_checked(name, key, registered, f)
     }
 
     /// Shards the engine may hold in all.
@@ -3808,16 +3833,17 @@ impl Engine {
         let stream = self.stream(name)?;
         let st = read(&stream.state);
         let s = self.shard_meta(&st, name, shard)?;
-        let n = SeqNum {
+        // Before any record: the shard's StartingSequenceNumber, which AT
+        // and AFTER both resume at the first record.
+        if position == 0 {
+            return Ok(starting_sequence_number(s));
+        }
+        Ok(SeqNum {
             generation: s.generation,
             shard_index: s.index,
-            position: position.saturating_sub(1),
-        };
-        Ok(if position == 0 {
-            n.encode_before_start()
-        } else {
-            n.encode()
-        })
+            position: position - 1,
+        }
+        .encode())
     }
 
     /// Deregisters a consumer. With `registered_at_s` (the creation time a
@@ -3922,7 +3948,9 @@ impl Engine {
         {
             let st = read(&stream.state);
             let s = self.shard_meta(&st, name, shard)?;
-            let n = SeqNum::parse(sequence_number).ok_or_else(|| {
+            // A record's number, or one below a record's (the shard's
+            // StartingSequenceNumber: nothing read yet).
+            let n = SeqNum::parse_resume_point(sequence_number).ok_or_else(|| {
                 Error::InvalidArgument(format!("Sequence number {sequence_number} is invalid."))
             })?;
             if n.shard_index != s.index || n.generation != s.generation {

@@ -14,6 +14,13 @@
 //!
 //! Children's numbers are larger than their parents' because their
 //! generation is; within a shard, numbers grow with the position.
+//!
+//! A shard's `StartingSequenceNumber` is the number one below its first
+//! record's ([`SeqNum::encode_before`]): as at AWS it sorts before every
+//! record of the shard, so `AT_SEQUENCE_NUMBER` and `AFTER_SEQUENCE_NUMBER`
+//! with it both start at the first record. Its sub-sequence is all nines
+//! (and, for position 0, its position field too), so it is never a
+//! record's number.
 
 use std::fmt::{self, Write};
 
@@ -145,7 +152,66 @@ fn put_digits(out: &mut [u8], mut value: u64) -> bool {
 const BEFORE_START_SUB: u64 = 1;
 
 impl SeqNum {
-    /// The "before the first record" marker of this number's shard.
+    /// The decimal number one below this record's number: what sorts
+    /// right before it and after every earlier number. For position 0 it is
+    /// the shard's `StartingSequenceNumber`. Only for numbers that fit their
+    /// fields (which the engine issues); `None` for the very first number of
+    /// all, which has nothing below it in 56 digits.
+    pub fn encode_before(&self) -> Option<String> {
+        let mut digits = self.text().as_str().as_bytes().to_vec();
+        if digits.len() != SEQ_DIGITS {
+            return None;
+        }
+        // Borrow from the right: trailing zeros become nines.
+        for d in digits.iter_mut().rev() {
+            if *d == b'0' {
+                *d = b'9';
+            } else {
+                *d -= 1;
+                let s = String::from_utf8(digits).ok()?;
+                return s.starts_with(SEQ_TAG).then_some(s);
+            }
+        }
+        None
+    }
+
+    /// The record a number made by [`SeqNum::encode_before`] sits right
+    /// before: the number plus one, when that is a record's number.
+    pub fn parse_before(s: &str) -> Option<SeqNum> {
+        if s.len() != SEQ_DIGITS || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let mut digits = s.as_bytes().to_vec();
+        for d in digits.iter_mut().rev() {
+            if *d == b'9' {
+                *d = b'0';
+            } else {
+                *d += 1;
+                return SeqNum::parse(std::str::from_utf8(&digits).ok()?);
+            }
+        }
+        None
+    }
+
+    /// Where reading resumes after a reader has kept `s` as "read up to
+    /// here" (a checkpoint): after the record when `s` is a record's number,
+    /// at the record when it is one below a record's (a shard's
+    /// `StartingSequenceNumber`, or the marker of older builds). The shard
+    /// is the returned number's; its position is the resume position.
+    pub fn parse_resume_point(s: &str) -> Option<SeqNum> {
+        if let Some(n) = SeqNum::parse(s) {
+            return Some(SeqNum {
+                position: n.position.saturating_add(1),
+                ..n
+            });
+        }
+        SeqNum::parse_before(s).or_else(|| SeqNum::parse_before_start(s))
+    }
+
+    /// The "before the first record" marker of this number's shard that
+    /// builds before 2026-11-29 gave as a ContinuationSequenceNumber (now
+    /// [`SeqNum::encode_before`] of position 0); still understood, since a
+    /// consumer may have checkpointed one.
     pub fn encode_before_start(&self) -> String {
         let mut s = SeqNum { position: 0, ..*self }.encode();
         let at = s.len() - SUB_DIGITS;
@@ -153,7 +219,7 @@ impl SeqNum {
         s
     }
 
-    /// Parses a "before the first record" marker.
+    /// Parses a "before the first record" marker of the old form.
     pub fn parse_before_start(s: &str) -> Option<SeqNum> {
         if s.len() != SEQ_DIGITS || !s.ends_with(&format!("{BEFORE_START_SUB:0SUB_DIGITS$}")) {
             return None;
@@ -219,6 +285,83 @@ mod tests {
             position: u64::MAX,
         };
         assert_eq!(n.text().len(), SEQ_TEXT_BYTES_MAX);
+    }
+
+    proptest! {
+        #[test]
+        fn the_number_before_a_record_sorts_right_below_it_and_is_no_record(
+            g in 1u64..=GENERATION_MAX, i in 0u64..=SHARD_INDEX_MAX, p in 0u64..=u64::MAX,
+            g2 in 1u64..=GENERATION_MAX, i2 in 0u64..=SHARD_INDEX_MAX, p2 in 0u64..=u64::MAX,
+        ) {
+            let a = SeqNum { generation: g, shard_index: i, position: p };
+            let other = SeqNum { generation: g2, shard_index: i2, position: p2 };
+            let before = a.encode_before().expect("a number below");
+            prop_assert_eq!(before.len(), SEQ_DIGITS);
+            prop_assert!(is_valid_sequence_number_syntax(&before));
+            prop_assert!(before < a.encode());
+            prop_assert_eq!(SeqNum::parse(&before), None);
+            prop_assert_eq!(SeqNum::parse_before(&before), Some(a));
+            // Nothing lies between: every other record sorts on one side.
+            let o = other.encode();
+            prop_assert_eq!(o < before, other < a);
+            // A record's own number is not a "before" number of another.
+            prop_assert_eq!(SeqNum::parse_before(&a.encode()), None);
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_resumes_after_a_record_and_at_the_record_a_number_sits_below() {
+        let n = SeqNum {
+            generation: 3,
+            shard_index: 4,
+            position: 9,
+        };
+        assert_eq!(
+            SeqNum::parse_resume_point(&n.encode()),
+            Some(SeqNum { position: 10, ..n })
+        );
+        assert_eq!(SeqNum::parse_resume_point(&n.encode_before().unwrap()), Some(n));
+        let zero = SeqNum { position: 0, ..n };
+        assert_eq!(
+            SeqNum::parse_resume_point(&zero.encode_before_start()),
+            Some(zero)
+        );
+        assert_eq!(SeqNum::parse_resume_point("12"), None);
+    }
+
+    #[test]
+    fn a_shards_starting_number_is_one_below_its_first_record() {
+        let first = SeqNum {
+            generation: 1,
+            shard_index: 0,
+            position: 0,
+        };
+        assert_eq!(
+            first.encode(),
+            "49000000000100000000000000000000000000000000000000000000"
+        );
+        assert_eq!(
+            first.encode_before().unwrap(),
+            "49000000000099999999999999999999999999999999999999999999"
+        );
+        let fifth = SeqNum {
+            generation: 2,
+            shard_index: 7,
+            position: 5,
+        };
+        assert_eq!(
+            fifth.encode_before().unwrap(),
+            "49000000000200000000000700000000000000000004999999999999"
+        );
+        assert_eq!(
+            SeqNum {
+                generation: 0,
+                shard_index: 0,
+                position: 0
+            }
+            .encode_before(),
+            None
+        );
     }
 
     #[test]

@@ -562,6 +562,109 @@ fn retention_moves_the_trim_horizon_and_expires_closed_shards() {
     e.decrease_retention("s", 24).unwrap();
 }
 
+/// As at AWS, a shard's StartingSequenceNumber sorts before every record of
+/// the shard and does not move with retention: AT_SEQUENCE_NUMBER and
+/// AFTER_SEQUENCE_NUMBER with it both start at the oldest record held (a
+/// reader that starts AFTER it must not skip the first record), and it
+/// serves as a checkpoint meaning "nothing read yet".
+#[test]
+fn a_shards_starting_sequence_number_sorts_before_its_records_and_stays_through_retention() {
+    let fs = MemFs::new();
+    let clock = ManualClock::new(T0);
+    let e = mem_engine(&fs, &clock);
+    e.create_stream("s", 1, CreateStreamOptions::default()).unwrap();
+    let shard = "shardId-000000000000";
+    let start = e.describe_stream("s").unwrap().shards[0]
+        .starting_sequence_number
+        .clone();
+    let data = vec![1u8; 1000];
+    let first = e.put_record("s", PutRecordInput::new("k", &data)).unwrap();
+    for _ in 0..199 {
+        e.put_record("s", PutRecordInput::new("k", &data)).unwrap();
+    }
+    assert_eq!(start.len(), first.sequence_number.len());
+    assert!(
+        *start < *first.sequence_number,
+        "{start} vs {}",
+        first.sequence_number
+    );
+    let from = |e: &Engine, p: StartingPosition| {
+        let it = e.get_shard_iterator("s", shard, p).unwrap();
+        e.get_records(&it, Some(1)).unwrap().records[0].sequence_number
+    };
+    for p in [
+        StartingPosition::AtSequenceNumber(start.clone()),
+        StartingPosition::AfterSequenceNumber(start.clone()),
+    ] {
+        assert_eq!(from(&e, p), first.sequence_number);
+    }
+    // A checkpoint at the StartingSequenceNumber: nothing read yet.
+    e.set_checkpoint("s", "app", shard, &start, None).unwrap();
+
+    // Retention removes the oldest records; the number stays, and both
+    // starts move to the oldest record still held.
+    clock.advance(20 * HOUR_MS);
+    for _ in 0..50 {
+        e.put_record("s", PutRecordInput::new("k", &data)).unwrap();
+    }
+    clock.advance(5 * HOUR_MS);
+    assert!(e.enforce_retention().unwrap() > 0);
+    let oldest = read_all(&e, "s", shard)[0].sequence_number;
+    assert_ne!(oldest, first.sequence_number);
+    assert_eq!(
+        e.describe_stream("s").unwrap().shards[0].starting_sequence_number,
+        start
+    );
+    for p in [
+        StartingPosition::AtSequenceNumber(start.clone()),
+        StartingPosition::AfterSequenceNumber(start.clone()),
+    ] {
+        assert_eq!(from(&e, p), oldest);
+    }
+
+    // A child's StartingSequenceNumber sorts after every number of its
+    // parent, and AFTER it starts at the child's first record.
+    e.split_shard("s", shard, &(1u128 << 127).to_string()).unwrap();
+    let d = e.describe_stream("s").unwrap();
+    let parent_end = d.shards[0].ending_sequence_number.clone().unwrap();
+    let kid = d
+        .shards
+        .iter()
+        .find(|s| s.shard_id == "shardId-000000000001")
+        .unwrap();
+    assert!(kid.starting_sequence_number > parent_end);
+    let put = e
+        .put_record(
+            "s",
+            PutRecordInput {
+                explicit_hash_key: Some("0"),
+                ..PutRecordInput::new("k", &data)
+            },
+        )
+        .unwrap();
+    assert_eq!(put.shard_id, "shardId-000000000001");
+    let it = e
+        .get_shard_iterator(
+            "s",
+            "shardId-000000000001",
+            StartingPosition::AfterSequenceNumber(kid.starting_sequence_number.clone()),
+        )
+        .unwrap();
+    assert_eq!(
+        e.get_records(&it, Some(1)).unwrap().records[0].sequence_number,
+        put.sequence_number
+    );
+    // Another shard's StartingSequenceNumber is refused.
+    let err = e
+        .get_shard_iterator(
+            "s",
+            shard,
+            StartingPosition::AfterSequenceNumber(kid.starting_sequence_number.clone()),
+        )
+        .unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+}
+
 #[test]
 fn byte_cap_deletes_oldest_segments_first() {
     let fs = MemFs::new();

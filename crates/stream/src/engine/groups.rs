@@ -266,7 +266,9 @@ impl Engine {
                     )));
                 }
             } else {
-                let n = SeqNum::parse(sequence_number).ok_or_else(|| {
+                // A record's number, or one below a record's (the shard's
+                // StartingSequenceNumber: nothing processed yet).
+                let n = SeqNum::parse_resume_point(sequence_number).ok_or_else(|| {
                     Error::InvalidArgument(format!("Sequence number {sequence_number} is invalid."))
                 })?;
                 if n.shard_index != s.index || n.generation != s.generation {
@@ -357,8 +359,8 @@ impl Engine {
                 .and_then(|g| g.leases.get(&s.index))
                 .filter(|h| h.expires_ms > now);
             let tip = rt.log.log().visible_next_seq();
-            let done_upto = match checkpoint.as_deref().and_then(SeqNum::parse) {
-                Some(n) => n.position + 1,
+            let done_upto = match checkpoint.as_deref().and_then(SeqNum::parse_resume_point) {
+                Some(n) => n.position.max(rt.log.log().first_seq()),
                 None => rt.log.log().first_seq(),
             };
             shards.push(GroupShard {
