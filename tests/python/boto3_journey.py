@@ -201,6 +201,12 @@ def read_phase():
     assert summary["MaxRecordSizeInKiB"] == 2048
     assert "Statement" in json.loads(k.get_resource_policy(ResourceARN=arn)["Policy"])
     k.delete_resource_policy(ResourceARN=arn)
+    try:
+        k.delete_resource_policy(ResourceARN=arn)
+        raise AssertionError("a second DeleteResourcePolicy found a policy")
+    except k.exceptions.ResourceNotFoundException as e:
+        assert "No resource policy found" in str(e), e
+    assert json.loads(k.get_resource_policy(ResourceARN=arn)["Policy"]) == {}
     assert k.describe_account_settings()["MinimumThroughputBillingCommitment"]["Status"] == "ENABLED"
     sealed, _ = read_shard("sealed", "shardId-000000000000")
     assert [(r["Data"], r["EncryptionType"]) for r in sealed] == [(b"secret", "KMS"), (b"clear", "NONE")], sealed

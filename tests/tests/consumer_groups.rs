@@ -226,6 +226,37 @@ fn a_worker_that_lost_its_lease_cannot_overwrite_its_successors_checkpoint() {
     assert_eq!(e.group_list("g").unwrap(), vec!["app".to_string()]);
 }
 
+/// A group checkpoint at the shard's StartingSequenceNumber means "nothing
+/// processed yet": the shard's whole backlog counts as behind, and the
+/// worker that takes the lease next starts at the first record.
+#[test]
+fn a_checkpoint_at_the_starting_sequence_number_resumes_at_the_first_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = ManualClock::new(T0);
+    let e = open(dir.path(), &clock);
+    e.create_stream("g", 1, CreateStreamOptions::default()).unwrap();
+    for i in 0..10 {
+        e.put_record("g", PutRecordInput::new("k", format!("r{i}").as_bytes()))
+            .unwrap();
+    }
+    let shard = "shardId-000000000000";
+    let start = e.describe_stream("g").unwrap().shards[0]
+        .starting_sequence_number
+        .clone();
+    let lease = e.group_heartbeat("g", "app", "a", LEASE_MS).unwrap().remove(0);
+    e.group_checkpoint("g", "app", "a", shard, lease.lease_id, &start)
+        .unwrap();
+    let d = e.group_describe("g", "app").unwrap();
+    assert_eq!(d.shards[0].checkpoint.as_deref(), Some(start.as_str()));
+    assert_eq!(d.shards[0].records_behind, 10, "{:?}", d.shards[0]);
+    e.group_release("g", "app", "a").unwrap();
+    let mut b = GroupWorker::new(e.clone(), "g", "app", "b").with_lease_ms(LEASE_MS);
+    let batch = b.poll(100).unwrap().remove(0);
+    let data: Vec<&[u8]> = batch.records.iter().map(|r| &r.data[..]).collect();
+    assert_eq!(data.len(), 10);
+    assert_eq!(data[0], b"r0", "the first record is not skipped");
+}
+
 #[test]
 fn four_shards_over_three_workers_give_every_worker_work() {
     let dir = tempfile::tempdir().unwrap();

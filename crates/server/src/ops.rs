@@ -718,19 +718,25 @@ fn update_consumer_tags(
     Ok(())
 }
 
-/// Stores (or with `None` removes) a resource's policy: a consumer's only
-/// while the consumer its ARN names is registered, checked where it is
-/// stored.
-fn set_resource_policy(e: &Engine, r: &Resource, policy: Option<Value>) -> Result<(), ApiError> {
+/// Changes a resource's policy (`change` maps the stored one to the new
+/// one; `None` removes it) under its stream's lock: a consumer's only while
+/// the consumer its ARN names is registered.
+fn update_resource_policy(
+    e: &Engine,
+    r: &Resource,
+    change: impl FnOnce(Option<&Value>) -> shardlog_stream::Result<Option<Value>>,
+) -> Result<(), ApiError> {
     match r {
-        Resource::Stream(s) => e.set_stream_setting(s, &crate::policy::policy_setting_key(None), policy)?,
+        Resource::Stream(s) => {
+            e.update_stream_setting(s, &crate::policy::policy_setting_key(None), change)?;
+        }
         Resource::Consumer(s, c, at_s) => {
             e.update_consumer_setting(
                 s,
                 c,
                 Some(*at_s),
                 &crate::policy::policy_setting_key(Some(c)),
-                |_| Ok(policy),
+                change,
             )?;
         }
     }
@@ -820,7 +826,7 @@ fn put_policy(e: &Engine, v: &Value) -> R {
     // stored now is enforced as written once authentication is turned on.
     crate::policy::Policy::parse(policy).map_err(|e| ApiError::invalid(e.to_string()))?;
     check_resource_exists(e, &r)?;
-    set_resource_policy(e, &r, Some(json!(policy)))?;
+    update_resource_policy(e, &r, |_| Ok(Some(json!(policy))))?;
     Ok(Value::Null)
 }
 
@@ -841,11 +847,14 @@ fn delete_policy(e: &Engine, v: &Value) -> R {
     let r = resource(e, v, &mut viol)?;
     viol.into_result()?;
     check_resource_exists(e, &r)?;
-    let (stream, key) = policy_key(&r);
-    if e.stream_setting(&stream, &key)?.is_none() {
-        return Err(ApiError::not_found("No resource policy found for the resource."));
-    }
-    set_resource_policy(e, &r, None)?;
+    // Checked where the policy is removed, under the stream's lock, so of
+    // two deletions at once the second finds none.
+    update_resource_policy(e, &r, |old| match old {
+        None => Err(shardlog_stream::Error::ResourceNotFound(
+            "No resource policy found for the resource.".into(),
+        )),
+        Some(_) => Ok(None),
+    })?;
     Ok(Value::Null)
 }
 
@@ -1986,7 +1995,9 @@ fn retention(e: &Engine, v: &Value, increase: bool) -> R {
     // InvalidArgumentException.
     let hours = req_int(v, &mut viol, "RetentionPeriodHours", 1, 10_000)?;
     viol.into_result()?;
-    let hours = shardlog_stream::check_retention_hours(hours.unwrap_or(24))?;
+    // Within 1-10,000 now; the engine checks 24-8,760 after it has found
+    // the stream, so a missing stream is reported first, as at AWS.
+    let hours = u32::try_from(hours.unwrap_or(24)).unwrap_or(u32::MAX);
     if increase {
         e.increase_retention(&name, hours)?;
     } else {

@@ -349,6 +349,9 @@ fn bad_input_gets_the_right_error_and_changes_nothing() {
             ("DecreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 0}), "ValidationException", "Member must have value greater than or equal to 1"),
             ("IncreaseStreamRetentionPeriod", json!({"StreamName": "s"}), "ValidationException", "Value null at 'retentionPeriodHours' failed to satisfy constraint: Member must not be null"),
             ("CreateStream", json!({"StreamName": "t", "ShardCount": 20_001}), "LimitExceededException", "This request would exceed the shard limit for the account"),
+            // The stream is looked up before the service's own checks.
+            ("IncreaseStreamRetentionPeriod", json!({"StreamName": "missing", "RetentionPeriodHours": 8761}), "ResourceNotFoundException", "Stream missing under account 000000000000 not found."),
+            ("CreateStream", json!({"StreamName": "s", "ShardCount": 20_001}), "ResourceInUseException", "already exists"),
             ("CreateStream", json!({"StreamName": "t", "ShardCount": 9_000_000_000i64}), "LimitExceededException", "This request would exceed the shard limit for the account"),
             ("DecreaseStreamRetentionPeriod", json!({"StreamName": "s", "RetentionPeriodHours": 48}), "InvalidArgumentException", "can not be longer"),
             ("NotAnOperation", json!({}), "UnknownOperationException", ""),

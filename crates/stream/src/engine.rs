@@ -1636,13 +1636,6 @@ impl Engine {
                 "ShardCount {shard_count} must be between 1 and {SHARDS_PER_STREAM_MAX}."
             )));
         }
-        // More shards than a stream may hold is a limit, as AWS answers a
-        // count above the account's shard quota.
-        if shard_count > SHARDS_PER_STREAM_MAX {
-            return Err(Error::LimitExceeded(format!(
-                "This request would exceed the shard limit for the account {acct} in {region}. A stream holds at most {SHARDS_PER_STREAM_MAX} shards; requested: {shard_count}."
-            )));
-        }
         let max_record_bytes = match opts.max_record_kib {
             None => RECORD_BYTES_DEFAULT_MAX,
             Some(k) if (1024..=10240).contains(&k) => k as usize * 1024,
@@ -1659,10 +1652,17 @@ impl Engine {
                 "Stream {name} under account {acct} already exists."
             )));
         }
-        if self.shard_total() + shard_count as u64 > self.inner.opts.shards_max {
+        // More shards than the engine may hold, or than one stream may, is
+        // a limit, as AWS answers a count above the account's shard quota.
+        let total = self.shard_total();
+        let limit = self
+            .inner
+            .opts
+            .shards_max
+            .min(total + u64::from(SHARDS_PER_STREAM_MAX));
+        if total + u64::from(shard_count) > limit {
             return Err(Error::LimitExceeded(format!(
-                "This request would exceed the shard limit for the account {acct} in {region}. Current limit of shards is {}.",
-                self.inner.opts.shards_max
+                "This request would exceed the shard limit for the account {acct} in {region}. Current shard count for the account: {total}. Limit: {limit}. Number of additional shards that would have resulted from this request: {shard_count}."
             )));
         }
         let id = {
@@ -2269,30 +2269,6 @@ impl Engine {
         let (s, rt) = self.shard_rt(&st, name, shard)?;
         let log = &rt.log;
         let first = log.log().first_seq();
-        // A number one below a record's (the shard's StartingSequenceNumber,
-        // and the ContinuationSequenceNumber of a subscriber that has read
-        // nothing): AT and AFTER it both start at that record. It is not a
-        // record's number, so AFTER must not step past one. The marker of
-        // older builds (position 0, sub-sequence 1) means the same.
-        let before = |seq: &str| {
-            SeqNum::parse_before(seq)
-                .or_else(|| SeqNum::parse_before_start(seq))
-                .filter(|n| n.shard_index == s.index && n.generation == s.generation)
-                .map(|n| n.position)
-        };
-        let parse = |seq: &str| -> Result<u64> {
-            let n = SeqNum::parse(seq).ok_or_else(|| {
-                Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid."))
-            })?;
-            if n.shard_index != s.index || n.generation != s.generation {
-                return Err(Error::InvalidArgument(format!(
-                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
-                    shard_id(n.shard_index),
-                    shard_id(s.index)
-                )));
-            }
-            Ok(n.position)
-        };
         let tip = log.log().visible_next_seq();
         let within = |p: u64, seq: &str| -> Result<u64> {
             // A number the shard never issued (for example from a deleted
@@ -2305,16 +2281,41 @@ impl Engine {
             }
             Ok(p.max(first))
         };
+        // AT a record's number starts at that record, AFTER it at the next.
+        // A number one below a record's (the shard's StartingSequenceNumber,
+        // and the ContinuationSequenceNumber of a subscriber that has read
+        // nothing) is no record's, so AT and AFTER it both start at that
+        // record; the marker of older builds (position 0, sub-sequence 1)
+        // means the same.
+        let resolve = |seq: &str, after: bool| -> Result<u64> {
+            let (n, p) = if let Some(n) = SeqNum::parse(seq) {
+                (
+                    n,
+                    if after {
+                        n.position.saturating_add(1)
+                    } else {
+                        n.position
+                    },
+                )
+            } else if let Some(n) = SeqNum::parse_before(seq).or_else(|| SeqNum::parse_before_start(seq)) {
+                (n, n.position)
+            } else {
+                return Err(Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid.")));
+            };
+            if n.shard_index != s.index || n.generation != s.generation {
+                return Err(Error::InvalidArgument(format!(
+                    "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
+                    shard_id(n.shard_index),
+                    shard_id(s.index)
+                )));
+            }
+            within(p, seq)
+        };
         Ok(match start {
             StartingPosition::TrimHorizon => first,
             StartingPosition::Latest => tip,
-            StartingPosition::AtSequenceNumber(seq) | StartingPosition::AfterSequenceNumber(seq)
-                if before(seq).is_some() =>
-            {
-                within(before(seq).unwrap_or(0), seq)?
-            }
-            StartingPosition::AtSequenceNumber(seq) => within(parse(seq)?, seq)?,
-            StartingPosition::AfterSequenceNumber(seq) => within(parse(seq)?.saturating_add(1), seq)?,
+            StartingPosition::AtSequenceNumber(seq) => resolve(seq, false)?,
+            StartingPosition::AfterSequenceNumber(seq) => resolve(seq, true)?,
             StartingPosition::AtTimestamp(ts) => {
                 let now = self.now_ms();
                 if *ts > now {
@@ -2738,10 +2739,11 @@ impl Engine {
                 "Shard generation or index space exhausted.".into(),
             ));
         }
-        if self.shard_total() + ranges.len() as u64 > self.inner.opts.shards_max {
+        let (total, limit) = (self.shard_total(), self.inner.opts.shards_max);
+        if total + ranges.len() as u64 > limit {
             return Err(Error::LimitExceeded(format!(
-                "This request would exceed the shard limit for the account {acct} in {region}. Current limit of shards is {}.",
-                self.inner.opts.shards_max
+                "This request would exceed the shard limit for the account {acct} in {region}. Current shard count for the account: {total}. Limit: {limit}. Number of additional shards that would have resulted from this request: {}.",
+                ranges.len()
             )));
         }
         let mut ends = Vec::new();

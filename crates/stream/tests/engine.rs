@@ -869,10 +869,9 @@ fn snapshot(e: &Engine) -> Vec<String> {
     for s in e.list_streams() {
         let d = e.describe_stream(&s.name).unwrap();
         out.push(format!("{} {} {:?}", d.name, d.retention_hours, d.tags));
-        for mut sh in d.shards {
-            // The trim horizon moves with retention one segment at a time;
-            // it is data, not metadata.
-            sh.starting_sequence_number.clear();
+        for sh in d.shards {
+            // The StartingSequenceNumber is metadata: fixed when the shard
+            // is made, whatever retention removes.
             out.push(format!("{sh:?}"));
         }
         for c in e.list_consumers(&s.name).unwrap() {
@@ -1186,19 +1185,51 @@ fn a_continuation_number_from_before_the_first_record_resumes_at_the_first_recor
     let r = e.get_records(&it, Some(10)).unwrap();
     assert_eq!(r.records.len(), 1);
     assert_eq!(&r.records[0].data[..], b"second");
-    // Another shard's marker is still refused.
+    // The marker of older builds (position 0, sub-sequence 1), which a
+    // consumer may have checkpointed, means the same, for reads and for
+    // checkpoints.
+    let old = SeqNum {
+        generation: 1,
+        shard_index: 0,
+        position: 0,
+    }
+    .encode_before_start();
+    for start in [
+        StartingPosition::AfterSequenceNumber(old.clone()),
+        StartingPosition::AtSequenceNumber(old.clone()),
+    ] {
+        let it = e.get_shard_iterator("s", shard, start.clone()).unwrap();
+        let r = e.get_records(&it, Some(1)).unwrap();
+        assert_eq!(r.records[0].sequence_number, put.sequence_number, "{start:?}");
+    }
+    e.set_checkpoint("s", "app", shard, &old, None).unwrap();
+    // Another shard's marker is refused with Kinesis's message, the new
+    // form and the old.
     e.create_stream("t", 2, CreateStreamOptions::default()).unwrap();
     let other = e
         .continuation_sequence_number("t", "shardId-000000000001", 0)
         .unwrap();
-    let err = e
-        .get_shard_iterator(
-            "t",
-            "shardId-000000000000",
-            StartingPosition::AfterSequenceNumber(other),
-        )
-        .unwrap_err();
-    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    let other_old = SeqNum {
+        generation: 1,
+        shard_index: 1,
+        position: 0,
+    }
+    .encode_before_start();
+    for seq in [other, other_old] {
+        let err = e
+            .get_shard_iterator(
+                "t",
+                "shardId-000000000000",
+                StartingPosition::AfterSequenceNumber(seq),
+            )
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("It encodes shardId-000000000001, while it was used in a call to a shard with shardId-000000000000"),
+            "{err}"
+        );
+    }
 }
 
 /// A consumer ARN names the consumer registered at the time it ends in: a
