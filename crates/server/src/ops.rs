@@ -1186,28 +1186,21 @@ fn list_shards(e: &Engine, v: &Value) -> R {
                 Some([kind, stream, last]) if kind == "shards" => (stream.clone(), last.clone()),
                 _ => return Err(ApiError::invalid("Invalid NextToken.")),
             };
-            // The token holds where the listing goes on; AWS refuses these
-            // beside it rather than pick one. botocore's paginator and the
-            // AWS CLI resend every parameter of the first page with the
-            // token, StreamName among them: beside a StreamName (checked
-            // below) they are that first page's and are ignored.
-            let named = v.get("StreamName").is_some_and(|x| !x.is_null())
-                || v.get("StreamARN").is_some_and(|x| !x.is_null());
-            for other in ["ExclusiveStartShardId", "StreamCreationTimestamp"] {
-                if !named && v.get(other).is_some_and(|x| !x.is_null()) {
+            // The token names the stream and where the listing goes on; AWS
+            // refuses any of the first page's parameters beside it rather
+            // than pick one. botocore's paginator and the AWS CLI resend
+            // StreamName with the token and fail at AWS (botocore#2009,
+            // aws-cli#9635), so they fail here too, where a test finds it.
+            for other in [
+                "StreamName",
+                "StreamARN",
+                "ExclusiveStartShardId",
+                "StreamCreationTimestamp",
+            ] {
+                if v.get(other).is_some_and(|x| !x.is_null()) {
                     return Err(ApiError::invalid(format!(
                         "NextToken and {other} cannot be provided together."
                     )));
-                }
-            }
-            // AWS refuses StreamName beside NextToken, yet botocore's
-            // paginator sends both; accept it when they agree.
-            if v.get("StreamName").is_some() || v.get("StreamARN").is_some() {
-                let named = stream_name(v, &mut viol)?;
-                if named != stream {
-                    return Err(ApiError::invalid(
-                        "NextToken and StreamName cannot be provided together.",
-                    ));
                 }
             }
             (stream, Some(last))
