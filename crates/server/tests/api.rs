@@ -143,6 +143,45 @@ fn boto3_journey_survives_a_server_restart() {
     run_python("boto3_journey.py", &server, &["read"], "boto3 read phase");
 }
 
+/// The AWS SDK for JavaScript v3 (`tests/js`, pinned by its lock file):
+/// create and wait, put, read every shard from its StartingSequenceNumber,
+/// typed errors, a split followed through ChildShards, and SubscribeToShard
+/// over cleartext HTTP/2 through the SDK's event-stream decoder.
+#[test]
+fn js_sdk_v3_journey_puts_reads_splits_and_subscribes_over_http2() {
+    let dir = workspace().join("tests/js");
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        matches!(&node, Ok(o) if o.status.success()),
+        "the JavaScript SDK test needs Node.js (`node` on PATH): `apt-get install -y nodejs npm`"
+    );
+    if !dir.join("node_modules/@aws-sdk/client-kinesis").exists() {
+        let npm = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .output()
+            .expect("the JavaScript SDK test needs npm to install @aws-sdk/client-kinesis");
+        assert!(
+            npm.status.success(),
+            "npm ci in tests/js failed: {}",
+            String::from_utf8_lossy(&npm.stderr)
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(tmp.path());
+    let out = Command::new("node")
+        .arg(dir.join("sdk_journey.mjs"))
+        .arg(server.endpoint())
+        .output()
+        .expect("run node");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("js sdk journey passed"),
+        "the JavaScript SDK journey failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn boto3_subscribe_to_shard_receives_every_record_in_order_across_a_split() {
     let tmp = tempfile::tempdir().unwrap();
