@@ -31,6 +31,17 @@ fn open(dir: &std::path::Path, clock: &ManualClock) -> Engine {
     .unwrap()
 }
 
+/// An engine with stream "g" of one shard holding records `r0`..`r9`.
+fn one_shard_of_ten_records(dir: &std::path::Path, clock: &ManualClock) -> Engine {
+    let e = open(dir, clock);
+    e.create_stream("g", 1, CreateStreamOptions::default()).unwrap();
+    for i in 0..10 {
+        e.put_record("g", PutRecordInput::new("k", format!("r{i}").as_bytes()))
+            .unwrap();
+    }
+    e
+}
+
 /// Splits the open shard with the widest range, or merges the first two
 /// adjacent open shards.
 fn reshard(e: &Engine, split: bool) {
@@ -188,12 +199,7 @@ fn workers_share_a_resharding_stream_process_everything_in_key_order_and_never_a
 fn a_worker_that_lost_its_lease_cannot_overwrite_its_successors_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let e = open(dir.path(), &clock);
-    e.create_stream("g", 1, CreateStreamOptions::default()).unwrap();
-    for i in 0..10 {
-        e.put_record("g", PutRecordInput::new("k", format!("r{i}").as_bytes()))
-            .unwrap();
-    }
+    let e = one_shard_of_ten_records(dir.path(), &clock);
     let mut a = GroupWorker::new(e.clone(), "g", "app", "a").with_lease_ms(LEASE_MS);
     let stale = a.poll(5).unwrap().remove(0);
     // a stalls past its lease; b takes the shard and checkpoints.
@@ -233,12 +239,7 @@ fn a_worker_that_lost_its_lease_cannot_overwrite_its_successors_checkpoint() {
 fn a_checkpoint_at_the_starting_sequence_number_resumes_at_the_first_record() {
     let dir = tempfile::tempdir().unwrap();
     let clock = ManualClock::new(T0);
-    let e = open(dir.path(), &clock);
-    e.create_stream("g", 1, CreateStreamOptions::default()).unwrap();
-    for i in 0..10 {
-        e.put_record("g", PutRecordInput::new("k", format!("r{i}").as_bytes()))
-            .unwrap();
-    }
+    let e = one_shard_of_ten_records(dir.path(), &clock);
     let shard = "shardId-000000000000";
     let start = e.describe_stream("g").unwrap().shards[0]
         .starting_sequence_number
