@@ -167,6 +167,8 @@ const sub = await h2.send(
   }),
   { abortSignal: abort.signal },
 );
+// A subscription lasts five minutes: give up (and fail) after 30 s.
+const deadline = setTimeout(() => abort.abort(), 30_000);
 const received = [];
 for await (const ev of sub.EventStream) {
   assert.ok(ev.SubscribeToShardEvent, `an event of another kind: ${JSON.stringify(Object.keys(ev))}`);
@@ -175,6 +177,7 @@ for await (const ev of sub.EventStream) {
   }
   if (received.length >= pushed.length) break;
 }
+clearTimeout(deadline);
 abort.abort();
 h2.destroy();
 assert.deepEqual(
