@@ -606,6 +606,23 @@ fn is_epoch_seconds(s: &str) -> bool {
     !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
+/// A Kinesis ARN's stream name and, for a consumer ARN, the consumer's name
+/// and the creation time (seconds) it ends in; -1 when those digits do not
+/// fit an `i64`, which names no consumer since times are not negative.
+/// `None` when the ARN has neither shape.
+fn parse_kinesis_arn(arn: &str) -> Option<(&str, Option<(&str, i64)>)> {
+    let (_, rest) = arn
+        .split_once(":stream/")
+        .filter(|(head, _)| head.starts_with("arn:aws") && head.contains(":kinesis:"))?;
+    match rest.split_once("/consumer/") {
+        Some((stream, tail)) => {
+            let (consumer, t) = tail.rsplit_once(':').filter(|(_, t)| is_epoch_seconds(t))?;
+            Some((stream, Some((consumer, t.parse().unwrap_or(-1)))))
+        }
+        None => Some((rest, None)),
+    }
+}
+
 /// A consumer ARN ends in its consumer's creation time (seconds): an ARN of
 /// a consumer since deregistered and registered again under the same name
 /// names nothing, as at AWS, rather than the new consumer.
@@ -615,13 +632,13 @@ fn check_consumer_arn_current(
     e: &Engine,
     stream: &str,
     consumer: &str,
-    created_s: Option<i64>,
+    created_s: i64,
 ) -> Result<(), ApiError> {
     let Ok(c) = e.describe_consumer(stream, consumer) else {
         // Not there at all: the operation itself says so.
         return Ok(());
     };
-    if created_s == Some(c.created_ms.div_euclid(1000)) {
+    if created_s == c.created_ms.div_euclid(1000) {
         return Ok(());
     }
     Err(consumer_not_found(e, stream, consumer))
@@ -629,10 +646,7 @@ fn check_consumer_arn_current(
 
 /// The answer for a consumer that is not there, as AWS words it.
 fn consumer_not_found(e: &Engine, stream: &str, consumer: &str) -> ApiError {
-    ApiError::not_found(format!(
-        "Consumer {consumer} under stream {stream} not found for account {}.",
-        e.account_id()
-    ))
+    shardlog_stream::Error::consumer_not_found(e.account_id(), stream, consumer).into()
 }
 
 fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, ApiError> {
@@ -641,17 +655,7 @@ fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, Ap
         return Ok(Resource::Stream(String::new()));
     };
     // A stream ARN, or a consumer ARN ending in its creation time.
-    let parsed = arn
-        .split_once(":stream/")
-        .filter(|(head, _)| head.starts_with("arn:aws") && head.contains(":kinesis:"))
-        .and_then(|(_, rest)| match rest.split_once("/consumer/") {
-            Some((stream, tail)) => tail
-                .rsplit_once(':')
-                .filter(|(_, t)| is_epoch_seconds(t))
-                .map(|consumer| (stream, Some(consumer))),
-            None => Some((rest, None)),
-        });
-    let Some((stream, consumer)) = parsed else {
+    let Some((stream, consumer)) = parse_kinesis_arn(arn) else {
         // Not the model's pattern for a Kinesis ARN: refused before any
         // lookup, as AWS does.
         viol.add(
@@ -664,11 +668,8 @@ fn resource(e: &Engine, v: &Value, viol: &mut Violations) -> Result<Resource, Ap
     };
     Ok(match consumer {
         Some((consumer, created_s)) => {
-            // Digits only, but 19 of them may not fit: such a time names
-            // no consumer (-1 matches none, since times are not negative).
-            let created_s = created_s.parse::<i64>().ok();
             check_consumer_arn_current(e, stream, consumer, created_s)?;
-            Resource::Consumer(stream.to_string(), consumer.to_string(), created_s.unwrap_or(-1))
+            Resource::Consumer(stream.to_string(), consumer.to_string(), created_s)
         }
         None => Resource::Stream(stream.to_string()),
     })
@@ -2062,15 +2063,7 @@ fn consumer_target(
     viol: &mut Violations,
 ) -> Result<(String, String, Option<i64>), ApiError> {
     if let Some(arn) = opt_str(v, "ConsumerARN")? {
-        let parsed = arn
-            .split_once(":stream/")
-            .filter(|(head, _)| head.starts_with("arn:aws") && head.contains(":kinesis:"))
-            .and_then(|(_, rest)| {
-                let (stream, tail) = rest.split_once("/consumer/")?;
-                let (consumer, created_s) = tail.rsplit_once(':')?;
-                is_epoch_seconds(created_s).then(|| (stream.to_string(), consumer.to_string(), created_s))
-            });
-        let Some((stream, consumer, created_s)) = parsed else {
+        let Some((stream, Some((consumer, created_s)))) = parse_kinesis_arn(arn) else {
             viol.add(
                 Some(arn),
                 "consumerARN",
@@ -2079,11 +2072,8 @@ fn consumer_target(
             std::mem::take(viol).into_result()?;
             return Err(ApiError::invalid(format!("ConsumerARN {arn} is invalid.")));
         };
-        // Digits only, but 19 of them may not fit: such a time names no
-        // consumer (-1 matches none).
-        let created_s = created_s.parse::<i64>().unwrap_or(-1);
-        check_consumer_arn_current(e, &stream, &consumer, Some(created_s))?;
-        return Ok((stream, consumer, Some(created_s)));
+        check_consumer_arn_current(e, stream, consumer, created_s)?;
+        return Ok((stream.to_string(), consumer.to_string(), Some(created_s)));
     }
     let stream = stream_name(v, viol)?;
     let consumer = opt_str(v, "ConsumerName")?;
@@ -2115,9 +2105,7 @@ fn register_consumer(e: &Engine, v: &Value) -> R {
     // old one's tags and policy: a deregistration removes them with the
     // consumer, and a registration removes any left by an older build in
     // the same durable change that adds the consumer.
-    let keys = consumer_setting_keys(consumer);
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    let c = e.register_consumer_forgetting(&name, consumer, &keys)?;
+    let c = e.register_consumer_forgetting(&name, consumer, &consumer_setting_keys(consumer))?;
     Ok(json!({"Consumer": consumer_json(e, &name, &c)}))
 }
 
@@ -2137,9 +2125,12 @@ fn deregister_consumer(e: &Engine, v: &Value) -> R {
     // The creation time the ARN ends in (checked above) is checked again
     // under the stream's lock, where the consumer and its settings are
     // removed in one durable change.
-    let keys = consumer_setting_keys(&consumer);
-    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-    e.deregister_consumer(&stream, &consumer, registered_at_s, &keys)?;
+    e.deregister_consumer(
+        &stream,
+        &consumer,
+        registered_at_s,
+        &consumer_setting_keys(&consumer),
+    )?;
     Ok(Value::Null)
 }
 

@@ -296,12 +296,11 @@ async fn pump(
             // A consumer deregistered (or a stream deleted) mid-subscription
             // ends it with the error, as on AWS.
             if e.require_active_consumer(&s.stream, &s.consumer)?.created_ms != s.consumer_created_ms {
-                return Err(shardlog_stream::Error::ResourceNotFound(format!(
-                    "Consumer {} under stream {} not found for account {}.",
-                    s.consumer,
-                    s.stream,
-                    e.account_id()
-                )));
+                return Err(shardlog_stream::Error::consumer_not_found(
+                    e.account_id(),
+                    &s.stream,
+                    &s.consumer,
+                ));
             }
             let out = e.read_shard(&s.stream, &s.shard, position, EVENT_RECORDS_MAX, EVENT_BYTES_MAX)?;
             let continuation = match out.next_position {

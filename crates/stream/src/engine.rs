@@ -869,22 +869,19 @@ fn consumer_matches(c: &meta::ConsumerMeta, name: &str, registered_at_s: Option<
     c.name == name && registered_at_s.is_none_or(|s| c.created_ms.div_euclid(1000) == s)
 }
 
-/// A retention period the engine accepts, in hours, or AWS's answer for one
-/// out of range (an InvalidArgumentException: the API's model puts no
-/// bounds on the number, so the service itself refuses it).
-pub fn check_retention_hours(hours: i64) -> Result<u32> {
-    if hours < i64::from(RETENTION_HOURS_MIN) {
+/// AWS's answer for a retention period out of range, in its words.
+fn check_retention_hours(hours: u32) -> Result<()> {
+    if hours < RETENTION_HOURS_MIN {
         return Err(Error::InvalidArgument(format!(
             "Minimum allowed retention period is {RETENTION_HOURS_MIN} hours. Requested retention period ({hours} hours) is too short."
         )));
     }
-    if hours > i64::from(RETENTION_HOURS_MAX) {
+    if hours > RETENTION_HOURS_MAX {
         return Err(Error::InvalidArgument(format!(
             "Maximum allowed retention period is {RETENTION_HOURS_MAX} hours. Requested retention period ({hours} hours) is too long."
         )));
     }
-    // Within the bounds above, which fit a u32.
-    Ok(u32::try_from(hours).unwrap_or(RETENTION_HOURS_MAX))
+    Ok(())
 }
 
 /// A shard's `StartingSequenceNumber`: one below its first record's number,
@@ -2281,27 +2278,12 @@ impl Engine {
             }
             Ok(p.max(first))
         };
-        // AT a record's number starts at that record, AFTER it at the next.
-        // A number one below a record's (the shard's StartingSequenceNumber,
-        // and the ContinuationSequenceNumber of a subscriber that has read
-        // nothing) is no record's, so AT and AFTER it both start at that
-        // record; the marker of older builds (position 0, sub-sequence 1)
-        // means the same.
+        // AT or AFTER a record's number, or a number one below a record's
+        // (the shard's StartingSequenceNumber), as `SeqNum::parse_start` says.
         let resolve = |seq: &str, after: bool| -> Result<u64> {
-            let (n, p) = if let Some(n) = SeqNum::parse(seq) {
-                (
-                    n,
-                    if after {
-                        n.position.saturating_add(1)
-                    } else {
-                        n.position
-                    },
-                )
-            } else if let Some(n) = SeqNum::parse_before(seq).or_else(|| SeqNum::parse_before_start(seq)) {
-                (n, n.position)
-            } else {
-                return Err(Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid.")));
-            };
+            let n = SeqNum::parse_start(seq, after).ok_or_else(|| {
+                Error::InvalidArgument(format!("StartingSequenceNumber {seq} used in GetShardIterator on shard {shard} in stream {name} under account {acct} is invalid."))
+            })?;
             if n.shard_index != s.index || n.generation != s.generation {
                 return Err(Error::InvalidArgument(format!(
                     "Invalid StartingSequenceNumber. It encodes {}, while it was used in a call to a shard with {}",
@@ -2309,7 +2291,7 @@ impl Engine {
                     shard_id(s.index)
                 )));
             }
-            within(p, seq)
+            within(n.position, seq)
         };
         Ok(match start {
             StartingPosition::TrimHorizon => first,
@@ -2933,7 +2915,7 @@ impl Engine {
         }
         self.require_active(name)?;
         let current = st.meta.retention_hours;
-        check_retention_hours(i64::from(hours))?;
+        check_retention_hours(hours)?;
         if increase && hours < current {
             return Err(Error::InvalidArgument(format!(
                 "Requested retention period ({hours} hours) for stream {name} can not be shorter than existing retention period ({current} hours). Use DecreaseRetentionPeriod API."
@@ -3167,9 +3149,7 @@ impl Engine {
             {
                 return Ok(());
             }
-            Err(Error::ResourceNotFound(format!(
-                "Consumer {consumer} under stream {name} not found for account {acct}."
-            )))
+            Err(Error::consumer_not_found(acct, name, consumer))
         };
         self.update_setting_checked(name, key, registered, f)
     }
@@ -3763,7 +3743,7 @@ impl Engine {
         &self,
         name: &str,
         consumer: &str,
-        forget_settings: &[&str],
+        forget_settings: &[String],
     ) -> Result<ConsumerDescription> {
         let acct = self.account_id();
         if !is_valid_name(consumer) {
@@ -3793,7 +3773,7 @@ impl Engine {
         };
         m.consumers.push(c.clone());
         for key in forget_settings {
-            m.settings.remove(*key);
+            m.settings.remove(key);
         }
         self.persist(&stream, &m)?;
         st.meta = m;
@@ -3859,7 +3839,7 @@ impl Engine {
         name: &str,
         consumer: &str,
         registered_at_s: Option<i64>,
-        forget_settings: &[&str],
+        forget_settings: &[String],
     ) -> Result<()> {
         let acct = self.account_id();
         let stream = self.stream(name)?;
@@ -3873,14 +3853,12 @@ impl Engine {
             .iter()
             .any(|c| consumer_matches(c, consumer, registered_at_s))
         {
-            return Err(Error::ResourceNotFound(format!(
-                "Consumer {consumer} under stream {name} not found for account {acct}."
-            )));
+            return Err(Error::consumer_not_found(acct, name, consumer));
         }
         let mut m = st.meta.clone();
         m.consumers.retain(|c| c.name != consumer);
         for key in forget_settings {
-            m.settings.remove(*key);
+            m.settings.remove(key);
         }
         self.persist(&stream, &m)?;
         st.meta = m;
@@ -3908,11 +3886,7 @@ impl Engine {
         self.list_consumers(name)?
             .into_iter()
             .find(|c| c.name == consumer)
-            .ok_or_else(|| {
-                Error::ResourceNotFound(format!(
-                    "Consumer {consumer} under stream {name} not found for account {acct}."
-                ))
-            })
+            .ok_or_else(|| Error::consumer_not_found(acct, name, consumer))
     }
 
     // ----------------------------------------------------------------------

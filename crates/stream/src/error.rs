@@ -52,6 +52,14 @@ pub enum Error {
 }
 
 impl Error {
+    /// A consumer that is not there (or not the one an ARN names), in
+    /// Kinesis's words.
+    pub fn consumer_not_found(account: &str, stream: &str, consumer: &str) -> Error {
+        Error::ResourceNotFound(format!(
+            "Consumer {consumer} under stream {stream} not found for account {account}."
+        ))
+    }
+
     /// The Kinesis error name for this error.
     pub fn kinesis_name(&self) -> &'static str {
         match self {

@@ -46,12 +46,12 @@ pub mod text;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use crypto::{KeySpec, KeyState, Keyring};
 pub use engine::{
-    check_retention_hours, limits, parse_shard_id, shard_id, sync_threads_for_this_machine, ChildShard,
-    ConsumerDescription, CreateStreamOptions, DataDirReport, Engine, EngineMetrics, EngineOptions,
-    GetRecordsOutput, GroupBatch, GroupDescription, GroupShard, GroupWorker, Lease, PutRecordFailure,
-    PutRecordInput, PutRecordOutput, ReadOutput, ShardDescription, ShardMetrics, StartingPosition,
-    StatusDelays, StoredRecord, StreamDescription, StreamMetrics, StreamStatus, StreamSummary,
-    TrafficMetrics, INDEX_CACHE_BYTES_DEFAULT, SYNC_THREADS_AUTO_MAX, SYNC_THREADS_AUTO_MIN,
+    limits, parse_shard_id, shard_id, sync_threads_for_this_machine, ChildShard, ConsumerDescription,
+    CreateStreamOptions, DataDirReport, Engine, EngineMetrics, EngineOptions, GetRecordsOutput, GroupBatch,
+    GroupDescription, GroupShard, GroupWorker, Lease, PutRecordFailure, PutRecordInput, PutRecordOutput,
+    ReadOutput, ShardDescription, ShardMetrics, StartingPosition, StatusDelays, StoredRecord,
+    StreamDescription, StreamMetrics, StreamStatus, StreamSummary, TrafficMetrics, INDEX_CACHE_BYTES_DEFAULT,
+    SYNC_THREADS_AUTO_MAX, SYNC_THREADS_AUTO_MIN,
 };
 pub use error::{Error, Result};
 pub use hashkey::HashRange;

@@ -193,19 +193,30 @@ impl SeqNum {
         None
     }
 
-    /// Where reading resumes after a reader has kept `s` as "read up to
-    /// here" (a checkpoint): after the record when `s` is a record's number,
-    /// at the record when it is one below a record's (a shard's
-    /// `StartingSequenceNumber`, or the marker of older builds). The shard
-    /// is the returned number's; its position is the resume position.
-    pub fn parse_resume_point(s: &str) -> Option<SeqNum> {
+    /// Where reading starts AT (`after` false) or AFTER (`after` true) the
+    /// number `s`: at or after the record when `s` is a record's number, at
+    /// the record either way when it is one below a record's (a shard's
+    /// `StartingSequenceNumber`, or the marker of older builds), which is no
+    /// record's number to step past. The shard is the returned number's; its
+    /// position is the start.
+    pub fn parse_start(s: &str, after: bool) -> Option<SeqNum> {
         if let Some(n) = SeqNum::parse(s) {
             return Some(SeqNum {
-                position: n.position.saturating_add(1),
+                position: if after {
+                    n.position.saturating_add(1)
+                } else {
+                    n.position
+                },
                 ..n
             });
         }
         SeqNum::parse_before(s).or_else(|| SeqNum::parse_before_start(s))
+    }
+
+    /// Where reading resumes after a reader has kept `s` as "read up to
+    /// here" (a checkpoint): as AFTER it ([`SeqNum::parse_start`]).
+    pub fn parse_resume_point(s: &str) -> Option<SeqNum> {
+        SeqNum::parse_start(s, true)
     }
 
     /// The "before the first record" marker of this number's shard that

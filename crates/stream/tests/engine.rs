@@ -1284,7 +1284,7 @@ fn consumer_settings_change_only_for_the_registration_named_and_go_with_the_cons
     e.set_stream_setting("s", "Unrelated", Some(4.into())).unwrap();
     assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), Some(3.into()));
 
-    e.deregister_consumer("s", "app", Some(at_s), &["Tags/app"])
+    e.deregister_consumer("s", "app", Some(at_s), &["Tags/app".to_string()])
         .unwrap();
     assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), None);
     assert_eq!(e.stream_setting("s", "Unrelated").unwrap(), Some(4.into()));
@@ -1294,7 +1294,8 @@ fn consumer_settings_change_only_for_the_registration_named_and_go_with_the_cons
     // A setting left behind (by a stop of an older build between its two
     // steps) is removed by the registration that reuses the name.
     e.set_stream_setting("s", "Tags/app", Some(6.into())).unwrap();
-    e.register_consumer_forgetting("s", "app", &["Tags/app"]).unwrap();
+    e.register_consumer_forgetting("s", "app", &["Tags/app".to_string()])
+        .unwrap();
     assert_eq!(e.stream_setting("s", "Tags/app").unwrap(), None);
     assert_eq!(e.stream_setting("s", "Unrelated").unwrap(), Some(4.into()));
 
