@@ -17,7 +17,7 @@ def verified:
 # What the CPU did during a run (bench in targets.sh), when it was taken.
 def cpu_text:
   if .cpu == null or .cpu.machine_busy_share == null then ""
-  else "; during the run (replay included) the machine's cores \(.cpu.machine_busy_share * 100 | round)% busy"
+  else "; during the run\(if replay == null then "" else " (replay included)" end) the machine's cores \(.cpu.machine_busy_share * 100 | round)% busy"
     + (if ((put | .records) // 0) > 0 then ", the server \(.cpu.server_cpu_seconds / (put | .records) * 1000000 | round) µs of CPU per record put" else "" end)
   end;
 def rate_row(name; goal; run; p99_max_us; raw):
@@ -43,6 +43,10 @@ def rate_row(name; goal; run; p99_max_us; raw):
   (if ."single8-nosync" == null or (."single8-nosync" | put) == null then "| the same with `--sync never` (no fsync at all) | the ceiling | not run | | |"
    else (."single8-nosync" | put) as $p
    | "| the same with `--sync never`: no fsync at all, this server's ceiling on this machine | none (no durable run can pass it) | \($p.records_per_second | commas) rec/s, p99 \($p.latency_us.p99 | ms) ms; \(."single8-nosync" | verified)\(."single8-nosync" | cpu_text) | — | \(if $p.records_per_second > 0 then "the durable run above is \(((.single8 | put | .records_per_second) // 0) / $p.records_per_second * 100 | round)% of it; the goal is \(25000 / $p.records_per_second * 100 | round)% of it" else "" end) |"
+   end),
+  (if ."single8-floor" == null or (."single8-floor" | put) == null then "| HTTP floor: HTTP + `pwrite` + group `fdatasync`, nothing else | the most any durable server reaches here | not run | | |"
+   else (."single8-floor" | put) as $p
+   | "| HTTP floor (`http_floor`): the same HTTP stack, a `pwrite` of each body and a group `fdatasync`, nothing else, 8 connections | none (the reference for the durable rows: the same HTTP stack, runtime and client, with no work but the durable write) | \($p.records_per_second | commas) rec/s, p99 \($p.latency_us.p99 | ms) ms\(."single8-floor" | cpu_text) | — | \(if $p.records_per_second > 0 then "the durable run above is \(((.single8 | put | .records_per_second) // 0) / $p.records_per_second * 100 | round)% of it; the goal is \(25000 / $p.records_per_second * 100 | round)% of it" else "" end) |"
    end),
   ({goal_rate: (((.single8 | put | .records_per_second) // 0) + 1)} + . | rate_row("PutRecord ×1, 64 connections"; "more than at 8"; .single64; null; "")),
   (if (.batch | replay) == null then "| replay, GetRecords Limit 10,000 | ≥ 400,000 rec/s | not run | | page cache |"

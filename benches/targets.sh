@@ -19,7 +19,10 @@
 #      again with `--journal true` (not the default), for comparison, and
 #      with `--sync never` (no fsync at all: the ceiling of the server's
 #      request path on this machine, beside the durable figure); each run
-#      with the machine's CPU busy share and the server's CPU time;
+#      with the machine's CPU busy share and the server's CPU time; then
+#      the HTTP floor (`http_floor DIR PORT group`: the same HTTP stack, a
+#      `pwrite` of each body and a group `fdatasync`, nothing else), the
+#      most any durable server reaches with this client on this machine;
 #   4. a server idle with IDLE_SHARDS shards (streams of 100 shards), its
 #      memory after they were created and after a restart;
 #   5. open after a crash: `open_probe fill` writes OPEN_GIB GiB of 1 KiB
@@ -94,7 +97,7 @@ cleanup() {
     [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null || true
     [[ -n $SERVER_PID ]] && kill -9 "$SERVER_PID" 2>/dev/null || true
     [[ -n $SERVER_PID ]] && wait "$SERVER_PID" 2>/dev/null || true
-    rm -rf "$WORK/server" "$WORK/idle" "$WORK/open" "$RAW"
+    rm -rf "$WORK/server" "$WORK/floor" "$WORK/idle" "$WORK/open" "$RAW"
     return 0
 }
 trap cleanup EXIT
@@ -192,6 +195,17 @@ if ! skipped server; then
     bench "$RAW/single8-nosync.json" --stream t-single8n --connections 8 --batch 1 --mode both
     stop_server
     rm -rf "$WORK/server"
+    # The floor of any durable server on this machine with this client:
+    # `http_floor` answers PutRecord after nothing but the same HTTP stack,
+    # a `pwrite` of the body and a group `fdatasync` (src/bin/http_floor.rs).
+    say "HTTP floor (HTTP + pwrite + group fdatasync, nothing else): PutRecord x1 at 8 connections"
+    rm -rf "$WORK/floor"
+    "$BIN/http_floor" "$WORK/floor" "$PORT" group 512 >>"$LOG/floor.log" 2>&1 &
+    SERVER_PID=$!
+    wait_kinesis "$URL" "$SERVER_PID" || { echo "the HTTP floor did not start: see $LOG/floor.log" >&2; exit 1; }
+    bench "$RAW/single8-floor.json" --stream t-floor --connections 8 --batch 1 --mode put
+    stop_server
+    rm -rf "$WORK/floor"
 fi
 
 if ! skipped idle; then
@@ -282,7 +296,7 @@ slurp() { if [[ -s $1 ]]; then cat "$1"; else echo null; fi; }
     echo "\"raw\": [$(for i in $(seq 0 "$PAIRS"); do [[ -e $RAW/raw-$i.json ]] && { slurp "$RAW/raw-$i.json"; echo ,; }; done | sed '$d')],"
     echo "\"embedded\": [$(for i in $(seq "$PAIRS"); do [[ -e $RAW/embedded-$i.json ]] && { slurp "$RAW/embedded-$i.json"; echo ,; }; done | sed '$d')],"
     echo "\"embedded_deep\": [$(for i in $(seq "$PAIRS"); do [[ -e $RAW/embedded-deep-$i.json ]] && { slurp "$RAW/embedded-deep-$i.json"; echo ,; }; done | sed '$d')],"
-    for part in batch single8 single64 single8-journal single8-nosync idle open; do
+    for part in batch single8 single64 single8-journal single8-nosync single8-floor idle open; do
         echo "\"$part\": $(slurp "$RAW/$part.json"),"
     done
     echo "\"server_memory\": $(slurp "$RAW/server.rss")}"
