@@ -109,8 +109,12 @@ fn opt_timestamp_ms(v: &Value, key: &str) -> Result<Option<i64>, ApiError> {
 fn blob(v: &Value, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
     match opt_str(v, key)? {
         None => Ok(None),
-        Some(s) => base64::engine::general_purpose::STANDARD
-            .decode(s)
+        // SIMD decode: with the general decoder, a PutRecord of 1 KiB spent
+        // a seventh of the server's instructions here (callgrind, the
+        // twenty-fourth pass). It accepts exactly what that decoder does
+        // (`simd_base64_agrees_with_the_general_decoder_*` below).
+        Some(s) => base64_simd::STANDARD
+            .decode_to_vec(s)
             .map(Some)
             .map_err(|_| {
                 ApiError::serialization(format!(
@@ -149,17 +153,23 @@ fn check_text(viol: &mut Violations, member: &str, value: Option<&str>, max_char
 }
 
 fn check_name(viol: &mut Violations, member: &str, value: Option<&str>, required: bool) {
-    let m = lower_camel(member);
+    // The member's name in messages is made only for a violation: every
+    // request names a stream, and most names are valid.
+    let m = || lower_camel(member);
     match value {
-        None if required => viol.add(None, &m, "Member must not be null"),
+        None if required => viol.add(None, &m(), "Member must not be null"),
         None => {}
         Some(s) => {
             if s.is_empty() {
-                viol.add(Some(s), &m, "Member must have length greater than or equal to 1");
+                viol.add(
+                    Some(s),
+                    &m(),
+                    "Member must have length greater than or equal to 1",
+                );
             } else if s.len() > 128 {
-                viol.add(Some(s), &m, "Member must have length less than or equal to 128");
+                viol.add(Some(s), &m(), "Member must have length less than or equal to 128");
             } else if !shardlog_stream::engine::is_valid_name(s) {
-                viol.add(Some(s), &m, NAME_PATTERN);
+                viol.add(Some(s), &m(), NAME_PATTERN);
             }
         }
     }
@@ -220,17 +230,16 @@ pub(crate) fn stream_name(v: &Value, viol: &mut Violations) -> Result<String, Ap
 
 fn int_range(viol: &mut Violations, member: &str, value: Option<i64>, min: i64, max: i64) {
     if let Some(x) = value {
-        let m = lower_camel(member);
         if x < min {
             viol.add(
                 Some(&x.to_string()),
-                &m,
+                &lower_camel(member),
                 &format!("Member must have value greater than or equal to {min}"),
             );
         } else if x > max {
             viol.add(
                 Some(&x.to_string()),
-                &m,
+                &lower_camel(member),
                 &format!("Member must have value less than or equal to {max}"),
             );
         }
