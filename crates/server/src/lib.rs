@@ -429,7 +429,11 @@ async fn api(
     // PutRecords in JSON, the hot write path, is parsed on the blocking
     // thread without a value tree (see `ops::put_records_fast`).
     let fast_put = groups_op.is_none() && op == "PutRecords" && format == Format::Json;
-    let value = if fast_put {
+    // PutRecord in JSON likewise, on this worker (see
+    // `ops::put_record_fast_args`); the tree is made below only when the
+    // fast path declines the request.
+    let fast_put_record = groups_op.is_none() && op == "PutRecord" && format == Format::Json;
+    let value = if fast_put || fast_put_record {
         Value::Null
     } else {
         match protocol::decode(format, &bytes) {
@@ -491,6 +495,33 @@ async fn api(
     let op_name = op.clone();
     let metrics = state.metrics.clone();
     let started = std::time::Instant::now();
+    if fast_put_record && root.scope_is_open(&account, &region) {
+        if let Some(args) = ops::put_record_fast_args(&bytes) {
+            let out = async {
+                let engine = for_stream(&authorize, &root, &account, &region, &op_name, &args.stream)?;
+                let durable = engine.put_record_durable(&args.stream, args.input())?;
+                let written = durable.await?;
+                Ok(ops::FastAnswer {
+                    stream: args.stream.to_string(),
+                    body: ops::put_record_answer_bytes(&written),
+                    records: 1,
+                    bytes: args.data.len() as u64,
+                })
+            }
+            .await;
+            let answer = note_fast_put(&metrics, &op_name, &account, &region, started, out);
+            return answer_response(&op, format, Ok(answer));
+        }
+    }
+    // Not taken by the fast path: the general path needs the value tree.
+    let value = if fast_put_record {
+        match protocol::decode(format, &bytes) {
+            Ok(v) => v,
+            Err(m) => return error_response(format, &ApiError::serialization(m)),
+        }
+    } else {
+        value
+    };
     // PutRecord, one small record, is written on this worker and awaits its
     // fsync from the engine's sync threads: no thread hand-off per request.
     // Only when everything it needs is in memory: the caller's engine is
@@ -631,7 +662,7 @@ fn for_stream(
     authorize(root, account, region, op, &json!({ "StreamName": stream }), true)
 }
 
-/// Counts a fast-path PutRecords and gives its answer.
+/// Counts a fast-path PutRecords or PutRecord and gives its answer.
 fn note_fast_put(
     metrics: &metrics::ServerMetrics,
     op: &str,
