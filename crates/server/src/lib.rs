@@ -772,44 +772,59 @@ mod tests {
 
     #[test]
     fn the_credential_scope_names_the_account_and_region_wherever_the_credential_is() {
-        let usual = "AWS4-HMAC-SHA256 Credential=123456789012/20250101/eu-west-1/kinesis/aws4_request, SignedHeaders=host, Signature=x";
-        assert_eq!(
-            scope_of(&auth(usual), None),
-            ("123456789012".into(), "eu-west-1".into())
-        );
-        // Another order of the parts, and no space after the comma.
-        let reordered = "AWS4-HMAC-SHA256 SignedHeaders=host,Credential=210987654321/20250101/ap-south-1/kinesis/aws4_request,Signature=x";
-        assert_eq!(
-            scope_of(&auth(reordered), None),
-            ("210987654321".into(), "ap-south-1".into())
-        );
-        // A key id that is not an account number: the default account.
-        let key = "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/us-west-2/kinesis/aws4_request";
-        assert_eq!(
-            scope_of(&auth(key), None),
-            ("000000000000".into(), "us-west-2".into())
-        );
-        // A presigned URL's credential, percent-encoded.
-        let query = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=123456789012%2F20250101%2Fus-east-2%2Fkinesis%2Faws4_request";
-        assert_eq!(
-            scope_of(&HeaderMap::new(), Some(query)),
-            ("123456789012".into(), "us-east-2".into())
-        );
-        // Nothing, or a credential cut short: the defaults.
-        assert_eq!(
-            scope_of(&HeaderMap::new(), None),
-            ("000000000000".into(), "us-east-1".into())
-        );
-        let short = "AWS4-HMAC-SHA256 Credential=123456789012/20250101";
-        assert_eq!(
-            scope_of(&auth(short), None),
-            ("123456789012".into(), "us-east-1".into())
-        );
-        let empty_region = "AWS4-HMAC-SHA256 Credential=123456789012/20250101//kinesis/aws4_request";
-        assert_eq!(
-            scope_of(&auth(empty_region), None),
-            ("123456789012".into(), "us-east-1".into())
-        );
+        // (Authorization header, query, account, region).
+        let cases = [
+            (
+                Some("AWS4-HMAC-SHA256 Credential=123456789012/20250101/eu-west-1/kinesis/aws4_request, SignedHeaders=host, Signature=x"),
+                None,
+                "123456789012",
+                "eu-west-1",
+            ),
+            // Another order of the parts, and no space after the comma.
+            (
+                Some("AWS4-HMAC-SHA256 SignedHeaders=host,Credential=210987654321/20250101/ap-south-1/kinesis/aws4_request,Signature=x"),
+                None,
+                "210987654321",
+                "ap-south-1",
+            ),
+            // A key id that is not an account number: the default account.
+            (
+                Some("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20250101/us-west-2/kinesis/aws4_request"),
+                None,
+                "000000000000",
+                "us-west-2",
+            ),
+            // A presigned URL's credential, percent-encoded.
+            (
+                None,
+                Some("X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=123456789012%2F20250101%2Fus-east-2%2Fkinesis%2Faws4_request"),
+                "123456789012",
+                "us-east-2",
+            ),
+            // Nothing, or a credential cut short or without a region: the
+            // defaults.
+            (None, None, "000000000000", "us-east-1"),
+            (
+                Some("AWS4-HMAC-SHA256 Credential=123456789012/20250101"),
+                None,
+                "123456789012",
+                "us-east-1",
+            ),
+            (
+                Some("AWS4-HMAC-SHA256 Credential=123456789012/20250101//kinesis/aws4_request"),
+                None,
+                "123456789012",
+                "us-east-1",
+            ),
+        ];
+        for (header, query, account, region) in cases {
+            let headers = header.map(auth).unwrap_or_default();
+            assert_eq!(
+                scope_of(&headers, query),
+                (account.to_string(), region.to_string()),
+                "{header:?} {query:?}"
+            );
+        }
     }
 
     #[test]

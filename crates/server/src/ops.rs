@@ -1372,6 +1372,10 @@ struct FastPutRecords<'a> {
     records: Vec<FastRecord<'a>>,
 }
 
+/// A record as the fast paths read it: an entry of PutRecords' `Records`,
+/// or a whole PutRecord request, which also names its stream. Any other
+/// member (`StreamARN`, `SequenceNumberForOrdering`, a misspelling) sends
+/// the request to the general path.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FastRecord<'a> {
@@ -1381,6 +1385,9 @@ struct FastRecord<'a> {
     partition_key: Cow<'a, str>,
     #[serde(rename = "ExplicitHashKey", borrow)]
     explicit_hash_key: Option<Cow<'a, str>>,
+    /// PutRecord only; an entry of `Records` that has one is not plain.
+    #[serde(rename = "StreamName", borrow)]
+    stream_name: Option<Cow<'a, str>>,
 }
 
 /// What the fast path answered: the JSON body, and the records and data
@@ -1449,15 +1456,10 @@ pub fn put_records_fast_with<T>(
     let mut arena = Vec::with_capacity(req.records.iter().map(|r| r.data.len() / 4 * 3).sum());
     let mut spans = Vec::with_capacity(n);
     for r in &req.records {
-        check_text(
-            &mut viol,
-            "partitionKey",
-            Some(&r.partition_key),
-            limits::PARTITION_KEY_CHARS_MAX,
-        );
-        if let Some(h) = &r.explicit_hash_key {
-            check_explicit_hash_key(&mut viol, "", h);
+        if r.stream_name.is_some() {
+            return None;
         }
+        check_fast_record(&mut viol, &r.partition_key, r.explicit_hash_key.as_deref());
         let start = arena.len();
         b64.decode_append(r.data.as_bytes(), &mut arena).ok()?;
         if arena.len() - start > limits::RECORD_BYTES_LIMIT {
@@ -1536,20 +1538,19 @@ impl FastPut {
     }
 }
 
-/// A PutRecord request as the fast path reads it: strings borrowed from the
-/// body. Any other member (`StreamARN`, `SequenceNumberForOrdering`, a
-/// misspelling) sends the request to the general path.
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FastPutRecord<'a> {
-    #[serde(rename = "StreamName", borrow)]
-    stream_name: Cow<'a, str>,
-    #[serde(rename = "Data", borrow)]
-    data: Cow<'a, str>,
-    #[serde(rename = "PartitionKey", borrow)]
-    partition_key: Cow<'a, str>,
-    #[serde(rename = "ExplicitHashKey", borrow)]
-    explicit_hash_key: Option<Cow<'a, str>>,
+/// The checks of a record's key members that both fast paths make, with
+/// the general path's own functions; its data is checked where it is
+/// decoded.
+fn check_fast_record(viol: &mut Violations, partition_key: &str, explicit_hash_key: Option<&str>) {
+    check_text(
+        viol,
+        "partitionKey",
+        Some(partition_key),
+        limits::PARTITION_KEY_CHARS_MAX,
+    );
+    if let Some(h) = explicit_hash_key {
+        check_explicit_hash_key(viol, "", h);
+    }
 }
 
 /// A PutRecord the fast path took: its checked members, the data decoded.
@@ -1580,18 +1581,11 @@ impl FastRecordArgs<'_> {
 /// errors. Against the value tree this saved about 6,000 instructions of a
 /// 1 KiB PutRecord (callgrind, docs/PERFORMANCE.md, twenty-fourth pass).
 pub(crate) fn put_record_fast_args(body: &[u8]) -> Option<FastRecordArgs<'_>> {
-    let req: FastPutRecord<'_> = serde_json::from_slice(body).ok()?;
+    let req: FastRecord<'_> = serde_json::from_slice(body).ok()?;
+    let stream = req.stream_name?;
     let mut viol = Violations::default();
-    check_name(&mut viol, "StreamName", Some(&req.stream_name), false);
-    check_text(
-        &mut viol,
-        "partitionKey",
-        Some(&req.partition_key),
-        limits::PARTITION_KEY_CHARS_MAX,
-    );
-    if let Some(h) = &req.explicit_hash_key {
-        check_explicit_hash_key(&mut viol, "", h);
-    }
+    check_name(&mut viol, "StreamName", Some(&stream), false);
+    check_fast_record(&mut viol, &req.partition_key, req.explicit_hash_key.as_deref());
     if !viol.is_empty() {
         return None;
     }
@@ -1601,7 +1595,7 @@ pub(crate) fn put_record_fast_args(body: &[u8]) -> Option<FastRecordArgs<'_>> {
         return None;
     }
     Some(FastRecordArgs {
-        stream: req.stream_name,
+        stream,
         partition_key: req.partition_key,
         explicit_hash_key: req.explicit_hash_key,
         data,
@@ -2379,6 +2373,19 @@ mod tests {
         assert!(take(&format!(
             r#"{{"StreamName":"s1","PartitionKey":"k","Data":"{at_limit}"}}"#
         )));
+        // PutRecords' fast path reads its entries with the same struct: an
+        // entry that names a stream is not plain and goes to the general path.
+        let declined = |body: &str| {
+            super::put_records_fast_with(
+                |_| -> Result<super::Engine, super::ApiError> { unreachable!("declined before the engine") },
+                body.as_bytes(),
+                |_, _, _| (),
+            )
+            .is_none()
+        };
+        assert!(declined(
+            r#"{"StreamName":"s1","Records":[{"StreamName":"s1","PartitionKey":"k","Data":"aGVsbG8="}]}"#
+        ));
         // A partition key over 256 characters.
         let long_key = "k".repeat(shardlog_stream::limits::PARTITION_KEY_CHARS_MAX + 1);
         assert!(!take(&format!(
@@ -2400,7 +2407,109 @@ mod tests {
         assert_eq!(bytes, super::put_record_answer(out));
     }
 
+    /// A JSON member for the PutRecord property test: a name (the real ones,
+    /// others, repeats) and a value that is sometimes a string, sometimes
+    /// not, sometimes empty, escaped, over a limit or not base64.
+    fn put_record_member() -> impl Strategy<Value = String> {
+        let name = proptest::sample::select(vec![
+            "StreamName",
+            "PartitionKey",
+            "Data",
+            "ExplicitHashKey",
+            "StreamARN",
+            "SequenceNumberForOrdering",
+            "Other",
+        ]);
+        (name, put_record_value()).prop_map(|(n, v)| format!("\"{n}\":{v}"))
+    }
+
+    fn put_record_value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            proptest::sample::select(vec![
+                r#""s1""#,
+                r#""""#,
+                r#""ké""#,
+                r#""aGVsbG8=""#,
+                r#""aGVsbG8""#,
+                r#""0""#,
+                r#""01""#,
+                r#""340282366920938463463374607431768211455""#,
+                r#""bad name!""#,
+                "null",
+                "7",
+                "true",
+                "[]",
+                "{}",
+            ])
+            .prop_map(str::to_string),
+            "[a-zA-Z0-9+/=]{0,12}".prop_map(|t| format!("\"{t}\"")),
+        ]
+    }
+
+    /// A PutRecord body: the three members it needs, each with any value,
+    /// maybe a hash key, maybe other members, in any order; most of them
+    /// are requests the fast path takes.
+    fn put_record_body() -> impl Strategy<Value = String> {
+        let quoted = |t: String| format!("\"{t}\"");
+        (
+            prop_oneof![3 => "[a-zA-Z0-9_.-]{1,8}".prop_map(quoted), 1 => put_record_value()],
+            prop_oneof![3 => "[a-z\u{e9}]{1,8}".prop_map(quoted), 1 => put_record_value()],
+            prop_oneof![
+                3 => proptest::collection::vec(any::<u8>(), 0..40)
+                    .prop_map(move |d| quoted(base64::engine::general_purpose::STANDARD.encode(d))),
+                1 => put_record_value(),
+            ],
+            proptest::option::of(
+                prop_oneof![3 => "[1-9][0-9]{0,38}".prop_map(quoted), 1 => put_record_value()],
+            ),
+            prop_oneof![3 => Just(Vec::new()), 1 => proptest::collection::vec(put_record_member(), 1..2)],
+        )
+            .prop_map(|(name, key, data, hash, extra)| {
+                let mut members = vec![
+                    format!("\"StreamName\":{name}"),
+                    format!("\"PartitionKey\":{key}"),
+                    format!("\"Data\":{data}"),
+                ];
+                members.extend(hash.map(|h| format!("\"ExplicitHashKey\":{h}")));
+                members.extend(extra);
+                members
+            })
+            .prop_shuffle()
+            .prop_map(|members| format!("{{{}}}", members.join(",")))
+    }
+
     proptest! {
+        /// Whatever the fast path takes, the general path takes too, with
+        /// the same stream, key, hash key and data: the fast path changes
+        /// the cost of a PutRecord, never its outcome.
+        #[test]
+        fn a_put_record_the_fast_path_takes_is_the_general_paths_put_record(body in put_record_body()) {
+            if let Some(fast) = super::put_record_fast_args(body.as_bytes()) {
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                let general = super::with_put_record(&v, |name, input| {
+                    Ok((
+                        name.to_string(),
+                        input.partition_key.to_string(),
+                        input.explicit_hash_key.map(str::to_string),
+                        input.data.to_vec(),
+                        input.sequence_number_for_ordering.is_some(),
+                    ))
+                });
+                let general = general.map_err(|e| e.message);
+                prop_assert_eq!(
+                    general,
+                    Ok((
+                        fast.stream.to_string(),
+                        fast.partition_key.to_string(),
+                        fast.explicit_hash_key.as_deref().map(str::to_string),
+                        fast.data.clone(),
+                        false,
+                    )),
+                    "body {}", body
+                );
+            }
+        }
+
         #[test]
         fn simd_base64_agrees_with_the_general_decoder_on_valid_data(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let text = base64::engine::general_purpose::STANDARD.encode(&data);
