@@ -49,7 +49,7 @@
 #   OPEN_GIB, OPEN_SHARDS, OPEN_RUNS  the crash-open data set (default 10
 #                GiB in 100 shards, 3 warm runs)
 #   SKIP         comma-separated parts to leave out: embedded, server,
-#                journal, idle, open
+#                journal, floor, idle, open
 #   WORK         scratch data directories (default benches/targets/.work,
 #                git-ignored; on the disk measured; emptied at the end)
 #   OUT_DIR      where the results files go (default benches/targets)
@@ -195,9 +195,12 @@ if ! skipped server; then
     bench "$RAW/single8-nosync.json" --stream t-single8n --connections 8 --batch 1 --mode both
     stop_server
     rm -rf "$WORK/server"
-    # The floor of any durable server on this machine with this client:
-    # `http_floor` answers PutRecord after nothing but the same HTTP stack,
-    # a `pwrite` of the body and a group `fdatasync` (src/bin/http_floor.rs).
+fi
+
+# The reference for the single-record rows: `http_floor` answers PutRecord
+# after nothing but the same HTTP stack, a `pwrite` of the body and a group
+# `fdatasync` (src/bin/http_floor.rs).
+if ! skipped floor; then
     say "HTTP floor (HTTP + pwrite + group fdatasync, nothing else): PutRecord x1 at 8 connections"
     rm -rf "$WORK/floor"
     "$BIN/http_floor" "$WORK/floor" "$PORT" group 512 >>"$LOG/floor.log" 2>&1 &

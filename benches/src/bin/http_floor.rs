@@ -45,6 +45,14 @@ use tokio::sync::oneshot;
 /// written over all of it at start.
 const FILE_MIB_DEFAULT: u64 = 512;
 
+/// Largest request body taken: the server's default request limit.
+const BODY_BYTES_MAX: usize = shardlog_server::REQUEST_BODY_BYTES_MAX;
+
+/// Smallest file: several of the largest bodies, so that the round robin
+/// over it always has room.
+const FILE_BYTES_MIN: u64 = 64 << 20;
+const _: () = assert!(FILE_BYTES_MIN >= 4 * BODY_BYTES_MAX as u64);
+
 /// How a put is made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
@@ -140,6 +148,14 @@ impl Floor {
     }
 }
 
+/// A Kinesis-style error answer, its message escaped as JSON.
+fn error_reply(status: u16, kind: &str, message: &str) -> Response<Full<Bytes>> {
+    reply(
+        status,
+        serde_json::json!({"__type": kind, "message": message}).to_string(),
+    )
+}
+
 fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
@@ -163,9 +179,14 @@ async fn handle(
         .next()
         .unwrap_or("")
         .to_owned();
-    let body = match req.into_body().collect().await {
+    // Bounded as the server bounds a request, and far below the file, so
+    // that a write never runs past the written space.
+    let body = match http_body_util::Limited::new(req.into_body(), BODY_BYTES_MAX)
+        .collect()
+        .await
+    {
         Ok(b) => b.to_bytes(),
-        Err(e) => return Ok(reply(400, format!("{{\"message\":\"{e}\"}}"))),
+        Err(e) => return Ok(error_reply(413, "SerializationException", &e.to_string())),
     };
     Ok(match target.as_str() {
         "PutRecord" => match floor.put(&body).await {
@@ -176,20 +197,14 @@ async fn handle(
                     49_000_000_000_000_000_000_000_000u128 + u128::from(seq)
                 ),
             ),
-            Err(e) => reply(
-                500,
-                format!("{{\"__type\":\"InternalFailure\",\"message\":\"{e}\"}}"),
-            ),
+            Err(e) => error_reply(500, "InternalFailure", &e.to_string()),
         },
         "DescribeStreamSummary" => reply(
             200,
             "{\"StreamDescriptionSummary\":{\"StreamStatus\":\"ACTIVE\"}}".to_owned(),
         ),
         "DeleteStream" | "CreateStream" => reply(200, "{}".to_owned()),
-        other => reply(
-            400,
-            format!("{{\"__type\":\"UnknownOperationException\",\"message\":\"{other}\"}}"),
-        ),
+        other => error_reply(400, "UnknownOperationException", other),
     })
 }
 
@@ -213,6 +228,12 @@ fn main() -> std::io::Result<()> {
         .and_then(|m| m.parse().ok())
         .unwrap_or(FILE_MIB_DEFAULT)
         << 20;
+    if file_bytes < FILE_BYTES_MIN {
+        return Err(std::io::Error::other(format!(
+            "FILE_MIB must be at least {} (the file holds many bodies of up to {BODY_BYTES_MAX} bytes)",
+            FILE_BYTES_MIN >> 20
+        )));
+    }
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("floor.data");
     let mut file = File::options()

@@ -508,14 +508,14 @@ async fn api(
                 let durable = engine.put_record_durable(&args.stream, args.input())?;
                 let written = durable.await?;
                 Ok(ops::FastAnswer {
-                    stream: args.stream.to_string(),
                     body: ops::put_record_answer_bytes(&written),
                     records: 1,
                     bytes: args.data.len() as u64,
                 })
             }
             .await;
-            let answer = note_fast_put(&metrics, &op_name, &account, &region, started, out);
+            let stream = args.stream.to_string();
+            let answer = note_fast_put(&metrics, &op_name, stream, &account, &region, started, out);
             return answer_response(&op, format, Ok(answer));
         }
     }
@@ -570,7 +570,7 @@ async fn api(
         let prepared = ops::put_records_fast_with(engine_for, &bytes, |e, name, inputs| {
             e.put_records_durable(name, inputs)
         });
-        if let Some(prepared) = prepared {
+        if let Some((stream, prepared)) = prepared {
             let out = match prepared {
                 Ok((parsed, Ok(durable))) => durable
                     .await
@@ -579,7 +579,7 @@ async fn api(
                 Ok((_, Err(e))) => Err(ApiError::from(e)),
                 Err(e) => Err(e),
             };
-            let answer = note_fast_put(&metrics, &op_name, &account, &region, started, out);
+            let answer = note_fast_put(&metrics, &op_name, stream, &account, &region, started, out);
             return answer_response(&op, format, Ok(answer));
         }
     }
@@ -598,7 +598,9 @@ async fn api(
                 ops::put_records_fast(engine_for, &bytes)
             };
             match fast {
-                Some(out) => return note_fast_put(&metrics, &op_name, &account, &region, started, out),
+                Some((stream, out)) => {
+                    return note_fast_put(&metrics, &op_name, stream, &account, &region, started, out)
+                }
                 // Not a plain valid request: the general path answers it.
                 None => value = protocol::decode(format, &bytes).map_err(ApiError::serialization)?,
             }
@@ -672,14 +674,16 @@ fn for_stream(
 fn note_fast_put(
     metrics: &metrics::ServerMetrics,
     op: &str,
+    stream: String,
     account: &str,
     region: &str,
     started: std::time::Instant,
     out: Result<ops::FastAnswer, ApiError>,
 ) -> Result<Answer, ApiError> {
-    let (stream, bytes, records) = match &out {
-        Ok(a) => (a.stream.clone(), a.bytes, a.records),
-        Err(_) => (String::new(), 0, 0),
+    // The stream labels failures too, as the general path's `stream_label`.
+    let (bytes, records) = match &out {
+        Ok(a) => (a.bytes, a.records),
+        Err(_) => (0, 0),
     };
     let error = out.as_ref().err().map(|e| e.kind);
     note_call(
