@@ -31,6 +31,16 @@ try:
 except urllib.error.HTTPError:
     pass
 
+# Failed puts are counted under the stream they named, on the fast paths
+# (plain PutRecord and PutRecords) as on the general one.
+for call in (lambda: k.put_record(StreamName="nope", PartitionKey="k", Data=b"x"),
+             lambda: k.put_records(StreamName="nope", Records=[{"PartitionKey": "k", "Data": b"x"}])):
+    try:
+        call()
+        raise AssertionError("a put to a missing stream succeeded")
+    except k.exceptions.ResourceNotFoundException:
+        pass
+
 text = urllib.request.urlopen(endpoint + "/metrics").read().decode()
 assert "Foo" not in text, "an unknown operation became a metric name"
 samples = {}
@@ -57,6 +67,8 @@ assert value("kinesis_put_records_records_total", stream="m") == 20
 assert value("kinesis_put_records_bytes_total", stream="m") == 1000
 assert value("kinesis_get_records_records_total", stream="m") == 30
 assert value("kinesis_put_record_latency_seconds_count", stream="m") == 10
+assert value("kinesis_put_record_failure_total", stream="nope") == 1
+assert value("kinesis_put_records_failure_total", stream="nope") == 1
 assert value("shardlog_fsync_seconds_count") >= 1
 assert value("shardlog_group_commit_records_count") >= 1
 assert value("shardlog_corruption_found_total") == 0
