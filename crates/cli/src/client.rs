@@ -334,11 +334,16 @@ impl JsonApi {
         };
         let mut conn = RawConn {
             addr: (host, port),
-            authority,
+            authority: hyper::header::HeaderValue::from_str(&authority).ok()?,
             path,
             prefix: self.prefix,
             sender: None,
-            stamp: (0, String::new(), String::new()),
+            target: (String::new(), hyper::header::HeaderValue::from_static("")),
+            stamp: (
+                0,
+                hyper::header::HeaderValue::from_static(""),
+                hyper::header::HeaderValue::from_static(""),
+            ),
         };
         conn.connect().await.ok()?;
         Some(conn)
@@ -1220,16 +1225,22 @@ type RawSender = hyper::client::conn::http1::SendRequest<http_body_util::Full<by
 /// per-request URL work, which cost the load generator (on the same CPUs
 /// as the server it measures) a visible share of its time. A failed call
 /// drops the connection; the next call opens a new one.
+///
+/// Its header values are made once (the host), once per operation (the
+/// target) or once per second (the date and authorization), and its header
+/// names are constants: a header given as text is parsed on every request.
 pub struct RawConn {
     addr: (String, u16),
     /// The `Host` header.
-    authority: String,
+    authority: hyper::header::HeaderValue,
     path: String,
     prefix: &'static str,
     sender: Option<RawSender>,
+    /// The operation of the last call and its `x-amz-target` value.
+    target: (String, hyper::header::HeaderValue),
     /// The second the date headers were made for, and the `x-amz-date`
     /// and `authorization` values.
-    stamp: (i64, String, String),
+    stamp: (i64, hyper::header::HeaderValue, hyper::header::HeaderValue),
 }
 
 impl std::fmt::Debug for RawConn {
@@ -1275,18 +1286,35 @@ impl RawConn {
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             self.connect().await?;
         }
+        use hyper::header::{HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST};
+        const X_AMZ_TARGET: HeaderName = HeaderName::from_static("x-amz-target");
+        const X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
         let secs = now_secs();
         if self.stamp.0 != secs {
             let (stamp, authorization) = unsigned_headers(secs);
-            self.stamp = (secs, stamp, authorization);
+            self.stamp = (
+                secs,
+                HeaderValue::from_str(&stamp)?,
+                HeaderValue::from_str(&authorization)?,
+            );
         }
-        let request = hyper::Request::post(self.path.as_str())
-            .header("host", self.authority.as_str())
-            .header("x-amz-target", format!("{}{op}", self.prefix))
-            .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amz-date", self.stamp.1.as_str())
-            .header("authorization", self.stamp.2.as_str())
+        if self.target.0 != op {
+            self.target = (
+                op.to_string(),
+                HeaderValue::from_str(&format!("{}{op}", self.prefix))?,
+            );
+        }
+        let mut request = hyper::Request::post(self.path.as_str())
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
+        let h = request.headers_mut();
+        h.insert(HOST, self.authority.clone());
+        h.insert(X_AMZ_TARGET, self.target.1.clone());
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/x-amz-json-1.1"),
+        );
+        h.insert(X_AMZ_DATE, self.stamp.1.clone());
+        h.insert(AUTHORIZATION, self.stamp.2.clone());
         let Some(sender) = self.sender.as_mut() else {
             bail!("not connected");
         };
