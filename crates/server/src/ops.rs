@@ -2524,12 +2524,21 @@ mod tests {
             .prop_map(|members| format!("{{{}}}", members.join(",")))
     }
 
-    /// Mostly objects, sometimes an array of values (which serde's derived
-    /// structs would read as the members in order).
+    /// Mostly objects, sometimes an array of values: any values, or ones
+    /// that serde's derived struct would read as a valid record if it took
+    /// an array (data, key, hash key, stream: the fields' order).
     fn put_record_body_or_array() -> impl Strategy<Value = String> {
+        let quoted = |t: String| format!("\"{t}\"");
         prop_oneof![
-            7 => put_record_body(),
+            6 => put_record_body(),
             1 => proptest::collection::vec(put_record_value(), 3..5).prop_map(|v| format!("[{}]", v.join(","))),
+            1 => (
+                proptest::collection::vec(any::<u8>(), 0..20)
+                    .prop_map(move |d| quoted(base64::engine::general_purpose::STANDARD.encode(d))),
+                "[a-z]{1,8}".prop_map(quoted),
+                "[a-zA-Z0-9_.-]{1,8}".prop_map(quoted),
+            )
+                .prop_map(|(d, k, n)| format!("[{d},{k},null,{n}]")),
         ]
     }
 
