@@ -1382,8 +1382,10 @@ impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for Obj<T> {
     }
 }
 
-/// A PutRecords request as the fast path reads it: strings borrowed from
-/// the body (they are copied only when they hold escapes).
+/// A PutRecords request as the fast path reads it: the records' strings
+/// borrowed from the body (copied only when they hold escapes). serde
+/// copies an optional `Cow` always, so the stream name and a hash key are
+/// copied; they are short.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FastPutRecords<'a> {
@@ -1530,7 +1532,13 @@ impl FastPut {
         let encrypted = results.iter().any(|r| r.as_ref().is_ok_and(|o| o.encrypted));
         let (mut records, mut bytes) = (0u64, 0u64);
         let mut out = Vec::with_capacity(64 + n * 96);
-        let _ = write!(out, "{{\"FailedRecordCount\":{failed},\"Records\":[");
+        // Members in the order the general path's value tree writes them
+        // (sorted), so that both paths answer the same bytes.
+        let _ = write!(
+            out,
+            "{{\"EncryptionType\":\"{}\",\"FailedRecordCount\":{failed},\"Records\":[",
+            encryption_type(encrypted)
+        );
         for (i, (r, size)) in results.iter().zip(&self.sizes).enumerate() {
             if i > 0 {
                 out.push(b',');
@@ -1554,7 +1562,7 @@ impl FastPut {
                 }
             };
         }
-        let _ = write!(out, "],\"EncryptionType\":\"{}\"}}", encryption_type(encrypted));
+        out.extend_from_slice(b"]}");
         FastAnswer {
             body: out,
             records,
@@ -1726,7 +1734,13 @@ fn put_records(e: &Engine, v: &Value) -> R {
             sequence_number_for_ordering: None,
         })
         .collect();
-    let results = e.put_records(&name, &inputs)?;
+    Ok(put_records_answer(e.put_records(&name, &inputs)?))
+}
+
+/// The PutRecords answer as a value tree (the general path's).
+fn put_records_answer(
+    results: Vec<Result<shardlog_stream::PutRecordOutput, shardlog_stream::PutRecordFailure>>,
+) -> Value {
     let failed = results.iter().filter(|r| r.is_err()).count();
     let encrypted = results.iter().any(|r| r.as_ref().is_ok_and(|o| o.encrypted));
     let out: Vec<Value> = results
@@ -1736,7 +1750,7 @@ fn put_records(e: &Engine, v: &Value) -> R {
             Err(f) => json!({"ErrorCode": f.error_code, "ErrorMessage": f.error_message}),
         })
         .collect();
-    Ok(json!({"FailedRecordCount": failed, "Records": out, "EncryptionType": encryption_type(encrypted)}))
+    json!({"FailedRecordCount": failed, "Records": out, "EncryptionType": encryption_type(encrypted)})
 }
 
 fn get_shard_iterator(e: &Engine, v: &Value) -> R {
@@ -2436,6 +2450,50 @@ mod tests {
         assert!(!take(&format!(
             r#"{{"StreamName":"s1","PartitionKey":"{long_key}","Data":""}}"#
         )));
+    }
+
+    #[test]
+    fn the_put_records_answer_in_bytes_is_the_value_trees_answer_byte_for_byte() {
+        let ok = |shard: &str, seq: &str, encrypted| {
+            Ok(shardlog_stream::PutRecordOutput {
+                shard_id: shardlog_stream::ShardId::new(shard).unwrap(),
+                sequence_number: shardlog_stream::SequenceNumber::new(seq).unwrap(),
+                encrypted,
+            })
+        };
+        let failed = || {
+            Err(shardlog_stream::PutRecordFailure {
+                error_code: "ProvisionedThroughputExceededException".into(),
+                error_message: "Rate exceeded for shard \"shardId-000000000001\" \u{e9}".into(),
+            })
+        };
+        for encrypted in [false, true] {
+            let results = || {
+                vec![
+                    ok(
+                        "shardId-000000000000",
+                        "49000000000000000000000000000000000000000000000000000001",
+                        encrypted,
+                    ),
+                    failed(),
+                    ok(
+                        "shardId-000000000002",
+                        "49000000000000000000000000000000000000000000000000000002",
+                        false,
+                    ),
+                ]
+            };
+            let fast = super::FastPut { sizes: vec![3, 4, 5] }.answer(results());
+            let tree = crate::protocol::encode(
+                crate::protocol::Format::Json,
+                &super::put_records_answer(results()),
+            );
+            assert_eq!(
+                String::from_utf8_lossy(&fast.body),
+                String::from_utf8_lossy(&tree)
+            );
+            assert_eq!((fast.records, fast.bytes), (2, 8));
+        }
     }
 
     #[test]
